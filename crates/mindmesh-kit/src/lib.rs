@@ -1,0 +1,45 @@
+//! What every Mindmesh service shares.
+//!
+//! A tour, in the order a service meets these pieces:
+//! - [`config`]: layered configuration (defaults → TOML → `MINDMESH__…` env → flags).
+//! - [`telemetry`]: `tracing` + OpenTelemetry, W3C trace context over gRPC and events.
+//! - [`db`] and [`migrations`]: sea-orm on SQLite or PostgreSQL, chosen by URL; the
+//!   tables every service has (outbox, inbox, audit log).
+//! - [`keyfiles`], [`keys`] and [`crypto`]: the master key, the per-service keystore
+//!   (tenant keys, data keys, crypto-shredding) and the `ring` primitives under them.
+//! - [`bus`], [`events`], [`outbox`], [`inbox`]: events over NATS JetStream or the
+//!   embedded log, written through a transactional outbox, applied exactly once.
+//! - [`auth`]: bearer JWTs, roles, the one interceptor; [`error`]: the one mapping from
+//!   errors to gRPC codes; [`grpc`]: paging and timestamp helpers.
+//! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face.
+//! - [`context`] and [`server`]: what a service is given when it starts, and the one
+//!   gRPC server (health, reflection, graceful shutdown) every process runs.
+//! - [`testing`] (feature `testing`): throwaway PostgreSQL databases and NATS streams.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod audit_api;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod context;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod ids;
+pub mod inbox;
+pub mod keyfiles;
+pub mod keys;
+pub mod migrations;
+pub mod outbox;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use service::Service;

@@ -1,0 +1,359 @@
+//! Bearer-token authentication (DESIGN.md §7).
+//!
+//! Every call carries `authorization: Bearer <JWT>` signed with Ed25519 (EdDSA). One
+//! interceptor checks it and puts the [`Caller`] into the request's extensions; handlers
+//! take the tenant from there and never from the request body.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status};
+
+use crate::crypto::SigningKey;
+use crate::error::{Error, Result};
+use crate::ids::TenantId;
+
+/// What a caller may be (DESIGN.md §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Runs the platform: creates and deletes tenants, sees no tenant data.
+    Operator,
+    /// A tenant's administrator.
+    Admin,
+    /// A tenant's ordinary user.
+    Member,
+    /// Another Mindmesh service.
+    Service,
+    /// Staff engineer: all data, under consent.
+    StaffEngineer,
+    /// Staff support: all but document contents, under consent.
+    StaffSupport,
+    /// Staff analyst: pseudonymized data only, under consent.
+    StaffAnalyst,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 7] = [
+        Role::Operator,
+        Role::Admin,
+        Role::Member,
+        Role::Service,
+        Role::StaffEngineer,
+        Role::StaffSupport,
+        Role::StaffAnalyst,
+    ];
+
+    /// The name carried in the token's `roles` claim.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Service => "service",
+            Role::StaffEngineer => "staff:engineer",
+            Role::StaffSupport => "staff:support",
+            Role::StaffAnalyst => "staff:analyst",
+        }
+    }
+
+    /// True for the three staff roles, which need a tenant's consent (P11).
+    pub const fn is_staff(self) -> bool {
+        matches!(
+            self,
+            Role::StaffEngineer | Role::StaffSupport | Role::StaffAnalyst
+        )
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Error::invalid("roles", format!("unknown role {s:?}")))
+    }
+}
+
+/// The claims of a Mindmesh access token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who: a user id, a service name, or a staff member's id.
+    pub sub: String,
+    /// The tenant the token acts in; absent for operators and platform services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Role names.
+    pub roles: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Issuer.
+    pub iss: String,
+}
+
+/// The authenticated caller of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject.
+    pub subject: String,
+    /// The tenant the caller acts in, from the token only.
+    pub tenant: Option<TenantId>,
+    /// The caller's roles.
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    /// True when the caller holds `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// True when the caller holds any of `roles`.
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        roles.iter().any(|r| self.has(*r))
+    }
+
+    /// Fails with PERMISSION_DENIED unless the caller holds one of `roles`.
+    pub fn require_any(&self, roles: &[Role]) -> Result<()> {
+        if self.has_any(roles) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(Error::PermissionDenied(format!(
+                "this call needs one of the roles: {}",
+                names.join(", ")
+            )))
+        }
+    }
+
+    /// The caller's tenant, or PERMISSION_DENIED for tokens without one.
+    pub fn tenant(&self) -> Result<TenantId> {
+        self.tenant.ok_or_else(|| {
+            Error::PermissionDenied("this call needs a token bound to a tenant".into())
+        })
+    }
+
+    /// The caller placed in the request by [`AuthInterceptor`].
+    pub fn from_request<T>(request: &Request<T>) -> Result<Caller> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Error::Unauthenticated("missing bearer token".into()))
+    }
+}
+
+/// Issues tokens (`mindmesh token`, embedded mode, tests).
+pub struct TokenIssuer {
+    key: EncodingKey,
+    issuer: String,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `key`.
+    pub fn new(key: &SigningKey, issuer: impl Into<String>) -> Self {
+        TokenIssuer {
+            key: EncodingKey::from_ed_der(key.pkcs8()),
+            issuer: issuer.into(),
+        }
+    }
+
+    /// A token for `subject` in `tenant` with `roles`, valid for `ttl`.
+    pub fn issue(
+        &self,
+        subject: &str,
+        tenant: Option<TenantId>,
+        roles: &[Role],
+        ttl: Duration,
+    ) -> Result<String> {
+        let now = now_secs();
+        self.issue_claims(&Claims {
+            sub: subject.to_owned(),
+            tenant: tenant.map(|t| t.to_string()),
+            roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            iss: self.issuer.clone(),
+        })
+    }
+
+    /// Signs arbitrary claims (tests use it for expired or malformed tokens).
+    pub fn issue_claims(&self, claims: &Claims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
+            .map_err(|_| Error::Crypto("token signing failed"))
+    }
+}
+
+/// Checks tokens.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    /// A verifier for tokens signed by the Ed25519 key whose public half is `public_key`.
+    pub fn new(public_key: &[u8; 32], issuer: &str, leeway: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[issuer]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.leeway = leeway.as_secs();
+        TokenVerifier {
+            key: DecodingKey::from_ed_der(public_key),
+            validation,
+        }
+    }
+
+    /// Verifies a token and returns its caller.
+    pub fn verify(&self, token: &str) -> Result<Caller> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    Error::Unauthenticated("token expired".into())
+                }
+                _ => Error::Unauthenticated("invalid token".into()),
+            },
+        )?;
+        let claims = data.claims;
+        let tenant = claims
+            .tenant
+            .as_deref()
+            .map(TenantId::from_str)
+            .transpose()
+            .map_err(|_| Error::Unauthenticated("invalid token: bad tenant claim".into()))?;
+        let roles = claims
+            .roles
+            .iter()
+            .map(|r| r.parse::<Role>())
+            .collect::<Result<Vec<_>>>()
+            .map_err(|_| Error::Unauthenticated("invalid token: unknown role".into()))?;
+        Ok(Caller {
+            subject: claims.sub,
+            tenant,
+            roles,
+        })
+    }
+}
+
+/// The one interceptor that authenticates every call to a Mindmesh API service.
+#[derive(Clone)]
+pub struct AuthInterceptor {
+    verifier: Arc<TokenVerifier>,
+}
+
+impl AuthInterceptor {
+    /// An interceptor using `verifier`.
+    pub fn new(verifier: Arc<TokenVerifier>) -> Self {
+        AuthInterceptor { verifier }
+    }
+}
+
+impl tonic::service::Interceptor for AuthInterceptor {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be 'Bearer <token>'"))?;
+        let caller = self.verifier.verify(token.trim()).map_err(Status::from)?;
+        tracing::Span::current().record("caller", caller.subject.as_str());
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (TokenIssuer, TokenVerifier) {
+        let key = SigningKey::generate().unwrap();
+        (
+            TokenIssuer::new(&key, "mindmesh"),
+            TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0)),
+        )
+    }
+
+    #[test]
+    fn issued_tokens_verify() {
+        let (issuer, verifier) = pair();
+        let tenant = TenantId::new();
+        let token = issuer
+            .issue("u1", Some(tenant), &[Role::Admin, Role::StaffSupport], Duration::from_secs(60))
+            .unwrap();
+        let caller = verifier.verify(&token).unwrap();
+        assert_eq!(caller.subject, "u1");
+        assert_eq!(caller.tenant, Some(tenant));
+        assert!(caller.has(Role::Admin) && caller.has(Role::StaffSupport));
+        assert!(!caller.has(Role::Operator));
+    }
+
+    #[test]
+    fn expired_foreign_and_garbled_tokens_fail() {
+        let (issuer, verifier) = pair();
+        let now = now_secs();
+        let expired = issuer
+            .issue_claims(&Claims {
+                sub: "u".into(),
+                tenant: None,
+                roles: vec!["admin".into()],
+                exp: now - 120,
+                iat: now - 3600,
+                iss: "mindmesh".into(),
+            })
+            .unwrap();
+        assert!(verifier.verify(&expired).unwrap_err().to_string().contains("expired"));
+        let (other, _) = pair();
+        let foreign = other.issue("u", None, &[Role::Operator], Duration::from_secs(60)).unwrap();
+        assert!(verifier.verify(&foreign).is_err());
+        assert!(verifier.verify("not.a.token").is_err());
+        let key = SigningKey::generate().unwrap();
+        let verifier = TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0));
+        let elsewhere = TokenIssuer::new(&key, "elsewhere");
+        let token = elsewhere.issue("u", None, &[Role::Operator], Duration::from_secs(60)).unwrap();
+        assert!(verifier.verify(&token).is_err(), "issuer must match");
+    }
+
+    #[test]
+    fn unknown_roles_are_rejected() {
+        let (issuer, verifier) = pair();
+        let now = now_secs();
+        let token = issuer
+            .issue_claims(&Claims {
+                sub: "u".into(),
+                tenant: None,
+                roles: vec!["superuser".into()],
+                exp: now + 60,
+                iat: now,
+                iss: "mindmesh".into(),
+            })
+            .unwrap();
+        assert!(verifier.verify(&token).is_err());
+    }
+}

@@ -1,0 +1,464 @@
+//! Layered configuration: defaults, then a TOML file, then `MINDMESH__SECTION__KEY`
+//! environment variables, then command-line overrides. Unknown keys are an error.
+//!
+//! Nothing here reads the process environment by itself: callers pass the variables in
+//! ([`Config::load`]), so tests build configs from values and never touch `std::env`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::service::Service;
+
+/// The whole configuration of one Mindmesh process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    pub listen: SocketAddr,
+    /// Directory for SQLite files, the embedded event log and generated keys (embedded mode).
+    pub data_dir: PathBuf,
+    /// Region the data must stay in (P17); recorded in every service, checked on start.
+    pub region: String,
+    /// Databases.
+    pub database: DatabaseConfig,
+    /// Event bus.
+    pub bus: BusConfig,
+    /// Key material.
+    pub keys: KeysConfig,
+    /// Token validation and issuing.
+    pub auth: AuthConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+    /// Request limits.
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            region: "eu".to_owned(),
+            database: DatabaseConfig::default(),
+            bus: BusConfig::default(),
+            keys: KeysConfig::default(),
+            auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Where each service keeps its data.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Database URL template; `{service}` is replaced by the service name, so one setting
+    /// gives every service its own database (e.g. `postgres://pg/mindmesh_{service}`).
+    /// Unset: one SQLite file per service under `data_dir`.
+    pub url: Option<String>,
+    /// Keystore URL template, kept apart from the data it protects (DESIGN.md §6);
+    /// `{service}` is replaced as above. Unset: `<service>_keys` beside the data database.
+    pub keystore_url: Option<String>,
+    /// Connection pool size per service.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            keystore_url: None,
+            max_connections: 8,
+        }
+    }
+}
+
+/// Which bus implementation carries events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The durable SQLite-backed log inside the process (single-process mode).
+    #[default]
+    Embedded,
+    /// NATS JetStream (distributed mode).
+    Nats,
+}
+
+/// The event bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// Implementation. Distributed mode always uses NATS.
+    pub kind: BusKind,
+    /// NATS server URL.
+    pub nats_url: String,
+    /// JetStream stream holding the events.
+    pub stream: String,
+    /// Subject root: events go to `<root>.events.<type>`, dead letters to
+    /// `<root>.deadletter.<consumer>` (stream `<stream>_DEADLETTER`).
+    pub subject_root: String,
+    /// Stream replicas (3 in a cluster).
+    pub replicas: usize,
+    /// How long a delivered, unacknowledged event waits before it is redelivered.
+    pub ack_wait_ms: u64,
+    /// Deliveries of one event before it goes to the dead-letter subject.
+    pub max_deliver: u32,
+    /// How often the outbox relay looks for unpublished events when not woken.
+    pub relay_interval_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Embedded,
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "MINDMESH_EVENTS".to_owned(),
+            subject_root: "mindmesh".to_owned(),
+            replicas: 1,
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+            relay_interval_ms: 1_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// Redelivery delay for unacknowledged events.
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+
+    /// The subject an event of `event_type` is published on.
+    pub fn event_subject(&self, event_type: &str) -> String {
+        format!("{}.events.{event_type}", self.subject_root)
+    }
+
+    /// The subject that dead letters of `consumer` go to.
+    pub fn dead_letter_subject(&self, consumer: &str) -> String {
+        format!("{}.deadletter.{consumer}", self.subject_root)
+    }
+
+    /// The stream holding dead letters.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}_DEADLETTER", self.stream)
+    }
+}
+
+/// Key material. In embedded mode, missing keys are generated into `data_dir/keys`;
+/// distributed mode refuses to start without them.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Master key (32 bytes, base64). Prefer `master_key_file`.
+    pub master_key: Option<String>,
+    /// File holding the master key (32 bytes, base64).
+    pub master_key_file: Option<PathBuf>,
+    /// Ed25519 private key (PKCS#8 DER) that signs access tokens; only `mindmesh token`
+    /// and embedded mode need it.
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Ed25519 public key (32 bytes, base64) that verifies access tokens.
+    pub jwt_public_key: Option<String>,
+    /// Ed25519 private key (PKCS#8 DER) this process signs deletion attestations and
+    /// receipts with.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field("master_key_file", &self.master_key_file)
+            .field("jwt_private_key_file", &self.jwt_private_key_file)
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("signing_key_file", &self.signing_key_file)
+            .finish()
+    }
+}
+
+/// Access tokens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` claim issued and required.
+    pub issuer: String,
+    /// Lifetime of tokens issued by `mindmesh token`, in seconds.
+    pub token_ttl_secs: u64,
+    /// Clock skew tolerated when checking `exp`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "mindmesh".to_owned(),
+            token_ttl_secs: 3600,
+            leeway_secs: 5,
+        }
+    }
+}
+
+/// Log format on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Logs and traces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `tracing` filter directive, e.g. `info,mindmesh_kit=debug`.
+    pub log_filter: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Request limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Seconds in-flight calls get to finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 4 * 1024 * 1024,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// How the process runs (DESIGN.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// All five services in one process, SQLite, embedded bus.
+    Embedded,
+    /// Some services in this process, PostgreSQL, NATS JetStream.
+    Distributed,
+}
+
+impl Config {
+    /// Builds the configuration from defaults, an optional TOML file, the given environment
+    /// (only `MINDMESH__…` variables are read) and `key=value` overrides (dotted keys).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config> {
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("MINDMESH__"))
+            .collect();
+        let defaults = config::Config::try_from(&Config::default())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("MINDMESH")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.into_iter().collect())),
+        );
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let config: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.database.max_connections == 0 {
+            return Err(Error::Config("database.max_connections must be at least 1".into()));
+        }
+        if self.bus.replicas == 0 || self.bus.replicas > 5 {
+            return Err(Error::Config("bus.replicas must be between 1 and 5".into()));
+        }
+        if self.bus.max_deliver == 0 {
+            return Err(Error::Config("bus.max_deliver must be at least 1".into()));
+        }
+        if self.bus.ack_wait_ms < 100 {
+            return Err(Error::Config("bus.ack_wait_ms must be at least 100".into()));
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(Error::Config("limits.max_message_bytes must be at least 1024".into()));
+        }
+        if self.region.trim().is_empty() {
+            return Err(Error::Config("region must not be empty".into()));
+        }
+        for (name, url) in [
+            ("database.url", &self.database.url),
+            ("database.keystore_url", &self.database.keystore_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"))
+                {
+                    return Err(Error::Config(format!(
+                        "{name} must be a postgres:// or sqlite: URL"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Extra checks for distributed mode: every dependency and key must be configured,
+    /// since nothing is generated there. The error names what is missing.
+    pub fn validate_distributed(&self) -> Result<()> {
+        if self.database.url.is_none() {
+            return Err(Error::Config(
+                "distributed mode needs database.url (MINDMESH__DATABASE__URL)".into(),
+            ));
+        }
+        if self.keys.master_key.is_none() && self.keys.master_key_file.is_none() {
+            return Err(Error::Config(
+                "distributed mode needs keys.master_key_file or keys.master_key".into(),
+            ));
+        }
+        if self.keys.jwt_public_key.is_none() && self.keys.jwt_private_key_file.is_none() {
+            return Err(Error::Config(
+                "distributed mode needs keys.jwt_public_key or keys.jwt_private_key_file".into(),
+            ));
+        }
+        if self.keys.signing_key_file.is_none() {
+            return Err(Error::Config(
+                "distributed mode needs keys.signing_key_file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database URL of `service`: the template with `{service}` filled in, or a
+    /// SQLite file under `data_dir`.
+    pub fn database_url(&self, service: Service) -> String {
+        match &self.database.url {
+            Some(template) => template.replace("{service}", service.as_str()),
+            None => crate::db::sqlite_url(&self.data_dir.join(format!("{service}.db"))),
+        }
+    }
+
+    /// The keystore URL of `service` (DESIGN.md §6: apart from the data it protects).
+    pub fn keystore_url(&self, service: Service) -> String {
+        match (&self.database.keystore_url, &self.database.url) {
+            (Some(template), _) => template.replace("{service}", service.as_str()),
+            (None, Some(template)) => {
+                template.replace("{service}", &format!("{service}_keys"))
+            }
+            (None, None) => {
+                crate::db::sqlite_url(&self.data_dir.join(format!("{service}_keys.db")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mindmesh.toml");
+        std::fs::write(
+            &file,
+            "region = \"us\"\n[bus]\nmax_deliver = 7\nack_wait_ms = 1000\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[("MINDMESH__BUS__MAX_DELIVER", "9"), ("HOME", "/root")]),
+            &[("bus.ack_wait_ms".to_owned(), "2000".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(config.region, "us");
+        assert_eq!(config.bus.max_deliver, 9, "env beats file");
+        assert_eq!(config.bus.ack_wait_ms, 2000, "flags beat everything");
+        assert_eq!(config.bus.stream, "MINDMESH_EVENTS", "defaults stay");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::load(None, env(&[("MINDMESH__BUS__COLOUR", "blue")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&file), Vec::new(), &[]).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        let err = Config::load(None, env(&[("MINDMESH__BUS__REPLICAS", "0")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("bus.replicas"), "{err}");
+        let err = Config::load(None, env(&[("MINDMESH__DATABASE__URL", "mysql://x")]), &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn distributed_mode_names_the_missing_key() {
+        let mut config = Config::default();
+        config.database.url = Some("postgres://127.0.0.1/mindmesh_{service}".into());
+        let err = config.validate_distributed().unwrap_err();
+        assert!(err.to_string().contains("keys.master_key"), "{err}");
+        config.keys.master_key_file = Some("/k".into());
+        let err = config.validate_distributed().unwrap_err();
+        assert!(err.to_string().contains("keys.jwt_public_key"), "{err}");
+    }
+
+    #[test]
+    fn database_urls_per_service() {
+        let mut config = Config::default();
+        assert!(config.database_url(Service::Storage).ends_with("storage.db?mode=rwc"));
+        assert!(config.keystore_url(Service::Storage).ends_with("storage_keys.db?mode=rwc"));
+        config.database.url = Some("postgres://h/mm_{service}".into());
+        assert_eq!(config.database_url(Service::Dsar), "postgres://h/mm_dsar");
+        assert_eq!(config.keystore_url(Service::Dsar), "postgres://h/mm_dsar_keys");
+    }
+}

@@ -1,0 +1,131 @@
+//! What a service gets when it starts: its databases, the bus, its audit log, the keys,
+//! and an owner for the background tasks it spawns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::AuditLog;
+use crate::auth::{AuthInterceptor, TokenVerifier};
+use crate::bus::consume::{run_consumer, ConsumerStats, EventHandler};
+use crate::bus::EventBus;
+use crate::config::Config;
+use crate::error::Result;
+use crate::keyfiles::KeyMaterial;
+use crate::keys::{KeystoreMigrator, Keystore};
+use crate::outbox::OutboxRelay;
+use crate::service::Service;
+
+/// Shared by every service in one process.
+#[derive(Clone)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The key material.
+    pub keys: Arc<KeyMaterial>,
+    /// The interceptor that authenticates every API call.
+    pub interceptor: AuthInterceptor,
+    /// Owner of every background task.
+    pub tasks: TaskTracker,
+    /// Cancelled when the process shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Shared state over `config`, `bus` and `keys`.
+    pub fn new(config: Arc<Config>, bus: Arc<dyn EventBus>, keys: Arc<KeyMaterial>) -> Self {
+        let verifier = TokenVerifier::new(
+            &keys.jwt_public,
+            &config.auth.issuer,
+            Duration::from_secs(config.auth.leeway_secs),
+        );
+        Shared {
+            interceptor: AuthInterceptor::new(Arc::new(verifier)),
+            config,
+            bus,
+            keys,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// One running service's context.
+#[derive(Clone)]
+pub struct ServiceContext {
+    /// Which service this is.
+    pub service: Service,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The service's own database.
+    pub db: DatabaseConnection,
+    /// The service's keystore (a database apart from `db`).
+    pub keystore: Keystore,
+    /// The event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// The service's audit log.
+    pub audit: AuditLog,
+    /// Publishes the service's outbox.
+    pub relay: OutboxRelay,
+    /// The key material.
+    pub keys: Arc<KeyMaterial>,
+    /// The API interceptor.
+    pub interceptor: AuthInterceptor,
+    /// Owner of the service's background tasks.
+    pub tasks: TaskTracker,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    /// Opens `service`'s database (migrated with `M`) and keystore, ready to start.
+    pub async fn open<M: MigratorTrait>(service: Service, shared: &Shared) -> Result<Self> {
+        let config = &shared.config;
+        let db = crate::db::open_and_migrate::<M>(&config.database_url(service), config.database.max_connections).await?;
+        let key_db = crate::db::open_and_migrate::<KeystoreMigrator>(&config.keystore_url(service), config.database.max_connections).await?;
+        let relay = OutboxRelay::new(
+            db.clone(),
+            shared.bus.clone(),
+            Duration::from_millis(config.bus.relay_interval_ms),
+        );
+        Ok(ServiceContext {
+            service,
+            config: config.clone(),
+            audit: AuditLog::new(db.clone(), &shared.keys.master, service)?,
+            keystore: Keystore::new(key_db, shared.keys.master.clone()),
+            db,
+            bus: shared.bus.clone(),
+            relay,
+            keys: shared.keys.clone(),
+            interceptor: shared.interceptor.clone(),
+            tasks: shared.tasks.clone(),
+            shutdown: shared.shutdown.clone(),
+        })
+    }
+
+    /// Starts the outbox relay of this service.
+    pub fn spawn_relay(&self) {
+        let relay = self.relay.clone();
+        self.tasks.spawn(relay.run(self.shutdown.clone()));
+    }
+
+    /// Starts this service's durable consumer (named after the service) with `handler`.
+    pub fn spawn_consumer(&self, handler: Arc<dyn EventHandler>) -> Arc<ConsumerStats> {
+        let stats = Arc::new(ConsumerStats::default());
+        self.tasks.spawn(run_consumer(
+            self.bus.clone(),
+            self.service.as_str().to_owned(),
+            handler,
+            self.config.bus.max_deliver,
+            stats.clone(),
+            self.shutdown.clone(),
+        ));
+        stats
+    }
+}

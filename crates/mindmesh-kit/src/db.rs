@@ -1,0 +1,147 @@
+//! Database connections: SQLite or PostgreSQL, chosen by URL, through sea-orm.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm_migration::MigratorTrait;
+
+use crate::error::{Error, Result};
+
+/// The sea-orm URL of a SQLite file, created if missing.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// True for SQLite URLs.
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+/// Opens a pool to `url`. SQLite gets WAL, `synchronous = NORMAL`, a busy timeout and
+/// foreign keys, and a single connection: SQLite allows one writer at a time, and one
+/// connection keeps transactions from failing with `SQLITE_BUSY` on upgrade.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if is_sqlite_url(url) {
+        if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    Error::Config(format!("cannot create data directory {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    } else {
+        options.max_connections(max_connections);
+    }
+    Ok(Database::connect(options).await?)
+}
+
+/// Opens `url` (creating the PostgreSQL database if missing) and runs migrator `M`.
+pub async fn open_and_migrate<M: MigratorTrait>(
+    url: &str,
+    max_connections: u32,
+) -> Result<DatabaseConnection> {
+    if !is_sqlite_url(url) {
+        create_postgres_database_if_missing(url).await?;
+    }
+    let db = connect(url, max_connections).await?;
+    M::up(&db, None).await?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}
+
+/// Splits a PostgreSQL URL into (URL of the `postgres` maintenance database, database name).
+pub fn postgres_admin_url(url: &str) -> Result<(String, String)> {
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| Error::Config(format!("bad database url: {e}")))?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(Error::Config(format!(
+            "database name {name:?} must be lowercase letters, digits and underscores"
+        )));
+    }
+    parsed.set_path("/postgres");
+    Ok((parsed.to_string(), name))
+}
+
+/// Creates the database named in a PostgreSQL URL if it does not exist yet.
+pub async fn create_postgres_database_if_missing(url: &str) -> Result<()> {
+    let (admin_url, name) = postgres_admin_url(url)?;
+    let admin = connect(&admin_url, 1).await?;
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [name.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        // The name was checked above to hold only [a-z0-9_], so quoting it is safe.
+        let created = admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another process created it between our check and our create.
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Drops the database named in a PostgreSQL URL, disconnecting its sessions (tests).
+pub async fn drop_postgres_database(url: &str) -> Result<()> {
+    let (admin_url, name) = postgres_admin_url(url)?;
+    let admin = connect(&admin_url, 1).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await?;
+    admin.close().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_url_keeps_credentials_and_options() {
+        let (admin, name) =
+            postgres_admin_url("postgres://u@127.0.0.1:5432/mm_test_1?sslmode=disable").unwrap();
+        assert_eq!(name, "mm_test_1");
+        assert_eq!(admin, "postgres://u@127.0.0.1:5432/postgres?sslmode=disable");
+        assert!(postgres_admin_url("postgres://h/Bad-Name").is_err());
+        assert!(postgres_admin_url("postgres://h/").is_err());
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db?mode=rwc"), Some(Path::new("/tmp/a.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

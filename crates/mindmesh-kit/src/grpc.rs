@@ -1,0 +1,62 @@
+//! Small helpers for the gRPC faces of the services: paging, timestamps, and wrapping a
+//! generated server with the message limits and the auth interceptor.
+
+use crate::error::{Error, Result};
+
+/// Validates a `page_size`: 0 means `default`, above `max` is INVALID_ARGUMENT naming
+/// the limit.
+pub fn page_size(value: u32, default: u32, max: u32) -> Result<u64> {
+    match value {
+        0 => Ok(u64::from(default)),
+        v if v > max => Err(Error::invalid(
+            "page_size",
+            format!("must be at most {max}"),
+        )),
+        v => Ok(u64::from(v)),
+    }
+}
+
+/// A protobuf timestamp.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf timestamp as a UTC time; `field` names it in the error.
+pub fn from_timestamp(field: &'static str, t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(t.nanos).map_err(|_| Error::invalid(field, "has negative nanos"))?;
+    chrono::DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| Error::invalid(field, "is out of range"))
+}
+
+/// Wraps a generated tonic server: sets the message size limits and puts the auth
+/// interceptor in front of it.
+///
+/// ```ignore
+/// routes.add_service(api_service!(AccountServiceServer::new(api), ctx));
+/// ```
+#[macro_export]
+macro_rules! api_service {
+    ($server:expr, $ctx:expr) => {
+        tonic::service::interceptor::InterceptedService::new(
+            $server
+                .max_decoding_message_size($ctx.config.limits.max_message_bytes)
+                .max_encoding_message_size($ctx.config.limits.max_message_bytes),
+            $ctx.interceptor.clone(),
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(0, 100, 1000).unwrap(), 100);
+        assert_eq!(page_size(5, 100, 1000).unwrap(), 5);
+        let err = page_size(1001, 100, 1000).unwrap_err();
+        assert!(err.to_string().contains("page_size") && err.to_string().contains("1000"));
+    }
+}

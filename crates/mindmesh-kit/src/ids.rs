@@ -1,0 +1,113 @@
+//! Newtype ids over UUIDs, so a tenant id can never be passed where a user id belongs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use crate::error::Error;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id (UUIDv7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Wraps an existing UUID.
+            pub const fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+
+            /// The inner UUID.
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+
+            /// Parses a request field, naming the field in the error.
+            pub fn parse_field(field: &'static str, value: &str) -> Result<Self, Error> {
+                if value.is_empty() {
+                    return Err(Error::invalid(field, "is required"));
+                }
+                Uuid::parse_str(value)
+                    .map(Self)
+                    .map_err(|_| Error::invalid(field, "is not a valid UUID"))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A customer organisation.
+    TenantId
+);
+id_type!(
+    /// A Mindmesh account (a person in a tenant).
+    UserId
+);
+id_type!(
+    /// An event on the bus; also its de-duplication id.
+    EventId
+);
+id_type!(
+    /// A deletion cascade.
+    CascadeId
+);
+id_type!(
+    /// A connected source tool.
+    IntegrationId
+);
+id_type!(
+    /// A document in storage.
+    DocumentId
+);
+id_type!(
+    /// A data key in a keystore.
+    KeyId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_field_names_the_field() {
+        let err = TenantId::parse_field("tenant_id", "nope").unwrap_err();
+        assert!(err.to_string().contains("tenant_id"), "{err}");
+        let err = TenantId::parse_field("tenant_id", "").unwrap_err();
+        assert!(err.to_string().contains("required"), "{err}");
+        let id = TenantId::new();
+        assert_eq!(TenantId::parse_field("x", &id.to_string()).unwrap(), id);
+    }
+}

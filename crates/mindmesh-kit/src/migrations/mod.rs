@@ -1,0 +1,115 @@
+//! Tables every service database has: the transactional outbox, the inbox of handled
+//! events, and the hash-chained audit log. Each service's migrator starts with
+//! [`service_common`] and appends its own migrations.
+//!
+//! Migration names are written by hand: renaming a file must never rename a migration
+//! that existing databases have already applied.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// The kit's migrations, to run first in every service database.
+pub fn service_common() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(OutboxInboxAudit)]
+}
+
+struct OutboxInboxAudit;
+
+impl MigrationName for OutboxInboxAudit {
+    fn name(&self) -> &str {
+        "m20261129_000001_kit_outbox_inbox_audit"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxInboxAudit {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("outbox")
+                    .if_not_exists()
+                    .col(big_pk_auto("seq"))
+                    .col(string_uniq("event_id"))
+                    .col(string("subject"))
+                    .col(blob("payload"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("inbox")
+                    .if_not_exists()
+                    .col(string("consumer"))
+                    .col(string("event_id"))
+                    .col(timestamp_with_time_zone("handled_at"))
+                    .primary_key(Index::create().col("consumer").col("event_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("audit_log")
+                    .if_not_exists()
+                    .col(big_integer("seq").primary_key())
+                    .col(string_uniq("id"))
+                    .col(timestamp_with_time_zone("occurred_at"))
+                    .col(string("actor"))
+                    .col(string("actor_roles"))
+                    .col(string("action"))
+                    .col(string("tenant_id"))
+                    .col(string("subject_id"))
+                    .col(text("details"))
+                    .col(string("prev_hash"))
+                    .col(string("hash"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_log_tenant")
+                    .table("audit_log")
+                    .col("tenant_id")
+                    .col("seq")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        // One row holding the chain's head; updating it first serializes appends.
+        manager
+            .create_table(
+                Table::create()
+                    .table("audit_head")
+                    .if_not_exists()
+                    .col(integer("id").primary_key())
+                    .col(big_integer("seq"))
+                    .col(string("hash"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table("audit_head")
+                    .columns(["id", "seq", "hash"])
+                    .values_panic([1.into(), 0i64.into(), "".into()])
+                    .on_conflict(OnConflict::column("id").do_nothing().to_owned())
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["audit_head", "audit_log", "inbox", "outbox"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -6,11 +6,11 @@
 //! Appends take the `audit_head` row first, which serializes them in PostgreSQL
 //! (row lock) as in SQLite (single writer), so the chain never forks.
 
-use sea_orm::sea_query::{ExprTrait, Expr, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 use crate::auth::Caller;
-use crate::crypto::{hex, SecretKey};
+use crate::crypto::{SecretKey, hex};
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
 use crate::service::Service;
@@ -34,7 +34,12 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A record of `caller` doing `action` on `subject_id`.
-    pub fn by(caller: &Caller, action: &str, tenant: Option<TenantId>, subject_id: impl Into<String>) -> Self {
+    pub fn by(
+        caller: &Caller,
+        action: &str,
+        tenant: Option<TenantId>,
+        subject_id: impl Into<String>,
+    ) -> Self {
         AuditRecord {
             actor: caller.subject.clone(),
             actor_roles: caller.roles.iter().map(|r| r.as_str().to_owned()).collect(),
@@ -153,8 +158,17 @@ impl AuditLog {
             &Query::insert()
                 .into_table("audit_log")
                 .columns([
-                    "seq", "id", "occurred_at", "actor", "actor_roles", "action", "tenant_id",
-                    "subject_id", "details", "prev_hash", "hash",
+                    "seq",
+                    "id",
+                    "occurred_at",
+                    "actor",
+                    "actor_roles",
+                    "action",
+                    "tenant_id",
+                    "subject_id",
+                    "details",
+                    "prev_hash",
+                    "hash",
                 ])
                 .values_panic([
                     seq.into(),
@@ -192,7 +206,12 @@ impl AuditLog {
     }
 
     /// Entries after `after_seq`, oldest first, at most `limit`; only `tenant`'s when given.
-    pub async fn list(&self, tenant: Option<TenantId>, after_seq: u64, limit: u64) -> Result<Vec<AuditEntry>> {
+    pub async fn list(
+        &self,
+        tenant: Option<TenantId>,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>> {
         let mut query = Query::select();
         query
             .columns(COLUMNS)
@@ -219,7 +238,9 @@ impl AuditLog {
                     &Query::select()
                         .columns(COLUMNS)
                         .from("audit_log")
-                        .and_where(Expr::col("seq").gte(i64::try_from(expected_seq).unwrap_or(i64::MAX)))
+                        .and_where(
+                            Expr::col("seq").gte(i64::try_from(expected_seq).unwrap_or(i64::MAX)),
+                        )
                         .order_by("seq", Order::Asc)
                         .limit(1000)
                         .to_owned(),
@@ -232,7 +253,10 @@ impl AuditLog {
                 let entry = row_to_entry(row)?;
                 checked += 1;
                 let recomputed = hex(&self.key.mac(&canonical(&entry)));
-                if entry.seq != expected_seq || entry.prev_hash != prev_hash || entry.hash != recomputed {
+                if entry.seq != expected_seq
+                    || entry.prev_hash != prev_hash
+                    || entry.hash != recomputed
+                {
                     return Ok(ChainReport {
                         entries_checked: checked,
                         first_broken: Some(expected_seq),
@@ -270,8 +294,17 @@ impl AuditLog {
 }
 
 const COLUMNS: [&str; 11] = [
-    "seq", "id", "occurred_at", "actor", "actor_roles", "action", "tenant_id", "subject_id",
-    "details", "prev_hash", "hash",
+    "seq",
+    "id",
+    "occurred_at",
+    "actor",
+    "actor_roles",
+    "action",
+    "tenant_id",
+    "subject_id",
+    "details",
+    "prev_hash",
+    "hash",
 ];
 
 fn truncate_to_micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {

@@ -29,9 +29,11 @@ impl AuditApi {
     fn log(&self, service: i32) -> Result<&AuditLog, Error> {
         let service = Service::from_proto(service)
             .ok_or_else(|| Error::invalid("service", "must name one of the five services"))?;
-        self.logs
-            .get(&service)
-            .ok_or_else(|| Error::FailedPrecondition(format!("the {service} service does not run in this process")))
+        self.logs.get(&service).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "the {service} service does not run in this process"
+            ))
+        })
     }
 }
 
@@ -75,7 +77,11 @@ impl pb::audit_server::Audit for AuditApi {
                 .map_err(|_| Error::invalid("page_token", "is not a token this service issued"))?
         };
         // Operators see platform-wide entries (ids only); everyone else their tenant's.
-        let tenant = if caller.has(Role::Operator) { None } else { Some(caller.tenant()?) };
+        let tenant = if caller.has(Role::Operator) {
+            None
+        } else {
+            Some(caller.tenant()?)
+        };
         let entries = log.list(tenant, after, limit).await?;
         let next_page_token = match entries.last() {
             Some(last) if entries.len() as u64 == limit => last.seq.to_string(),

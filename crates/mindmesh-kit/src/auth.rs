@@ -305,7 +305,12 @@ mod tests {
         let (issuer, verifier) = pair();
         let tenant = TenantId::new();
         let token = issuer
-            .issue("u1", Some(tenant), &[Role::Admin, Role::StaffSupport], Duration::from_secs(60))
+            .issue(
+                "u1",
+                Some(tenant),
+                &[Role::Admin, Role::StaffSupport],
+                Duration::from_secs(60),
+            )
             .unwrap();
         let caller = verifier.verify(&token).unwrap();
         assert_eq!(caller.subject, "u1");
@@ -328,15 +333,25 @@ mod tests {
                 iss: "mindmesh".into(),
             })
             .unwrap();
-        assert!(verifier.verify(&expired).unwrap_err().to_string().contains("expired"));
+        assert!(
+            verifier
+                .verify(&expired)
+                .unwrap_err()
+                .to_string()
+                .contains("expired")
+        );
         let (other, _) = pair();
-        let foreign = other.issue("u", None, &[Role::Operator], Duration::from_secs(60)).unwrap();
+        let foreign = other
+            .issue("u", None, &[Role::Operator], Duration::from_secs(60))
+            .unwrap();
         assert!(verifier.verify(&foreign).is_err());
         assert!(verifier.verify("not.a.token").is_err());
         let key = SigningKey::generate().unwrap();
         let verifier = TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0));
         let elsewhere = TokenIssuer::new(&key, "elsewhere");
-        let token = elsewhere.issue("u", None, &[Role::Operator], Duration::from_secs(60)).unwrap();
+        let token = elsewhere
+            .issue("u", None, &[Role::Operator], Duration::from_secs(60))
+            .unwrap();
         assert!(verifier.verify(&token).is_err(), "issuer must match");
     }
 

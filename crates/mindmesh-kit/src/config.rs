@@ -172,7 +172,10 @@ pub struct KeysConfig {
 impl std::fmt::Debug for KeysConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeysConfig")
-            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("master_key_file", &self.master_key_file)
             .field("jwt_private_key_file", &self.jwt_private_key_file)
             .field("jwt_public_key", &self.jwt_public_key)
@@ -305,7 +308,9 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         if self.database.max_connections == 0 {
-            return Err(Error::Config("database.max_connections must be at least 1".into()));
+            return Err(Error::Config(
+                "database.max_connections must be at least 1".into(),
+            ));
         }
         if self.bus.replicas == 0 || self.bus.replicas > 5 {
             return Err(Error::Config("bus.replicas must be between 1 and 5".into()));
@@ -317,7 +322,9 @@ impl Config {
             return Err(Error::Config("bus.ack_wait_ms must be at least 100".into()));
         }
         if self.limits.max_message_bytes < 1024 {
-            return Err(Error::Config("limits.max_message_bytes must be at least 1024".into()));
+            return Err(Error::Config(
+                "limits.max_message_bytes must be at least 1024".into(),
+            ));
         }
         if self.region.trim().is_empty() {
             return Err(Error::Config("region must not be empty".into()));
@@ -379,9 +386,7 @@ impl Config {
     pub fn keystore_url(&self, service: Service) -> String {
         match (&self.database.keystore_url, &self.database.url) {
             (Some(template), _) => template.replace("{service}", service.as_str()),
-            (None, Some(template)) => {
-                template.replace("{service}", &format!("{service}_keys"))
-            }
+            (None, Some(template)) => template.replace("{service}", &format!("{service}_keys")),
             (None, None) => {
                 crate::db::sqlite_url(&self.data_dir.join(format!("{service}_keys.db")))
             }
@@ -436,8 +441,8 @@ mod tests {
     fn validate_names_the_bad_key() {
         let err = Config::load(None, env(&[("MINDMESH__BUS__REPLICAS", "0")]), &[]).unwrap_err();
         assert!(err.to_string().contains("bus.replicas"), "{err}");
-        let err = Config::load(None, env(&[("MINDMESH__DATABASE__URL", "mysql://x")]), &[])
-            .unwrap_err();
+        let err =
+            Config::load(None, env(&[("MINDMESH__DATABASE__URL", "mysql://x")]), &[]).unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
     }
 
@@ -455,10 +460,21 @@ mod tests {
     #[test]
     fn database_urls_per_service() {
         let mut config = Config::default();
-        assert!(config.database_url(Service::Storage).ends_with("storage.db?mode=rwc"));
-        assert!(config.keystore_url(Service::Storage).ends_with("storage_keys.db?mode=rwc"));
+        assert!(
+            config
+                .database_url(Service::Storage)
+                .ends_with("storage.db?mode=rwc")
+        );
+        assert!(
+            config
+                .keystore_url(Service::Storage)
+                .ends_with("storage_keys.db?mode=rwc")
+        );
         config.database.url = Some("postgres://h/mm_{service}".into());
         assert_eq!(config.database_url(Service::Dsar), "postgres://h/mm_dsar");
-        assert_eq!(config.keystore_url(Service::Dsar), "postgres://h/mm_dsar_keys");
+        assert_eq!(
+            config.keystore_url(Service::Dsar),
+            "postgres://h/mm_dsar_keys"
+        );
     }
 }

@@ -11,12 +11,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
 use crate::auth::{AuthInterceptor, TokenVerifier};
-use crate::bus::consume::{run_consumer, ConsumerStats, EventHandler};
 use crate::bus::EventBus;
+use crate::bus::consume::{ConsumerStats, EventHandler, run_consumer};
 use crate::config::Config;
 use crate::error::Result;
 use crate::keyfiles::KeyMaterial;
-use crate::keys::{KeystoreMigrator, Keystore};
+use crate::keys::{Keystore, KeystoreMigrator};
 use crate::outbox::OutboxRelay;
 use crate::service::Service;
 
@@ -87,8 +87,16 @@ impl ServiceContext {
     /// Opens `service`'s database (migrated with `M`) and keystore, ready to start.
     pub async fn open<M: MigratorTrait>(service: Service, shared: &Shared) -> Result<Self> {
         let config = &shared.config;
-        let db = crate::db::open_and_migrate::<M>(&config.database_url(service), config.database.max_connections).await?;
-        let key_db = crate::db::open_and_migrate::<KeystoreMigrator>(&config.keystore_url(service), config.database.max_connections).await?;
+        let db = crate::db::open_and_migrate::<M>(
+            &config.database_url(service),
+            config.database.max_connections,
+        )
+        .await?;
+        let key_db = crate::db::open_and_migrate::<KeystoreMigrator>(
+            &config.keystore_url(service),
+            config.database.max_connections,
+        )
+        .await?;
         let relay = OutboxRelay::new(
             db.clone(),
             shared.bus.clone(),

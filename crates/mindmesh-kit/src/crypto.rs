@@ -2,7 +2,7 @@
 //! HMAC-SHA256, HKDF key derivation, Ed25519 signatures and random bytes. Nothing here
 //! invents a primitive; it only composes these.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use ring::{hkdf, hmac};
@@ -199,10 +199,12 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -212,7 +214,9 @@ mod tests {
     #[test]
     fn sealed_values_open_only_in_their_place() {
         let key = SecretKey::generate().unwrap();
-        let sealed = key.seal(b"tenant-a|users|email|row-1", b"ada@example.com").unwrap();
+        let sealed = key
+            .seal(b"tenant-a|users|email|row-1", b"ada@example.com")
+            .unwrap();
         assert_eq!(
             key.open(b"tenant-a|users|email|row-1", &sealed).unwrap(),
             b"ada@example.com"
@@ -231,7 +235,10 @@ mod tests {
     #[test]
     fn two_seals_differ() {
         let key = SecretKey::generate().unwrap();
-        assert_ne!(key.seal(b"", b"same").unwrap(), key.seal(b"", b"same").unwrap());
+        assert_ne!(
+            key.seal(b"", b"same").unwrap(),
+            key.seal(b"", b"same").unwrap()
+        );
     }
 
     #[test]

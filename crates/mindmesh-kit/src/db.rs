@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::error::{Error, Result};
@@ -32,17 +34,23 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(&dir).map_err(|e| {
-                    Error::Config(format!("cannot create data directory {}: {e}", dir.display()))
+                    Error::Config(format!(
+                        "cannot create data directory {}: {e}",
+                        dir.display()
+                    ))
                 })?;
             }
         }
-        options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-                .create_if_missing(true)
-        });
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
     } else {
         options.max_connections(max_connections);
     }
@@ -63,7 +71,9 @@ pub async fn open_and_migrate<M: MigratorTrait>(
 }
 
 fn sqlite_path(url: &str) -> Option<&Path> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
 }
@@ -134,14 +144,20 @@ mod tests {
         let (admin, name) =
             postgres_admin_url("postgres://u@127.0.0.1:5432/mm_test_1?sslmode=disable").unwrap();
         assert_eq!(name, "mm_test_1");
-        assert_eq!(admin, "postgres://u@127.0.0.1:5432/postgres?sslmode=disable");
+        assert_eq!(
+            admin,
+            "postgres://u@127.0.0.1:5432/postgres?sslmode=disable"
+        );
         assert!(postgres_admin_url("postgres://h/Bad-Name").is_err());
         assert!(postgres_admin_url("postgres://h/").is_err());
     }
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite:///tmp/a.db?mode=rwc"), Some(Path::new("/tmp/a.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/a.db?mode=rwc"),
+            Some(Path::new("/tmp/a.db"))
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

@@ -1,8 +1,8 @@
 //! Building and reading event envelopes (DESIGN.md §4).
 
 use bytes::Bytes;
-use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use prost::Message;
 
 use crate::bus::BusMessage;

@@ -25,9 +25,13 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 }
 
 /// A protobuf timestamp as a UTC time; `field` names it in the error.
-pub fn from_timestamp(field: &'static str, t: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>> {
+pub fn from_timestamp(
+    field: &'static str,
+    t: &prost_types::Timestamp,
+) -> Result<chrono::DateTime<chrono::Utc>> {
     let nanos = u32::try_from(t.nanos).map_err(|_| Error::invalid(field, "has negative nanos"))?;
-    chrono::DateTime::from_timestamp(t.seconds, nanos).ok_or_else(|| Error::invalid(field, "is out of range"))
+    chrono::DateTime::from_timestamp(t.seconds, nanos)
+        .ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
 /// Wraps a generated tonic server: sets the message size limits and puts the auth

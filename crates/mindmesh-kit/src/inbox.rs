@@ -1,8 +1,8 @@
 //! Inbox: the ids of events a consumer has applied, recorded in the transaction that
 //! applies the effect, so a redelivered event changes nothing (exactly-once effect).
 
-use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{OnConflict, Query};
 
 use crate::error::Result;
 

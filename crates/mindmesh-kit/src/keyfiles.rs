@@ -42,7 +42,10 @@ impl KeyMaterial {
 
         let master = match (&keys.master_key, &keys.master_key_file) {
             (Some(b64), _) => decode_master(b64, "keys.master_key")?,
-            (None, Some(path)) => decode_master(&read_text(path, "keys.master_key_file")?, "keys.master_key_file")?,
+            (None, Some(path)) => decode_master(
+                &read_text(path, "keys.master_key_file")?,
+                "keys.master_key_file",
+            )?,
             (None, None) => {
                 let path = key_dir.join("master.key");
                 let text = read_or_generate(&path, || {
@@ -53,7 +56,10 @@ impl KeyMaterial {
         };
 
         let jwt_private = match &keys.jwt_private_key_file {
-            Some(path) => Some(SigningKey::from_pkcs8(&read_bytes(path, "keys.jwt_private_key_file")?)?),
+            Some(path) => Some(SigningKey::from_pkcs8(&read_bytes(
+                path,
+                "keys.jwt_private_key_file",
+            )?)?),
             None if keys.jwt_public_key.is_none() => {
                 let der = read_or_generate(&key_dir.join("jwt.pk8"), || {
                     SigningKey::generate().map(|k| k.pkcs8().to_vec())
@@ -96,15 +102,18 @@ fn decode_master(b64: &str, what: &str) -> Result<SecretKey> {
     let bytes = B64
         .decode(b64.trim())
         .map_err(|_| Error::Config(format!("{what} is not base64")))?;
-    SecretKey::from_slice(&bytes).map_err(|_| Error::Config(format!("{what} must decode to 32 bytes")))
+    SecretKey::from_slice(&bytes)
+        .map_err(|_| Error::Config(format!("{what} must decode to 32 bytes")))
 }
 
 fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Config(format!("{what}: cannot read {}: {e}", path.display())))
+    std::fs::read(path)
+        .map_err(|e| Error::Config(format!("{what}: cannot read {}: {e}", path.display())))
 }
 
 fn read_text(path: &Path, what: &str) -> Result<String> {
-    String::from_utf8(read_bytes(path, what)?).map_err(|_| Error::Config(format!("{what} is not text")))
+    String::from_utf8(read_bytes(path, what)?)
+        .map_err(|_| Error::Config(format!("{what} is not text")))
 }
 
 /// Reads `path`, or writes `make()` to it with mode 0600 if it does not exist.
@@ -112,12 +121,18 @@ fn read_or_generate(path: &PathBuf, make: impl FnOnce() -> Result<Vec<u8>>) -> R
     match std::fs::read(path) {
         Ok(bytes) => return Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::Config(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
     }
     let dir = path
         .parent()
         .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", dir.display())))?;
     set_mode(dir, 0o700)?;
     let bytes = make()?;
     let mut options = std::fs::OpenOptions::new();
@@ -166,7 +181,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for name in ["master.key", "jwt.pk8", "signing.pk8"] {
-                let mode = std::fs::metadata(dir.path().join("keys").join(name)).unwrap().permissions().mode();
+                let mode = std::fs::metadata(dir.path().join("keys").join(name))
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 assert_eq!(mode & 0o777, 0o600, "{name}");
             }
         }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use sea_orm::sea_query::{ExprTrait, Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -143,7 +143,15 @@ impl Keystore {
             .execute(
                 &Query::insert()
                     .into_table("data_keys")
-                    .columns(["key_id", "tenant_id", "scope_kind", "scope_id", "version", "wrapped", "created_at"])
+                    .columns([
+                        "key_id",
+                        "tenant_id",
+                        "scope_kind",
+                        "scope_id",
+                        "version",
+                        "wrapped",
+                        "created_at",
+                    ])
                     .values_panic([
                         key_id.to_string().into(),
                         tenant.to_string().into(),
@@ -166,7 +174,11 @@ impl Keystore {
             .ok_or_else(|| Error::Internal("data key vanished after creation".into()))
     }
 
-    async fn find_data_key(&self, tenant: TenantId, scope: &KeyScope) -> Result<Option<(KeyId, SecretKey)>> {
+    async fn find_data_key(
+        &self,
+        tenant: TenantId,
+        scope: &KeyScope,
+    ) -> Result<Option<(KeyId, SecretKey)>> {
         let row = self
             .db
             .query_one(
@@ -237,7 +249,9 @@ impl Keystore {
 
     /// Destroys every key of `tenant`, its key-encryption key last.
     pub async fn shred_tenant(&self, tenant: TenantId) -> Result<Vec<KeyId>> {
-        let ids = self.key_ids(Expr::col("tenant_id").eq(tenant.to_string())).await?;
+        let ids = self
+            .key_ids(Expr::col("tenant_id").eq(tenant.to_string()))
+            .await?;
         for table in ["data_keys", "tenant_keys"] {
             self.db
                 .execute(

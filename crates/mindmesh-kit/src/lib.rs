@@ -14,7 +14,7 @@
 //! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face.
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs.
-//! - [`testing`] (feature `testing`): throwaway PostgreSQL databases and NATS streams.
+//! - [`testing`]: throwaway PostgreSQL databases and NATS streams for tests.
 
 #![forbid(unsafe_code)]
 
@@ -38,7 +38,6 @@ pub mod outbox;
 pub mod server;
 pub mod service;
 pub mod telemetry;
-#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 use prost::Message;
-use sea_orm::sea_query::{ExprTrait, Expr, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -25,7 +25,9 @@ pub async fn serve(
 ) -> Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in health_names.iter().chain(std::iter::once(&String::new())) {
-        reporter.set_service_status(name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mindmesh_proto::FILE_DESCRIPTOR_SET)
@@ -46,7 +48,9 @@ pub async fn serve(
         async move {
             shutdown.cancelled().await;
             for name in names.iter().chain(std::iter::once(&String::new())) {
-                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
         }
     };

@@ -8,13 +8,13 @@ use std::time::Duration;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::error::{Error, Result};
@@ -62,7 +62,11 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<TelemetryGua
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     installed.map_err(|e| Error::Config(format!("cannot install log subscriber: {e}")))?;
@@ -129,5 +133,6 @@ pub fn grpc_request_span(request: &http::Request<()>) -> tracing::Span {
 /// Adds the current trace context to an outgoing request's metadata.
 pub fn inject_into<T>(request: &mut tonic::Request<T>) {
     let cx = tracing::Span::current().context();
-    TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
+    TraceContextPropagator::new()
+        .inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
 }

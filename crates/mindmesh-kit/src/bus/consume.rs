@@ -2,8 +2,8 @@
 //! backoff on failure; after `max_deliver` attempts, or at once for an event that cannot
 //! be decoded, move it to the dead-letter subject (counted, logged, never silently lost).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mindmesh_proto::mindmesh::events::v1::Envelope;

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sea_orm::sea_query::{ExprTrait, Expr, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use tokio::sync::Notify;
 
-use super::{check_token, Acker, BusMessage, Delivery, EventBus, Published, Subscription};
+use super::{Acker, BusMessage, Delivery, EventBus, Published, Subscription, check_token};
 use crate::error::{Error, Result};
 use crate::ids::EventId;
 
@@ -64,7 +64,13 @@ impl EventBus for EmbeddedBus {
             .execute(
                 &Query::insert()
                     .into_table("bus_events")
-                    .columns(["event_id", "event_type", "payload", "traceparent", "created_ms"])
+                    .columns([
+                        "event_id",
+                        "event_type",
+                        "payload",
+                        "traceparent",
+                        "created_ms",
+                    ])
                     .values_panic([
                         message.id.to_string().into(),
                         message.event_type.clone().into(),
@@ -418,7 +424,12 @@ mod schema {
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            for table in ["bus_dead_letters", "bus_pending", "bus_consumers", "bus_events"] {
+            for table in [
+                "bus_dead_letters",
+                "bus_pending",
+                "bus_consumers",
+                "bus_events",
+            ] {
                 manager
                     .drop_table(Table::drop().table(table).if_exists().to_owned())
                     .await?;

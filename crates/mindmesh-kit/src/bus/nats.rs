@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream, AckKind};
+use async_nats::jetstream::{self, AckKind, consumer, message::PublishMessage, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{check_token, Acker, BusMessage, Delivery, EventBus, Published, Subscription};
+use super::{Acker, BusMessage, Delivery, EventBus, Published, Subscription, check_token};
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::ids::EventId;
@@ -37,7 +37,9 @@ impl NatsBus {
             .connection_timeout(Duration::from_secs(5))
             .connect(config.nats_url.as_str())
             .await
-            .map_err(|e| Error::Unavailable(format!("cannot reach NATS at {}: {e}", config.nats_url)))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot reach NATS at {}: {e}", config.nats_url))
+            })?;
         let js = jetstream::new(client);
         js.get_or_create_stream(stream::Config {
             name: config.stream.clone(),

@@ -233,7 +233,7 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             otlp_endpoint: None,
-            log_filter: "info".to_owned(),
+            log_filter: "info,sea_orm_migration=warn".to_owned(),
             log_format: LogFormat::Text,
         }
     }

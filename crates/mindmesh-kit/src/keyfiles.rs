@@ -142,9 +142,14 @@ fn read_or_generate(path: &PathBuf, make: impl FnOnce() -> Result<Vec<u8>>) -> R
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .map_err(|e| Error::Config(format!("cannot create {}: {e}", path.display())))?;
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        // Another process generated it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())));
+        }
+        Err(e) => return Err(Error::Config(format!("cannot create {}: {e}", path.display()))),
+    };
     file.write_all(&bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;

@@ -11,7 +11,8 @@
 //!   embedded log, written through a transactional outbox, applied exactly once.
 //! - [`auth`]: bearer JWTs, roles, the one interceptor; [`error`]: the one mapping from
 //!   errors to gRPC codes; [`grpc`]: paging and timestamp helpers.
-//! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face.
+//! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face;
+//!   [`subject_api`]: the per-process `SubjectData` service.
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs.
 //! - [`testing`]: throwaway PostgreSQL databases and NATS streams for tests.
@@ -37,6 +38,7 @@ pub mod migrations;
 pub mod outbox;
 pub mod server;
 pub mod service;
+pub mod subject_api;
 pub mod telemetry;
 pub mod testing;
 

@@ -1,1 +1,144 @@
-fn main() {}
+//! `mindmesh`: parses arguments, loads configuration, hands over to the library.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mindmesh_kit::auth::Role;
+use mindmesh_kit::config::Config;
+use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::Service;
+use tokio_util::sync::CancellationToken;
+
+/// Mindmesh: the privacy-first backend of a workplace knowledge product.
+#[derive(Parser, Debug)]
+#[command(name = "mindmesh", version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, env = "MINDMESH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override one setting, e.g. `--set listen=127.0.0.1:0` (repeatable; beats everything).
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    overrides: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the server: all five services embedded, or the ones named with --service.
+    Serve {
+        /// Run only this service (repeatable): distributed mode, PostgreSQL + NATS.
+        #[arg(long = "service")]
+        services: Vec<Service>,
+    },
+    /// Creates and migrates the databases (all services, or the ones named).
+    Migrate {
+        /// Migrate only this service (repeatable).
+        #[arg(long = "service")]
+        services: Vec<Service>,
+    },
+    /// Issues an access token from the configured signing key (local use and tests).
+    Token {
+        /// Tenant the token acts in (not needed for operator or service tokens).
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// Subject: a user id, a service or a person's name.
+        #[arg(long, default_value = "local-admin")]
+        sub: String,
+        /// Role (repeatable): operator, admin, member, service, staff:engineer, staff:support, staff:analyst.
+        #[arg(long = "role", required = true)]
+        roles: Vec<Role>,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Prints the version.
+    Version,
+}
+
+fn parse_overrides(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Version = cli.command {
+        println!("mindmesh {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let overrides = parse_overrides(&cli.overrides)?;
+    let config = Config::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
+    // rustls needs one crypto provider for the whole process: ring (no OpenSSL, no aws-lc).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Version => Ok(()),
+        Command::Token { tenant, sub, roles, ttl } => {
+            let ttl = Duration::from_secs(ttl.unwrap_or(config.auth.token_ttl_secs));
+            println!("{}", mindmesh::issue_token(&config, &sub, tenant, &roles, ttl)?);
+            Ok(())
+        }
+        Command::Migrate { services } => {
+            let _telemetry = mindmesh_kit::telemetry::init(&config.telemetry, "mindmesh-migrate")?;
+            mindmesh::migrate(&config, &services).await
+        }
+        Command::Serve { services } => {
+            let name = match services.as_slice() {
+                [one] => format!("mindmesh-{one}"),
+                _ => "mindmesh".to_owned(),
+            };
+            let _telemetry = mindmesh_kit::telemetry::init(&config.telemetry, &name)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            let mode = mindmesh::mode_for(&services);
+            tracing::info!(%addr, ?mode, "mindmesh listening");
+            eprintln!("mindmesh listening on {addr} ({mode:?} mode)");
+            eprintln!("get a token: cargo run -q --bin mindmesh -- token --role operator");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_shutdown(shutdown.clone()));
+            mindmesh::serve(config, services, listener, shutdown).await?;
+            tracing::info!("mindmesh stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+async fn signal_shutdown(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutdown requested: draining in-flight calls");
+    shutdown.cancel();
+}

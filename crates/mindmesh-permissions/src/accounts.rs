@@ -1,0 +1,624 @@
+//! Tenants and their users (P04): validation, authorization, sealing of personal fields,
+//! and the events and audit entries every change writes in its own transaction.
+//!
+//! A user's first name, last name, email and picture URL are sealed with AES-256-GCM
+//! under the person's own data key, bound to tenant, table, column and row (P01). The
+//! email is also kept as a keyed HMAC of its lowercase form: the tenant-scoped blind
+//! index that finds a person by email (P05) and keeps emails unique. It reveals only
+//! whether two users of one tenant share an email, which uniqueness forbids anyway.
+
+use chrono::{DateTime, Utc};
+use mindmesh_kit::audit::AuditRecord;
+use mindmesh_kit::auth::{Caller, Role};
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::crypto::{hex, SecretKey};
+use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
+use mindmesh_kit::keys::{field_aad, KeyScope};
+use mindmesh_kit::{events, outbox};
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, SqlErr, TransactionTrait,
+};
+
+use crate::error::{Error, Result};
+use crate::store::{tenant, user};
+
+/// Longest tenant name, in characters.
+pub const MAX_TENANT_NAME: usize = 200;
+/// Longest first or last name, in characters.
+pub const MAX_NAME: usize = 100;
+/// Longest email address (RFC 5321 path limit).
+pub const MAX_EMAIL: usize = 254;
+/// Longest picture URL.
+pub const MAX_PICTURE_URL: usize = 2048;
+
+/// A customer organisation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Id.
+    pub id: TenantId,
+    /// Display name.
+    pub name: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A person's account: these fields and nothing more (P04).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Email.
+    pub email: String,
+    /// Picture URL, empty when none.
+    pub picture_url: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields of a new user.
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Email.
+    pub email: String,
+    /// Picture URL (may be empty).
+    pub picture_url: String,
+}
+
+/// A partial change of a user; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserPatch {
+    /// New first name.
+    pub first_name: Option<String>,
+    /// New last name.
+    pub last_name: Option<String>,
+    /// New email.
+    pub email: Option<String>,
+    /// New picture URL; empty removes it.
+    pub picture_url: Option<String>,
+}
+
+/// The accounts part of the permissions service.
+#[derive(Clone)]
+pub struct Accounts {
+    ctx: ServiceContext,
+}
+
+impl Accounts {
+    /// Accounts over the service's context.
+    pub fn new(ctx: ServiceContext) -> Self {
+        Accounts { ctx }
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        &self.ctx.db
+    }
+
+    /// Creates a tenant. Operators only.
+    pub async fn create_tenant(&self, caller: &Caller, name: &str) -> Result<Tenant> {
+        require(caller, &[Role::Operator])?;
+        let name = validate_text("name", name, MAX_TENANT_NAME)?;
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name,
+            created_at: now(),
+        };
+        let txn = self.db().begin().await?;
+        tenant::ActiveModel {
+            id: Set(tenant.id.to_string()),
+            name: Set(tenant.name.clone()),
+            created_at: Set(tenant.created_at),
+        }
+        .insert(&txn)
+        .await?;
+        self.ctx
+            .audit
+            .append(&txn, &AuditRecord::by(caller, "tenant.create", Some(tenant.id), tenant.id.to_string()))
+            .await?;
+        txn.commit().await?;
+        // The tenant key is created now so that the first user does not pay for it.
+        self.ctx.keystore.tenant_key(tenant.id).await?;
+        tracing::info!(tenant_id = %tenant.id, "tenant created");
+        Ok(tenant)
+    }
+
+    /// Reads a tenant: operators any, everyone else only their own (others: NOT_FOUND).
+    pub async fn get_tenant(&self, caller: &Caller, id: Option<TenantId>) -> Result<Tenant> {
+        let id = match id {
+            Some(id) => id,
+            None => caller.tenant()?,
+        };
+        if !caller.has(Role::Operator) && caller.tenant != Some(id) {
+            return Err(Error::NotFound("tenant"));
+        }
+        if !caller.has(Role::Operator) {
+            tenant_reader(caller)?;
+        }
+        let row = tenant::Entity::find_by_id(id.to_string())
+            .one(self.db())
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        Ok(Tenant {
+            id,
+            name: row.name,
+            created_at: row.created_at,
+        })
+    }
+
+    /// Deletes a tenant: shreds its keys (so every copy of its data is unreadable at once),
+    /// deletes its rows, and starts the cascade through every service. Operators only.
+    pub async fn delete_tenant(&self, caller: &Caller, id: TenantId) -> Result<CascadeId> {
+        require(caller, &[Role::Operator])?;
+        if tenant::Entity::find_by_id(id.to_string()).one(self.db()).await?.is_none() {
+            return Err(Error::NotFound("tenant"));
+        }
+        let destroyed = self.ctx.keystore.shred_tenant(id).await?;
+        let cascade = CascadeId::new();
+        let txn = self.db().begin().await?;
+        user::Entity::delete_many()
+            .filter(user::Column::TenantId.eq(id.to_string()))
+            .exec(&txn)
+            .await?;
+        tenant::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        self.ctx
+            .audit
+            .append(
+                &txn,
+                &AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string())
+                    .with_details(format!("cascade {cascade}; {} data keys shredded", destroyed.len())),
+            )
+            .await?;
+        outbox::enqueue(
+            &txn,
+            &events::envelope(
+                self.ctx.service,
+                Some(id),
+                Payload::AccountDeletionRequested(AccountDeletionRequested {
+                    cascade_id: cascade.to_string(),
+                    user_id: String::new(),
+                    email: String::new(),
+                }),
+            ),
+        )
+        .await?;
+        txn.commit().await?;
+        self.ctx.relay.wake();
+        tracing::info!(tenant_id = %id, cascade_id = %cascade, "tenant deleted, cascade started");
+        Ok(cascade)
+    }
+
+    /// Creates a user in the caller's tenant. Admins (and services) only.
+    pub async fn create_user(&self, caller: &Caller, new: NewUser) -> Result<User> {
+        require(caller, &[Role::Admin, Role::Service])?;
+        let tenant = caller.tenant()?;
+        let fields = Fields::validate(new)?;
+        if tenant::Entity::find_by_id(tenant.to_string()).one(self.db()).await?.is_none() {
+            return Err(Error::NotFound("tenant"));
+        }
+        let index = self.email_index(tenant, &fields.email).await?;
+        if self.find_by_index(tenant, &index).await?.is_some() {
+            return Err(Error::AlreadyExists("a user with this email exists in the tenant"));
+        }
+        let id = UserId::new();
+        let scope = KeyScope::Person(id.to_string());
+        let (key_id, key) = self.ctx.keystore.data_key(tenant, &scope).await?;
+        let now = now();
+        let sealed = fields.seal(&key, tenant, id)?;
+        let txn = self.db().begin().await?;
+        let inserted = user::ActiveModel {
+            id: Set(id.to_string()),
+            tenant_id: Set(tenant.to_string()),
+            key_id: Set(key_id.to_string()),
+            email_index: Set(index),
+            first_name_ct: Set(sealed.first_name),
+            last_name_ct: Set(sealed.last_name),
+            email_ct: Set(sealed.email),
+            picture_url_ct: Set(sealed.picture_url),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await;
+        if let Err(e) = inserted {
+            drop(txn);
+            // Nothing refers to the key yet; do not leave it behind.
+            self.ctx.keystore.shred(tenant, &scope).await?;
+            return Err(match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    Error::AlreadyExists("a user with this email exists in the tenant")
+                }
+                _ => e.into(),
+            });
+        }
+        self.ctx
+            .audit
+            .append(&txn, &AuditRecord::by(caller, "user.create", Some(tenant), id.to_string()))
+            .await?;
+        outbox::enqueue(
+            &txn,
+            &events::envelope(
+                self.ctx.service,
+                Some(tenant),
+                Payload::AccountActivity(AccountActivity {
+                    user_id: id.to_string(),
+                    kind: "created".to_owned(),
+                }),
+            ),
+        )
+        .await?;
+        txn.commit().await?;
+        self.ctx.relay.wake();
+        tracing::info!(tenant_id = %tenant, user_id = %id, "user created");
+        Ok(fields.into_user(id, tenant, now, now))
+    }
+
+    /// Reads a user of the caller's tenant.
+    pub async fn get_user(&self, caller: &Caller, id: UserId) -> Result<User> {
+        let tenant = tenant_reader(caller)?;
+        let row = self.load(tenant, id).await?;
+        self.open(tenant, row).await
+    }
+
+    /// Changes a user: admins, or the user themself.
+    pub async fn update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<User> {
+        let tenant = caller.tenant()?;
+        if !(caller.has_any(&[Role::Admin, Role::Service]) || caller.subject == id.to_string()) {
+            return Err(Error::PermissionDenied("only an admin or the user themself may change a user".into()));
+        }
+        let row = self.load(tenant, id).await?;
+        let current = self.open(tenant, row.clone()).await?;
+        let mut changed = Vec::new();
+        let next = Fields::validate(NewUser {
+            first_name: patch.first_name.inspect(|_| changed.push("first_name")).unwrap_or(current.first_name.clone()),
+            last_name: patch.last_name.inspect(|_| changed.push("last_name")).unwrap_or(current.last_name.clone()),
+            email: patch.email.inspect(|_| changed.push("email")).unwrap_or(current.email.clone()),
+            picture_url: patch.picture_url.inspect(|_| changed.push("picture_url")).unwrap_or(current.picture_url.clone()),
+        })?;
+        if changed.is_empty() {
+            return Ok(current);
+        }
+        let key_id: KeyId = parse_key_id(&row.key_id)?;
+        let key = self.ctx.keystore.key(tenant, key_id).await?;
+        let index = self.email_index(tenant, &next.email).await?;
+        if index != row.email_index {
+            if let Some(other) = self.find_by_index(tenant, &index).await? {
+                if other.id != row.id {
+                    return Err(Error::AlreadyExists("a user with this email exists in the tenant"));
+                }
+            }
+        }
+        let sealed = next.seal(&key, tenant, id)?;
+        let now = now();
+        let txn = self.db().begin().await?;
+        let mut active: user::ActiveModel = row.clone().into();
+        active.email_index = Set(index);
+        active.first_name_ct = Set(sealed.first_name);
+        active.last_name_ct = Set(sealed.last_name);
+        active.email_ct = Set(sealed.email);
+        active.picture_url_ct = Set(sealed.picture_url);
+        active.updated_at = Set(now);
+        active.update(&txn).await.map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                Error::AlreadyExists("a user with this email exists in the tenant")
+            }
+            _ => e.into(),
+        })?;
+        self.ctx
+            .audit
+            .append(
+                &txn,
+                &AuditRecord::by(caller, "user.update", Some(tenant), id.to_string())
+                    .with_details(format!("changed: {}", changed.join(","))),
+            )
+            .await?;
+        txn.commit().await?;
+        Ok(next.into_user(id, tenant, current.created_at, now))
+    }
+
+    /// Deletes a user: shreds their data key first, deletes the row, and starts the
+    /// cascade through every service. Admins only.
+    pub async fn delete_user(&self, caller: &Caller, id: UserId) -> Result<CascadeId> {
+        require(caller, &[Role::Admin, Role::Service])?;
+        let tenant = caller.tenant()?;
+        let row = self.load(tenant, id).await?;
+        // The services that hold data about the person find it by email (P05).
+        let email = self.open(tenant, row).await?.email;
+        let destroyed = self.ctx.keystore.shred(tenant, &KeyScope::Person(id.to_string())).await?;
+        let cascade = CascadeId::new();
+        let txn = self.db().begin().await?;
+        user::Entity::delete_many()
+            .filter(user::Column::Id.eq(id.to_string()))
+            .filter(user::Column::TenantId.eq(tenant.to_string()))
+            .exec(&txn)
+            .await?;
+        self.ctx
+            .audit
+            .append(
+                &txn,
+                &AuditRecord::by(caller, "user.delete", Some(tenant), id.to_string())
+                    .with_details(format!("cascade {cascade}; {} data keys shredded", destroyed.len())),
+            )
+            .await?;
+        outbox::enqueue(
+            &txn,
+            &events::envelope(
+                self.ctx.service,
+                Some(tenant),
+                Payload::AccountDeletionRequested(AccountDeletionRequested {
+                    cascade_id: cascade.to_string(),
+                    user_id: id.to_string(),
+                    email,
+                }),
+            ),
+        )
+        .await?;
+        txn.commit().await?;
+        self.ctx.relay.wake();
+        tracing::info!(tenant_id = %tenant, user_id = %id, cascade_id = %cascade, "user deleted, cascade started");
+        Ok(cascade)
+    }
+
+    /// Users of the caller's tenant after `after` (exclusive), oldest first.
+    pub async fn list_users(&self, caller: &Caller, after: Option<UserId>, limit: u64) -> Result<Vec<User>> {
+        require(caller, &[Role::Admin, Role::Service])?;
+        let tenant = caller.tenant()?;
+        let mut query = user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.to_string()))
+            .order_by_asc(user::Column::Id)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(Expr::col(user::Column::Id).gt(after.to_string()));
+        }
+        let rows = query.all(self.db()).await?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in rows {
+            users.push(self.open(tenant, row).await?);
+        }
+        Ok(users)
+    }
+
+    async fn load(&self, tenant: TenantId, id: UserId) -> Result<user::Model> {
+        user::Entity::find_by_id(id.to_string())
+            .filter(user::Column::TenantId.eq(tenant.to_string()))
+            .one(self.db())
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    async fn find_by_index(&self, tenant: TenantId, index: &str) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::TenantId.eq(tenant.to_string()))
+            .filter(user::Column::EmailIndex.eq(index))
+            .one(self.db())
+            .await?)
+    }
+
+    async fn email_index(&self, tenant: TenantId, email: &str) -> Result<String> {
+        let key = self.ctx.keystore.tenant_key(tenant).await?.derive("users/email-index")?;
+        Ok(hex(&key.mac(email.to_lowercase().as_bytes())))
+    }
+
+    async fn open(&self, tenant: TenantId, row: user::Model) -> Result<User> {
+        let id: UserId = row
+            .id
+            .parse()
+            .map_err(|_| mindmesh_kit::Error::Internal("malformed user id in store".into()))?;
+        let key = match self.ctx.keystore.key(tenant, parse_key_id(&row.key_id)?).await {
+            Ok(key) => key,
+            // The key was shredded: the person is being deleted and their data is gone.
+            Err(mindmesh_kit::Error::NotFound(_)) => return Err(Error::NotFound("user")),
+            Err(e) => return Err(e.into()),
+        };
+        let open = |column: &str, sealed: &[u8]| -> Result<String> {
+            let plain = key.open(&field_aad(tenant, "users", column, &row.id), sealed)?;
+            String::from_utf8(plain)
+                .map_err(|_| Error::Kit(mindmesh_kit::Error::Internal("sealed field is not UTF-8".into())))
+        };
+        Ok(User {
+            id,
+            tenant,
+            first_name: open("first_name", &row.first_name_ct)?,
+            last_name: open("last_name", &row.last_name_ct)?,
+            email: open("email", &row.email_ct)?,
+            picture_url: open("picture_url", &row.picture_url_ct)?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Validated user fields.
+struct Fields {
+    first_name: String,
+    last_name: String,
+    email: String,
+    picture_url: String,
+}
+
+struct Sealed {
+    first_name: Vec<u8>,
+    last_name: Vec<u8>,
+    email: Vec<u8>,
+    picture_url: Vec<u8>,
+}
+
+impl Fields {
+    fn validate(new: NewUser) -> Result<Self> {
+        Ok(Fields {
+            first_name: validate_text("first_name", &new.first_name, MAX_NAME)?,
+            last_name: validate_text("last_name", &new.last_name, MAX_NAME)?,
+            email: validate_email(&new.email)?,
+            picture_url: validate_picture_url(&new.picture_url)?,
+        })
+    }
+
+    fn seal(&self, key: &SecretKey, tenant: TenantId, id: UserId) -> Result<Sealed> {
+        let row = id.to_string();
+        let seal = |column: &str, value: &str| key.seal(&field_aad(tenant, "users", column, &row), value.as_bytes());
+        Ok(Sealed {
+            first_name: seal("first_name", &self.first_name)?,
+            last_name: seal("last_name", &self.last_name)?,
+            email: seal("email", &self.email)?,
+            picture_url: seal("picture_url", &self.picture_url)?,
+        })
+    }
+
+    fn into_user(self, id: UserId, tenant: TenantId, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> User {
+        User {
+            id,
+            tenant,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            email: self.email,
+            picture_url: self.picture_url,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    // Microseconds: what both SQLite and PostgreSQL store, so reads equal writes.
+    let t = Utc::now();
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn parse_key_id(s: &str) -> Result<KeyId> {
+    s.parse()
+        .map_err(|_| Error::Kit(mindmesh_kit::Error::Internal("malformed key id in store".into())))
+}
+
+fn require(caller: &Caller, roles: &[Role]) -> Result<()> {
+    caller.require_any(roles).map_err(Error::from)
+}
+
+/// The tenant a caller may read accounts of. Staff roles need the tenant's consent
+/// grant (P11), which `StaffAccessService` will record; until then they see nothing.
+fn tenant_reader(caller: &Caller) -> Result<TenantId> {
+    if !caller.has_any(&[Role::Admin, Role::Member, Role::Service]) {
+        return Err(Error::PermissionDenied(
+            "staff access to tenant data needs a consent grant from the tenant".into(),
+        ));
+    }
+    Ok(caller.tenant()?)
+}
+
+/// Trims and checks a required single-line text field.
+pub fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(Error::invalid(field, format!("must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks an email address: one `@`, a local part of at most 64 characters without
+/// spaces, and a domain of dot-separated labels of letters, digits and hyphens.
+pub fn validate_email(value: &str) -> Result<String> {
+    let value = value.trim();
+    let bad = |reason: &str| Err(Error::invalid("email", reason.to_owned()));
+    if value.is_empty() {
+        return bad("must not be empty");
+    }
+    if value.len() > MAX_EMAIL {
+        return bad("must be at most 254 characters");
+    }
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return bad("is not a valid address");
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !(local_ok && domain_ok) {
+        return bad("is not a valid address");
+    }
+    Ok(value.to_owned())
+}
+
+/// Checks a picture URL: empty, or an absolute `https` URL with a host.
+pub fn validate_picture_url(value: &str) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    if value.len() > MAX_PICTURE_URL {
+        return Err(Error::invalid("picture_url", format!("must be at most {MAX_PICTURE_URL} characters")));
+    }
+    let url = url::Url::parse(value).map_err(|_| Error::invalid("picture_url", "is not a URL"))?;
+    if url.scheme() != "https" {
+        return Err(Error::invalid("picture_url", "must use https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid("picture_url", "must name a host"));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for ok in ["ada@example.com", "a.b+tag@sub.example.co.uk", "X@EXAMPLE.ORG"] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@ex ample.com", "ada@-x.com", "a..b@example.com"] {
+            let err = validate_email(bad).unwrap_err();
+            assert!(err.to_string().contains("email"), "{bad}: {err}");
+        }
+        assert!(validate_email(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_text("first_name", "  Ada ", MAX_NAME).unwrap(), "Ada");
+        assert!(validate_text("first_name", "   ", MAX_NAME).unwrap_err().to_string().contains("first_name"));
+        assert!(validate_text("last_name", &"x".repeat(101), MAX_NAME).unwrap_err().to_string().contains("100"));
+        assert!(validate_text("last_name", "a\u{0}b", MAX_NAME).is_err());
+        assert!(validate_text("last_name", &"é".repeat(100), MAX_NAME).is_ok(), "characters, not bytes");
+    }
+
+    #[test]
+    fn picture_urls() {
+        assert_eq!(validate_picture_url("").unwrap(), "");
+        assert!(validate_picture_url("https://cdn.example.com/a.png").is_ok());
+        for bad in ["http://cdn.example.com/a.png", "javascript:alert(1)", "data:image/png;base64,AA", "not a url", "file:///etc/passwd"] {
+            assert!(validate_picture_url(bad).unwrap_err().to_string().contains("picture_url"), "{bad}");
+        }
+        assert!(validate_picture_url(&format!("https://e.com/{}", "a".repeat(2048))).is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! The permissions service's errors and their gRPC codes.
+
+use tonic::Status;
+
+/// Result with the service's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in the permissions service. Messages never contain personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field failed validation; the message names it.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The proto field name.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Absent, or not visible to the caller.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Unique constraint: the thing exists already.
+    #[error("{0}")]
+    AlreadyExists(&'static str),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Shared infrastructure failed (database, bus, crypto, auth).
+    #[error(transparent)]
+    Kit(#[from] mindmesh_kit::Error),
+}
+
+impl Error {
+    /// An [`Error::Invalid`] for `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid { field, reason: reason.into() }
+    }
+}
+
+impl From<sea_orm::DbErr> for Error {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Error::Kit(e.into())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Status {
+        match err {
+            Error::Invalid { field, reason } => mindmesh_kit::Error::InvalidArgument { field, reason }.into(),
+            Error::NotFound(what) => mindmesh_kit::Error::NotFound(what).into(),
+            Error::AlreadyExists(what) => mindmesh_kit::Error::AlreadyExists(what.to_owned()).into(),
+            Error::PermissionDenied(why) => mindmesh_kit::Error::PermissionDenied(why).into(),
+            Error::Kit(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! What the permissions service keeps in its database, and the queries over it.
+//! Personal fields are stored sealed (see `accounts`); this layer only moves bytes.
+
+pub mod migration;
+pub mod tenant;
+pub mod user;

@@ -1,0 +1,68 @@
+//! What retention consumes. Each effect commits with the event id in the inbox, so a
+//! redelivered event changes nothing.
+
+use mindmesh_kit::bus::consume::EventHandler;
+use mindmesh_kit::grpc::from_timestamp;
+use mindmesh_kit::ids::UserId;
+use mindmesh_kit::{events, inbox, Error, Result};
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::Envelope;
+use sea_orm::TransactionTrait;
+
+use crate::activity::Activity;
+
+/// The retention service's consumer name (its durable consumer on the bus).
+pub const CONSUMER: &str = "retention";
+
+/// Applies `account.activity` and `account.deletion_requested`.
+pub struct RetentionEvents {
+    activity: Activity,
+}
+
+impl RetentionEvents {
+    /// A handler writing to `activity`.
+    pub fn new(activity: Activity) -> Self {
+        RetentionEvents { activity }
+    }
+}
+
+fn user_id(value: &str) -> Result<UserId> {
+    value
+        .parse()
+        .map_err(|_| Error::Bus("event user_id is not a UUID".into()))
+}
+
+#[async_trait::async_trait]
+impl EventHandler for RetentionEvents {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        let relevant = matches!(
+            envelope.payload,
+            Some(Payload::AccountActivity(_)) | Some(Payload::AccountDeletionRequested(_))
+        );
+        if !relevant {
+            return Ok(());
+        }
+        let tenant = events::tenant(envelope)?.ok_or_else(|| Error::Bus("account event without tenant".into()))?;
+        let txn = self.activity.db().begin().await?;
+        if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            return Ok(());
+        }
+        match &envelope.payload {
+            Some(Payload::AccountActivity(a)) => {
+                let at = match &envelope.occurred_at {
+                    Some(t) => from_timestamp("occurred_at", t)?,
+                    None => chrono::Utc::now(),
+                };
+                self.activity.touch(&txn, tenant, user_id(&a.user_id)?, at).await?;
+            }
+            Some(Payload::AccountDeletionRequested(d)) => {
+                let user = if d.user_id.is_empty() { None } else { Some(user_id(&d.user_id)?) };
+                let removed = self.activity.forget(&txn, tenant, user).await?;
+                tracing::info!(tenant_id = %tenant, cascade_id = %d.cascade_id, removed, "account activity forgotten");
+            }
+            _ => {}
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! A Mindmesh server in the test process, on port 0, in embedded mode (SQLite files in a
+//! temporary directory, embedded bus) or distributed mode (a fresh PostgreSQL database
+//! per service, fresh NATS streams) — everything removed when the test ends.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use mindmesh_kit::auth::{Role, TokenIssuer};
+use mindmesh_kit::config::{Config, Mode};
+use mindmesh_kit::crypto::{SecretKey, SigningKey};
+use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::keyfiles::KeyMaterial;
+use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_kit::Service;
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Which way to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + embedded bus, all services in one process.
+    Embedded,
+    /// PostgreSQL + NATS JetStream, every service named explicitly.
+    Distributed,
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub backend: Backend,
+    issuer: TokenIssuer,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub dir: tempfile::TempDir,
+    pub pg: Option<TestPostgres>,
+    _nats: Option<TestNats>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.data_dir = dir.path().join("data");
+        config.bus.ack_wait_ms = 2000;
+        config.bus.relay_interval_ms = 200;
+        config.limits.shutdown_grace_secs = 5;
+        let (pg, nats, mode) = match backend {
+            Backend::Embedded => (None, None, Mode::Embedded),
+            Backend::Distributed => {
+                let pg = TestPostgres::new();
+                let nats = TestNats::new(Duration::from_secs(2));
+                config.database.url = Some(pg.template());
+                config.bus = nats.config.clone();
+                config.bus.relay_interval_ms = 200;
+                let keys = dir.path().join("keys");
+                std::fs::create_dir_all(&keys).unwrap();
+                let master = SecretKey::generate().unwrap();
+                std::fs::write(keys.join("master.key"), base64::engine::general_purpose::STANDARD.encode(master.expose())).unwrap();
+                std::fs::write(keys.join("jwt.pk8"), SigningKey::generate().unwrap().pkcs8()).unwrap();
+                std::fs::write(keys.join("signing.pk8"), SigningKey::generate().unwrap().pkcs8()).unwrap();
+                config.keys.master_key_file = Some(keys.join("master.key"));
+                config.keys.jwt_private_key_file = Some(keys.join("jwt.pk8"));
+                config.keys.signing_key_file = Some(keys.join("signing.pk8"));
+                (Some(pg), Some(nats), Mode::Distributed)
+            }
+        };
+        // Loading first generates the embedded keys, so the test signs with the server's key.
+        let keys = KeyMaterial::load(&config, mode).expect("keys");
+        let issuer = TokenIssuer::new(keys.jwt_private.as_ref().expect("jwt key"), config.auth.issuer.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let services = match backend {
+            Backend::Embedded => Vec::new(),
+            Backend::Distributed => Service::ALL.to_vec(),
+        };
+        let handle = tokio::spawn(mindmesh::serve(config.clone(), services, listener, shutdown.clone()));
+        let server = TestServer { addr, config, backend, issuer, shutdown, handle: Some(handle), dir, pg, _nats: nats };
+        server.wait_until_serving().await;
+        server
+    }
+
+    async fn wait_until_serving(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await {
+                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+                if let Ok(r) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                        return;
+                    }
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connect")
+    }
+
+    pub fn token(&self, subject: &str, tenant: Option<TenantId>, roles: &[Role]) -> String {
+        self.issuer.issue(subject, tenant, roles, Duration::from_secs(600)).unwrap()
+    }
+
+    pub fn issuer(&self) -> &TokenIssuer {
+        &self.issuer
+    }
+
+    /// A connection to one service's database, as the server uses it.
+    pub async fn service_db(&self, service: Service) -> DatabaseConnection {
+        match self.backend {
+            // SQLite allows one writer; a second connection only reads here.
+            Backend::Embedded | Backend::Distributed => {
+                mindmesh_kit::db::connect(&self.config.database_url(service), 2).await.expect("service db")
+            }
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server result");
+        }
+    }
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .generate_default_stubs(true)
         .file_descriptor_set_path(out_dir.join("mindmesh_descriptor.bin"))
         .include_file("mindmesh.rs")
-        .compile_with_config(config, &protos, &[root.clone()])?;
+        .compile_with_config(config, &protos, std::slice::from_ref(&root))?;
 
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())

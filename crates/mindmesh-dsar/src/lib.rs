@@ -7,7 +7,10 @@
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_proto::mindmesh::dsar::v1::{dsar_service_server::{DsarService, DsarServiceServer}, privacy_settings_service_server::{PrivacySettingsService, PrivacySettingsServiceServer}};
+use mindmesh_proto::mindmesh::dsar::v1::{
+    dsar_service_server::{DsarService, DsarServiceServer},
+    privacy_settings_service_server::{PrivacySettingsService, PrivacySettingsServiceServer},
+};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use tonic::service::RoutesBuilder;
 
@@ -30,7 +33,10 @@ impl MigratorTrait for Migrator {
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
     ctx.spawn_relay();
     routes.add_service(api_service!(DsarServiceServer::new(DsarServiceApi), ctx));
-    routes.add_service(api_service!(PrivacySettingsServiceServer::new(PrivacySettingsServiceApi), ctx));
+    routes.add_service(api_service!(
+        PrivacySettingsServiceServer::new(PrivacySettingsServiceApi),
+        ctx
+    ));
     Ok(())
 }
 

@@ -7,14 +7,14 @@
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_proto::mindmesh::ingest::v1::{ingest_service_server::{IngestService, IngestServiceServer}};
+use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::{
+    IngestService, IngestServiceServer,
+};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use tonic::service::RoutesBuilder;
 
 /// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &[
-    "mindmesh.ingest.v1.IngestService",
-];
+pub const GRPC_SERVICES: &[&str] = &["mindmesh.ingest.v1.IngestService"];
 
 /// Migrator of the ingest database: so far only the kit's tables (outbox, inbox, audit).
 pub struct Migrator;
@@ -28,7 +28,10 @@ impl MigratorTrait for Migrator {
 /// Starts the service's background tasks and adds its gRPC services to `routes`.
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
     ctx.spawn_relay();
-    routes.add_service(api_service!(IngestServiceServer::new(IngestServiceApi), ctx));
+    routes.add_service(api_service!(
+        IngestServiceServer::new(IngestServiceApi),
+        ctx
+    ));
     Ok(())
 }
 

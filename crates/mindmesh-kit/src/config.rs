@@ -333,15 +333,14 @@ impl Config {
             ("database.url", &self.database.url),
             ("database.keystore_url", &self.database.keystore_url),
         ] {
-            if let Some(url) = url {
-                if !(url.starts_with("postgres://")
+            if let Some(url) = url
+                && !(url.starts_with("postgres://")
                     || url.starts_with("postgresql://")
                     || url.starts_with("sqlite:"))
-                {
-                    return Err(Error::Config(format!(
-                        "{name} must be a postgres:// or sqlite: URL"
-                    )));
-                }
+            {
+                return Err(Error::Config(format!(
+                    "{name} must be a postgres:// or sqlite: URL"
+                )));
             }
         }
         Ok(())

@@ -31,15 +31,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30));
     if is_sqlite_url(url) {
-        if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    Error::Config(format!(
-                        "cannot create data directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-            }
+        if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(Path::to_path_buf))
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                Error::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
         }
         options
             .max_connections(1)

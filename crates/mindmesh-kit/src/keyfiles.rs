@@ -146,9 +146,15 @@ fn read_or_generate(path: &PathBuf, make: impl FnOnce() -> Result<Vec<u8>>) -> R
         Ok(file) => file,
         // Another process generated it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return std::fs::read(path).map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())));
+            return std::fs::read(path)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())));
         }
-        Err(e) => return Err(Error::Config(format!("cannot create {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::Config(format!(
+                "cannot create {}: {e}",
+                path.display()
+            )));
+        }
     };
     file.write_all(&bytes)
         .and_then(|_| file.sync_all())
@@ -175,8 +181,10 @@ mod tests {
     #[test]
     fn embedded_mode_generates_owner_only_keys_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         let first = KeyMaterial::load(&config, Mode::Embedded).unwrap();
         let second = KeyMaterial::load(&config, Mode::Embedded).unwrap();
         assert_eq!(first.master.expose(), second.master.expose());
@@ -198,8 +206,10 @@ mod tests {
     #[test]
     fn distributed_mode_never_generates() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.database.url = Some("postgres://127.0.0.1/mm_{service}".into());
         let err = KeyMaterial::load(&config, Mode::Distributed).unwrap_err();
         assert!(err.to_string().contains("keys.master_key"), "{err}");

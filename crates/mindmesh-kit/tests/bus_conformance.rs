@@ -2,12 +2,14 @@
 //! database) and against the real NATS JetStream server (with a real PostgreSQL service
 //! database). Each test has its own streams and databases, removed when it ends.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mindmesh_kit::bus::consume::{run_consumer, ConsumerStats, EventHandler};
+use mindmesh_kit::bus::consume::{ConsumerStats, EventHandler, run_consumer};
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
 use mindmesh_kit::bus::{BusMessage, EventBus};
@@ -15,7 +17,7 @@ use mindmesh_kit::events;
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::outbox::{self, OutboxRelay};
 use mindmesh_kit::testing::{TestNats, TestPostgres};
-use mindmesh_kit::{inbox, Service};
+use mindmesh_kit::{Service, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{AccountActivity, Envelope};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
@@ -55,17 +57,39 @@ async fn harness(backend: Backend) -> Harness {
             let bus_url = mindmesh_kit::db::sqlite_url(&dir.path().join("events.db"));
             let bus = EmbeddedBus::open(&bus_url, ACK_WAIT).await.unwrap();
             let db_url = mindmesh_kit::db::sqlite_url(&dir.path().join("svc.db"));
-            let db = mindmesh_kit::db::open_and_migrate::<Migrator>(&db_url, 4).await.unwrap();
-            db.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)").await.unwrap();
-            Harness { bus: Arc::new(bus), db, embedded_url: Some(bus_url), _dir: dir, _pg: None, _nats: None }
+            let db = mindmesh_kit::db::open_and_migrate::<Migrator>(&db_url, 4)
+                .await
+                .unwrap();
+            db.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)")
+                .await
+                .unwrap();
+            Harness {
+                bus: Arc::new(bus),
+                db,
+                embedded_url: Some(bus_url),
+                _dir: dir,
+                _pg: None,
+                _nats: None,
+            }
         }
         Backend::Nats => {
             let nats = TestNats::new(ACK_WAIT);
             let bus = NatsBus::connect(&nats.config).await.unwrap();
             let pg = TestPostgres::new();
-            let db = mindmesh_kit::db::open_and_migrate::<Migrator>(&pg.url("svc"), 4).await.unwrap();
-            db.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)").await.unwrap();
-            Harness { bus: Arc::new(bus), db, embedded_url: None, _dir: dir, _pg: Some(pg), _nats: Some(nats) }
+            let db = mindmesh_kit::db::open_and_migrate::<Migrator>(&pg.url("svc"), 4)
+                .await
+                .unwrap();
+            db.execute_unprepared("CREATE TABLE effects (event_id TEXT NOT NULL)")
+                .await
+                .unwrap();
+            Harness {
+                bus: Arc::new(bus),
+                db,
+                embedded_url: None,
+                _dir: dir,
+                _pg: Some(pg),
+                _nats: Some(nats),
+            }
         }
     }
 }
@@ -74,7 +98,10 @@ fn activity(user: &str) -> Envelope {
     events::envelope(
         Service::Permissions,
         Some(TenantId::new()),
-        Payload::AccountActivity(AccountActivity { user_id: user.to_owned(), kind: "created".to_owned() }),
+        Payload::AccountActivity(AccountActivity {
+            user_id: user.to_owned(),
+            kind: "created".to_owned(),
+        }),
     )
 }
 
@@ -86,12 +113,15 @@ fn user_of(envelope: &Envelope) -> String {
 }
 
 async fn effects(db: &DatabaseConnection) -> Vec<String> {
-    db.query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT event_id FROM effects ORDER BY event_id"))
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.try_get::<String>("", "event_id").unwrap())
-        .collect()
+    db.query_all_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "SELECT event_id FROM effects ORDER BY event_id",
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get::<String>("", "event_id").unwrap())
+    .collect()
 }
 
 /// Applies an event exactly once: inbox claim and effect in one transaction.
@@ -121,7 +151,11 @@ async fn publish_via_outbox_then_consume_and_ack(backend: Backend) {
 
     let relay = OutboxRelay::new(h.db.clone(), h.bus.clone(), Duration::from_secs(60));
     assert_eq!(relay.flush().await.unwrap(), 1);
-    assert_eq!(relay.flush().await.unwrap(), 0, "outbox is empty after the relay pass");
+    assert_eq!(
+        relay.flush().await.unwrap(),
+        0,
+        "outbox is empty after the relay pass"
+    );
 
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
     let delivery = sub.next(WAIT).await.unwrap().expect("the event arrives");
@@ -129,7 +163,13 @@ async fn publish_via_outbox_then_consume_and_ack(backend: Backend) {
     let received = events::decode(&delivery.message).unwrap();
     assert_eq!(received, envelope, "the envelope arrives intact");
     delivery.ack().await.unwrap();
-    assert!(sub.next(Duration::from_millis(1500)).await.unwrap().is_none(), "acked events are not redelivered");
+    assert!(
+        sub.next(Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "acked events are not redelivered"
+    );
 }
 
 async fn rolled_back_transaction_publishes_nothing(backend: Backend) {
@@ -140,13 +180,21 @@ async fn rolled_back_transaction_publishes_nothing(backend: Backend) {
     let relay = OutboxRelay::new(h.db.clone(), h.bus.clone(), Duration::from_secs(60));
     assert_eq!(relay.flush().await.unwrap(), 0);
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
-    assert!(sub.next(Duration::from_millis(500)).await.unwrap().is_none());
+    assert!(
+        sub.next(Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn redelivery_after_consumer_dropped_before_ack(backend: Backend) {
     let h = harness(backend).await;
     let envelope = activity("u1");
-    h.bus.publish(&events::to_bus_message(&envelope).unwrap()).await.unwrap();
+    h.bus
+        .publish(&events::to_bus_message(&envelope).unwrap())
+        .await
+        .unwrap();
     {
         let mut sub = h.bus.subscribe("conformance").await.unwrap();
         let first = sub.next(WAIT).await.unwrap().expect("first delivery");
@@ -154,9 +202,17 @@ async fn redelivery_after_consumer_dropped_before_ack(backend: Backend) {
         // Dropped without ack: the consumer "crashed".
     }
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
-    let again = sub.next(WAIT).await.unwrap().expect("redelivered after ack_wait");
+    let again = sub
+        .next(WAIT)
+        .await
+        .unwrap()
+        .expect("redelivered after ack_wait");
     assert_eq!(again.message.id.to_string(), envelope.id);
-    assert!(again.attempt >= 2, "attempt counts redeliveries, got {}", again.attempt);
+    assert!(
+        again.attempt >= 2,
+        "attempt counts redeliveries, got {}",
+        again.attempt
+    );
     again.ack().await.unwrap();
 }
 
@@ -165,17 +221,45 @@ async fn duplicate_publish_with_same_id_has_one_effect(backend: Backend) {
     let envelope = activity("u1");
     let message = events::to_bus_message(&envelope).unwrap();
     assert!(!h.bus.publish(&message).await.unwrap().duplicate);
-    assert!(h.bus.publish(&message).await.unwrap().duplicate, "the bus recognises the id");
+    assert!(
+        h.bus.publish(&message).await.unwrap().duplicate,
+        "the bus recognises the id"
+    );
 
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
     let delivery = sub.next(WAIT).await.unwrap().expect("delivered once");
-    assert!(apply_once(&h.db, "conformance", &events::decode(&delivery.message).unwrap()).await);
+    assert!(
+        apply_once(
+            &h.db,
+            "conformance",
+            &events::decode(&delivery.message).unwrap()
+        )
+        .await
+    );
     // Simulate a crash after commit, before ack: the event comes again.
     delivery.nak(Duration::from_millis(10)).await.unwrap();
-    let again = sub.next(WAIT).await.unwrap().expect("redelivered after nak");
-    assert!(!apply_once(&h.db, "conformance", &events::decode(&again.message).unwrap()).await, "inbox stops the second effect");
+    let again = sub
+        .next(WAIT)
+        .await
+        .unwrap()
+        .expect("redelivered after nak");
+    assert!(
+        !apply_once(
+            &h.db,
+            "conformance",
+            &events::decode(&again.message).unwrap()
+        )
+        .await,
+        "inbox stops the second effect"
+    );
     again.ack().await.unwrap();
-    assert!(sub.next(Duration::from_millis(1500)).await.unwrap().is_none(), "no second copy of the duplicate publish");
+    assert!(
+        sub.next(Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "no second copy of the duplicate publish"
+    );
     assert_eq!(effects(&h.db).await, vec![envelope.id.clone()]);
 }
 
@@ -183,7 +267,10 @@ async fn consumer_restart_resumes_where_it_left(backend: Backend) {
     let h = harness(backend).await;
     let published: Vec<Envelope> = (1..=3).map(|i| activity(&format!("u{i}"))).collect();
     for e in &published {
-        h.bus.publish(&events::to_bus_message(e).unwrap()).await.unwrap();
+        h.bus
+            .publish(&events::to_bus_message(e).unwrap())
+            .await
+            .unwrap();
     }
     {
         let mut sub = h.bus.subscribe("conformance").await.unwrap();
@@ -192,7 +279,10 @@ async fn consumer_restart_resumes_where_it_left(backend: Backend) {
         first.ack().await.unwrap();
     }
     let later = activity("u4");
-    h.bus.publish(&events::to_bus_message(&later).unwrap()).await.unwrap();
+    h.bus
+        .publish(&events::to_bus_message(&later).unwrap())
+        .await
+        .unwrap();
 
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
     let mut seen = BTreeSet::new();
@@ -205,10 +295,17 @@ async fn consumer_restart_resumes_where_it_left(backend: Backend) {
             d.ack().await.unwrap();
         }
     }
-    assert_eq!(seen, BTreeSet::from(["u2".to_owned(), "u3".to_owned(), "u4".to_owned()]));
+    assert_eq!(
+        seen,
+        BTreeSet::from(["u2".to_owned(), "u3".to_owned(), "u4".to_owned()])
+    );
     // A second consumer name starts from the beginning: consumers are independent.
     let mut other = h.bus.subscribe("other").await.unwrap();
-    let first = other.next(WAIT).await.unwrap().expect("independent consumer");
+    let first = other
+        .next(WAIT)
+        .await
+        .unwrap()
+        .expect("independent consumer");
     assert_eq!(user_of(&events::decode(&first.message).unwrap()), "u1");
 }
 
@@ -217,7 +314,9 @@ struct FailingHandler;
 #[async_trait::async_trait]
 impl EventHandler for FailingHandler {
     async fn handle(&self, _: &Envelope) -> mindmesh_kit::Result<()> {
-        Err(mindmesh_kit::Error::Unavailable("downstream is down".into()))
+        Err(mindmesh_kit::Error::Unavailable(
+            "downstream is down".into(),
+        ))
     }
 }
 
@@ -234,7 +333,10 @@ impl EventHandler for CountingHandler {
 async fn poison_events_go_to_dead_letters_after_bounded_retries(backend: Backend) {
     let h = harness(backend).await;
     let envelope = activity("u1");
-    h.bus.publish(&events::to_bus_message(&envelope).unwrap()).await.unwrap();
+    h.bus
+        .publish(&events::to_bus_message(&envelope).unwrap())
+        .await
+        .unwrap();
     // An undecodable event goes to dead letters at once.
     let garbage = BusMessage {
         id: mindmesh_kit::ids::EventId::new(),
@@ -246,17 +348,39 @@ async fn poison_events_go_to_dead_letters_after_bounded_retries(backend: Backend
 
     let stats = Arc::new(ConsumerStats::default());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_consumer(h.bus.clone(), "runner".into(), Arc::new(FailingHandler), 3, stats.clone(), shutdown.clone()));
+    let task = tokio::spawn(run_consumer(
+        h.bus.clone(),
+        "runner".into(),
+        Arc::new(FailingHandler),
+        3,
+        stats.clone(),
+        shutdown.clone(),
+    ));
     let deadline = tokio::time::Instant::now() + WAIT;
-    while stats.dead_lettered.load(Ordering::Relaxed) < 2 && tokio::time::Instant::now() < deadline {
+    while stats.dead_lettered.load(Ordering::Relaxed) < 2 && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
     task.await.unwrap();
     assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 2);
-    assert_eq!(stats.retried.load(Ordering::Relaxed), 2, "two retries, then the third failure dead-letters");
-    let dead: BTreeSet<String> = h.bus.dead_letters("runner").await.unwrap().iter().map(|m| m.id.to_string()).collect();
-    assert_eq!(dead, BTreeSet::from([envelope.id.clone(), garbage.id.to_string()]));
+    assert_eq!(
+        stats.retried.load(Ordering::Relaxed),
+        2,
+        "two retries, then the third failure dead-letters"
+    );
+    let dead: BTreeSet<String> = h
+        .bus
+        .dead_letters("runner")
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(
+        dead,
+        BTreeSet::from([envelope.id.clone(), garbage.id.to_string()])
+    );
 }
 
 async fn runner_applies_each_event_once(backend: Backend) {
@@ -269,7 +393,14 @@ async fn runner_applies_each_event_once(backend: Backend) {
     }
     let stats = Arc::new(ConsumerStats::default());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run_consumer(h.bus.clone(), "runner".into(), Arc::new(CountingHandler(h.db.clone())), 3, stats.clone(), shutdown.clone()));
+    let task = tokio::spawn(run_consumer(
+        h.bus.clone(),
+        "runner".into(),
+        Arc::new(CountingHandler(h.db.clone())),
+        3,
+        stats.clone(),
+        shutdown.clone(),
+    ));
     let deadline = tokio::time::Instant::now() + WAIT;
     while stats.handled.load(Ordering::Relaxed) < 20 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -307,15 +438,26 @@ async fn embedded_log_survives_a_restart() {
     let h = harness(Backend::Embedded).await;
     let url = h.embedded_url.clone().unwrap();
     let envelope = activity("u1");
-    h.bus.publish(&events::to_bus_message(&envelope).unwrap()).await.unwrap();
+    h.bus
+        .publish(&events::to_bus_message(&envelope).unwrap())
+        .await
+        .unwrap();
     {
         let mut sub = h.bus.subscribe("conformance").await.unwrap();
-        let _unacked = sub.next(WAIT).await.unwrap().expect("delivered before the restart");
+        let _unacked = sub
+            .next(WAIT)
+            .await
+            .unwrap()
+            .expect("delivered before the restart");
     }
     drop(h.bus);
     let reopened = EmbeddedBus::open(&url, ACK_WAIT).await.unwrap();
     let mut sub = reopened.subscribe("conformance").await.unwrap();
-    let again = sub.next(WAIT).await.unwrap().expect("the unacknowledged event survives the restart");
+    let again = sub
+        .next(WAIT)
+        .await
+        .unwrap()
+        .expect("the unacknowledged event survives the restart");
     assert_eq!(again.message.id.to_string(), envelope.id);
     again.ack().await.unwrap();
 }

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::crypto::{hex, SecretKey};
+use mindmesh_kit::crypto::{SecretKey, hex};
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
-use mindmesh_kit::keys::{field_aad, KeyScope};
+use mindmesh_kit::keys::{KeyScope, field_aad};
 use mindmesh_kit::{events, outbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested};
@@ -128,7 +128,15 @@ impl Accounts {
         .await?;
         self.ctx
             .audit
-            .append(&txn, &AuditRecord::by(caller, "tenant.create", Some(tenant.id), tenant.id.to_string()))
+            .append(
+                &txn,
+                &AuditRecord::by(
+                    caller,
+                    "tenant.create",
+                    Some(tenant.id),
+                    tenant.id.to_string(),
+                ),
+            )
             .await?;
         txn.commit().await?;
         // The tenant key is created now so that the first user does not pay for it.
@@ -164,7 +172,11 @@ impl Accounts {
     /// deletes its rows, and starts the cascade through every service. Operators only.
     pub async fn delete_tenant(&self, caller: &Caller, id: TenantId) -> Result<CascadeId> {
         require(caller, &[Role::Operator])?;
-        if tenant::Entity::find_by_id(id.to_string()).one(self.db()).await?.is_none() {
+        if tenant::Entity::find_by_id(id.to_string())
+            .one(self.db())
+            .await?
+            .is_none()
+        {
             return Err(Error::NotFound("tenant"));
         }
         let destroyed = self.ctx.keystore.shred_tenant(id).await?;
@@ -174,13 +186,16 @@ impl Accounts {
             .filter(user::Column::TenantId.eq(id.to_string()))
             .exec(&txn)
             .await?;
-        tenant::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        tenant::Entity::delete_by_id(id.to_string())
+            .exec(&txn)
+            .await?;
         self.ctx
             .audit
             .append(
                 &txn,
-                &AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string())
-                    .with_details(format!("cascade {cascade}; {} data keys shredded", destroyed.len())),
+                &AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string()).with_details(
+                    format!("cascade {cascade}; {} data keys shredded", destroyed.len()),
+                ),
             )
             .await?;
         outbox::enqueue(
@@ -207,12 +222,18 @@ impl Accounts {
         require(caller, &[Role::Admin, Role::Service])?;
         let tenant = caller.tenant()?;
         let fields = Fields::validate(new)?;
-        if tenant::Entity::find_by_id(tenant.to_string()).one(self.db()).await?.is_none() {
+        if tenant::Entity::find_by_id(tenant.to_string())
+            .one(self.db())
+            .await?
+            .is_none()
+        {
             return Err(Error::NotFound("tenant"));
         }
         let index = self.email_index(tenant, &fields.email).await?;
         if self.find_by_index(tenant, &index).await?.is_some() {
-            return Err(Error::AlreadyExists("a user with this email exists in the tenant"));
+            return Err(Error::AlreadyExists(
+                "a user with this email exists in the tenant",
+            ));
         }
         let id = UserId::new();
         let scope = KeyScope::Person(id.to_string());
@@ -247,7 +268,10 @@ impl Accounts {
         }
         self.ctx
             .audit
-            .append(&txn, &AuditRecord::by(caller, "user.create", Some(tenant), id.to_string()))
+            .append(
+                &txn,
+                &AuditRecord::by(caller, "user.create", Some(tenant), id.to_string()),
+            )
             .await?;
         outbox::enqueue(
             &txn,
@@ -278,16 +302,30 @@ impl Accounts {
     pub async fn update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<User> {
         let tenant = caller.tenant()?;
         if !(caller.has_any(&[Role::Admin, Role::Service]) || caller.subject == id.to_string()) {
-            return Err(Error::PermissionDenied("only an admin or the user themself may change a user".into()));
+            return Err(Error::PermissionDenied(
+                "only an admin or the user themself may change a user".into(),
+            ));
         }
         let row = self.load(tenant, id).await?;
         let current = self.open(tenant, row.clone()).await?;
         let mut changed = Vec::new();
         let next = Fields::validate(NewUser {
-            first_name: patch.first_name.inspect(|_| changed.push("first_name")).unwrap_or(current.first_name.clone()),
-            last_name: patch.last_name.inspect(|_| changed.push("last_name")).unwrap_or(current.last_name.clone()),
-            email: patch.email.inspect(|_| changed.push("email")).unwrap_or(current.email.clone()),
-            picture_url: patch.picture_url.inspect(|_| changed.push("picture_url")).unwrap_or(current.picture_url.clone()),
+            first_name: patch
+                .first_name
+                .inspect(|_| changed.push("first_name"))
+                .unwrap_or(current.first_name.clone()),
+            last_name: patch
+                .last_name
+                .inspect(|_| changed.push("last_name"))
+                .unwrap_or(current.last_name.clone()),
+            email: patch
+                .email
+                .inspect(|_| changed.push("email"))
+                .unwrap_or(current.email.clone()),
+            picture_url: patch
+                .picture_url
+                .inspect(|_| changed.push("picture_url"))
+                .unwrap_or(current.picture_url.clone()),
         })?;
         if changed.is_empty() {
             return Ok(current);
@@ -295,12 +333,13 @@ impl Accounts {
         let key_id: KeyId = parse_key_id(&row.key_id)?;
         let key = self.ctx.keystore.key(tenant, key_id).await?;
         let index = self.email_index(tenant, &next.email).await?;
-        if index != row.email_index {
-            if let Some(other) = self.find_by_index(tenant, &index).await? {
-                if other.id != row.id {
-                    return Err(Error::AlreadyExists("a user with this email exists in the tenant"));
-                }
-            }
+        if index != row.email_index
+            && let Some(other) = self.find_by_index(tenant, &index).await?
+            && other.id != row.id
+        {
+            return Err(Error::AlreadyExists(
+                "a user with this email exists in the tenant",
+            ));
         }
         let sealed = next.seal(&key, tenant, id)?;
         let now = now();
@@ -338,7 +377,11 @@ impl Accounts {
         let row = self.load(tenant, id).await?;
         // The services that hold data about the person find it by email (P05).
         let email = self.open(tenant, row).await?.email;
-        let destroyed = self.ctx.keystore.shred(tenant, &KeyScope::Person(id.to_string())).await?;
+        let destroyed = self
+            .ctx
+            .keystore
+            .shred(tenant, &KeyScope::Person(id.to_string()))
+            .await?;
         let cascade = CascadeId::new();
         let txn = self.db().begin().await?;
         user::Entity::delete_many()
@@ -350,8 +393,9 @@ impl Accounts {
             .audit
             .append(
                 &txn,
-                &AuditRecord::by(caller, "user.delete", Some(tenant), id.to_string())
-                    .with_details(format!("cascade {cascade}; {} data keys shredded", destroyed.len())),
+                &AuditRecord::by(caller, "user.delete", Some(tenant), id.to_string()).with_details(
+                    format!("cascade {cascade}; {} data keys shredded", destroyed.len()),
+                ),
             )
             .await?;
         outbox::enqueue(
@@ -374,7 +418,12 @@ impl Accounts {
     }
 
     /// Users of the caller's tenant after `after` (exclusive), oldest first.
-    pub async fn list_users(&self, caller: &Caller, after: Option<UserId>, limit: u64) -> Result<Vec<User>> {
+    pub async fn list_users(
+        &self,
+        caller: &Caller,
+        after: Option<UserId>,
+        limit: u64,
+    ) -> Result<Vec<User>> {
         require(caller, &[Role::Admin, Role::Service])?;
         let tenant = caller.tenant()?;
         let mut query = user::Entity::find()
@@ -409,7 +458,12 @@ impl Accounts {
     }
 
     async fn email_index(&self, tenant: TenantId, email: &str) -> Result<String> {
-        let key = self.ctx.keystore.tenant_key(tenant).await?.derive("users/email-index")?;
+        let key = self
+            .ctx
+            .keystore
+            .tenant_key(tenant)
+            .await?
+            .derive("users/email-index")?;
         Ok(hex(&key.mac(email.to_lowercase().as_bytes())))
     }
 
@@ -418,7 +472,12 @@ impl Accounts {
             .id
             .parse()
             .map_err(|_| mindmesh_kit::Error::Internal("malformed user id in store".into()))?;
-        let key = match self.ctx.keystore.key(tenant, parse_key_id(&row.key_id)?).await {
+        let key = match self
+            .ctx
+            .keystore
+            .key(tenant, parse_key_id(&row.key_id)?)
+            .await
+        {
             Ok(key) => key,
             // The key was shredded: the person is being deleted and their data is gone.
             Err(mindmesh_kit::Error::NotFound(_)) => return Err(Error::NotFound("user")),
@@ -426,8 +485,11 @@ impl Accounts {
         };
         let open = |column: &str, sealed: &[u8]| -> Result<String> {
             let plain = key.open(&field_aad(tenant, "users", column, &row.id), sealed)?;
-            String::from_utf8(plain)
-                .map_err(|_| Error::Kit(mindmesh_kit::Error::Internal("sealed field is not UTF-8".into())))
+            String::from_utf8(plain).map_err(|_| {
+                Error::Kit(mindmesh_kit::Error::Internal(
+                    "sealed field is not UTF-8".into(),
+                ))
+            })
         };
         Ok(User {
             id,
@@ -469,7 +531,9 @@ impl Fields {
 
     fn seal(&self, key: &SecretKey, tenant: TenantId, id: UserId) -> Result<Sealed> {
         let row = id.to_string();
-        let seal = |column: &str, value: &str| key.seal(&field_aad(tenant, "users", column, &row), value.as_bytes());
+        let seal = |column: &str, value: &str| {
+            key.seal(&field_aad(tenant, "users", column, &row), value.as_bytes())
+        };
         Ok(Sealed {
             first_name: seal("first_name", &self.first_name)?,
             last_name: seal("last_name", &self.last_name)?,
@@ -478,7 +542,13 @@ impl Fields {
         })
     }
 
-    fn into_user(self, id: UserId, tenant: TenantId, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> User {
+    fn into_user(
+        self,
+        id: UserId,
+        tenant: TenantId,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> User {
         User {
             id,
             tenant,
@@ -499,8 +569,11 @@ fn now() -> DateTime<Utc> {
 }
 
 fn parse_key_id(s: &str) -> Result<KeyId> {
-    s.parse()
-        .map_err(|_| Error::Kit(mindmesh_kit::Error::Internal("malformed key id in store".into())))
+    s.parse().map_err(|_| {
+        Error::Kit(mindmesh_kit::Error::Internal(
+            "malformed key id in store".into(),
+        ))
+    })
 }
 
 fn require(caller: &Caller, roles: &[Role]) -> Result<()> {
@@ -525,7 +598,10 @@ pub fn validate_text(field: &'static str, value: &str, max: usize) -> Result<Str
         return Err(Error::invalid(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(Error::invalid(field, format!("must be at most {max} characters")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(Error::invalid(field, "must not contain control characters"));
@@ -552,7 +628,9 @@ pub fn validate_email(value: &str) -> Result<String> {
         && !local.starts_with('.')
         && !local.ends_with('.')
         && !local.contains("..")
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
     let labels: Vec<&str> = domain.split('.').collect();
     let domain_ok = labels.len() >= 2
         && labels.iter().all(|l| {
@@ -575,7 +653,10 @@ pub fn validate_picture_url(value: &str) -> Result<String> {
         return Ok(String::new());
     }
     if value.len() > MAX_PICTURE_URL {
-        return Err(Error::invalid("picture_url", format!("must be at most {MAX_PICTURE_URL} characters")));
+        return Err(Error::invalid(
+            "picture_url",
+            format!("must be at most {MAX_PICTURE_URL} characters"),
+        ));
     }
     let url = url::Url::parse(value).map_err(|_| Error::invalid("picture_url", "is not a URL"))?;
     if url.scheme() != "https" {
@@ -593,10 +674,24 @@ mod tests {
 
     #[test]
     fn emails() {
-        for ok in ["ada@example.com", "a.b+tag@sub.example.co.uk", "X@EXAMPLE.ORG"] {
+        for ok in [
+            "ada@example.com",
+            "a.b+tag@sub.example.co.uk",
+            "X@EXAMPLE.ORG",
+        ] {
             assert!(validate_email(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@ex ample.com", "ada@-x.com", "a..b@example.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@ex ample.com",
+            "ada@-x.com",
+            "a..b@example.com",
+        ] {
             let err = validate_email(bad).unwrap_err();
             assert!(err.to_string().contains("email"), "{bad}: {err}");
         }
@@ -605,19 +700,47 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(validate_text("first_name", "  Ada ", MAX_NAME).unwrap(), "Ada");
-        assert!(validate_text("first_name", "   ", MAX_NAME).unwrap_err().to_string().contains("first_name"));
-        assert!(validate_text("last_name", &"x".repeat(101), MAX_NAME).unwrap_err().to_string().contains("100"));
+        assert_eq!(
+            validate_text("first_name", "  Ada ", MAX_NAME).unwrap(),
+            "Ada"
+        );
+        assert!(
+            validate_text("first_name", "   ", MAX_NAME)
+                .unwrap_err()
+                .to_string()
+                .contains("first_name")
+        );
+        assert!(
+            validate_text("last_name", &"x".repeat(101), MAX_NAME)
+                .unwrap_err()
+                .to_string()
+                .contains("100")
+        );
         assert!(validate_text("last_name", "a\u{0}b", MAX_NAME).is_err());
-        assert!(validate_text("last_name", &"é".repeat(100), MAX_NAME).is_ok(), "characters, not bytes");
+        assert!(
+            validate_text("last_name", &"é".repeat(100), MAX_NAME).is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]
     fn picture_urls() {
         assert_eq!(validate_picture_url("").unwrap(), "");
         assert!(validate_picture_url("https://cdn.example.com/a.png").is_ok());
-        for bad in ["http://cdn.example.com/a.png", "javascript:alert(1)", "data:image/png;base64,AA", "not a url", "file:///etc/passwd"] {
-            assert!(validate_picture_url(bad).unwrap_err().to_string().contains("picture_url"), "{bad}");
+        for bad in [
+            "http://cdn.example.com/a.png",
+            "javascript:alert(1)",
+            "data:image/png;base64,AA",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(
+                validate_picture_url(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("picture_url"),
+                "{bad}"
+            );
         }
         assert!(validate_picture_url(&format!("https://e.com/{}", "a".repeat(2048))).is_err());
     }

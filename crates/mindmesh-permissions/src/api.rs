@@ -55,7 +55,10 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
         let caller = Caller::from_request(&request)?;
-        let tenant = self.accounts.create_tenant(&caller, &request.get_ref().name).await?;
+        let tenant = self
+            .accounts
+            .create_tenant(&caller, &request.get_ref().name)
+            .await?;
         Ok(Response::new(pb::CreateTenantResponse {
             tenant: Some(tenant_to_proto(tenant)),
         }))
@@ -169,11 +172,9 @@ impl pb::account_service_server::AccountService for AccountApi {
         let limit = page_size(req.page_size, 100, 1000)?;
         let after = match req.page_token.as_str() {
             "" => None,
-            token => Some(
-                token
-                    .parse::<UserId>()
-                    .map_err(|_| mindmesh_kit::Error::invalid("page_token", "is not a token this service issued"))?,
-            ),
+            token => Some(token.parse::<UserId>().map_err(|_| {
+                mindmesh_kit::Error::invalid("page_token", "is not a token this service issued")
+            })?),
         };
         let users = self.accounts.list_users(&caller, after, limit).await?;
         let next_page_token = match users.last() {

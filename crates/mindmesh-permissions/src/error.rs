@@ -33,7 +33,10 @@ pub enum Error {
 impl Error {
     /// An [`Error::Invalid`] for `field`.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::Invalid { field, reason: reason.into() }
+        Error::Invalid {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -46,9 +49,13 @@ impl From<sea_orm::DbErr> for Error {
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
         match err {
-            Error::Invalid { field, reason } => mindmesh_kit::Error::InvalidArgument { field, reason }.into(),
+            Error::Invalid { field, reason } => {
+                mindmesh_kit::Error::InvalidArgument { field, reason }.into()
+            }
             Error::NotFound(what) => mindmesh_kit::Error::NotFound(what).into(),
-            Error::AlreadyExists(what) => mindmesh_kit::Error::AlreadyExists(what.to_owned()).into(),
+            Error::AlreadyExists(what) => {
+                mindmesh_kit::Error::AlreadyExists(what.to_owned()).into()
+            }
             Error::PermissionDenied(why) => mindmesh_kit::Error::PermissionDenied(why).into(),
             Error::Kit(e) => e.into(),
         }

@@ -18,7 +18,8 @@ pub mod store;
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_proto::mindmesh::permissions::v1::{
-    account_service_server::AccountServiceServer, permissions_service_server::PermissionsServiceServer,
+    account_service_server::AccountServiceServer,
+    permissions_service_server::PermissionsServiceServer,
     staff_access_service_server::StaffAccessServiceServer,
 };
 use tonic::service::RoutesBuilder;
@@ -37,8 +38,17 @@ pub const GRPC_SERVICES: &[&str] = &[
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
     ctx.spawn_relay();
     let accounts = accounts::Accounts::new(ctx.clone());
-    routes.add_service(api_service!(AccountServiceServer::new(api::AccountApi::new(accounts)), ctx));
-    routes.add_service(api_service!(PermissionsServiceServer::new(api::PermissionsApi), ctx));
-    routes.add_service(api_service!(StaffAccessServiceServer::new(api::StaffAccessApi), ctx));
+    routes.add_service(api_service!(
+        AccountServiceServer::new(api::AccountApi::new(accounts)),
+        ctx
+    ));
+    routes.add_service(api_service!(
+        PermissionsServiceServer::new(api::PermissionsApi),
+        ctx
+    ));
+    routes.add_service(api_service!(
+        StaffAccessServiceServer::new(api::StaffAccessApi),
+        ctx
+    ));
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! The inactivity clock: the latest activity of every account (P09).
 
 use chrono::{DateTime, Utc};
-use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::Result;
+use mindmesh_kit::ids::{TenantId, UserId};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    Set,
 };
 
 use crate::store::account_activity as row;
@@ -28,9 +29,17 @@ impl Activity {
 
     /// Records that `user` was active at `at`; an older time than the one known changes
     /// nothing, so events may arrive in any order.
-    pub async fn touch<C: ConnectionTrait>(&self, conn: &C, tenant: TenantId, user: UserId, at: DateTime<Utc>) -> Result<()> {
+    pub async fn touch<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: TenantId,
+        user: UserId,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
-        let existing = row::Entity::find_by_id((tenant.to_string(), user.to_string())).one(conn).await?;
+        let existing = row::Entity::find_by_id((tenant.to_string(), user.to_string()))
+            .one(conn)
+            .await?;
         match existing {
             None => {
                 row::ActiveModel {
@@ -52,8 +61,14 @@ impl Activity {
     }
 
     /// Forgets a user's activity, or a whole tenant's when `user` is `None`.
-    pub async fn forget<C: ConnectionTrait>(&self, conn: &C, tenant: TenantId, user: Option<UserId>) -> Result<u64> {
-        let mut delete = row::Entity::delete_many().filter(row::Column::TenantId.eq(tenant.to_string()));
+    pub async fn forget<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: TenantId,
+        user: Option<UserId>,
+    ) -> Result<u64> {
+        let mut delete =
+            row::Entity::delete_many().filter(row::Column::TenantId.eq(tenant.to_string()));
         if let Some(user) = user {
             delete = delete.filter(row::Column::UserId.eq(user.to_string()));
         }
@@ -61,10 +76,16 @@ impl Activity {
     }
 
     /// When `user` was last active, if ever.
-    pub async fn last_active(&self, tenant: TenantId, user: UserId) -> Result<Option<DateTime<Utc>>> {
-        Ok(row::Entity::find_by_id((tenant.to_string(), user.to_string()))
-            .one(&self.db)
-            .await?
-            .map(|r| r.last_active_at))
+    pub async fn last_active(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> Result<Option<DateTime<Utc>>> {
+        Ok(
+            row::Entity::find_by_id((tenant.to_string(), user.to_string()))
+                .one(&self.db)
+                .await?
+                .map(|r| r.last_active_at),
+        )
     }
 }

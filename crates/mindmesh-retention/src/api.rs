@@ -32,8 +32,12 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         let req = request.into_inner();
         let user = UserId::parse_field("user_id", &req.user_id)?;
         // Members record their own activity; admins and services anyone's in the tenant.
-        if !(caller.has_any(&[Role::Admin, Role::Service]) || (caller.has(Role::Member) && caller.subject == user.to_string())) {
-            return Err(Status::permission_denied("members may only record their own activity"));
+        if !(caller.has_any(&[Role::Admin, Role::Service])
+            || (caller.has(Role::Member) && caller.subject == user.to_string()))
+        {
+            return Err(Status::permission_denied(
+                "members may only record their own activity",
+            ));
         }
         let now = chrono::Utc::now();
         let at = match &req.at {
@@ -43,7 +47,9 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         if at > now + chrono::Duration::minutes(5) {
             return Err(mindmesh_kit::Error::invalid("at", "must not be in the future").into());
         }
-        self.activity.touch(self.activity.db(), tenant, user, at).await?;
+        self.activity
+            .touch(self.activity.db(), tenant, user, at)
+            .await?;
         Ok(Response::new(pb::RecordActivityResponse {}))
     }
 }

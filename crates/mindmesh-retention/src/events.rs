@@ -4,9 +4,9 @@
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::grpc::from_timestamp;
 use mindmesh_kit::ids::UserId;
-use mindmesh_kit::{events, inbox, Error, Result};
-use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use sea_orm::TransactionTrait;
 
 use crate::activity::Activity;
@@ -42,7 +42,8 @@ impl EventHandler for RetentionEvents {
         if !relevant {
             return Ok(());
         }
-        let tenant = events::tenant(envelope)?.ok_or_else(|| Error::Bus("account event without tenant".into()))?;
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::Bus("account event without tenant".into()))?;
         let txn = self.activity.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
@@ -53,10 +54,16 @@ impl EventHandler for RetentionEvents {
                     Some(t) => from_timestamp("occurred_at", t)?,
                     None => chrono::Utc::now(),
                 };
-                self.activity.touch(&txn, tenant, user_id(&a.user_id)?, at).await?;
+                self.activity
+                    .touch(&txn, tenant, user_id(&a.user_id)?, at)
+                    .await?;
             }
             Some(Payload::AccountDeletionRequested(d)) => {
-                let user = if d.user_id.is_empty() { None } else { Some(user_id(&d.user_id)?) };
+                let user = if d.user_id.is_empty() {
+                    None
+                } else {
+                    Some(user_id(&d.user_id)?)
+                };
                 let removed = self.activity.forget(&txn, tenant, user).await?;
                 tracing::info!(tenant_id = %tenant, cascade_id = %d.cascade_id, removed, "account activity forgotten");
             }

@@ -29,10 +29,16 @@ pub const GRPC_SERVICES: &[&str] = &["mindmesh.retention.v1.RetentionService"];
 
 /// Starts the service's relay and consumer and adds its gRPC services to `routes`.
 /// Returns the consumer's counters.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<Arc<ConsumerStats>> {
+pub fn start(
+    ctx: &ServiceContext,
+    routes: &mut RoutesBuilder,
+) -> mindmesh_kit::Result<Arc<ConsumerStats>> {
     ctx.spawn_relay();
     let activity = activity::Activity::new(ctx.db.clone());
     let stats = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(activity.clone())));
-    routes.add_service(api_service!(RetentionServiceServer::new(api::RetentionApi::new(activity)), ctx));
+    routes.add_service(api_service!(
+        RetentionServiceServer::new(api::RetentionApi::new(activity)),
+        ctx
+    ));
     Ok(stats)
 }

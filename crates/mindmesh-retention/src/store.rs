@@ -41,7 +41,12 @@ impl MigrationTrait for AccountActivity {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_table(Table::drop().table("account_activity").if_exists().to_owned())
+            .drop_table(
+                Table::drop()
+                    .table("account_activity")
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -7,14 +7,14 @@
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_proto::mindmesh::storage::v1::{storage_service_server::{StorageService, StorageServiceServer}};
+use mindmesh_proto::mindmesh::storage::v1::storage_service_server::{
+    StorageService, StorageServiceServer,
+};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use tonic::service::RoutesBuilder;
 
 /// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &[
-    "mindmesh.storage.v1.StorageService",
-];
+pub const GRPC_SERVICES: &[&str] = &["mindmesh.storage.v1.StorageService"];
 
 /// Migrator of the storage database: so far only the kit's tables (outbox, inbox, audit).
 pub struct Migrator;
@@ -28,7 +28,10 @@ impl MigratorTrait for Migrator {
 /// Starts the service's background tasks and adds its gRPC services to `routes`.
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
     ctx.spawn_relay();
-    routes.add_service(api_service!(StorageServiceServer::new(StorageServiceApi), ctx));
+    routes.add_service(api_service!(
+        StorageServiceServer::new(StorageServiceApi),
+        ctx
+    ));
     Ok(())
 }
 

@@ -10,20 +10,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
+use mindmesh_kit::Service;
 use mindmesh_kit::api_service;
 use mindmesh_kit::audit_api::AuditApi;
 use mindmesh_kit::auth::{Role, TokenIssuer};
+use mindmesh_kit::bus::EventBus;
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
-use mindmesh_kit::bus::EventBus;
 use mindmesh_kit::config::{BusKind, Config, Mode};
 use mindmesh_kit::context::{ServiceContext, Shared};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::KeystoreMigrator;
 use mindmesh_kit::subject_api::SubjectDataApi;
-use mindmesh_kit::Service;
 use mindmesh_proto::mindmesh::audit::v1::audit_server::AuditServer;
 use mindmesh_proto::mindmesh::subject::v1::subject_data_server::SubjectDataServer;
 use tokio::net::TcpListener;
@@ -64,12 +64,24 @@ pub fn grpc_services(service: Service) -> &'static [&'static str] {
     }
 }
 
-async fn start_service(service: Service, shared: &Shared, routes: &mut RoutesBuilder) -> anyhow::Result<ServiceContext> {
+async fn start_service(
+    service: Service,
+    shared: &Shared,
+    routes: &mut RoutesBuilder,
+) -> anyhow::Result<ServiceContext> {
     let ctx = match service {
-        Service::Ingest => ServiceContext::open::<mindmesh_ingest::Migrator>(service, shared).await?,
-        Service::Permissions => ServiceContext::open::<mindmesh_permissions::Migrator>(service, shared).await?,
-        Service::Storage => ServiceContext::open::<mindmesh_storage::Migrator>(service, shared).await?,
-        Service::Retention => ServiceContext::open::<mindmesh_retention::Migrator>(service, shared).await?,
+        Service::Ingest => {
+            ServiceContext::open::<mindmesh_ingest::Migrator>(service, shared).await?
+        }
+        Service::Permissions => {
+            ServiceContext::open::<mindmesh_permissions::Migrator>(service, shared).await?
+        }
+        Service::Storage => {
+            ServiceContext::open::<mindmesh_storage::Migrator>(service, shared).await?
+        }
+        Service::Retention => {
+            ServiceContext::open::<mindmesh_retention::Migrator>(service, shared).await?
+        }
         Service::Dsar => ServiceContext::open::<mindmesh_dsar::Migrator>(service, shared).await?,
     };
     match service {
@@ -86,12 +98,23 @@ async fn start_service(service: Service, shared: &Shared, routes: &mut RoutesBui
 
 /// Runs `services` (all five when empty) on `listener` until `shutdown` is cancelled,
 /// then drains in-flight calls, stops consumers and relays, and returns.
-pub async fn serve(config: Config, services: Vec<Service>, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    services: Vec<Service>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mode = mode_for(&services);
-    let services = if services.is_empty() { Service::ALL.to_vec() } else { services };
+    let services = if services.is_empty() {
+        Service::ALL.to_vec()
+    } else {
+        services
+    };
     let keys = Arc::new(KeyMaterial::load(&config, mode)?);
     let config = Arc::new(config);
-    let bus = open_bus(&config, mode).await.context("opening the event bus")?;
+    let bus = open_bus(&config, mode)
+        .await
+        .context("opening the event bus")?;
     let mut shared = Shared::new(config.clone(), bus, keys);
     shared.shutdown = shutdown.clone();
 
@@ -108,17 +131,30 @@ pub async fn serve(config: Config, services: Vec<Service>, listener: TcpListener
         tracing::info!(service = %service, "service started");
     }
     // One Audit and one SubjectData per process, over the services it runs.
-    routes.add_service(api_service!(AuditServer::new(AuditApi::new(audit_logs)), shared));
+    routes.add_service(api_service!(
+        AuditServer::new(AuditApi::new(audit_logs)),
+        shared
+    ));
     routes.add_service(api_service!(SubjectDataServer::new(SubjectDataApi), shared));
     health_names.push("mindmesh.audit.v1.Audit".to_owned());
     health_names.push("mindmesh.subject.v1.SubjectData".to_owned());
 
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-    let served = mindmesh_kit::server::serve(listener, routes.routes(), health_names, shutdown.clone(), grace).await;
+    let served = mindmesh_kit::server::serve(
+        listener,
+        routes.routes(),
+        health_names,
+        shutdown.clone(),
+        grace,
+    )
+    .await;
     // Whatever ended the server, stop the background work and wait for it.
     shutdown.cancel();
     shared.tasks.close();
-    if tokio::time::timeout(grace, shared.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(grace, shared.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("background tasks did not stop within the grace period");
     }
     served?;
@@ -127,19 +163,39 @@ pub async fn serve(config: Config, services: Vec<Service>, listener: TcpListener
 
 /// Creates (if needed) and migrates the databases and keystores of `services`.
 pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()> {
-    let services = if services.is_empty() { Service::ALL.to_vec() } else { services.to_vec() };
+    let services = if services.is_empty() {
+        Service::ALL.to_vec()
+    } else {
+        services.to_vec()
+    };
     let max = config.database.max_connections;
     for service in services {
         let url = config.database_url(service);
         let db = match service {
-            Service::Ingest => mindmesh_kit::db::open_and_migrate::<mindmesh_ingest::Migrator>(&url, max).await?,
-            Service::Permissions => mindmesh_kit::db::open_and_migrate::<mindmesh_permissions::Migrator>(&url, max).await?,
-            Service::Storage => mindmesh_kit::db::open_and_migrate::<mindmesh_storage::Migrator>(&url, max).await?,
-            Service::Retention => mindmesh_kit::db::open_and_migrate::<mindmesh_retention::Migrator>(&url, max).await?,
-            Service::Dsar => mindmesh_kit::db::open_and_migrate::<mindmesh_dsar::Migrator>(&url, max).await?,
+            Service::Ingest => {
+                mindmesh_kit::db::open_and_migrate::<mindmesh_ingest::Migrator>(&url, max).await?
+            }
+            Service::Permissions => {
+                mindmesh_kit::db::open_and_migrate::<mindmesh_permissions::Migrator>(&url, max)
+                    .await?
+            }
+            Service::Storage => {
+                mindmesh_kit::db::open_and_migrate::<mindmesh_storage::Migrator>(&url, max).await?
+            }
+            Service::Retention => {
+                mindmesh_kit::db::open_and_migrate::<mindmesh_retention::Migrator>(&url, max)
+                    .await?
+            }
+            Service::Dsar => {
+                mindmesh_kit::db::open_and_migrate::<mindmesh_dsar::Migrator>(&url, max).await?
+            }
         };
         db.close().await?;
-        let keys = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(&config.keystore_url(service), max).await?;
+        let keys = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(
+            &config.keystore_url(service),
+            max,
+        )
+        .await?;
         keys.close().await?;
         tracing::info!(service = %service, "migrated");
     }
@@ -147,7 +203,13 @@ pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()
 }
 
 /// Issues a token from the configured (or, in embedded mode, generated) signing key.
-pub fn issue_token(config: &Config, subject: &str, tenant: Option<TenantId>, roles: &[Role], ttl: Duration) -> anyhow::Result<String> {
+pub fn issue_token(
+    config: &Config,
+    subject: &str,
+    tenant: Option<TenantId>,
+    roles: &[Role],
+    ttl: Duration,
+) -> anyhow::Result<String> {
     let keys = KeyMaterial::load(config, Mode::Embedded)?;
     let Some(private) = &keys.jwt_private else {
         bail!("keys.jwt_private_key_file is needed to issue tokens");
@@ -155,7 +217,9 @@ pub fn issue_token(config: &Config, subject: &str, tenant: Option<TenantId>, rol
     if roles.is_empty() {
         bail!("give at least one --role");
     }
-    let needs_tenant = roles.iter().any(|r| !matches!(r, Role::Operator | Role::Service));
+    let needs_tenant = roles
+        .iter()
+        .any(|r| !matches!(r, Role::Operator | Role::Service));
     if needs_tenant && tenant.is_none() {
         bail!("roles other than operator and service need --tenant");
     }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::config::Config;
 use mindmesh_kit::ids::TenantId;
-use mindmesh_kit::Service;
 use tokio_util::sync::CancellationToken;
 
 /// Mindmesh: the privacy-first backend of a workplace knowledge product.
@@ -80,16 +80,26 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
     // rustls needs one crypto provider for the whole process: ring (no OpenSSL, no aws-lc).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command, config))
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Version => Ok(()),
-        Command::Token { tenant, sub, roles, ttl } => {
+        Command::Token {
+            tenant,
+            sub,
+            roles,
+            ttl,
+        } => {
             let ttl = Duration::from_secs(ttl.unwrap_or(config.auth.token_ttl_secs));
-            println!("{}", mindmesh::issue_token(&config, &sub, tenant, &roles, ttl)?);
+            println!(
+                "{}",
+                mindmesh::issue_token(&config, &sub, tenant, &roles, ttl)?
+            );
             Ok(())
         }
         Command::Migrate { services } => {
@@ -123,7 +133,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 async fn signal_shutdown(shutdown: CancellationToken) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {

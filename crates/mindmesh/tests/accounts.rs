@@ -1,20 +1,22 @@
 //! AccountService over real gRPC on port 0, in embedded mode (SQLite + embedded bus) and
 //! distributed mode (PostgreSQL + NATS JetStream): the same tests for both.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
 
-use common::{authed, eventually, Backend, TestServer};
+use common::{Backend, TestServer, authed, eventually};
+use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Claims, Role};
 use mindmesh_kit::ids::{TenantId, UserId};
-use mindmesh_kit::Service;
 use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient;
 use sea_orm::ConnectionTrait;
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 type Client = AccountServiceClient<Channel>;
 
@@ -23,10 +25,17 @@ async fn client(server: &TestServer) -> Client {
 }
 
 /// Creates a tenant as the operator and returns it with an admin token for it.
-async fn tenant_with_admin(server: &TestServer, client: &mut Client, name: &str) -> (TenantId, String) {
+async fn tenant_with_admin(
+    server: &TestServer,
+    client: &mut Client,
+    name: &str,
+) -> (TenantId, String) {
     let operator = server.token("op", None, &[Role::Operator]);
     let tenant = client
-        .create_tenant(authed(pb::CreateTenantRequest { name: name.into() }, &operator))
+        .create_tenant(authed(
+            pb::CreateTenantRequest { name: name.into() },
+            &operator,
+        ))
         .await
         .expect("create tenant")
         .into_inner()
@@ -50,31 +59,77 @@ async fn happy_path(backend: Backend) {
     let mut c = client(&server).await;
     let (tenant, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
 
-    let got = c.get_tenant(authed(pb::GetTenantRequest::default(), &admin)).await.unwrap().into_inner();
+    let got = c
+        .get_tenant(authed(pb::GetTenantRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(got.tenant.unwrap().name, "Acme");
 
-    let created = c.create_user(authed(new_user("Ada", "Lovelace", "Ada@Example.com"), &admin)).await.unwrap().into_inner().user.unwrap();
-    assert_eq!(created.first_name, "Ada");
-    assert_eq!(created.tenant_id, tenant.to_string());
-    let id = created.id.clone();
-
-    let fetched = c.get_user(authed(pb::GetUserRequest { user_id: id.clone() }, &admin)).await.unwrap().into_inner().user.unwrap();
-    assert_eq!(fetched, created, "what is read is what was written");
-
-    let updated = c
-        .update_user(authed(pb::UpdateUserRequest { user_id: id.clone(), last_name: Some("King".into()), picture_url: Some(String::new()), ..Default::default() }, &admin))
+    let created = c
+        .create_user(authed(
+            new_user("Ada", "Lovelace", "Ada@Example.com"),
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner()
         .user
         .unwrap();
-    assert_eq!((updated.first_name.as_str(), updated.last_name.as_str(), updated.picture_url.as_str()), ("Ada", "King", ""));
+    assert_eq!(created.first_name, "Ada");
+    assert_eq!(created.tenant_id, tenant.to_string());
+    let id = created.id.clone();
+
+    let fetched = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(fetched, created, "what is read is what was written");
+
+    let updated = c
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: id.clone(),
+                last_name: Some("King".into()),
+                picture_url: Some(String::new()),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (
+            updated.first_name.as_str(),
+            updated.last_name.as_str(),
+            updated.picture_url.as_str()
+        ),
+        ("Ada", "King", "")
+    );
     assert_eq!(updated.email, "Ada@Example.com");
 
     // A user may change their own record; members may read.
     let self_token = server.token(&id, Some(tenant), &[Role::Member]);
     let renamed = c
-        .update_user(authed(pb::UpdateUserRequest { user_id: id.clone(), first_name: Some("Augusta".into()), ..Default::default() }, &self_token))
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: id.clone(),
+                first_name: Some("Augusta".into()),
+                ..Default::default()
+            },
+            &self_token,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -83,17 +138,38 @@ async fn happy_path(backend: Backend) {
     assert_eq!(renamed.first_name, "Augusta");
 
     // Email uniqueness is case-insensitive.
-    let dup = c.create_user(authed(new_user("Other", "Person", "ada@EXAMPLE.com"), &admin)).await.unwrap_err();
+    let dup = c
+        .create_user(authed(
+            new_user("Other", "Person", "ada@EXAMPLE.com"),
+            &admin,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
 
     // Paging: 5 users, pages of 2, creation order, no duplicates.
     for i in 0..4 {
-        c.create_user(authed(new_user("User", &format!("N{i}"), &format!("u{i}@example.com")), &admin)).await.unwrap();
+        c.create_user(authed(
+            new_user("User", &format!("N{i}"), &format!("u{i}@example.com")),
+            &admin,
+        ))
+        .await
+        .unwrap();
     }
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = c.list_users(authed(pb::ListUsersRequest { page_size: 2, page_token: token.clone() }, &admin)).await.unwrap().into_inner();
+        let page = c
+            .list_users(authed(
+                pb::ListUsersRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(page.users.len() <= 2);
         seen.extend(page.users.into_iter().map(|u| u.id));
         if page.next_page_token.is_empty() {
@@ -107,27 +183,68 @@ async fn happy_path(backend: Backend) {
     sorted.dedup();
     assert_eq!(sorted.len(), 5);
 
-    let deleted = c.delete_user(authed(pb::DeleteUserRequest { user_id: id.clone() }, &admin)).await.unwrap().into_inner();
+    let deleted = c
+        .delete_user(authed(
+            pb::DeleteUserRequest {
+                user_id: id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(deleted.cascade_id.parse::<uuid::Uuid>().is_ok());
-    let gone = c.get_user(authed(pb::GetUserRequest { user_id: id.clone() }, &admin)).await.unwrap_err();
+    let gone = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
 
     // The audit log recorded each step, and its chain verifies.
     let mut audit = audit::audit_client::AuditClient::new(server.channel().await);
     let events = audit
-        .list_audit_events(authed(audit::ListAuditEventsRequest { service: Service::Permissions.to_proto() as i32, page_size: 100, page_token: String::new() }, &admin))
+        .list_audit_events(authed(
+            audit::ListAuditEventsRequest {
+                service: Service::Permissions.to_proto() as i32,
+                page_size: 100,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner()
         .events;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert!(actions.contains(&"user.create") && actions.contains(&"user.update") && actions.contains(&"user.delete"), "{actions:?}");
-    assert!(events.iter().all(|e| e.tenant_id == tenant.to_string()), "an admin sees only their tenant's entries");
+    assert!(
+        actions.contains(&"user.create")
+            && actions.contains(&"user.update")
+            && actions.contains(&"user.delete"),
+        "{actions:?}"
+    );
+    assert!(
+        events.iter().all(|e| e.tenant_id == tenant.to_string()),
+        "an admin sees only their tenant's entries"
+    );
     for e in &events {
-        assert!(!e.details.contains("Ada") && !e.details.to_lowercase().contains("example.com"), "no personal data in the audit log: {}", e.details);
+        assert!(
+            !e.details.contains("Ada") && !e.details.to_lowercase().contains("example.com"),
+            "no personal data in the audit log: {}",
+            e.details
+        );
     }
     let verified = audit
-        .verify_audit_chain(authed(audit::VerifyAuditChainRequest { service: Service::Permissions.to_proto() as i32 }, &admin))
+        .verify_audit_chain(authed(
+            audit::VerifyAuditChainRequest {
+                service: Service::Permissions.to_proto() as i32,
+            },
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -150,35 +267,114 @@ async fn every_validation_error_names_its_field(backend: Backend) {
         (new_user("F", "L", ""), "email"),
         (new_user("F", "L", "not-an-email"), "email"),
         (new_user("F", "L", "a@b"), "email"),
-        (new_user("F", "L", &format!("{}@example.com", "a".repeat(250))), "email"),
-        (pb::CreateUserRequest { picture_url: "http://insecure.example.com/p.png".into(), ..new_user("F", "L", "a@example.com") }, "picture_url"),
-        (pb::CreateUserRequest { picture_url: "javascript:alert(1)".into(), ..new_user("F", "L", "a@example.com") }, "picture_url"),
+        (
+            new_user("F", "L", &format!("{}@example.com", "a".repeat(250))),
+            "email",
+        ),
+        (
+            pb::CreateUserRequest {
+                picture_url: "http://insecure.example.com/p.png".into(),
+                ..new_user("F", "L", "a@example.com")
+            },
+            "picture_url",
+        ),
+        (
+            pb::CreateUserRequest {
+                picture_url: "javascript:alert(1)".into(),
+                ..new_user("F", "L", "a@example.com")
+            },
+            "picture_url",
+        ),
     ];
     for (request, field) in cases {
         let status = c.create_user(authed(request, &admin)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(
+            status.message().contains(field),
+            "{field}: {}",
+            status.message()
+        );
     }
     for (request, field) in [
-        (pb::GetUserRequest { user_id: String::new() }, "user_id"),
-        (pb::GetUserRequest { user_id: "123".into() }, "user_id"),
+        (
+            pb::GetUserRequest {
+                user_id: String::new(),
+            },
+            "user_id",
+        ),
+        (
+            pb::GetUserRequest {
+                user_id: "123".into(),
+            },
+            "user_id",
+        ),
     ] {
         let status = c.get_user(authed(request, &admin)).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains(field), "{}", status.message());
     }
-    let status = c.list_users(authed(pb::ListUsersRequest { page_size: 5000, page_token: String::new() }, &admin)).await.unwrap_err();
+    let status = c
+        .list_users(authed(
+            pb::ListUsersRequest {
+                page_size: 5000,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("page_size") && status.message().contains("1000"), "{}", status.message());
-    let status = c.list_users(authed(pb::ListUsersRequest { page_size: 5, page_token: "garbage".into() }, &admin)).await.unwrap_err();
-    assert!(status.message().contains("page_token"), "{}", status.message());
+    assert!(
+        status.message().contains("page_size") && status.message().contains("1000"),
+        "{}",
+        status.message()
+    );
+    let status = c
+        .list_users(authed(
+            pb::ListUsersRequest {
+                page_size: 5,
+                page_token: "garbage".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("page_token"),
+        "{}",
+        status.message()
+    );
     let operator = server.token("op", None, &[Role::Operator]);
-    let status = c.create_tenant(authed(pb::CreateTenantRequest { name: " ".into() }, &operator)).await.unwrap_err();
-    assert!(status.code() == Code::InvalidArgument && status.message().contains("name"), "{status:?}");
-    let status = c.create_tenant(authed(pb::CreateTenantRequest { name: "x".repeat(201) }, &operator)).await.unwrap_err();
-    assert!(status.code() == Code::InvalidArgument && status.message().contains("200"), "{status:?}");
+    let status = c
+        .create_tenant(authed(
+            pb::CreateTenantRequest { name: " ".into() },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        status.code() == Code::InvalidArgument && status.message().contains("name"),
+        "{status:?}"
+    );
+    let status = c
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "x".repeat(201),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        status.code() == Code::InvalidArgument && status.message().contains("200"),
+        "{status:?}"
+    );
     // Nothing invalid was stored.
-    let listed = c.list_users(authed(pb::ListUsersRequest::default(), &admin)).await.unwrap().into_inner();
+    let listed = c
+        .list_users(authed(pb::ListUsersRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(listed.users.is_empty());
     server.stop().await;
 }
@@ -188,33 +384,139 @@ async fn tenant_isolation_and_roles(backend: Backend) {
     let mut c = client(&server).await;
     let (tenant_a, admin_a) = tenant_with_admin(&server, &mut c, "A").await;
     let (tenant_b, admin_b) = tenant_with_admin(&server, &mut c, "B").await;
-    let user_b = c.create_user(authed(new_user("Bo", "B", "bo@b.example"), &admin_b)).await.unwrap().into_inner().user.unwrap();
+    let user_b = c
+        .create_user(authed(new_user("Bo", "B", "bo@b.example"), &admin_b))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
 
     // A's admin cannot see, change or delete B's user, and learns nothing of its existence.
-    let status = c.get_user(authed(pb::GetUserRequest { user_id: user_b.id.clone() }, &admin_a)).await.unwrap_err();
+    let status = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: user_b.id.clone(),
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let unknown = c.get_user(authed(pb::GetUserRequest { user_id: UserId::new().to_string() }, &admin_a)).await.unwrap_err();
-    assert_eq!(unknown.message(), status.message(), "same answer as for a user that does not exist");
-    let status = c.update_user(authed(pb::UpdateUserRequest { user_id: user_b.id.clone(), first_name: Some("X".into()), ..Default::default() }, &admin_a)).await.unwrap_err();
+    let unknown = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: UserId::new().to_string(),
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown.message(),
+        status.message(),
+        "same answer as for a user that does not exist"
+    );
+    let status = c
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: user_b.id.clone(),
+                first_name: Some("X".into()),
+                ..Default::default()
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = c.delete_user(authed(pb::DeleteUserRequest { user_id: user_b.id.clone() }, &admin_a)).await.unwrap_err();
+    let status = c
+        .delete_user(authed(
+            pb::DeleteUserRequest {
+                user_id: user_b.id.clone(),
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    let status = c.get_tenant(authed(pb::GetTenantRequest { tenant_id: tenant_b.to_string() }, &admin_a)).await.unwrap_err();
+    let status = c
+        .get_tenant(authed(
+            pb::GetTenantRequest {
+                tenant_id: tenant_b.to_string(),
+            },
+            &admin_a,
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
-    assert!(c.list_users(authed(pb::ListUsersRequest::default(), &admin_a)).await.unwrap().into_inner().users.is_empty());
+    assert!(
+        c.list_users(authed(pb::ListUsersRequest::default(), &admin_a))
+            .await
+            .unwrap()
+            .into_inner()
+            .users
+            .is_empty()
+    );
     // B's user is intact.
-    let still = c.get_user(authed(pb::GetUserRequest { user_id: user_b.id.clone() }, &admin_b)).await.unwrap().into_inner().user.unwrap();
+    let still = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: user_b.id.clone(),
+            },
+            &admin_b,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
     assert_eq!(still.first_name, "Bo");
 
     // Roles: members do not administer; admins do not create tenants; staff need consent.
     let member = server.token("m", Some(tenant_a), &[Role::Member]);
-    assert_eq!(c.create_user(authed(new_user("M", "M", "m@a.example"), &member)).await.unwrap_err().code(), Code::PermissionDenied);
-    assert_eq!(c.create_tenant(authed(pb::CreateTenantRequest { name: "C".into() }, &admin_a)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.create_user(authed(new_user("M", "M", "m@a.example"), &member))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        c.create_tenant(authed(
+            pb::CreateTenantRequest { name: "C".into() },
+            &admin_a
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::PermissionDenied
+    );
     let staff = server.token("s", Some(tenant_b), &[Role::StaffEngineer]);
-    assert_eq!(c.get_user(authed(pb::GetUserRequest { user_id: user_b.id.clone() }, &staff)).await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        c.get_user(authed(
+            pb::GetUserRequest {
+                user_id: user_b.id.clone()
+            },
+            &staff
+        ))
+        .await
+        .unwrap_err()
+        .code(),
+        Code::PermissionDenied
+    );
     let other_member = server.token(&UserId::new().to_string(), Some(tenant_b), &[Role::Member]);
     assert_eq!(
-        c.update_user(authed(pb::UpdateUserRequest { user_id: user_b.id.clone(), first_name: Some("X".into()), ..Default::default() }, &other_member)).await.unwrap_err().code(),
+        c.update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: user_b.id.clone(),
+                first_name: Some("X".into()),
+                ..Default::default()
+            },
+            &other_member
+        ))
+        .await
+        .unwrap_err()
+        .code(),
         Code::PermissionDenied
     );
     server.stop().await;
@@ -225,31 +527,66 @@ async fn tokens_are_required_and_checked(backend: Backend) {
     let mut c = client(&server).await;
     let (tenant, _) = tenant_with_admin(&server, &mut c, "Acme").await;
 
-    let status = c.list_users(tonic::Request::new(pb::ListUsersRequest::default())).await.unwrap_err();
+    let status = c
+        .list_users(tonic::Request::new(pb::ListUsersRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 
     let now = mindmesh_kit::auth::now_secs();
     let expired = server
         .issuer()
-        .issue_claims(&Claims { sub: "admin".into(), tenant: Some(tenant.to_string()), roles: vec!["admin".into()], exp: now - 600, iat: now - 1200, iss: "mindmesh".into() })
+        .issue_claims(&Claims {
+            sub: "admin".into(),
+            tenant: Some(tenant.to_string()),
+            roles: vec!["admin".into()],
+            exp: now - 600,
+            iat: now - 1200,
+            iss: "mindmesh".into(),
+        })
         .unwrap();
-    let status = c.list_users(authed(pb::ListUsersRequest::default(), &expired)).await.unwrap_err();
+    let status = c
+        .list_users(authed(pb::ListUsersRequest::default(), &expired))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("expired"));
 
     for garbage in ["", "abc", "a.b.c"] {
-        let status = c.list_users(authed(pb::ListUsersRequest::default(), garbage)).await.unwrap_err();
+        let status = c
+            .list_users(authed(pb::ListUsersRequest::default(), garbage))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{garbage:?}");
     }
     let mut request = tonic::Request::new(pb::ListUsersRequest::default());
-    request.metadata_mut().insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
-    assert_eq!(c.list_users(request).await.unwrap_err().code(), Code::Unauthenticated);
+    request
+        .metadata_mut()
+        .insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
+    assert_eq!(
+        c.list_users(request).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     // A token signed by someone else's key is rejected.
-    let foreign = mindmesh_kit::auth::TokenIssuer::new(&mindmesh_kit::crypto::SigningKey::generate().unwrap(), "mindmesh")
-        .issue("admin", Some(tenant), &[Role::Admin], Duration::from_secs(60))
-        .unwrap();
-    assert_eq!(c.list_users(authed(pb::ListUsersRequest::default(), &foreign)).await.unwrap_err().code(), Code::Unauthenticated);
+    let foreign = mindmesh_kit::auth::TokenIssuer::new(
+        &mindmesh_kit::crypto::SigningKey::generate().unwrap(),
+        "mindmesh",
+    )
+    .issue(
+        "admin",
+        Some(tenant),
+        &[Role::Admin],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(
+        c.list_users(authed(pb::ListUsersRequest::default(), &foreign))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
     server.stop().await;
 }
 
@@ -259,15 +596,43 @@ async fn create_user_event_reaches_retention(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
     let (tenant, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
-    let user = c.create_user(authed(new_user("Ada", "L", "ada@example.com"), &admin)).await.unwrap().into_inner().user.unwrap();
+    let user = c
+        .create_user(authed(new_user("Ada", "L", "ada@example.com"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
     let user_id: UserId = user.id.parse().unwrap();
 
-    let retention = mindmesh_retention::activity::Activity::new(server.service_db(Service::Retention).await);
-    let seen = eventually(Duration::from_secs(20), || async { retention.last_active(tenant, user_id).await.unwrap().is_some() }).await;
+    let retention =
+        mindmesh_retention::activity::Activity::new(server.service_db(Service::Retention).await);
+    let seen = eventually(Duration::from_secs(20), || async {
+        retention
+            .last_active(tenant, user_id)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
     assert!(seen, "retention recorded the new account's activity");
 
-    c.delete_user(authed(pb::DeleteUserRequest { user_id: user.id.clone() }, &admin)).await.unwrap();
-    let forgotten = eventually(Duration::from_secs(20), || async { retention.last_active(tenant, user_id).await.unwrap().is_none() }).await;
+    c.delete_user(authed(
+        pb::DeleteUserRequest {
+            user_id: user.id.clone(),
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
+    let forgotten = eventually(Duration::from_secs(20), || async {
+        retention
+            .last_active(tenant, user_id)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
     assert!(forgotten, "retention forgot the deleted account");
     server.stop().await;
 }
@@ -280,13 +645,43 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
     let canary_first = "Zqxfirstcanary";
     let canary_last = "Zqxlastcanary";
     let canary_email = "zqx.canary.person@canary-domain.example";
-    let user = c.create_user(authed(new_user(canary_first, canary_last, canary_email), &admin)).await.unwrap().into_inner().user.unwrap();
-    c.update_user(authed(pb::UpdateUserRequest { user_id: user.id.clone(), last_name: Some(format!("{canary_last}2")), ..Default::default() }, &admin)).await.unwrap();
+    let user = c
+        .create_user(authed(
+            new_user(canary_first, canary_last, canary_email),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    c.update_user(authed(
+        pb::UpdateUserRequest {
+            user_id: user.id.clone(),
+            last_name: Some(format!("{canary_last}2")),
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
     // The round trip works, so the data is there, sealed.
-    let read = c.get_user(authed(pb::GetUserRequest { user_id: user.id }, &admin)).await.unwrap().into_inner().user.unwrap();
+    let read = c
+        .get_user(authed(pb::GetUserRequest { user_id: user.id }, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
     assert_eq!(read.email, canary_email);
 
-    let canaries = [canary_first, canary_last, canary_email, "canary-domain", "Zqxfirst"];
+    let canaries = [
+        canary_first,
+        canary_last,
+        canary_email,
+        "canary-domain",
+        "Zqxfirst",
+    ];
     match backend {
         Backend::Embedded => {
             // Every byte of every file under the data directory, WAL included.
@@ -297,27 +692,43 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
                     let bytes = std::fs::read(&path).unwrap();
                     scanned += bytes.len();
                     for canary in canaries {
-                        assert!(!contains(&bytes, canary.as_bytes()), "{canary} in plaintext in {}", path.display());
+                        assert!(
+                            !contains(&bytes, canary.as_bytes()),
+                            "{canary} in plaintext in {}",
+                            path.display()
+                        );
                     }
                 }
             }
             assert!(scanned > 10_000, "the scan read the databases");
             // The scan does see stored text: the tenant name is kept in the clear.
-            let all: Vec<u8> = std::fs::read_dir(&server.config.data_dir).unwrap().flat_map(|e| std::fs::read(e.unwrap().path()).unwrap_or_default()).collect();
-            assert!(contains(&all, b"AcmeCanaryTenant"), "the scanner finds plaintext where there is some");
+            let all: Vec<u8> = std::fs::read_dir(&server.config.data_dir)
+                .unwrap()
+                .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap_or_default())
+                .collect();
+            assert!(
+                contains(&all, b"AcmeCanaryTenant"),
+                "the scanner finds plaintext where there is some"
+            );
         }
         Backend::Distributed => {
             let mut tenant_name_seen = false;
             for service in Service::ALL {
                 let db = server.service_db(service).await;
                 let tables = db
-                    .query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                    ))
                     .await
                     .unwrap();
                 for t in tables {
                     let table: String = t.try_get("", "tablename").unwrap();
                     let rows = db
-                        .query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, format!("SELECT t::text AS row FROM \"{table}\" t")))
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            sea_orm::DbBackend::Postgres,
+                            format!("SELECT t::text AS row FROM \"{table}\" t"),
+                        ))
                         .await
                         .unwrap();
                     for row in rows {
@@ -326,21 +737,32 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
                             tenant_name_seen = true;
                         }
                         for canary in canaries {
-                            assert!(!text.contains(canary), "{canary} in plaintext in {service}.{table}");
+                            assert!(
+                                !text.contains(canary),
+                                "{canary} in plaintext in {service}.{table}"
+                            );
                             // bytea columns print as hex: look for the hex form too.
-                            assert!(!text.contains(&hex(canary.as_bytes())), "{canary} (hex) in {service}.{table}");
+                            assert!(
+                                !text.contains(&hex(canary.as_bytes())),
+                                "{canary} (hex) in {service}.{table}"
+                            );
                         }
                     }
                 }
             }
-            assert!(tenant_name_seen, "the scanner finds plaintext where there is some");
+            assert!(
+                tenant_name_seen,
+                "the scanner finds plaintext where there is some"
+            );
         }
     }
     server.stop().await;
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -353,7 +775,12 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     let mut c = client(&server).await;
     let (_, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
     for i in 0..3 {
-        c.create_user(authed(new_user("U", "V", &format!("u{i}@example.com")), &admin)).await.unwrap();
+        c.create_user(authed(
+            new_user("U", "V", &format!("u{i}@example.com")),
+            &admin,
+        ))
+        .await
+        .unwrap();
     }
     let operator = server.token("op", None, &[Role::Operator]);
     let mut audit = audit::audit_client::AuditClient::new(server.channel().await);
@@ -361,7 +788,12 @@ async fn audit_chain_detects_tampering(backend: Backend) {
         let mut audit = audit.clone();
         async move {
             audit
-                .verify_audit_chain(authed(audit::VerifyAuditChainRequest { service: Service::Permissions.to_proto() as i32 }, &token))
+                .verify_audit_chain(authed(
+                    audit::VerifyAuditChainRequest {
+                        service: Service::Permissions.to_proto() as i32,
+                    },
+                    &token,
+                ))
                 .await
                 .unwrap()
                 .into_inner()
@@ -371,14 +803,19 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     assert!(before.intact && before.entries_checked == 4, "{before:?}");
 
     let db = server.service_db(Service::Permissions).await;
-    db.execute_unprepared("UPDATE audit_log SET action = 'user.read' WHERE seq = 3").await.unwrap();
+    db.execute_unprepared("UPDATE audit_log SET action = 'user.read' WHERE seq = 3")
+        .await
+        .unwrap();
     let after = verify(operator.clone()).await;
     assert!(!after.intact);
     assert_eq!(after.first_broken_sequence, 3);
 
     // Asking for a service that does not run here is an error, not an empty answer.
     let status = audit
-        .verify_audit_chain(authed(audit::VerifyAuditChainRequest { service: 0 }, &operator))
+        .verify_audit_chain(authed(
+            audit::VerifyAuditChainRequest { service: 0 },
+            &operator,
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -2,6 +2,8 @@
 //! five services, lists the whole API over reflection, answers UNIMPLEMENTED for what is
 //! not built, and exits 0 on SIGTERM. Distributed mode refuses to start without keys.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,11 +12,11 @@ use mindmesh_proto::mindmesh::ingest::v1 as ingest;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mindmesh");
 
@@ -33,17 +35,21 @@ fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent {
-                if let Some(rest) = line.strip_prefix("mindmesh listening on ") {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
-                    let _ = tx.send(addr);
-                    sent = true;
-                }
+            if !sent && let Some(rest) = line.strip_prefix("mindmesh listening on ") {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(addr);
+                sent = true;
             }
             // Keep draining so the server never blocks on a full pipe.
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server printed its address");
     (child, addr)
 }
 
@@ -53,12 +59,19 @@ fn token(data_dir: &std::path::Path, role: &str) -> String {
         .arg(format!("data_dir={}", data_dir.display()))
         .output()
         .expect("mindmesh token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -82,43 +95,82 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_server(dir.path());
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.expect("connect");
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
 
     let mut health = HealthClient::new(channel.clone());
-    let mut names: Vec<String> = ["", "ingest", "permissions", "storage", "retention", "dsar"].iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = ["", "ingest", "permissions", "storage", "retention", "dsar"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     names.extend(mindmesh_proto::SERVICE_NAMES.iter().map(|s| s.to_string()));
     for name in names {
-        let status = health.check(HealthCheckRequest { service: name.clone() }).await.expect("health check").into_inner().status;
+        let status = health
+            .check(HealthCheckRequest {
+                service: name.clone(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
         assert_eq!(status, ServingStatus::Serving as i32, "health of {name:?}");
     }
-    let unknown = health.check(HealthCheckRequest { service: "billing".into() }).await.unwrap_err();
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "billing".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let mut reflection = ServerReflectionClient::new(channel.clone());
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut responses = reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.expect("reflection").into_inner();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
     let response = responses.next().await.expect("one response").expect("ok");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer");
     };
     let listed: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for name in mindmesh_proto::SERVICE_NAMES {
-        assert!(listed.iter().any(|l| l == name), "{name} missing from reflection: {listed:?}");
+        assert!(
+            listed.iter().any(|l| l == name),
+            "{name} missing from reflection: {listed:?}"
+        );
     }
     assert!(listed.iter().any(|l| l == "grpc.health.v1.Health"));
 
     // Not built yet: UNIMPLEMENTED, never a fake success.
     let operator = token(dir.path(), "operator");
     let mut request = tonic::Request::new(ingest::ListConnectorsRequest {});
-    request.metadata_mut().insert("authorization", format!("Bearer {operator}").parse().unwrap());
-    let status = ingest::ingest_service_client::IngestServiceClient::new(channel.clone()).list_connectors(request).await.unwrap_err();
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {operator}").parse().unwrap(),
+    );
+    let status = ingest::ingest_service_client::IngestServiceClient::new(channel.clone())
+        .list_connectors(request)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
 
     sigterm(&child);
     let started = Instant::now();
     let status = wait_exit(&mut child, Duration::from_secs(20)).await;
     // Clients are still connected: the server drains them rather than waiting out the grace period.
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     drop(responses);
     assert!(status.success(), "exit status {status:?}");
 }
@@ -127,8 +179,17 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
 fn distributed_mode_refuses_to_start_without_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--service", "permissions", "--set", "listen=127.0.0.1:0"])
-        .args(["--set", "database.url=postgres://postgres@127.0.0.1:5432/mindmesh_{service}"])
+        .args([
+            "serve",
+            "--service",
+            "permissions",
+            "--set",
+            "listen=127.0.0.1:0",
+        ])
+        .args([
+            "--set",
+            "database.url=postgres://postgres@127.0.0.1:5432/mindmesh_{service}",
+        ])
         .arg("--set")
         .arg(format!("data_dir={}", dir.path().display()))
         .output()
@@ -136,7 +197,10 @@ fn distributed_mode_refuses_to_start_without_keys() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("keys.master_key"), "{stderr}");
-    assert!(!dir.path().join("keys").exists(), "distributed mode generated keys");
+    assert!(
+        !dir.path().join("keys").exists(),
+        "distributed mode generated keys"
+    );
 }
 
 #[test]

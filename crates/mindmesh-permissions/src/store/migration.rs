@@ -78,7 +78,9 @@ impl MigrationTrait for Accounts {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["users", "tenants"] {
-            manager.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
+use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::config::{Config, Mode};
 use mindmesh_kit::crypto::{SecretKey, SigningKey};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
-use mindmesh_kit::Service;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -43,8 +43,10 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.data_dir = dir.path().join("data");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         config.bus.ack_wait_ms = 2000;
         config.bus.relay_interval_ms = 200;
         config.limits.shutdown_grace_secs = 5;
@@ -59,9 +61,21 @@ impl TestServer {
                 let keys = dir.path().join("keys");
                 std::fs::create_dir_all(&keys).unwrap();
                 let master = SecretKey::generate().unwrap();
-                std::fs::write(keys.join("master.key"), base64::engine::general_purpose::STANDARD.encode(master.expose())).unwrap();
-                std::fs::write(keys.join("jwt.pk8"), SigningKey::generate().unwrap().pkcs8()).unwrap();
-                std::fs::write(keys.join("signing.pk8"), SigningKey::generate().unwrap().pkcs8()).unwrap();
+                std::fs::write(
+                    keys.join("master.key"),
+                    base64::engine::general_purpose::STANDARD.encode(master.expose()),
+                )
+                .unwrap();
+                std::fs::write(
+                    keys.join("jwt.pk8"),
+                    SigningKey::generate().unwrap().pkcs8(),
+                )
+                .unwrap();
+                std::fs::write(
+                    keys.join("signing.pk8"),
+                    SigningKey::generate().unwrap().pkcs8(),
+                )
+                .unwrap();
                 config.keys.master_key_file = Some(keys.join("master.key"));
                 config.keys.jwt_private_key_file = Some(keys.join("jwt.pk8"));
                 config.keys.signing_key_file = Some(keys.join("signing.pk8"));
@@ -70,7 +84,10 @@ impl TestServer {
         };
         // Loading first generates the embedded keys, so the test signs with the server's key.
         let keys = KeyMaterial::load(&config, mode).expect("keys");
-        let issuer = TokenIssuer::new(keys.jwt_private.as_ref().expect("jwt key"), config.auth.issuer.clone());
+        let issuer = TokenIssuer::new(
+            keys.jwt_private.as_ref().expect("jwt key"),
+            config.auth.issuer.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -78,8 +95,23 @@ impl TestServer {
             Backend::Embedded => Vec::new(),
             Backend::Distributed => Service::ALL.to_vec(),
         };
-        let handle = tokio::spawn(mindmesh::serve(config.clone(), services, listener, shutdown.clone()));
-        let server = TestServer { addr, config, backend, issuer, shutdown, handle: Some(handle), dir, pg, _nats: nats };
+        let handle = tokio::spawn(mindmesh::serve(
+            config.clone(),
+            services,
+            listener,
+            shutdown.clone(),
+        ));
+        let server = TestServer {
+            addr,
+            config,
+            backend,
+            issuer,
+            shutdown,
+            handle: Some(handle),
+            dir,
+            pg,
+            _nats: nats,
+        };
         server.wait_until_serving().await;
         server
     }
@@ -87,25 +119,43 @@ impl TestServer {
     async fn wait_until_serving(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
+                .unwrap()
+                .connect()
+                .await
+            {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                if let Ok(r) = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
-                    if r.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                        return;
-                    }
+                let request = tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                };
+                let serving =
+                    tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+                if let Ok(r) = health.check(request).await
+                    && r.into_inner().status == serving
+                {
+                    return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "server did not come up");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.expect("connect")
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
     }
 
     pub fn token(&self, subject: &str, tenant: Option<TenantId>, roles: &[Role]) -> String {
-        self.issuer.issue(subject, tenant, roles, Duration::from_secs(600)).unwrap()
+        self.issuer
+            .issue(subject, tenant, roles, Duration::from_secs(600))
+            .unwrap()
     }
 
     pub fn issuer(&self) -> &TokenIssuer {
@@ -117,7 +167,9 @@ impl TestServer {
         match self.backend {
             // SQLite allows one writer; a second connection only reads here.
             Backend::Embedded | Backend::Distributed => {
-                mindmesh_kit::db::connect(&self.config.database_url(service), 2).await.expect("service db")
+                mindmesh_kit::db::connect(&self.config.database_url(service), 2)
+                    .await
+                    .expect("service db")
             }
         }
     }

@@ -8,7 +8,12 @@ python3 - <<'PY'
 import pathlib, sys, yaml
 bad = 0
 for path in sorted(pathlib.Path("k8s").rglob("*.yaml")):
-    for doc in yaml.safe_load_all(path.read_text()):
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except yaml.YAMLError as e:
+        print(f"{path}: {e}"); bad += 1
+        continue
+    for doc in docs:
         if doc is None:
             continue
         if path.name == "kustomization.yaml":

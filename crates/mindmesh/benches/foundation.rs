@@ -1,0 +1,230 @@
+//! `make bench`: figures of the foundation, each beside a baseline measured in the same run
+//! (machines are noisy; the ratios are what to compare).
+//!
+//! - gRPC: `AccountService.GetUser` / `CreateUser` against an empty unary RPC
+//!   (`grpc.health.v1.Health/Check`) on the same server, 1 call in flight, in embedded
+//!   mode (SQLite, embedded bus) and distributed mode (PostgreSQL, NATS JetStream).
+//! - bus: acknowledged publishes, embedded log against JetStream, one at a time.
+//! - crypto: sealing a 4 KiB field with AES-256-GCM against copying it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up should stop
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mindmesh_kit::auth::{Role, TokenIssuer};
+use mindmesh_kit::bus::embedded::EmbeddedBus;
+use mindmesh_kit::bus::nats::NatsBus;
+use mindmesh_kit::bus::{BusMessage, EventBus};
+use mindmesh_kit::config::{Config, Mode};
+use mindmesh_kit::crypto::SecretKey;
+use mindmesh_kit::ids::{EventId, TenantId};
+use mindmesh_kit::keyfiles::KeyMaterial;
+use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_kit::Service;
+use mindmesh_proto::mindmesh::permissions::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+struct Stats {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>, total: Duration) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+    Stats { per_sec: samples.len() as f64 / total.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+}
+
+async fn measure<F, Fut>(n: usize, mut f: F) -> Stats
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for i in 0..n / 10 {
+        f(i).await; // warm-up
+    }
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        f(n + i).await;
+        samples.push(t.elapsed());
+    }
+    stats(samples, start.elapsed())
+}
+
+fn row(name: &str, s: &Stats, base: &Stats) {
+    println!(
+        "  {name:<38} {:>9.0}/s  p50 {:>8.1?}  p99 {:>8.1?}   rate {:>5.2}× baseline, p99 {:>5.2}× baseline",
+        s.per_sec,
+        s.p50,
+        s.p99,
+        s.per_sec / base.per_sec,
+        s.p99.as_secs_f64() / base.p99.as_secs_f64()
+    );
+}
+
+fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn grpc_figures(label: &str, distributed: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let mut _pg = None;
+    let mut _nats = None;
+    let services = if distributed {
+        let pg = TestPostgres::new();
+        let nats = TestNats::new(Duration::from_secs(30));
+        config.database.url = Some(pg.template());
+        config.bus = nats.config.clone();
+        let keys = KeyMaterial::load(&Config { data_dir: dir.path().join("gen"), ..Config::default() }, Mode::Embedded).unwrap();
+        let _ = keys; // generated into dir/gen/keys
+        let gen = dir.path().join("gen/keys");
+        config.keys.master_key_file = Some(gen.join("master.key"));
+        config.keys.jwt_private_key_file = Some(gen.join("jwt.pk8"));
+        config.keys.signing_key_file = Some(gen.join("signing.pk8"));
+        _pg = Some(pg);
+        _nats = Some(nats);
+        Service::ALL.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mode = if distributed { Mode::Distributed } else { Mode::Embedded };
+    let keys = KeyMaterial::load(&config, mode).unwrap();
+    let issuer = TokenIssuer::new(keys.jwt_private.as_ref().unwrap(), "mindmesh");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(mindmesh::serve(config, services, listener, shutdown.clone()));
+
+    let channel = loop {
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
+    let operator = issuer.issue("op", None, &[Role::Operator], Duration::from_secs(3600)).unwrap();
+    let tenant: TenantId = loop {
+        match accounts.create_tenant(authed(pb::CreateTenantRequest { name: "Bench".into() }, &operator)).await {
+            Ok(r) => break r.into_inner().tenant.unwrap().id.parse().unwrap(),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let admin = issuer.issue("admin", Some(tenant), &[Role::Admin], Duration::from_secs(3600)).unwrap();
+    let user = accounts
+        .create_user(authed(pb::CreateUserRequest { first_name: "Ada".into(), last_name: "L".into(), email: "ada@example.com".into(), picture_url: String::new() }, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+
+    let n = 2000;
+    let empty = measure(n, |_| {
+        let mut h = health.clone();
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        }
+    })
+    .await;
+    let get = measure(n, |_| {
+        let mut a = accounts.clone();
+        let request = authed(pb::GetUserRequest { user_id: user.id.clone() }, &admin);
+        async move {
+            a.get_user(request).await.unwrap();
+        }
+    })
+    .await;
+    let create = measure(n / 2, |i| {
+        let mut a = accounts.clone();
+        let request = authed(
+            pb::CreateUserRequest { first_name: "U".into(), last_name: format!("N{i}"), email: format!("u{i}@example.com"), picture_url: String::new() },
+            &admin,
+        );
+        async move {
+            a.create_user(request).await.unwrap();
+        }
+    })
+    .await;
+    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    println!("gRPC unary, 1 in flight, {label}:");
+    row("empty RPC (Health/Check) [baseline]", &empty, &empty);
+    row("GetUser (auth, read, open 4 fields)", &get, &empty);
+    row("CreateUser (seal, insert, audit, event)", &create, &empty);
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}
+
+async fn bus_figures() {
+    let n = 2000;
+    let message = |_: usize| BusMessage { id: EventId::new(), event_type: "account.activity".into(), payload: bytes::Bytes::from(vec![7u8; 256]), traceparent: None };
+    let dir = tempfile::tempdir().unwrap();
+    let embedded: Arc<dyn EventBus> = Arc::new(EmbeddedBus::open(&mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")), Duration::from_secs(30)).await.unwrap());
+    let nats_streams = TestNats::new(Duration::from_secs(30));
+    let nats: Arc<dyn EventBus> = Arc::new(NatsBus::connect(&nats_streams.config).await.unwrap());
+    let on_nats = measure(n, |i| {
+        let bus = nats.clone();
+        let m = message(i);
+        async move {
+            bus.publish(&m).await.unwrap();
+        }
+    })
+    .await;
+    let on_embedded = measure(n, |i| {
+        let bus = embedded.clone();
+        let m = message(i);
+        async move {
+            bus.publish(&m).await.unwrap();
+        }
+    })
+    .await;
+    println!("bus, acknowledged publish of 256 B, one at a time:");
+    row("NATS JetStream [baseline]", &on_nats, &on_nats);
+    row("embedded log (SQLite WAL)", &on_embedded, &on_nats);
+}
+
+fn crypto_figures() {
+    let key = SecretKey::generate().unwrap();
+    let data = vec![42u8; 4096];
+    let n = 20_000;
+    let time = |f: &mut dyn FnMut()| {
+        let mut samples = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            f();
+            samples.push(t.elapsed());
+        }
+        stats(samples, start.elapsed())
+    };
+    let copy = time(&mut || {
+        std::hint::black_box(std::hint::black_box(&data).to_vec());
+    });
+    let seal = time(&mut || {
+        std::hint::black_box(key.seal(b"tenant|users|email|row", std::hint::black_box(&data)).unwrap());
+    });
+    println!("crypto, 4 KiB field:");
+    row("copy (Vec::to_vec) [baseline]", &copy, &copy);
+    row("AES-256-GCM seal", &seal, &copy);
+    println!("  seal throughput: {:.2} GB/s", seal.per_sec * 4096.0 / 1e9);
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!("mindmesh foundation benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    crypto_figures();
+    runtime.block_on(async {
+        bus_figures().await;
+        grpc_figures("embedded (SQLite, embedded bus)", false).await;
+        grpc_figures("distributed (PostgreSQL, NATS)", true).await;
+    });
+}

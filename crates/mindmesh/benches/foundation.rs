@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
@@ -21,7 +22,6 @@ use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{EventId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
-use mindmesh_kit::Service;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -35,7 +35,11 @@ struct Stats {
 fn stats(mut samples: Vec<Duration>, total: Duration) -> Stats {
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    Stats { per_sec: samples.len() as f64 / total.as_secs_f64(), p50: at(0.5), p99: at(0.99) }
+    Stats {
+        per_sec: samples.len() as f64 / total.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
 }
 
 async fn measure<F, Fut>(n: usize, mut f: F) -> Stats
@@ -69,13 +73,18 @@ fn row(name: &str, s: &Stats, base: &Stats) {
 
 fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
 }
 
 async fn grpc_figures(label: &str, distributed: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
     let mut _pg = None;
     let mut _nats = None;
     let services = if distributed {
@@ -83,44 +92,90 @@ async fn grpc_figures(label: &str, distributed: bool) {
         let nats = TestNats::new(Duration::from_secs(30));
         config.database.url = Some(pg.template());
         config.bus = nats.config.clone();
-        let keys = KeyMaterial::load(&Config { data_dir: dir.path().join("gen"), ..Config::default() }, Mode::Embedded).unwrap();
-        let _ = keys; // generated into dir/gen/keys
-        let gen = dir.path().join("gen/keys");
-        config.keys.master_key_file = Some(gen.join("master.key"));
-        config.keys.jwt_private_key_file = Some(gen.join("jwt.pk8"));
-        config.keys.signing_key_file = Some(gen.join("signing.pk8"));
+        // Distributed mode generates nothing: let embedded mode write key files for it.
+        KeyMaterial::load(
+            &Config {
+                data_dir: dir.path().join("generated"),
+                ..Config::default()
+            },
+            Mode::Embedded,
+        )
+        .unwrap();
+        let key_dir = dir.path().join("generated/keys");
+        config.keys.master_key_file = Some(key_dir.join("master.key"));
+        config.keys.jwt_private_key_file = Some(key_dir.join("jwt.pk8"));
+        config.keys.signing_key_file = Some(key_dir.join("signing.pk8"));
         _pg = Some(pg);
         _nats = Some(nats);
         Service::ALL.to_vec()
     } else {
         Vec::new()
     };
-    let mode = if distributed { Mode::Distributed } else { Mode::Embedded };
+    let mode = if distributed {
+        Mode::Distributed
+    } else {
+        Mode::Embedded
+    };
     let keys = KeyMaterial::load(&config, mode).unwrap();
     let issuer = TokenIssuer::new(keys.jwt_private.as_ref().unwrap(), "mindmesh");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(mindmesh::serve(config, services, listener, shutdown.clone()));
+    let server = tokio::spawn(mindmesh::serve(
+        config,
+        services,
+        listener,
+        shutdown.clone(),
+    ));
 
     let channel = loop {
-        if let Ok(c) = Channel::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect().await {
+        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+        {
             break c;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
-    let operator = issuer.issue("op", None, &[Role::Operator], Duration::from_secs(3600)).unwrap();
+    let operator = issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
+        .unwrap();
     let tenant: TenantId = loop {
-        match accounts.create_tenant(authed(pb::CreateTenantRequest { name: "Bench".into() }, &operator)).await {
+        match accounts
+            .create_tenant(authed(
+                pb::CreateTenantRequest {
+                    name: "Bench".into(),
+                },
+                &operator,
+            ))
+            .await
+        {
             Ok(r) => break r.into_inner().tenant.unwrap().id.parse().unwrap(),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let admin = issuer.issue("admin", Some(tenant), &[Role::Admin], Duration::from_secs(3600)).unwrap();
+    let admin = issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
     let user = accounts
-        .create_user(authed(pb::CreateUserRequest { first_name: "Ada".into(), last_name: "L".into(), email: "ada@example.com".into(), picture_url: String::new() }, &admin))
+        .create_user(authed(
+            pb::CreateUserRequest {
+                first_name: "Ada".into(),
+                last_name: "L".into(),
+                email: "ada@example.com".into(),
+                picture_url: String::new(),
+            },
+            &admin,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -131,13 +186,22 @@ async fn grpc_figures(label: &str, distributed: bool) {
     let empty = measure(n, |_| {
         let mut h = health.clone();
         async move {
-            h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
         }
     })
     .await;
     let get = measure(n, |_| {
         let mut a = accounts.clone();
-        let request = authed(pb::GetUserRequest { user_id: user.id.clone() }, &admin);
+        let request = authed(
+            pb::GetUserRequest {
+                user_id: user.id.clone(),
+            },
+            &admin,
+        );
         async move {
             a.get_user(request).await.unwrap();
         }
@@ -146,7 +210,12 @@ async fn grpc_figures(label: &str, distributed: bool) {
     let create = measure(n / 2, |i| {
         let mut a = accounts.clone();
         let request = authed(
-            pb::CreateUserRequest { first_name: "U".into(), last_name: format!("N{i}"), email: format!("u{i}@example.com"), picture_url: String::new() },
+            pb::CreateUserRequest {
+                first_name: "U".into(),
+                last_name: format!("N{i}"),
+                email: format!("u{i}@example.com"),
+                picture_url: String::new(),
+            },
             &admin,
         );
         async move {
@@ -154,7 +223,12 @@ async fn grpc_figures(label: &str, distributed: bool) {
         }
     })
     .await;
-    health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     println!("gRPC unary, 1 in flight, {label}:");
     row("empty RPC (Health/Check) [baseline]", &empty, &empty);
     row("GetUser (auth, read, open 4 fields)", &get, &empty);
@@ -165,9 +239,21 @@ async fn grpc_figures(label: &str, distributed: bool) {
 
 async fn bus_figures() {
     let n = 2000;
-    let message = |_: usize| BusMessage { id: EventId::new(), event_type: "account.activity".into(), payload: bytes::Bytes::from(vec![7u8; 256]), traceparent: None };
+    let message = |_: usize| BusMessage {
+        id: EventId::new(),
+        event_type: "account.activity".into(),
+        payload: bytes::Bytes::from(vec![7u8; 256]),
+        traceparent: None,
+    };
     let dir = tempfile::tempdir().unwrap();
-    let embedded: Arc<dyn EventBus> = Arc::new(EmbeddedBus::open(&mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")), Duration::from_secs(30)).await.unwrap());
+    let embedded: Arc<dyn EventBus> = Arc::new(
+        EmbeddedBus::open(
+            &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap(),
+    );
     let nats_streams = TestNats::new(Duration::from_secs(30));
     let nats: Arc<dyn EventBus> = Arc::new(NatsBus::connect(&nats_streams.config).await.unwrap());
     let on_nats = measure(n, |i| {
@@ -209,7 +295,10 @@ fn crypto_figures() {
         std::hint::black_box(std::hint::black_box(&data).to_vec());
     });
     let seal = time(&mut || {
-        std::hint::black_box(key.seal(b"tenant|users|email|row", std::hint::black_box(&data)).unwrap());
+        std::hint::black_box(
+            key.seal(b"tenant|users|email|row", std::hint::black_box(&data))
+                .unwrap(),
+        );
     });
     println!("crypto, 4 KiB field:");
     row("copy (Vec::to_vec) [baseline]", &copy, &copy);
@@ -219,8 +308,16 @@ fn crypto_figures() {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    println!("mindmesh foundation benchmarks ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "mindmesh foundation benchmarks ({} cores)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     crypto_figures();
     runtime.block_on(async {
         bus_figures().await;

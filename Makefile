@@ -29,7 +29,7 @@ test: services lint ## Set up, lint, and run every test against real PostgreSQL 
 	$(CARGO) nextest run --workspace --locked
 
 bench: services ## Run the benchmarks (release build); prints each figure beside its baseline
-	$(CARGO) bench --workspace --locked
+	$(CARGO) bench --locked -p mindmesh --bench foundation
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse
 	deploy/dev/k8s-validate.sh

@@ -11,6 +11,20 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::error::{Error, Result};
 
+/// Creates the data directory (SQLite files, event log, generated keys) readable by the
+/// owner only. An existing directory is tightened to the same.
+pub fn prepare_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Config(format!("cannot create data_dir {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::Config(format!("cannot restrict data_dir {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 /// The sea-orm URL of a SQLite file, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())

@@ -39,6 +39,7 @@ impl KeyMaterial {
         }
         let key_dir = config.data_dir.join("keys");
         let keys = &config.keys;
+        let mut generated = Vec::new();
 
         let master = match (&keys.master_key, &keys.master_key_file) {
             (Some(b64), _) => decode_master(b64, "keys.master_key")?,
@@ -48,7 +49,7 @@ impl KeyMaterial {
             )?,
             (None, None) => {
                 let path = key_dir.join("master.key");
-                let text = read_or_generate(&path, || {
+                let text = read_or_generate(&path, &mut generated, || {
                     SecretKey::generate().map(|k| B64.encode(k.expose()).into_bytes())
                 })?;
                 decode_master(&String::from_utf8_lossy(&text), "generated master key")?
@@ -61,7 +62,7 @@ impl KeyMaterial {
                 "keys.jwt_private_key_file",
             )?)?),
             None if keys.jwt_public_key.is_none() => {
-                let der = read_or_generate(&key_dir.join("jwt.pk8"), || {
+                let der = read_or_generate(&key_dir.join("jwt.pk8"), &mut generated, || {
                     SigningKey::generate().map(|k| k.pkcs8().to_vec())
                 })?;
                 Some(SigningKey::from_pkcs8(&der)?)
@@ -83,12 +84,15 @@ impl KeyMaterial {
         let signing = match &keys.signing_key_file {
             Some(path) => SigningKey::from_pkcs8(&read_bytes(path, "keys.signing_key_file")?)?,
             None => {
-                let der = read_or_generate(&key_dir.join("signing.pk8"), || {
+                let der = read_or_generate(&key_dir.join("signing.pk8"), &mut generated, || {
                     SigningKey::generate().map(|k| k.pkcs8().to_vec())
                 })?;
                 SigningKey::from_pkcs8(&der)?
             }
         };
+        if !generated.is_empty() {
+            tracing::info!(dir = %key_dir.display(), keys = ?generated, "first start: generated keys (owner-only files)");
+        }
         Ok(KeyMaterial {
             master,
             jwt_private,
@@ -116,8 +120,13 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
         .map_err(|_| Error::Config(format!("{what} is not text")))
 }
 
-/// Reads `path`, or writes `make()` to it with mode 0600 if it does not exist.
-fn read_or_generate(path: &PathBuf, make: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+/// Reads `path`, or writes `make()` to it with mode 0600 if it does not exist (and then
+/// adds its file name to `generated`).
+fn read_or_generate(
+    path: &PathBuf,
+    generated: &mut Vec<String>,
+    make: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(bytes) => return Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -159,7 +168,7 @@ fn read_or_generate(path: &PathBuf, make: impl FnOnce() -> Result<Vec<u8>>) -> R
     file.write_all(&bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
-    tracing::info!(path = %path.display(), "generated a new key (embedded mode, first start)");
+    generated.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     Ok(bytes)
 }
 

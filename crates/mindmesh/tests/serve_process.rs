@@ -94,7 +94,8 @@ async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitSta
 #[tokio::test]
 async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(dir.path());
+    let data = dir.path().join("data");
+    let (mut child, addr) = spawn_server(&data);
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -117,6 +118,13 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
             .into_inner()
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "health of {name:?}");
+    }
+    // Serving, so the data directory exists by now.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the data directory is the owner's only");
     }
     let unknown = health
         .check(HealthCheckRequest {
@@ -150,7 +158,7 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
     assert!(listed.iter().any(|l| l == "grpc.health.v1.Health"));
 
     // Not built yet: UNIMPLEMENTED, never a fake success.
-    let operator = token(dir.path(), "operator");
+    let operator = token(&data, "operator");
     let mut request = tonic::Request::new(ingest::ListConnectorsRequest {});
     request.metadata_mut().insert(
         "authorization",

@@ -110,6 +110,9 @@ pub async fn serve(
     } else {
         services
     };
+    if mode == Mode::Embedded {
+        mindmesh_kit::db::prepare_data_dir(&config.data_dir)?;
+    }
     let keys = Arc::new(KeyMaterial::load(&config, mode)?);
     let config = Arc::new(config);
     let bus = open_bus(&config, mode)

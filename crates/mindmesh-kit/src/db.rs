@@ -19,8 +19,9 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::Config(format!("cannot restrict data_dir {}: {e}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            Error::Config(format!("cannot restrict data_dir {}: {e}", dir.display()))
+        })?;
     }
     Ok(())
 }

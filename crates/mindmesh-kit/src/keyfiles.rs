@@ -168,7 +168,11 @@ fn read_or_generate(
     file.write_all(&bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
-    generated.push(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    generated.push(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     Ok(bytes)
 }
 

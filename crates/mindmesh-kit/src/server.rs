@@ -55,6 +55,9 @@ pub async fn serve(
         }
     };
     let server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            size_limit_is_resource_exhausted,
+        ))
         .trace_fn(crate::telemetry::grpc_request_span)
         .add_routes(routes)
         .add_service(health)
@@ -68,5 +71,50 @@ pub async fn serve(
             tracing::warn!(grace_secs = grace.as_secs(), "in-flight calls did not finish in time; stopping anyway");
             Ok(())
         }
+    }
+}
+
+/// tonic answers a message over the size limit with OUT_OF_RANGE; the API promises
+/// RESOURCE_EXHAUSTED for size limits (as gRPC's own implementations answer), so the
+/// status of exactly that error is rewritten. Its message, naming the limit, stays.
+fn size_limit_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: &str, message: &str) -> http::Response<()> {
+        http::Response::builder()
+            .header("grpc-status", status)
+            .header("grpc-message", message)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_size_limit_error_is_rewritten() {
+        let r = size_limit_is_resource_exhausted(response(
+            "11",
+            "Error,%20decoded%20message%20length%20too%20large:%20found%205%20bytes",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "8");
+        let r = size_limit_is_resource_exhausted(response("11", "page out of range"));
+        assert_eq!(r.headers()["grpc-status"], "11");
+        let r = size_limit_is_resource_exhausted(response("3", "message length too large"));
+        assert_eq!(r.headers()["grpc-status"], "3");
     }
 }

@@ -136,3 +136,79 @@ pub fn inject_into<T>(request: &mut tonic::Request<T>) {
     TraceContextPropagator::new()
         .inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+
+    fn with_tracing(f: impl FnOnce()) {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    fn trace_id(span: &tracing::Span) -> opentelemetry::trace::TraceId {
+        span.context().span().span_context().trace_id()
+    }
+
+    #[test]
+    fn one_trace_spans_an_event_from_publisher_to_handler() {
+        with_tracing(|| {
+            let operation = tracing::info_span!("create_user");
+            let _entered = operation.enter();
+            let envelope = crate::events::envelope(
+                crate::Service::Permissions,
+                None,
+                mindmesh_proto::mindmesh::events::v1::envelope::Payload::AccountActivity(
+                    Default::default(),
+                ),
+            );
+            let id = trace_id(&operation);
+            assert!(
+                envelope.traceparent.contains(&id.to_string()),
+                "{}",
+                envelope.traceparent
+            );
+
+            let handler = tracing::info_span!(parent: None, "handle_event");
+            set_parent_from_traceparent(&handler, &envelope.traceparent);
+            assert_eq!(trace_id(&handler), id);
+        });
+    }
+
+    #[test]
+    fn one_trace_spans_a_grpc_call() {
+        with_tracing(|| {
+            let caller = tracing::info_span!("client_call");
+            let _entered = caller.enter();
+            let mut request = tonic::Request::new(());
+            inject_into(&mut request);
+            let header = request
+                .metadata()
+                .get("traceparent")
+                .expect("traceparent in metadata")
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let http = http::Request::builder()
+                .uri("/mindmesh.permissions.v1.AccountService/GetUser")
+                .header("traceparent", header)
+                .body(())
+                .unwrap();
+            let server = grpc_request_span(&http);
+            assert_eq!(trace_id(&server), trace_id(&caller));
+        });
+    }
+
+    #[test]
+    fn bad_traceparents_are_ignored() {
+        with_tracing(|| {
+            let span = tracing::info_span!(parent: None, "x");
+            set_parent_from_traceparent(&span, "00-garbage");
+            set_parent_from_traceparent(&span, "");
+            assert_ne!(trace_id(&span), opentelemetry::trace::TraceId::INVALID);
+        });
+    }
+}

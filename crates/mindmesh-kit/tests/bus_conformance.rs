@@ -144,7 +144,9 @@ const WAIT: Duration = Duration::from_secs(10);
 
 async fn publish_via_outbox_then_consume_and_ack(backend: Backend) {
     let h = harness(backend).await;
-    let envelope = activity("u1");
+    let mut envelope = activity("u1");
+    // The trace context travels with the event (a NATS header; a column in the log).
+    envelope.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into();
     let txn = h.db.begin().await.unwrap();
     outbox::enqueue(&txn, &envelope).await.unwrap();
     txn.commit().await.unwrap();
@@ -160,6 +162,10 @@ async fn publish_via_outbox_then_consume_and_ack(backend: Backend) {
     let mut sub = h.bus.subscribe("conformance").await.unwrap();
     let delivery = sub.next(WAIT).await.unwrap().expect("the event arrives");
     assert_eq!(delivery.attempt, 1);
+    assert_eq!(
+        delivery.message.traceparent.as_deref(),
+        Some(envelope.traceparent.as_str())
+    );
     let received = events::decode(&delivery.message).unwrap();
     assert_eq!(received, envelope, "the envelope arrives intact");
     delivery.ack().await.unwrap();

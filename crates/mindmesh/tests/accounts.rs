@@ -369,6 +369,11 @@ async fn every_validation_error_names_its_field(backend: Backend) {
         status.code() == Code::InvalidArgument && status.message().contains("200"),
         "{status:?}"
     );
+    // Beyond the message size limit: RESOURCE_EXHAUSTED, naming the limit.
+    let huge = new_user(&"x".repeat(5 * 1024 * 1024), "L", "huge@example.com");
+    let status = c.create_user(authed(huge, &admin)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit"), "{}", status.message());
     // Nothing invalid was stored.
     let listed = c
         .list_users(authed(pb::ListUsersRequest::default(), &admin))

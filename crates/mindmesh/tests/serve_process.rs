@@ -124,7 +124,11 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&data).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700, "the data directory is the owner's only");
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the data directory is the owner's only"
+        );
     }
     let unknown = health
         .check(HealthCheckRequest {

@@ -1,0 +1,312 @@
+//! End to end, across processes, in distributed mode: `mindmesh migrate`, then the
+//! permissions and retention services as two separate `mindmesh serve --service …`
+//! processes on the real PostgreSQL (a database per service) and the real NATS JetStream.
+//! A user created through the permissions process reaches the retention process as an
+//! event; both processes stop cleanly on SIGTERM.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use mindmesh_kit::auth::{Role, TokenIssuer};
+use mindmesh_kit::crypto::{SecretKey, SigningKey};
+use mindmesh_kit::ids::{TenantId, UserId};
+use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_proto::mindmesh::permissions::v1 as pb;
+use mindmesh_proto::mindmesh::retention::v1 as retention;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mindmesh");
+
+/// Environment that configures a distributed deployment of this test's own databases,
+/// streams and keys.
+struct Deployment {
+    env: Vec<(String, String)>,
+    issuer: TokenIssuer,
+    pg: TestPostgres,
+    _nats: TestNats,
+    _dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = TestPostgres::new();
+        let nats = TestNats::new(Duration::from_secs(2));
+        let master = SecretKey::generate().unwrap();
+        let jwt = SigningKey::generate().unwrap();
+        let signing = SigningKey::generate().unwrap();
+        let master_file = dir.path().join("master.key");
+        let signing_file = dir.path().join("signing.pk8");
+        std::fs::write(
+            &master_file,
+            base64::engine::general_purpose::STANDARD.encode(master.expose()),
+        )
+        .unwrap();
+        std::fs::write(&signing_file, signing.pkcs8()).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let env = vec![
+            ("MINDMESH__DATABASE__URL", pg.template()),
+            ("MINDMESH__BUS__KIND", "nats".to_owned()),
+            ("MINDMESH__BUS__NATS_URL", nats.config.nats_url.clone()),
+            ("MINDMESH__BUS__STREAM", nats.config.stream.clone()),
+            (
+                "MINDMESH__BUS__SUBJECT_ROOT",
+                nats.config.subject_root.clone(),
+            ),
+            ("MINDMESH__BUS__RELAY_INTERVAL_MS", "200".to_owned()),
+            (
+                "MINDMESH__KEYS__MASTER_KEY_FILE",
+                master_file.display().to_string(),
+            ),
+            (
+                "MINDMESH__KEYS__SIGNING_KEY_FILE",
+                signing_file.display().to_string(),
+            ),
+            // Services only verify tokens: they get the public key, not the private one.
+            (
+                "MINDMESH__KEYS__JWT_PUBLIC_KEY",
+                b64.encode(jwt.public_key()),
+            ),
+            ("MINDMESH__TELEMETRY__LOG_FILTER", "warn".to_owned()),
+            (
+                "MINDMESH__DATA_DIR",
+                dir.path().join("unused").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Deployment {
+            env,
+            issuer: TokenIssuer::new(&jwt, "mindmesh"),
+            pg,
+            _nats: nats,
+            _dir: dir,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
+    }
+
+    /// Starts `mindmesh serve --service <service>` on port 0; returns it and its address.
+    fn serve(&self, service: &str) -> (Child, String) {
+        let mut child = self
+            .command(&["serve", "--service", service, "--set", "listen=127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("mindmesh listening on ") {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                // Otherwise keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the service printed its address");
+        (child, addr)
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+async fn connect(addr: &str) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
+            let mut health = HealthClient::new(channel.clone());
+            let serving = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if serving.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                return channel;
+            }
+        }
+        assert!(Instant::now() < deadline, "{addr} did not start serving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop(mut child: Child) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn migrate(deployment: &Deployment) {
+    let out = deployment.command(&["migrate"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_in_one_process_reaches_retention_in_another() {
+    let deployment = Deployment::new();
+    migrate(&deployment);
+    migrate(&deployment); // idempotent
+
+    let (permissions_process, permissions_addr) = deployment.serve("permissions");
+    let (retention_process, retention_addr) = deployment.serve("retention");
+    let permissions = connect(&permissions_addr).await;
+    let retention_channel = connect(&retention_addr).await;
+
+    // Each process serves its own service and says so; the other is not there.
+    let mut health = HealthClient::new(permissions.clone());
+    let own = health
+        .check(HealthCheckRequest {
+            service: "permissions".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.status, ServingStatus::Serving as i32);
+    assert_eq!(
+        health
+            .check(HealthCheckRequest {
+                service: "retention".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+
+    let operator = deployment
+        .issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
+        .unwrap();
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(permissions);
+    let tenant: TenantId = accounts
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "Acme".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let admin = deployment
+        .issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let user = accounts
+        .create_user(authed(
+            pb::CreateUserRequest {
+                first_name: "Ada".into(),
+                last_name: "L".into(),
+                email: "ada@example.com".into(),
+                picture_url: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let user_id: UserId = user.id.parse().unwrap();
+
+    // The event crossed from the permissions process to the retention process.
+    let retention_db = mindmesh_kit::db::connect(&deployment.pg.url("retention"), 2)
+        .await
+        .unwrap();
+    let activity = mindmesh_retention::activity::Activity::new(retention_db);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(at) = activity.last_active(tenant, user_id).await.unwrap() {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention never saw the new account"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // And retention's own API, in its own process, moves the clock.
+    let later = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let mut retention_api =
+        retention::retention_service_client::RetentionServiceClient::new(retention_channel);
+    retention_api
+        .record_activity(authed(
+            retention::RecordActivityRequest {
+                user_id: user.id.clone(),
+                at: Some(mindmesh_kit::grpc::timestamp(later)),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let now = activity
+        .last_active(tenant, user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(now > first);
+
+    stop(permissions_process).await;
+    stop(retention_process).await;
+}

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod engine;
 pub mod error;
 pub mod store;
 

@@ -7,11 +7,14 @@
 //! index that finds a person by email (P05) and keeps emails unique. It reveals only
 //! whether two users of one tenant share an email, which uniqueness forbids anyway.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::crypto::{SecretKey, hex};
+use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
 use mindmesh_kit::{events, outbox};
@@ -24,7 +27,8 @@ use sea_orm::{
 };
 
 use crate::error::{Error, Result};
-use crate::store::{tenant, user};
+use crate::policy::Policy;
+use crate::store::{revision, tenant, user};
 
 /// Longest tenant name, in characters.
 pub const MAX_TENANT_NAME: usize = 200;
@@ -97,12 +101,15 @@ pub struct UserPatch {
 #[derive(Clone)]
 pub struct Accounts {
     ctx: ServiceContext,
+    /// Accounts are part of every check (P05): changes bump the tenant's revision and
+    /// drop its index.
+    policy: Arc<Policy>,
 }
 
 impl Accounts {
-    /// Accounts over the service's context.
-    pub fn new(ctx: ServiceContext) -> Self {
-        Accounts { ctx }
+    /// Accounts over the service's context, keeping `policy` current.
+    pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
+        Accounts { ctx, policy }
     }
 
     fn db(&self) -> &DatabaseConnection {
@@ -182,13 +189,16 @@ impl Accounts {
         let destroyed = self.ctx.keystore.shred_tenant(id).await?;
         let cascade = CascadeId::new();
         let txn = self.db().begin().await?;
-        user::Entity::delete_many()
+        let accounts_removed = user::Entity::delete_many()
             .filter(user::Column::TenantId.eq(id.to_string()))
             .exec(&txn)
-            .await?;
+            .await?
+            .rows_affected;
+        let graph = self.policy.delete_tenant(&txn, id).await?;
         tenant::Entity::delete_by_id(id.to_string())
             .exec(&txn)
             .await?;
+        tracing::info!(tenant_id = %id, principals = graph.principals, grants = graph.grants, "tenant permission data deleted");
         self.ctx
             .audit
             .append(
@@ -211,7 +221,22 @@ impl Accounts {
             ),
         )
         .await?;
+        crate::events::attest(
+            &self.ctx,
+            &txn,
+            Some(id),
+            &cascade.to_string(),
+            HashMap::from([
+                ("principals".to_owned(), graph.principals),
+                ("memberships".to_owned(), graph.memberships),
+                ("grants".to_owned(), graph.grants),
+                ("accounts".to_owned(), accounts_removed),
+            ]),
+            &destroyed,
+        )
+        .await?;
         txn.commit().await?;
+        self.policy.invalidate(id);
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %id, cascade_id = %cascade, "tenant deleted, cascade started");
         Ok(cascade)
@@ -229,7 +254,8 @@ impl Accounts {
         {
             return Err(Error::NotFound("tenant"));
         }
-        let index = self.email_index(tenant, &fields.email).await?;
+        let blind = self.policy.blind().keys(tenant).await?;
+        let index = blind.email(&fields.email);
         if self.find_by_index(tenant, &index).await?.is_some() {
             return Err(Error::AlreadyExists(
                 "a user with this email exists in the tenant",
@@ -246,6 +272,7 @@ impl Accounts {
             tenant_id: Set(tenant.to_string()),
             key_id: Set(key_id.to_string()),
             email_index: Set(index),
+            email_domain_index: Set(blind.domain(&fields.email)),
             first_name_ct: Set(sealed.first_name),
             last_name_ct: Set(sealed.last_name),
             email_ct: Set(sealed.email),
@@ -285,7 +312,9 @@ impl Accounts {
             ),
         )
         .await?;
+        revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.policy.invalidate(tenant);
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, user_id = %id, "user created");
         Ok(fields.into_user(id, tenant, now, now))
@@ -332,7 +361,8 @@ impl Accounts {
         }
         let key_id: KeyId = parse_key_id(&row.key_id)?;
         let key = self.ctx.keystore.key(tenant, key_id).await?;
-        let index = self.email_index(tenant, &next.email).await?;
+        let blind = self.policy.blind().keys(tenant).await?;
+        let index = blind.email(&next.email);
         if index != row.email_index
             && let Some(other) = self.find_by_index(tenant, &index).await?
             && other.id != row.id
@@ -346,6 +376,7 @@ impl Accounts {
         let txn = self.db().begin().await?;
         let mut active: user::ActiveModel = row.clone().into();
         active.email_index = Set(index);
+        active.email_domain_index = Set(blind.domain(&next.email));
         active.first_name_ct = Set(sealed.first_name);
         active.last_name_ct = Set(sealed.last_name);
         active.email_ct = Set(sealed.email);
@@ -365,7 +396,9 @@ impl Accounts {
                     .with_details(format!("changed: {}", changed.join(","))),
             )
             .await?;
+        revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.policy.invalidate(tenant);
         Ok(next.into_user(id, tenant, current.created_at, now))
     }
 
@@ -411,7 +444,18 @@ impl Accounts {
             ),
         )
         .await?;
+        crate::events::attest(
+            &self.ctx,
+            &txn,
+            Some(tenant),
+            &cascade.to_string(),
+            HashMap::from([("accounts".to_owned(), 1)]),
+            &destroyed,
+        )
+        .await?;
+        revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.policy.invalidate(tenant);
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, user_id = %id, cascade_id = %cascade, "user deleted, cascade started");
         Ok(cascade)
@@ -455,16 +499,6 @@ impl Accounts {
             .filter(user::Column::EmailIndex.eq(index))
             .one(self.db())
             .await?)
-    }
-
-    async fn email_index(&self, tenant: TenantId, email: &str) -> Result<String> {
-        let key = self
-            .ctx
-            .keystore
-            .tenant_key(tenant)
-            .await?
-            .derive("users/email-index")?;
-        Ok(hex(&key.mac(email.to_lowercase().as_bytes())))
     }
 
     async fn open(&self, tenant: TenantId, row: user::Model) -> Result<User> {

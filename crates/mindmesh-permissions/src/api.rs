@@ -1,13 +1,17 @@
 //! The gRPC face of the permissions service: request validation, mapping between proto
 //! messages and domain types, and errors to status codes. No SQL here.
 
-use mindmesh_kit::auth::Caller;
+use std::sync::Arc;
+
+use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::{page_size, timestamp};
-use mindmesh_kit::ids::{TenantId, UserId};
+use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::accounts::{Accounts, NewUser, Tenant, User, UserPatch};
+use crate::engine::{AccessRole, DocumentAcl, Grant, Grantee, Membership};
+use crate::policy::{Policy, SyncedGroup, SyncedUser};
 
 /// `AccountService`.
 #[derive(Clone)]
@@ -188,12 +192,333 @@ impl pb::account_service_server::AccountService for AccountApi {
     }
 }
 
-/// `PermissionsService`: not built yet; every RPC answers UNIMPLEMENTED.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PermissionsApi;
+/// `PermissionsService`: the policy decision point.
+#[derive(Clone)]
+pub struct PermissionsApi {
+    policy: Arc<Policy>,
+}
+
+impl PermissionsApi {
+    /// The API over `policy`.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        PermissionsApi { policy }
+    }
+}
+
+/// Most pairs one `BatchCheck` may carry.
+pub const MAX_BATCH_CHECK: usize = 1_000;
+/// Most ids one `FilterReadable` may carry.
+pub const MAX_FILTER_READABLE: usize = 10_000;
+/// Largest `ListReadable` page.
+pub const MAX_LIST_READABLE_PAGE: u32 = 10_000;
+
+/// Writers of source ACLs: ingest (service) or a tenant admin.
+fn require_writer(caller: &Caller) -> Result<TenantId, Status> {
+    caller.require_any(&[Role::Service, Role::Admin])?;
+    Ok(caller.tenant()?)
+}
+
+/// Who may ask about `user`: services and admins about anyone in the tenant, members
+/// about themselves. Staff need the tenant's consent grant (not built yet): denied.
+fn require_asker(caller: &Caller, user: UserId) -> Result<TenantId, Status> {
+    if caller.has_any(&[Role::Service, Role::Admin])
+        || (caller.has(Role::Member) && caller.subject == user.to_string())
+    {
+        Ok(caller.tenant()?)
+    } else if caller.has(Role::Member) {
+        Err(Status::permission_denied(
+            "members may only ask about themselves",
+        ))
+    } else {
+        Err(Status::permission_denied(
+            "this call needs the service or admin role",
+        ))
+    }
+}
+
+fn document_id(field: &'static str, value: &str) -> Result<DocumentId, Status> {
+    Ok(DocumentId::parse_field(field, value)?)
+}
+
+fn grant_from_proto(g: pb::Grant) -> Result<Grant, Status> {
+    let role = match pb::Role::try_from(g.role) {
+        Ok(pb::Role::Reader) => AccessRole::Reader,
+        Ok(pb::Role::Writer) => AccessRole::Writer,
+        Ok(pb::Role::Owner) => AccessRole::Owner,
+        _ => {
+            return Err(mindmesh_kit::Error::invalid(
+                "acls.grants.role",
+                "must be reader, writer or owner",
+            )
+            .into());
+        }
+    };
+    let grantee = match pb::GranteeKind::try_from(g.grantee_kind) {
+        Ok(pb::GranteeKind::User) => Grantee::User(g.grantee),
+        Ok(pb::GranteeKind::Group) => Grantee::Group(g.grantee),
+        Ok(pb::GranteeKind::Domain) => Grantee::Domain(g.grantee.to_lowercase()),
+        Ok(pb::GranteeKind::Anyone) if g.grantee.is_empty() => Grantee::Anyone,
+        Ok(pb::GranteeKind::Anyone) => {
+            return Err(mindmesh_kit::Error::invalid(
+                "acls.grants.grantee",
+                "must be empty for anyone grants",
+            )
+            .into());
+        }
+        _ => {
+            return Err(mindmesh_kit::Error::invalid(
+                "acls.grants.grantee_kind",
+                "must be user, group, domain or anyone",
+            )
+            .into());
+        }
+    };
+    Ok(Grant { grantee, role })
+}
+
+fn grant_to_proto(g: &Grant) -> pb::Grant {
+    let (kind, grantee) = match &g.grantee {
+        Grantee::User(id) => (pb::GranteeKind::User, id.clone()),
+        Grantee::Group(id) => (pb::GranteeKind::Group, id.clone()),
+        Grantee::Domain(d) => (pb::GranteeKind::Domain, d.clone()),
+        Grantee::Anyone => (pb::GranteeKind::Anyone, String::new()),
+    };
+    let role = match g.role {
+        AccessRole::Reader => pb::Role::Reader,
+        AccessRole::Writer => pb::Role::Writer,
+        AccessRole::Owner => pb::Role::Owner,
+    };
+    pb::Grant {
+        grantee_kind: kind as i32,
+        grantee,
+        role: role as i32,
+    }
+}
 
 #[tonic::async_trait]
-impl pb::permissions_service_server::PermissionsService for PermissionsApi {}
+impl pb::permissions_service_server::PermissionsService for PermissionsApi {
+    async fn sync_principals(
+        &self,
+        request: Request<pb::SyncPrincipalsRequest>,
+    ) -> Result<Response<pb::SyncPrincipalsResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let tenant = require_writer(&caller)?;
+        let req = request.into_inner();
+        let integration = IntegrationId::parse_field("integration_id", &req.integration_id)?;
+        let users = req
+            .users
+            .into_iter()
+            .map(|u| SyncedUser {
+                external_id: u.external_id,
+                email: u.email,
+                display_name: u.display_name,
+            })
+            .collect();
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| SyncedGroup {
+                external_id: g.external_id,
+                email: g.email,
+                name: g.name,
+            })
+            .collect();
+        let memberships = req
+            .memberships
+            .into_iter()
+            .map(|m| Membership {
+                integration,
+                group: m.group_external_id,
+                member: m.member_external_id,
+                member_is_group: m.member_is_group,
+            })
+            .collect();
+        let revision = self
+            .policy
+            .sync_principals(tenant, integration, users, groups, memberships)
+            .await?;
+        Ok(Response::new(pb::SyncPrincipalsResponse { revision }))
+    }
+
+    async fn set_document_acls(
+        &self,
+        request: Request<pb::SetDocumentAclsRequest>,
+    ) -> Result<Response<pb::SetDocumentAclsResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let tenant = require_writer(&caller)?;
+        let req = request.into_inner();
+        if req.acls.len() > crate::policy::MAX_ACLS_PER_CALL {
+            return Err(Status::resource_exhausted(format!(
+                "acls: at most {} per call",
+                crate::policy::MAX_ACLS_PER_CALL
+            )));
+        }
+        let mut acls = Vec::with_capacity(req.acls.len());
+        for acl in req.acls {
+            acls.push(DocumentAcl {
+                document: document_id("acls.document_id", &acl.document_id)?,
+                integration: IntegrationId::parse_field(
+                    "acls.integration_id",
+                    &acl.integration_id,
+                )?,
+                grants: acl
+                    .grants
+                    .into_iter()
+                    .map(grant_from_proto)
+                    .collect::<Result<_, _>>()?,
+            });
+        }
+        let revision = self.policy.set_document_acls(tenant, acls).await?;
+        Ok(Response::new(pb::SetDocumentAclsResponse { revision }))
+    }
+
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let user = user_id("user_id", &req.user_id)?;
+        let tenant = require_asker(&caller, user)?;
+        let document = document_id("document_id", &req.document_id)?;
+        let (allowed, revision) = self
+            .policy
+            .check(tenant, user, document, req.at_least_revision)
+            .await?;
+        Ok(Response::new(pb::CheckResponse { allowed, revision }))
+    }
+
+    async fn batch_check(
+        &self,
+        request: Request<pb::BatchCheckRequest>,
+    ) -> Result<Response<pb::BatchCheckResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        if req.items.len() > MAX_BATCH_CHECK {
+            return Err(Status::resource_exhausted(format!(
+                "items: at most {MAX_BATCH_CHECK} per call"
+            )));
+        }
+        let mut items = Vec::with_capacity(req.items.len());
+        let mut tenant = None;
+        for item in req.items {
+            let user = user_id("items.user_id", &item.user_id)?;
+            tenant = Some(require_asker(&caller, user)?);
+            items.push((user, document_id("items.document_id", &item.document_id)?));
+        }
+        let tenant = match tenant {
+            Some(t) => t,
+            None => caller.tenant()?,
+        };
+        let (allowed, revision) = self
+            .policy
+            .batch_check(tenant, &items, req.at_least_revision)
+            .await?;
+        Ok(Response::new(pb::BatchCheckResponse { allowed, revision }))
+    }
+
+    async fn filter_readable(
+        &self,
+        request: Request<pb::FilterReadableRequest>,
+    ) -> Result<Response<pb::FilterReadableResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let user = user_id("user_id", &req.user_id)?;
+        let tenant = require_asker(&caller, user)?;
+        if req.document_ids.len() > MAX_FILTER_READABLE {
+            return Err(Status::resource_exhausted(format!(
+                "document_ids: at most {MAX_FILTER_READABLE} per call"
+            )));
+        }
+        let documents = req
+            .document_ids
+            .iter()
+            .map(|d| document_id("document_ids", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (readable, revision) = self
+            .policy
+            .filter_readable(tenant, user, &documents, req.at_least_revision)
+            .await?;
+        Ok(Response::new(pb::FilterReadableResponse {
+            document_ids: readable.into_iter().map(|d| d.to_string()).collect(),
+            revision,
+        }))
+    }
+
+    async fn list_readable(
+        &self,
+        request: Request<pb::ListReadableRequest>,
+    ) -> Result<Response<pb::ListReadableResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let user = user_id("user_id", &req.user_id)?;
+        let tenant = require_asker(&caller, user)?;
+        let limit = page_size(req.page_size, 1_000, MAX_LIST_READABLE_PAGE)?;
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<DocumentId>().map_err(|_| {
+                mindmesh_kit::Error::invalid("page_token", "is not a token this service issued")
+            })?),
+        };
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let (page, revision) = self
+            .policy
+            .list_readable(tenant, user, after, limit, req.at_least_revision)
+            .await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() == limit => last.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListReadableResponse {
+            document_ids: page.into_iter().map(|d| d.to_string()).collect(),
+            next_page_token,
+            revision,
+        }))
+    }
+
+    async fn explain_access(
+        &self,
+        request: Request<pb::ExplainAccessRequest>,
+    ) -> Result<Response<pb::ExplainAccessResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let user = user_id("user_id", &req.user_id)?;
+        let tenant = require_asker(&caller, user)?;
+        let document = document_id("document_id", &req.document_id)?;
+        let (explanation, revision) = self
+            .policy
+            .explain(tenant, user, document, req.at_least_revision)
+            .await?;
+        Ok(Response::new(match explanation {
+            Some(e) => {
+                let explanation = match (&e.grant.grantee, e.group_path.as_slice()) {
+                    (Grantee::Anyone, _) => "granted to anyone".to_owned(),
+                    (Grantee::Domain(d), _) => format!("granted to everyone in {d}"),
+                    (Grantee::User(_), _) => "granted to the user directly".to_owned(),
+                    (Grantee::Group(_), path) => format!(
+                        "granted to a group the user is in through {} group(s): {}",
+                        path.len(),
+                        path.join(" → ")
+                    ),
+                };
+                pb::ExplainAccessResponse {
+                    allowed: true,
+                    grant: Some(grant_to_proto(&e.grant)),
+                    principal_external_id: e.principal.map(|p| p.external_id).unwrap_or_default(),
+                    group_path: e.group_path,
+                    explanation,
+                    revision,
+                }
+            }
+            None => pb::ExplainAccessResponse {
+                allowed: false,
+                explanation: "no grant reaches this user".to_owned(),
+                revision,
+                ..Default::default()
+            },
+        }))
+    }
+}
 
 /// `StaffAccessService`: not built yet; every RPC answers UNIMPLEMENTED.
 #[derive(Clone, Copy, Debug, Default)]

@@ -25,6 +25,9 @@ pub enum Error {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A size or count limit was exceeded; the message names it.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Shared infrastructure failed (database, bus, crypto, auth).
     #[error(transparent)]
     Kit(#[from] mindmesh_kit::Error),
@@ -57,6 +60,7 @@ impl From<Error> for Status {
                 mindmesh_kit::Error::AlreadyExists(what.to_owned()).into()
             }
             Error::PermissionDenied(why) => mindmesh_kit::Error::PermissionDenied(why).into(),
+            Error::ResourceExhausted(why) => mindmesh_kit::Error::ResourceExhausted(why).into(),
             Error::Kit(e) => e.into(),
         }
     }

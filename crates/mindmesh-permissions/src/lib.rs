@@ -3,18 +3,24 @@
 //! It owns accounts (tenants and users, P04), the principals and grants imported from
 //! source tools, identity links by email (P05), and staff access under consent (P11).
 //!
-//! Reading order: [`api`] (the gRPC face) → [`accounts`] (tenants and users: validation,
-//! sealing, events, audit) → [`store`] (entities and migrations).
-//! Built so far: `AccountService`. `PermissionsService` and `StaffAccessService` answer
-//! UNIMPLEMENTED until they are built.
+//! Reading order: [`api`] (the gRPC face) → [`policy`] (the per-tenant index host,
+//! revisions, writes) → [`engine`] (the pure index: checks, listing, explanations) →
+//! [`accounts`] (tenants and users: validation, sealing, events, audit) → [`events`]
+//! (what it consumes) → [`blind`] (blind indexes) → [`store`] (schema).
+//! Not built yet: `StaffAccessService` answers UNIMPLEMENTED.
 
 #![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod api;
+pub mod blind;
 pub mod engine;
 pub mod error;
+pub mod events;
+pub mod policy;
 pub mod store;
+
+use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
@@ -38,13 +44,18 @@ pub const GRPC_SERVICES: &[&str] = &[
 /// Starts the service's background tasks and adds its gRPC services to `routes`.
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
     ctx.spawn_relay();
-    let accounts = accounts::Accounts::new(ctx.clone());
+    let policy = Arc::new(policy::Policy::new(ctx.clone()));
+    ctx.spawn_consumer(Arc::new(events::PermissionEvents::new(
+        ctx.clone(),
+        policy.clone(),
+    )));
+    let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
     routes.add_service(api_service!(
         AccountServiceServer::new(api::AccountApi::new(accounts)),
         ctx
     ));
     routes.add_service(api_service!(
-        PermissionsServiceServer::new(api::PermissionsApi),
+        PermissionsServiceServer::new(api::PermissionsApi::new(policy)),
         ctx
     ));
     routes.add_service(api_service!(

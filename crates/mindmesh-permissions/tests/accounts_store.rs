@@ -15,6 +15,7 @@ use mindmesh_kit::ids::{KeyId, TenantId, UserId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::TestPostgres;
 use mindmesh_permissions::accounts::{Accounts, NewUser, UserPatch};
+use mindmesh_permissions::policy::Policy;
 use mindmesh_permissions::store::user;
 use mindmesh_permissions::{Error, Migrator};
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -58,7 +59,7 @@ async fn harness(backend: Backend) -> Harness {
         .await
         .unwrap();
     Harness {
-        accounts: Accounts::new(ctx.clone()),
+        accounts: Accounts::new(ctx.clone(), Arc::new(Policy::new(ctx.clone()))),
         ctx,
         _dir: dir,
         _pg: pg,
@@ -305,10 +306,38 @@ async fn p08_deleted_user_is_crypto_shredded(backend: Backend) {
     )
     .await;
     assert_eq!(queued, 1, "cascade {cascade} was not queued");
+    // With it, this service's signed attestation of its part: the account and its key.
+    let rows = h
+        .ctx
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            h.ctx.db.get_database_backend(),
+            "SELECT payload FROM outbox WHERE subject = 'deletion.completed'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let payload: Vec<u8> = rows[0].try_get("", "payload").unwrap();
+    let envelope = <mindmesh_proto::mindmesh::events::v1::Envelope as prost::Message>::decode(
+        payload.as_slice(),
+    )
+    .unwrap();
+    let Some(mindmesh_proto::mindmesh::events::v1::envelope::Payload::DeletionCompleted(done)) =
+        envelope.payload
+    else {
+        panic!("not a deletion.completed");
+    };
+    assert_eq!(done.cascade_id, cascade.to_string());
+    assert_eq!(done.counts.get("accounts"), Some(&1));
+    assert_eq!(done.destroyed_key_ids, vec![key_id.to_string()]);
+    assert!(mindmesh_kit::events::verify_completion(
+        &h.ctx.keys.signing.public_key(),
+        &done
+    ));
     assert_eq!(
         h.ctx.relay.flush().await.unwrap(),
-        2,
-        "account.activity and account.deletion_requested"
+        3,
+        "account.activity, account.deletion_requested, deletion.completed"
     );
     // Deleting again is NOT_FOUND, not a second cascade.
     assert!(matches!(

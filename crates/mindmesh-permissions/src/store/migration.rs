@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Accounts));
+        all.push(Box::new(Graph));
         all
     }
 }
@@ -83,5 +84,136 @@ impl MigrationTrait for Accounts {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Principals, memberships and grants imported from source tools, and the per-tenant
+/// revision every permission-relevant write moves forward.
+struct Graph;
+
+impl MigrationName for Graph {
+    fn name(&self) -> &str {
+        "m20261129_000200_permissions_graph"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Graph {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("users")
+                    .add_column(string("email_domain_index").default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("principals")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(string("kind"))
+                    .col(string("external_id"))
+                    .col(string_null("email_index"))
+                    .col(blob_null("email_ct"))
+                    .col(blob("name_ct"))
+                    .primary_key(
+                        Index::create()
+                            .col("tenant_id")
+                            .col("integration_id")
+                            .col("kind")
+                            .col("external_id"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("principals_email")
+                    .table("principals")
+                    .col("tenant_id")
+                    .col("email_index")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("memberships")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(string("group_id"))
+                    .col(string("member_id"))
+                    .col(boolean("member_is_group"))
+                    .primary_key(
+                        Index::create()
+                            .col("tenant_id")
+                            .col("integration_id")
+                            .col("group_id")
+                            .col("member_id")
+                            .col("member_is_group"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("grants")
+                    .if_not_exists()
+                    .col(big_pk_auto("id"))
+                    .col(string("tenant_id"))
+                    .col(string("document_id"))
+                    .col(string("integration_id"))
+                    .col(string("grantee_kind"))
+                    .col(string("grantee"))
+                    .col(string("role"))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols) in [
+            ("grants_document", ["tenant_id", "document_id"]),
+            ("grants_integration", ["tenant_id", "integration_id"]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table("grants").if_not_exists();
+            for col in cols {
+                index.col(col);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table("tenant_revisions")
+                    .if_not_exists()
+                    .col(string("tenant_id").primary_key())
+                    .col(big_integer("revision"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["tenant_revisions", "grants", "memberships", "principals"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("users")
+                    .drop_column("email_domain_index")
+                    .to_owned(),
+            )
+            .await
     }
 }

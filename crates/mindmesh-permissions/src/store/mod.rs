@@ -2,5 +2,6 @@
 //! Personal fields are stored sealed (see `accounts`); this layer only moves bytes.
 
 pub mod migration;
+pub mod revision;
 pub mod tenant;
 pub mod user;

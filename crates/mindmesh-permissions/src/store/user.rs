@@ -16,6 +16,8 @@ pub struct Model {
     /// Keyed HMAC of the lowercased email (tenant-scoped blind index): finds a person by
     /// email and keeps emails unique without storing them in the clear.
     pub email_index: String,
+    /// Keyed HMAC of the lowercased email domain: matches domain grants (P02).
+    pub email_domain_index: String,
     /// Sealed first name.
     pub first_name_ct: Vec<u8>,
     /// Sealed last name.

@@ -1,0 +1,53 @@
+//! Blind indexes: tenant-keyed HMACs of lowercased emails and email domains. They let the
+//! service find a person by email, keep emails unique, link a person's identities across
+//! integrations (P05) and match domain grants — without storing an email in the clear.
+//! What they reveal: whether two values of one tenant are equal; nothing across tenants.
+
+use mindmesh_kit::crypto::{SecretKey, hex};
+use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::keys::Keystore;
+
+use crate::error::Result;
+
+/// Computes a tenant's blind indexes.
+#[derive(Clone)]
+pub struct BlindIndex {
+    keystore: Keystore,
+}
+
+/// One tenant's index keys, for computing many indexes without going back to the keystore.
+#[derive(Clone, Debug)]
+pub struct TenantBlindKeys {
+    email: SecretKey,
+    domain: SecretKey,
+}
+
+impl TenantBlindKeys {
+    /// The blind index of an email address.
+    pub fn email(&self, email: &str) -> String {
+        hex(&self.email.mac(email.trim().to_lowercase().as_bytes()))
+    }
+
+    /// The blind index of an email domain (or of an email address's domain part).
+    pub fn domain(&self, domain_or_email: &str) -> String {
+        let value = domain_or_email.trim().to_lowercase();
+        let domain = value.rsplit_once('@').map_or(value.as_str(), |(_, d)| d);
+        hex(&self.domain.mac(domain.as_bytes()))
+    }
+}
+
+impl BlindIndex {
+    /// Blind indexes keyed from `keystore`'s tenant keys.
+    pub fn new(keystore: Keystore) -> Self {
+        BlindIndex { keystore }
+    }
+
+    /// The index keys of `tenant`.
+    pub async fn keys(&self, tenant: TenantId) -> Result<TenantBlindKeys> {
+        let tenant_key = self.keystore.tenant_key(tenant).await?;
+        Ok(TenantBlindKeys {
+            email: tenant_key.derive("users/email-index")?,
+            domain: tenant_key.derive("users/domain-index")?,
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! What the permissions service consumes, and the attestations it publishes.
+//!
+//! - `integration.disconnected`: destroy the integration's data key (its principals'
+//!   sealed emails and names are unreadable from then on, in every copy), delete its
+//!   principals, memberships and grants, and attest with a signed `deletion.completed`.
+//! - `subject.erasure_requested`: delete the principals with the subject's email and the
+//!   memberships naming them; attest.
+//! - `account.deletion_requested` published by another service: attest the accounts
+//!   part (this service deletes accounts itself, in the RPC that starts the cascade).
+//!
+//! Each effect, its inbox entry and its outbox event commit in one transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mindmesh_kit::bus::consume::EventHandler;
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::{IntegrationId, KeyId, TenantId};
+use mindmesh_kit::keys::KeyScope;
+use mindmesh_kit::{Error, Result, Service, events, inbox, outbox};
+use mindmesh_proto::mindmesh::common::v1::CascadeState;
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, Envelope};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+use crate::policy::{Policy, Removed};
+
+/// The service's durable consumer name.
+pub const CONSUMER: &str = "permissions";
+
+/// Applies lifecycle events to the permission store.
+pub struct PermissionEvents {
+    ctx: ServiceContext,
+    policy: Arc<Policy>,
+}
+
+impl PermissionEvents {
+    /// A handler over the service's context and policy.
+    pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
+        PermissionEvents { ctx, policy }
+    }
+}
+
+/// Writes this service's signed attestation for `cascade` into the outbox of `txn`.
+pub async fn attest(
+    ctx: &ServiceContext,
+    txn: &DatabaseTransaction,
+    tenant: Option<TenantId>,
+    cascade: &str,
+    counts: HashMap<String, u64>,
+    destroyed: &[KeyId],
+) -> Result<()> {
+    let completion = events::signed_completion(
+        &ctx.keys.signing,
+        DeletionCompleted {
+            cascade_id: cascade.to_owned(),
+            service: Service::Permissions.to_proto() as i32,
+            counts,
+            destroyed_key_ids: destroyed.iter().map(ToString::to_string).collect(),
+            state: CascadeState::Done as i32,
+            signature: String::new(),
+        },
+    );
+    outbox::enqueue(
+        txn,
+        &events::envelope(
+            Service::Permissions,
+            tenant,
+            Payload::DeletionCompleted(completion),
+        ),
+    )
+    .await
+}
+
+fn counts(removed: &Removed) -> HashMap<String, u64> {
+    HashMap::from([
+        ("principals".to_owned(), removed.principals),
+        ("memberships".to_owned(), removed.memberships),
+        ("grants".to_owned(), removed.grants),
+    ])
+}
+
+fn kit(e: crate::Error) -> Error {
+    match e {
+        crate::Error::Kit(e) => e,
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for PermissionEvents {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        let relevant = match &envelope.payload {
+            Some(Payload::IntegrationDisconnected(_))
+            | Some(Payload::SubjectErasureRequested(_)) => true,
+            // Our own deletion requests were carried out (and attested) by the RPC.
+            Some(Payload::AccountDeletionRequested(_)) => {
+                envelope.source != Service::Permissions.to_proto() as i32
+            }
+            _ => false,
+        };
+        if !relevant {
+            return Ok(());
+        }
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::Bus("lifecycle event without tenant".into()))?;
+        match &envelope.payload {
+            Some(Payload::IntegrationDisconnected(d)) => {
+                let integration: IntegrationId = d
+                    .integration_id
+                    .parse()
+                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+                // Crypto-shred first: idempotent, so a redelivery finds nothing to destroy.
+                let destroyed = self
+                    .ctx
+                    .keystore
+                    .shred(tenant, &KeyScope::Integration(integration.to_string()))
+                    .await?;
+                let txn = self.ctx.db.begin().await?;
+                if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+                    return Ok(());
+                }
+                let (removed, revision) = self
+                    .policy
+                    .delete_integration(&txn, tenant, integration)
+                    .await
+                    .map_err(kit)?;
+                attest(
+                    &self.ctx,
+                    &txn,
+                    Some(tenant),
+                    &d.cascade_id,
+                    counts(&removed),
+                    &destroyed,
+                )
+                .await?;
+                txn.commit().await?;
+                self.policy.invalidate(tenant);
+                self.ctx.relay.wake();
+                tracing::info!(tenant_id = %tenant, integration_id = %integration, cascade_id = %d.cascade_id, principals = removed.principals, grants = removed.grants, revision, "integration's permission data deleted");
+            }
+            Some(Payload::SubjectErasureRequested(e)) => {
+                let txn = self.ctx.db.begin().await?;
+                if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+                    return Ok(());
+                }
+                let removed = self
+                    .policy
+                    .delete_subject(&txn, tenant, &e.email)
+                    .await
+                    .map_err(kit)?;
+                attest(
+                    &self.ctx,
+                    &txn,
+                    Some(tenant),
+                    &e.cascade_id,
+                    counts(&removed),
+                    &[],
+                )
+                .await?;
+                txn.commit().await?;
+                self.policy.invalidate(tenant);
+                self.ctx.relay.wake();
+            }
+            Some(Payload::AccountDeletionRequested(d)) => {
+                let txn = self.ctx.db.begin().await?;
+                if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+                    return Ok(());
+                }
+                attest(
+                    &self.ctx,
+                    &txn,
+                    Some(tenant),
+                    &d.cascade_id,
+                    HashMap::new(),
+                    &[],
+                )
+                .await?;
+                txn.commit().await?;
+                self.ctx.relay.wake();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

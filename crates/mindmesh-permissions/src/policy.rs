@@ -1,0 +1,836 @@
+//! The policy decision point: hosts one [`TenantIndex`] per tenant, built from the
+//! database on first use and kept current by every write, and answers checks from it.
+//!
+//! Revisions (the new-enemy problem): every write bumps its tenant's revision in its own
+//! transaction and returns it. A read that asks for `at_least_revision` newer than the
+//! index it has reloads the tenant from the database first, so once a revocation has
+//! been acknowledged, no replica answers from a state before it. Writes in this process
+//! update the index in place when it is exactly one revision behind, and otherwise drop
+//! it to be reloaded.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
+use mindmesh_kit::keys::{KeyScope, field_aad};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
+};
+
+use crate::blind::{BlindIndex, TenantBlindKeys};
+use crate::engine::{
+    AccessRole, Account, DocumentAcl, Explanation, Grant, Grantee, Membership, Principal,
+    PrincipalKind, PrincipalRef, Snapshot, TenantIndex,
+};
+use crate::error::{Error, Result};
+use crate::store::revision;
+
+/// Most users one `SyncPrincipals` may carry.
+pub const MAX_SYNC_USERS: usize = 100_000;
+/// Most groups one `SyncPrincipals` may carry.
+pub const MAX_SYNC_GROUPS: usize = 50_000;
+/// Most memberships one `SyncPrincipals` may carry.
+pub const MAX_SYNC_MEMBERSHIPS: usize = 1_000_000;
+/// Most documents one `SetDocumentAcls` may carry.
+pub const MAX_ACLS_PER_CALL: usize = 1_000;
+/// Most grants one document may have.
+pub const MAX_GRANTS_PER_DOCUMENT: usize = 1_000;
+/// Longest external id or domain, in bytes.
+pub const MAX_EXTERNAL_ID: usize = 512;
+/// Rows per INSERT statement (keeps statements small; see DEPENDENCIES.md).
+const INSERT_CHUNK: usize = 200;
+
+/// A user of an integration, as a sync delivers it.
+#[derive(Clone, Debug, Default)]
+pub struct SyncedUser {
+    /// The source's id.
+    pub external_id: String,
+    /// Email (may be empty).
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+}
+
+/// A group of an integration, as a sync delivers it.
+#[derive(Clone, Debug, Default)]
+pub struct SyncedGroup {
+    /// The source's id.
+    pub external_id: String,
+    /// Group email (may be empty).
+    pub email: String,
+    /// Name.
+    pub name: String,
+}
+
+/// What deleting a scope removed, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Principals deleted.
+    pub principals: u64,
+    /// Membership edges deleted.
+    pub memberships: u64,
+    /// Grants deleted.
+    pub grants: u64,
+    /// Data keys destroyed.
+    pub destroyed_keys: Vec<KeyId>,
+}
+
+struct Slot {
+    /// Serializes this process's writes and loads of one tenant.
+    writer: tokio::sync::Mutex<()>,
+    index: RwLock<Option<TenantIndex>>,
+}
+
+/// The policy decision point.
+pub struct Policy {
+    ctx: ServiceContext,
+    blind: BlindIndex,
+    slots: Mutex<HashMap<TenantId, Arc<Slot>>>,
+}
+
+impl Policy {
+    /// A policy over the service's database and keystore.
+    pub fn new(ctx: ServiceContext) -> Self {
+        Policy {
+            blind: BlindIndex::new(ctx.keystore.clone()),
+            ctx,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The blind indexes of this service.
+    pub fn blind(&self) -> &BlindIndex {
+        &self.blind
+    }
+
+    fn slot(&self, tenant: TenantId) -> Arc<Slot> {
+        let mut slots = match self.slots.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slots
+            .entry(tenant)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    writer: tokio::sync::Mutex::new(()),
+                    index: RwLock::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Drops the tenant's index; the next read reloads it (after account changes).
+    pub fn invalidate(&self, tenant: TenantId) {
+        if let Ok(mut index) = self.slot(tenant).index.write() {
+            *index = None;
+        }
+    }
+
+    /// Runs `f` on an index of `tenant` at `at_least` or newer; returns its answer and
+    /// the revision it was computed at.
+    pub async fn read<R>(
+        &self,
+        tenant: TenantId,
+        at_least: u64,
+        f: impl Fn(&TenantIndex) -> R,
+    ) -> Result<(R, u64)> {
+        let slot = self.slot(tenant);
+        if let Some(answer) = Self::try_read(&slot, at_least, &f)? {
+            return Ok(answer);
+        }
+        let _writer = slot.writer.lock().await;
+        if let Some(answer) = Self::try_read(&slot, at_least, &f)? {
+            return Ok(answer);
+        }
+        let index = self.load(tenant).await?;
+        if index.revision() < at_least {
+            return Err(Error::invalid(
+                "at_least_revision",
+                format!("is ahead of the newest state ({})", index.revision()),
+            ));
+        }
+        let answer = (f(&index), index.revision());
+        *slot.index.write().map_err(|_| poisoned())? = Some(index);
+        Ok(answer)
+    }
+
+    fn try_read<R>(
+        slot: &Slot,
+        at_least: u64,
+        f: &impl Fn(&TenantIndex) -> R,
+    ) -> Result<Option<(R, u64)>> {
+        let guard = slot.index.read().map_err(|_| poisoned())?;
+        Ok(match guard.as_ref() {
+            Some(index) if index.revision() >= at_least => Some((f(index), index.revision())),
+            _ => None,
+        })
+    }
+
+    /// Builds the tenant's index from one consistent read of the database.
+    async fn load(&self, tenant: TenantId) -> Result<TenantIndex> {
+        let keys = self.blind.keys(tenant).await?;
+        let txn = self.snapshot_transaction().await?;
+        let snapshot = load_snapshot(&txn, tenant).await?;
+        txn.commit().await?;
+        Ok(build(snapshot, keys))
+    }
+
+    async fn snapshot_transaction(&self) -> Result<DatabaseTransaction> {
+        Ok(match self.ctx.db.get_database_backend() {
+            // One snapshot for the revision and every table read after it.
+            DbBackend::Postgres => {
+                self.ctx
+                    .db
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await?
+            }
+            _ => self.ctx.db.begin().await?,
+        })
+    }
+
+    /// Replaces an integration's principals and memberships (users removed at the source
+    /// lose access at once). Returns the new revision.
+    pub async fn sync_principals(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        users: Vec<SyncedUser>,
+        groups: Vec<SyncedGroup>,
+        memberships: Vec<Membership>,
+    ) -> Result<u64> {
+        validate_sync(&users, &groups, &memberships, integration)?;
+        let keys = self.blind.keys(tenant).await?;
+        let (_, data_key) = self
+            .ctx
+            .keystore
+            .data_key(tenant, &KeyScope::Integration(integration.to_string()))
+            .await?;
+        let slot = self.slot(tenant);
+        let _writer = slot.writer.lock().await;
+
+        let mut principal_rows = Vec::with_capacity(users.len() + groups.len());
+        let seal = |kind: &str, id: &str, column: &str, value: &str| {
+            data_key.seal(
+                &field_aad(
+                    tenant,
+                    "principals",
+                    column,
+                    &format!("{integration}/{kind}/{id}"),
+                ),
+                value.as_bytes(),
+            )
+        };
+        for u in &users {
+            let email = u.email.trim();
+            principal_rows.push([
+                tenant.to_string().into(),
+                integration.to_string().into(),
+                "user".into(),
+                u.external_id.clone().into(),
+                (!email.is_empty()).then(|| keys.email(email)).into(),
+                if email.is_empty() {
+                    None
+                } else {
+                    Some(seal("user", &u.external_id, "email", email)?)
+                }
+                .into(),
+                seal("user", &u.external_id, "name", &u.display_name)?.into(),
+            ]);
+        }
+        for g in &groups {
+            let email = g.email.trim();
+            principal_rows.push([
+                tenant.to_string().into(),
+                integration.to_string().into(),
+                "group".into(),
+                g.external_id.clone().into(),
+                (!email.is_empty()).then(|| keys.email(email)).into(),
+                if email.is_empty() {
+                    None
+                } else {
+                    Some(seal("group", &g.external_id, "email", email)?)
+                }
+                .into(),
+                seal("group", &g.external_id, "name", &g.name)?.into(),
+            ]);
+        }
+
+        let txn = self.ctx.db.begin().await?;
+        for table in ["principals", "memberships"] {
+            txn.execute(
+                &Query::delete()
+                    .from_table(table)
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        for chunk in principal_rows.chunks(INSERT_CHUNK) {
+            let mut insert = Query::insert();
+            insert.into_table("principals").columns([
+                "tenant_id",
+                "integration_id",
+                "kind",
+                "external_id",
+                "email_index",
+                "email_ct",
+                "name_ct",
+            ]);
+            for row in chunk {
+                insert.values_panic(row.clone());
+            }
+            txn.execute(&insert).await?;
+        }
+        for chunk in memberships.chunks(INSERT_CHUNK) {
+            let mut insert = Query::insert();
+            insert.into_table("memberships").columns([
+                "tenant_id",
+                "integration_id",
+                "group_id",
+                "member_id",
+                "member_is_group",
+            ]);
+            for m in chunk {
+                insert.values_panic([
+                    tenant.to_string().into(),
+                    integration.to_string().into(),
+                    m.group.clone().into(),
+                    m.member.clone().into(),
+                    m.member_is_group.into(),
+                ]);
+            }
+            txn.execute(&insert).await?;
+        }
+        let revision = revision::bump(&txn, tenant).await?;
+        txn.commit().await?;
+        // The group graph changed: rebuild on next read rather than patch closures.
+        *slot.index.write().map_err(|_| poisoned())? = None;
+        tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), revision, "principals synced");
+        Ok(revision)
+    }
+
+    /// Replaces the grants of each listed document. Returns the new revision.
+    pub async fn set_document_acls(&self, tenant: TenantId, acls: Vec<DocumentAcl>) -> Result<u64> {
+        validate_acls(&acls)?;
+        // A document listed twice: the last entry wins, as it would applied in order.
+        let mut last: HashMap<DocumentId, usize> = HashMap::new();
+        for (i, acl) in acls.iter().enumerate() {
+            last.insert(acl.document, i);
+        }
+        let acls: Vec<DocumentAcl> = acls
+            .into_iter()
+            .enumerate()
+            .filter(|(i, acl)| last.get(&acl.document) == Some(i))
+            .map(|(_, acl)| acl)
+            .collect();
+        let slot = self.slot(tenant);
+        let _writer = slot.writer.lock().await;
+        let txn = self.ctx.db.begin().await?;
+        let ids: Vec<String> = acls.iter().map(|a| a.document.to_string()).collect();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            txn.execute(
+                &Query::delete()
+                    .from_table("grants")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("document_id").is_in(chunk.iter().cloned()))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        let rows: Vec<_> = acls
+            .iter()
+            .flat_map(|acl| acl.grants.iter().map(move |g| (acl, g)))
+            .collect();
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = Query::insert();
+            insert.into_table("grants").columns([
+                "tenant_id",
+                "document_id",
+                "integration_id",
+                "grantee_kind",
+                "grantee",
+                "role",
+            ]);
+            for (acl, g) in chunk {
+                let (kind, grantee) = grantee_columns(&g.grantee);
+                insert.values_panic([
+                    tenant.to_string().into(),
+                    acl.document.to_string().into(),
+                    acl.integration.to_string().into(),
+                    kind.into(),
+                    grantee.into(),
+                    role_column(g.role).into(),
+                ]);
+            }
+            txn.execute(&insert).await?;
+        }
+        let revision = revision::bump(&txn, tenant).await?;
+        txn.commit().await?;
+        let mut guard = slot.index.write().map_err(|_| poisoned())?;
+        match guard.as_mut() {
+            Some(index) if index.revision() + 1 == revision => index.set_acls(acls, revision),
+            // Another replica wrote in between: reload on the next read.
+            _ => *guard = None,
+        }
+        Ok(revision)
+    }
+
+    /// Deletes everything `integration` brought: its principals, memberships and grants,
+    /// and destroys its data key. Runs in `txn` (the caller commits), bumping the revision.
+    pub async fn delete_integration(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantId,
+        integration: IntegrationId,
+    ) -> Result<(Removed, u64)> {
+        let mut removed = Removed::default();
+        for (table, count) in [
+            ("principals", &mut removed.principals),
+            ("memberships", &mut removed.memberships),
+            ("grants", &mut removed.grants),
+        ] {
+            *count = txn
+                .execute(
+                    &Query::delete()
+                        .from_table(table)
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+        }
+        let revision = revision::bump(txn, tenant).await?;
+        Ok((removed, revision))
+    }
+
+    /// Deletes everything of `tenant` this policy holds (principals, memberships, grants,
+    /// revision). Runs in `txn`.
+    pub async fn delete_tenant(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantId,
+    ) -> Result<Removed> {
+        let mut removed = Removed::default();
+        for (table, count) in [
+            ("principals", Some(&mut removed.principals)),
+            ("memberships", Some(&mut removed.memberships)),
+            ("grants", Some(&mut removed.grants)),
+            ("tenant_revisions", None),
+        ] {
+            let n = txn
+                .execute(
+                    &Query::delete()
+                        .from_table(table)
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+            if let Some(count) = count {
+                *count = n;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes the principals whose email is `email` (a data subject's erasure), and the
+    /// memberships naming them. Runs in `txn`, bumping the revision.
+    pub async fn delete_subject(
+        &self,
+        txn: &DatabaseTransaction,
+        tenant: TenantId,
+        email: &str,
+    ) -> Result<Removed> {
+        let index = self.blind.keys(tenant).await?.email(email);
+        let rows = txn
+            .query_all(
+                &Query::select()
+                    .columns(["integration_id", "kind", "external_id"])
+                    .from("principals")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("email_index").eq(index.clone()))
+                    .to_owned(),
+            )
+            .await?;
+        let mut removed = Removed::default();
+        for row in rows {
+            let integration: String = row.try_get("", "integration_id")?;
+            let kind: String = row.try_get("", "kind")?;
+            let external: String = row.try_get("", "external_id")?;
+            removed.memberships += txn
+                .execute(
+                    &Query::delete()
+                        .from_table("memberships")
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration))
+                        .and_where(Expr::col("member_id").eq(external))
+                        .and_where(Expr::col("member_is_group").eq(kind == "group"))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+        }
+        removed.principals = txn
+            .execute(
+                &Query::delete()
+                    .from_table("principals")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("email_index").eq(index))
+                    .to_owned(),
+            )
+            .await?
+            .rows_affected();
+        revision::bump(txn, tenant).await?;
+        Ok(removed)
+    }
+
+    /// May `user` read `document`?
+    pub async fn check(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        document: DocumentId,
+        at_least: u64,
+    ) -> Result<(bool, u64)> {
+        self.read(tenant, at_least, |i| i.check(user, document))
+            .await
+    }
+
+    /// One answer per (user, document) pair.
+    pub async fn batch_check(
+        &self,
+        tenant: TenantId,
+        items: &[(UserId, DocumentId)],
+        at_least: u64,
+    ) -> Result<(Vec<bool>, u64)> {
+        self.read(tenant, at_least, |i| {
+            items.iter().map(|(u, d)| i.check(*u, *d)).collect()
+        })
+        .await
+    }
+
+    /// The readable subset of `documents`.
+    pub async fn filter_readable(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        documents: &[DocumentId],
+        at_least: u64,
+    ) -> Result<(Vec<DocumentId>, u64)> {
+        self.read(tenant, at_least, |i| i.filter_readable(user, documents))
+            .await
+    }
+
+    /// A page of readable documents after `after`.
+    pub async fn list_readable(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        after: Option<DocumentId>,
+        limit: usize,
+        at_least: u64,
+    ) -> Result<(Vec<DocumentId>, u64)> {
+        self.read(tenant, at_least, |i| i.list_readable(user, after, limit))
+            .await
+    }
+
+    /// Why `user` may read `document`, if they may.
+    pub async fn explain(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        document: DocumentId,
+        at_least: u64,
+    ) -> Result<(Option<Explanation>, u64)> {
+        self.read(tenant, at_least, |i| i.explain(user, document))
+            .await
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Kit(mindmesh_kit::Error::Internal(
+        "permission index lock poisoned".into(),
+    ))
+}
+
+fn build(snapshot: Snapshot, keys: TenantBlindKeys) -> TenantIndex {
+    TenantIndex::build(snapshot, Arc::new(move |domain: &str| keys.domain(domain)))
+}
+
+async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Snapshot> {
+    let t = tenant.to_string();
+    let revision = revision::current(txn, tenant).await?;
+    let bad = |what: &str| {
+        Error::Kit(mindmesh_kit::Error::Internal(format!(
+            "malformed {what} in store"
+        )))
+    };
+
+    let mut accounts = Vec::new();
+    for row in txn
+        .query_all(
+            &Query::select()
+                .columns(["id", "email_index", "email_domain_index"])
+                .from("users")
+                .and_where(Expr::col("tenant_id").eq(t.clone()))
+                .to_owned(),
+        )
+        .await?
+    {
+        let id: String = row.try_get("", "id")?;
+        accounts.push(Account {
+            user: id.parse().map_err(|_| bad("user id"))?,
+            email_index: row.try_get("", "email_index")?,
+            domain_index: row.try_get("", "email_domain_index")?,
+        });
+    }
+
+    let mut principals = Vec::new();
+    for row in txn
+        .query_all(
+            &Query::select()
+                .columns(["integration_id", "kind", "external_id", "email_index"])
+                .from("principals")
+                .and_where(Expr::col("tenant_id").eq(t.clone()))
+                .to_owned(),
+        )
+        .await?
+    {
+        let integration: String = row.try_get("", "integration_id")?;
+        let kind: String = row.try_get("", "kind")?;
+        principals.push(Principal {
+            principal: PrincipalRef {
+                integration: integration.parse().map_err(|_| bad("integration id"))?,
+                kind: if kind == "group" {
+                    PrincipalKind::Group
+                } else {
+                    PrincipalKind::User
+                },
+                external_id: row.try_get("", "external_id")?,
+            },
+            email_index: row.try_get("", "email_index")?,
+        });
+    }
+
+    let mut memberships = Vec::new();
+    for row in txn
+        .query_all(
+            &Query::select()
+                .columns(["integration_id", "group_id", "member_id", "member_is_group"])
+                .from("memberships")
+                .and_where(Expr::col("tenant_id").eq(t.clone()))
+                .to_owned(),
+        )
+        .await?
+    {
+        let integration: String = row.try_get("", "integration_id")?;
+        memberships.push(Membership {
+            integration: integration.parse().map_err(|_| bad("integration id"))?,
+            group: row.try_get("", "group_id")?,
+            member: row.try_get("", "member_id")?,
+            member_is_group: row.try_get("", "member_is_group")?,
+        });
+    }
+
+    let mut by_doc: HashMap<DocumentId, DocumentAcl> = HashMap::new();
+    for row in txn
+        .query_all(
+            &Query::select()
+                .columns([
+                    "document_id",
+                    "integration_id",
+                    "grantee_kind",
+                    "grantee",
+                    "role",
+                ])
+                .from("grants")
+                .and_where(Expr::col("tenant_id").eq(t))
+                .to_owned(),
+        )
+        .await?
+    {
+        let doc: String = row.try_get("", "document_id")?;
+        let integration: String = row.try_get("", "integration_id")?;
+        let kind: String = row.try_get("", "grantee_kind")?;
+        let grantee: String = row.try_get("", "grantee")?;
+        let role: String = row.try_get("", "role")?;
+        let document: DocumentId = doc.parse().map_err(|_| bad("document id"))?;
+        let integration: IntegrationId = integration.parse().map_err(|_| bad("integration id"))?;
+        let grant = Grant {
+            grantee: match kind.as_str() {
+                "user" => Grantee::User(grantee),
+                "group" => Grantee::Group(grantee),
+                "domain" => Grantee::Domain(grantee),
+                _ => Grantee::Anyone,
+            },
+            role: match role.as_str() {
+                "owner" => AccessRole::Owner,
+                "writer" => AccessRole::Writer,
+                _ => AccessRole::Reader,
+            },
+        };
+        by_doc
+            .entry(document)
+            .or_insert_with(|| DocumentAcl {
+                document,
+                integration,
+                grants: Vec::new(),
+            })
+            .grants
+            .push(grant);
+    }
+    Ok(Snapshot {
+        revision,
+        accounts,
+        principals,
+        memberships,
+        acls: by_doc.into_values().collect(),
+    })
+}
+
+fn grantee_columns(grantee: &Grantee) -> (&'static str, String) {
+    match grantee {
+        Grantee::User(id) => ("user", id.clone()),
+        Grantee::Group(id) => ("group", id.clone()),
+        Grantee::Domain(d) => ("domain", d.to_lowercase()),
+        Grantee::Anyone => ("anyone", String::new()),
+    }
+}
+
+fn role_column(role: AccessRole) -> &'static str {
+    match role {
+        AccessRole::Reader => "reader",
+        AccessRole::Writer => "writer",
+        AccessRole::Owner => "owner",
+    }
+}
+
+fn check_external_id(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_EXTERNAL_ID {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_EXTERNAL_ID} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn too_many(field: &'static str, limit: usize) -> Error {
+    Error::ResourceExhausted(format!("{field}: at most {limit} per call"))
+}
+
+fn validate_sync(
+    users: &[SyncedUser],
+    groups: &[SyncedGroup],
+    memberships: &[Membership],
+    integration: IntegrationId,
+) -> Result<()> {
+    if users.len() > MAX_SYNC_USERS {
+        return Err(too_many("users", MAX_SYNC_USERS));
+    }
+    if groups.len() > MAX_SYNC_GROUPS {
+        return Err(too_many("groups", MAX_SYNC_GROUPS));
+    }
+    if memberships.len() > MAX_SYNC_MEMBERSHIPS {
+        return Err(too_many("memberships", MAX_SYNC_MEMBERSHIPS));
+    }
+    let mut user_ids = HashSet::new();
+    for u in users {
+        check_external_id("users.external_id", &u.external_id)?;
+        if !user_ids.insert(u.external_id.as_str()) {
+            return Err(Error::invalid("users.external_id", "appears twice"));
+        }
+        if !u.email.trim().is_empty() && !u.email.contains('@') {
+            return Err(Error::invalid("users.email", "is not an email address"));
+        }
+        if u.display_name.chars().count() > 500 {
+            return Err(Error::invalid(
+                "users.display_name",
+                "must be at most 500 characters",
+            ));
+        }
+    }
+    let mut group_ids = HashSet::new();
+    for g in groups {
+        check_external_id("groups.external_id", &g.external_id)?;
+        if !group_ids.insert(g.external_id.as_str()) {
+            return Err(Error::invalid("groups.external_id", "appears twice"));
+        }
+        if g.name.chars().count() > 500 {
+            return Err(Error::invalid(
+                "groups.name",
+                "must be at most 500 characters",
+            ));
+        }
+    }
+    for m in memberships {
+        debug_assert_eq!(m.integration, integration);
+        if !group_ids.contains(m.group.as_str()) {
+            return Err(Error::invalid(
+                "memberships.group_external_id",
+                "names a group not in this sync",
+            ));
+        }
+        let known = if m.member_is_group {
+            group_ids.contains(m.member.as_str())
+        } else {
+            user_ids.contains(m.member.as_str())
+        };
+        if !known {
+            return Err(Error::invalid(
+                "memberships.member_external_id",
+                "names a member not in this sync",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_acls(acls: &[DocumentAcl]) -> Result<()> {
+    if acls.len() > MAX_ACLS_PER_CALL {
+        return Err(too_many("acls", MAX_ACLS_PER_CALL));
+    }
+    for acl in acls {
+        if acl.grants.len() > MAX_GRANTS_PER_DOCUMENT {
+            return Err(Error::ResourceExhausted(format!(
+                "acls.grants: at most {MAX_GRANTS_PER_DOCUMENT} per document"
+            )));
+        }
+        for g in &acl.grants {
+            match &g.grantee {
+                Grantee::User(id) | Grantee::Group(id) => {
+                    check_external_id("acls.grants.grantee", id)?
+                }
+                Grantee::Domain(d) => {
+                    let ok = d.len() <= 253
+                        && d.contains('.')
+                        && d.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        });
+                    if !ok {
+                        return Err(Error::invalid(
+                            "acls.grants.grantee",
+                            "is not a domain name",
+                        ));
+                    }
+                }
+                Grantee::Anyone => {}
+            }
+        }
+    }
+    Ok(())
+}

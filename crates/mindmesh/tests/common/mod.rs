@@ -208,3 +208,96 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A second server process-in-the-test on the same databases, bus and keys as a
+/// distributed [`TestServer`]: another replica.
+pub struct Replica {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts another replica of `services` against this server's state.
+    pub async fn replica(&self, services: Vec<Service>) -> Replica {
+        assert_eq!(
+            self.backend,
+            Backend::Distributed,
+            "replicas share PostgreSQL and NATS"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(mindmesh::serve(
+            self.config.clone(),
+            services,
+            listener,
+            shutdown.clone(),
+        ));
+        let replica = Replica {
+            addr,
+            shutdown,
+            handle: Some(handle),
+        };
+        let probe = TestServer::channel_to(addr).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(probe);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
+    async fn channel_to(addr: SocketAddr) -> Channel {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                return c;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cannot connect to {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The public key the server signs attestations with.
+    pub fn signing_public_key(&self) -> [u8; 32] {
+        let mode = match self.backend {
+            Backend::Embedded => Mode::Embedded,
+            Backend::Distributed => Mode::Distributed,
+        };
+        KeyMaterial::load(&self.config, mode)
+            .unwrap()
+            .signing
+            .public_key()
+    }
+}
+
+impl Replica {
+    pub async fn channel(&self) -> Channel {
+        TestServer::channel_to(self.addr).await
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("replica task").expect("replica result");
+        }
+    }
+}

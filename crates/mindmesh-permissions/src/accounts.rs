@@ -28,6 +28,7 @@ use sea_orm::{
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::staff::{StaffAccess, StaffView};
 use crate::store::{revision, tenant, user};
 
 /// Longest tenant name, in characters.
@@ -104,12 +105,18 @@ pub struct Accounts {
     /// Accounts are part of every check (P05): changes bump the tenant's revision and
     /// drop its index.
     policy: Arc<Policy>,
+    /// Staff reach tenant data only through recorded consent (P11).
+    staff: StaffAccess,
 }
 
 impl Accounts {
     /// Accounts over the service's context, keeping `policy` current.
     pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
-        Accounts { ctx, policy }
+        Accounts {
+            staff: StaffAccess::new(ctx.clone()),
+            ctx,
+            policy,
+        }
     }
 
     fn db(&self) -> &DatabaseConnection {
@@ -162,7 +169,7 @@ impl Accounts {
             return Err(Error::NotFound("tenant"));
         }
         if !caller.has(Role::Operator) {
-            tenant_reader(caller)?;
+            self.reader(caller, "get_tenant", &id.to_string()).await?;
         }
         let row = tenant::Entity::find_by_id(id.to_string())
             .one(self.db())
@@ -322,9 +329,10 @@ impl Accounts {
 
     /// Reads a user of the caller's tenant.
     pub async fn get_user(&self, caller: &Caller, id: UserId) -> Result<User> {
-        let tenant = tenant_reader(caller)?;
+        let (tenant, view) = self.reader(caller, "get_user", &id.to_string()).await?;
         let row = self.load(tenant, id).await?;
-        self.open(tenant, row).await
+        let user = self.open(tenant, row).await?;
+        self.shape(tenant, view, user).await
     }
 
     /// Changes a user: admins, or the user themself.
@@ -468,8 +476,12 @@ impl Accounts {
         after: Option<UserId>,
         limit: u64,
     ) -> Result<Vec<User>> {
-        require(caller, &[Role::Admin, Role::Service])?;
-        let tenant = caller.tenant()?;
+        if !caller.has_any(&[Role::Admin, Role::Service]) && caller.has(Role::Member) {
+            return Err(Error::PermissionDenied(
+                "listing users needs the admin role".into(),
+            ));
+        }
+        let (tenant, view) = self.reader(caller, "list_users", "").await?;
         let mut query = user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.to_string()))
             .order_by_asc(user::Column::Id)
@@ -480,9 +492,55 @@ impl Accounts {
         let rows = query.all(self.db()).await?;
         let mut users = Vec::with_capacity(rows.len());
         for row in rows {
-            users.push(self.open(tenant, row).await?);
+            let user = self.open(tenant, row).await?;
+            users.push(self.shape(tenant, view, user).await?);
         }
         Ok(users)
+    }
+
+    /// The tenant `caller` may read accounts of, and how much of them: tenant members
+    /// fully; staff only under an active consent grant (P11), each access audited.
+    async fn reader(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: &str,
+    ) -> Result<(TenantId, StaffView)> {
+        if caller.has_any(&[Role::Admin, Role::Member, Role::Service]) {
+            return Ok((caller.tenant()?, StaffView::Full));
+        }
+        if caller.roles.iter().any(|r| r.is_staff()) {
+            let tenant = caller.tenant()?;
+            let view = self.staff.admit(caller, tenant, action, subject).await?;
+            return Ok((tenant, view));
+        }
+        Err(Error::PermissionDenied(
+            "this call needs a role in the tenant".into(),
+        ))
+    }
+
+    /// What a reader with `view` receives of `user`: analysts get a keyed pseudonym in
+    /// place of the id and nothing personal.
+    async fn shape(&self, tenant: TenantId, view: StaffView, user: User) -> Result<User> {
+        if view != StaffView::Pseudonymized {
+            return Ok(user);
+        }
+        let key = self
+            .ctx
+            .keystore
+            .tenant_key(tenant)
+            .await?
+            .derive("analyst-pseudonyms")?;
+        Ok(User {
+            id: UserId::from_uuid(pseudonym_uuid(&key.mac(user.id.to_string().as_bytes()))),
+            tenant,
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+            picture_url: String::new(),
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        })
     }
 
     async fn load(&self, tenant: TenantId, id: UserId) -> Result<user::Model> {
@@ -612,17 +670,6 @@ fn parse_key_id(s: &str) -> Result<KeyId> {
 
 fn require(caller: &Caller, roles: &[Role]) -> Result<()> {
     caller.require_any(roles).map_err(Error::from)
-}
-
-/// The tenant a caller may read accounts of. Staff roles need the tenant's consent
-/// grant (P11), which `StaffAccessService` will record; until then they see nothing.
-fn tenant_reader(caller: &Caller) -> Result<TenantId> {
-    if !caller.has_any(&[Role::Admin, Role::Member, Role::Service]) {
-        return Err(Error::PermissionDenied(
-            "staff access to tenant data needs a consent grant from the tenant".into(),
-        ));
-    }
-    Ok(caller.tenant()?)
 }
 
 /// Trims and checks a required single-line text field.
@@ -778,4 +825,12 @@ mod tests {
         }
         assert!(validate_picture_url(&format!("https://e.com/{}", "a".repeat(2048))).is_err());
     }
+}
+
+/// A stable UUID-shaped pseudonym from an HMAC (version 8: custom), so that analysts can
+/// count and join without learning who is who.
+fn pseudonym_uuid(mac: &[u8; 32]) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&mac[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }

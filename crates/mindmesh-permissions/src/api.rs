@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use mindmesh_kit::auth::{Caller, Role};
-use mindmesh_kit::grpc::{page_size, timestamp};
+use mindmesh_kit::grpc::{from_timestamp, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::accounts::{Accounts, NewUser, Tenant, User, UserPatch};
 use crate::engine::{AccessRole, DocumentAcl, Grant, Grantee, Membership};
 use crate::policy::{Policy, SyncedGroup, SyncedUser};
+use crate::staff::{StaffAccess, StaffGrant};
 
 /// `AccountService`.
 #[derive(Clone)]
@@ -520,9 +521,109 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
     }
 }
 
-/// `StaffAccessService`: not built yet; every RPC answers UNIMPLEMENTED.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StaffAccessApi;
+/// `StaffAccessService`: a tenant admin's consent to staff access (P11).
+#[derive(Clone)]
+pub struct StaffAccessApi {
+    staff: StaffAccess,
+}
+
+impl StaffAccessApi {
+    /// The API over `staff`.
+    pub fn new(staff: StaffAccess) -> Self {
+        StaffAccessApi { staff }
+    }
+}
+
+fn staff_role_from_proto(value: i32) -> Result<Role, Status> {
+    match pb::StaffRole::try_from(value) {
+        Ok(pb::StaffRole::Engineer) => Ok(Role::StaffEngineer),
+        Ok(pb::StaffRole::Support) => Ok(Role::StaffSupport),
+        Ok(pb::StaffRole::Analyst) => Ok(Role::StaffAnalyst),
+        _ => {
+            Err(mindmesh_kit::Error::invalid("role", "must be engineer, support or analyst").into())
+        }
+    }
+}
+
+fn staff_grant_to_proto(g: StaffGrant) -> pb::StaffAccessGrant {
+    let role = match g.role {
+        Role::StaffEngineer => pb::StaffRole::Engineer,
+        Role::StaffSupport => pb::StaffRole::Support,
+        Role::StaffAnalyst => pb::StaffRole::Analyst,
+        _ => pb::StaffRole::Unspecified,
+    };
+    pb::StaffAccessGrant {
+        id: g.id.to_string(),
+        tenant_id: g.tenant.to_string(),
+        role: role as i32,
+        reason: g.reason,
+        granted_by: g.granted_by,
+        granted_at: Some(timestamp(g.granted_at)),
+        expires_at: Some(timestamp(g.expires_at)),
+        revoked_at: g.revoked_at.map(timestamp),
+    }
+}
 
 #[tonic::async_trait]
-impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {}
+impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
+    async fn grant_staff_access(
+        &self,
+        request: Request<pb::GrantStaffAccessRequest>,
+    ) -> Result<Response<pb::GrantStaffAccessResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let role = staff_role_from_proto(req.role)?;
+        let expires_at = req
+            .expires_at
+            .as_ref()
+            .ok_or_else(|| mindmesh_kit::Error::invalid("expires_at", "is required"))
+            .and_then(|t| from_timestamp("expires_at", t))?;
+        let grant = self
+            .staff
+            .grant(&caller, role, &req.reason, expires_at)
+            .await?;
+        Ok(Response::new(pb::GrantStaffAccessResponse {
+            grant: Some(staff_grant_to_proto(grant)),
+        }))
+    }
+
+    async fn revoke_staff_access(
+        &self,
+        request: Request<pb::RevokeStaffAccessRequest>,
+    ) -> Result<Response<pb::RevokeStaffAccessResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let id = uuid::Uuid::parse_str(&request.get_ref().grant_id)
+            .map_err(|_| mindmesh_kit::Error::invalid("grant_id", "is not a valid UUID"))?;
+        let grant = self.staff.revoke(&caller, id).await?;
+        Ok(Response::new(pb::RevokeStaffAccessResponse {
+            grant: Some(staff_grant_to_proto(grant)),
+        }))
+    }
+
+    async fn list_staff_access(
+        &self,
+        request: Request<pb::ListStaffAccessRequest>,
+    ) -> Result<Response<pb::ListStaffAccessResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size, 100, 1000)?;
+        let before = match req.page_token.as_str() {
+            "" => None,
+            token => Some(uuid::Uuid::parse_str(token).map_err(|_| {
+                mindmesh_kit::Error::invalid("page_token", "is not a token this service issued")
+            })?),
+        };
+        let grants = self
+            .staff
+            .list(&caller, req.include_inactive, before, limit)
+            .await?;
+        let next_page_token = match grants.last() {
+            Some(last) if grants.len() as u64 == limit => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListStaffAccessResponse {
+            grants: grants.into_iter().map(staff_grant_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+}

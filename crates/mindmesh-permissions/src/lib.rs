@@ -7,7 +7,7 @@
 //! revisions, writes) → [`engine`] (the pure index: checks, listing, explanations) →
 //! [`accounts`] (tenants and users: validation, sealing, events, audit) → [`events`]
 //! (what it consumes) → [`blind`] (blind indexes) → [`store`] (schema).
-//! Not built yet: `StaffAccessService` answers UNIMPLEMENTED.
+//! [`staff`] holds the consent grants that admit staff roles (P11).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod policy;
+pub mod staff;
 pub mod store;
 
 use std::sync::Arc;
@@ -59,7 +60,9 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
         ctx
     ));
     routes.add_service(api_service!(
-        StaffAccessServiceServer::new(api::StaffAccessApi),
+        StaffAccessServiceServer::new(api::StaffAccessApi::new(staff::StaffAccess::new(
+            ctx.clone()
+        ))),
         ctx
     ));
     Ok(())

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Accounts));
         all.push(Box::new(Graph));
+        all.push(Box::new(StaffGrants));
         all
     }
 }
@@ -214,6 +215,54 @@ impl MigrationTrait for Graph {
                     .drop_column("email_domain_index")
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// Staff access grants: a tenant's recorded consent to a staff role (P11).
+struct StaffGrants;
+
+impl MigrationName for StaffGrants {
+    fn name(&self) -> &str {
+        "m20261129_000300_permissions_staff_grants"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for StaffGrants {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("staff_grants")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("tenant_id"))
+                    .col(string("role"))
+                    .col(text("reason"))
+                    .col(string("granted_by"))
+                    .col(timestamp_with_time_zone("granted_at"))
+                    .col(timestamp_with_time_zone("expires_at"))
+                    .col(timestamp_with_time_zone_null("revoked_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("staff_grants_tenant")
+                    .table("staff_grants")
+                    .col("tenant_id")
+                    .col("role")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("staff_grants").if_exists().to_owned())
             .await
     }
 }

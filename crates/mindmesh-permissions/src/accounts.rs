@@ -749,6 +749,14 @@ pub fn validate_picture_url(value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// A stable UUID-shaped pseudonym from an HMAC (version 8: custom), so that analysts can
+/// count and join without learning who is who.
+fn pseudonym_uuid(mac: &[u8; 32]) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&mac[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,12 +833,4 @@ mod tests {
         }
         assert!(validate_picture_url(&format!("https://e.com/{}", "a".repeat(2048))).is_err());
     }
-}
-
-/// A stable UUID-shaped pseudonym from an HMAC (version 8: custom), so that analysts can
-/// count and join without learning who is who.
-fn pseudonym_uuid(mac: &[u8; 32]) -> uuid::Uuid {
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&mac[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }

@@ -37,6 +37,9 @@ pub enum Error {
     /// A dependency is down; safe to retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Not built yet: the honest answer instead of a fake success.
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -74,6 +77,7 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::Bus(_) => Code::Unavailable,
+            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Db(e) if is_connection_error(e) => Code::Unavailable,
             Error::Db(_) | Error::Crypto(_) | Error::Config(_) | Error::Internal(_) => {
                 Code::Internal

@@ -551,6 +551,15 @@ impl Accounts {
             .ok_or(Error::NotFound("user"))
     }
 
+    /// The account of `tenant` with `email` (case-insensitive), if any.
+    pub async fn find_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<User>> {
+        let index = self.policy.blind().keys(tenant).await?.email(email);
+        match self.find_by_index(tenant, &index).await? {
+            Some(row) => Ok(Some(self.open(tenant, row).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn find_by_index(&self, tenant: TenantId, index: &str) -> Result<Option<user::Model>> {
         Ok(user::Entity::find()
             .filter(user::Column::TenantId.eq(tenant.to_string()))

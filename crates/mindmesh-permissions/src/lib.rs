@@ -20,11 +20,13 @@ pub mod events;
 pub mod policy;
 pub mod staff;
 pub mod store;
+pub mod subject;
 
 use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::subject_api::SubjectProvider;
 use mindmesh_proto::mindmesh::permissions::v1::{
     account_service_server::AccountServiceServer,
     permissions_service_server::PermissionsServiceServer,
@@ -43,7 +45,8 @@ pub const GRPC_SERVICES: &[&str] = &[
 ];
 
 /// Starts the service's background tasks and adds its gRPC services to `routes`.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
+/// Returns what the service does for data-subject rights.
+pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Arc<dyn SubjectProvider>> {
     ctx.spawn_relay();
     let policy = Arc::new(policy::Policy::new(ctx.clone()));
     ctx.spawn_consumer(Arc::new(events::PermissionEvents::new(
@@ -51,6 +54,12 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
         policy.clone(),
     )));
     let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
+    let staff = staff::StaffAccess::new(ctx.clone());
+    let subject = Arc::new(subject::PermissionsSubject::new(
+        ctx.clone(),
+        accounts.clone(),
+        policy.clone(),
+    ));
     routes.add_service(api_service!(
         AccountServiceServer::new(api::AccountApi::new(accounts)),
         ctx
@@ -60,10 +69,8 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<()> {
         ctx
     ));
     routes.add_service(api_service!(
-        StaffAccessServiceServer::new(api::StaffAccessApi::new(staff::StaffAccess::new(
-            ctx.clone()
-        ))),
+        StaffAccessServiceServer::new(api::StaffAccessApi::new(staff)),
         ctx
     ));
-    Ok(())
+    Ok(subject)
 }

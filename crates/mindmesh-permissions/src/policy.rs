@@ -216,12 +216,7 @@ impl Policy {
         let mut principal_rows = Vec::with_capacity(users.len() + groups.len());
         let seal = |kind: &str, id: &str, column: &str, value: &str| {
             data_key.seal(
-                &field_aad(
-                    tenant,
-                    "principals",
-                    column,
-                    &format!("{integration}/{kind}/{id}"),
-                ),
+                &principal_aad(tenant, integration, kind, id, column),
                 value.as_bytes(),
             )
         };
@@ -552,6 +547,22 @@ impl Policy {
         self.read(tenant, at_least, |i| i.explain(user, document))
             .await
     }
+}
+
+/// The associated data binding a sealed principal field to its tenant, row and column.
+pub fn principal_aad(
+    tenant: TenantId,
+    integration: IntegrationId,
+    kind: &str,
+    external_id: &str,
+    column: &str,
+) -> Vec<u8> {
+    field_aad(
+        tenant,
+        "principals",
+        column,
+        &format!("{integration}/{kind}/{external_id}"),
+    )
 }
 
 fn poisoned() -> Error {

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use mindmesh_kit::context::{ServiceContext, Shared};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::KeystoreMigrator;
-use mindmesh_kit::subject_api::SubjectDataApi;
+use mindmesh_kit::subject_api::{SubjectDataApi, SubjectProvider};
 use mindmesh_proto::mindmesh::audit::v1::audit_server::AuditServer;
 use mindmesh_proto::mindmesh::subject::v1::subject_data_server::SubjectDataServer;
 use tokio::net::TcpListener;
@@ -68,6 +69,7 @@ async fn start_service(
     service: Service,
     shared: &Shared,
     routes: &mut RoutesBuilder,
+    subjects: &mut HashMap<Service, Arc<dyn SubjectProvider>>,
 ) -> anyhow::Result<ServiceContext> {
     let ctx = match service {
         Service::Ingest => {
@@ -86,7 +88,9 @@ async fn start_service(
     };
     match service {
         Service::Ingest => mindmesh_ingest::start(&ctx, routes)?,
-        Service::Permissions => mindmesh_permissions::start(&ctx, routes)?,
+        Service::Permissions => {
+            subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
+        }
         Service::Storage => mindmesh_storage::start(&ctx, routes)?,
         Service::Retention => {
             mindmesh_retention::start(&ctx, routes)?;
@@ -124,8 +128,9 @@ pub async fn serve(
     let mut routes = RoutesBuilder::default();
     let mut audit_logs = Vec::new();
     let mut health_names = Vec::new();
+    let mut subjects = HashMap::new();
     for service in &services {
-        let ctx = start_service(*service, &shared, &mut routes)
+        let ctx = start_service(*service, &shared, &mut routes, &mut subjects)
             .await
             .with_context(|| format!("starting the {service} service"))?;
         audit_logs.push(ctx.audit.clone());
@@ -138,7 +143,8 @@ pub async fn serve(
         AuditServer::new(AuditApi::new(audit_logs)),
         shared
     ));
-    routes.add_service(api_service!(SubjectDataServer::new(SubjectDataApi), shared));
+    let subject_api = SubjectDataApi::new(services.iter().copied(), subjects);
+    routes.add_service(api_service!(SubjectDataServer::new(subject_api), shared));
     health_names.push("mindmesh.audit.v1.Audit".to_owned());
     health_names.push("mindmesh.subject.v1.SubjectData".to_owned());
 

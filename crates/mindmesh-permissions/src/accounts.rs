@@ -319,9 +319,9 @@ impl Accounts {
             ),
         )
         .await?;
-        revision::bump(&txn, tenant).await?;
+        let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
-        self.policy.invalidate(tenant);
+        self.policy.accounts_changed(tenant, revision).await?;
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, user_id = %id, "user created");
         Ok(fields.into_user(id, tenant, now, now))
@@ -404,9 +404,9 @@ impl Accounts {
                     .with_details(format!("changed: {}", changed.join(","))),
             )
             .await?;
-        revision::bump(&txn, tenant).await?;
+        let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
-        self.policy.invalidate(tenant);
+        self.policy.accounts_changed(tenant, revision).await?;
         Ok(next.into_user(id, tenant, current.created_at, now))
     }
 
@@ -461,9 +461,9 @@ impl Accounts {
             &destroyed,
         )
         .await?;
-        revision::bump(&txn, tenant).await?;
+        let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
-        self.policy.invalidate(tenant);
+        self.policy.accounts_changed(tenant, revision).await?;
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, user_id = %id, cascade_id = %cascade, "user deleted, cascade started");
         Ok(cascade)

@@ -224,23 +224,7 @@ impl TenantIndex {
             }
         }
         for m in snapshot.memberships {
-            let group = index.intern(&PrincipalRef {
-                integration: m.integration,
-                kind: PrincipalKind::Group,
-                external_id: m.group,
-            });
-            let member = index.intern(&PrincipalRef {
-                integration: m.integration,
-                kind: if m.member_is_group {
-                    PrincipalKind::Group
-                } else {
-                    PrincipalKind::User
-                },
-                external_id: m.member,
-            });
-            if !index.parents[member as usize].contains(&group) {
-                index.parents[member as usize].push(group);
-            }
+            index.add_membership(m);
         }
         for a in snapshot.accounts {
             let domain = index.intern_domain(&a.domain_index);
@@ -274,6 +258,78 @@ impl TenantIndex {
     fn intern_domain(&mut self, domain_index: &str) -> u32 {
         let next = u32::try_from(self.domains.len()).unwrap_or(u32::MAX);
         *self.domains.entry(domain_index.to_owned()).or_insert(next)
+    }
+
+    /// Replaces one integration's principals and memberships (a `SyncPrincipals`) and
+    /// moves the index to `revision`. Grants are untouched: they name principals, whose
+    /// interned ids stay stable.
+    pub fn set_principals(
+        &mut self,
+        integration: IntegrationId,
+        principals: Vec<Principal>,
+        memberships: Vec<Membership>,
+        revision: u64,
+    ) {
+        // Forget the integration's email links and group edges.
+        for uids in self.by_email.values_mut() {
+            uids.retain(|u| self.refs[*u as usize].integration != integration);
+        }
+        self.by_email.retain(|_, uids| !uids.is_empty());
+        for (uid, parents) in self.parents.iter_mut().enumerate() {
+            if self.refs[uid].integration == integration {
+                parents.clear();
+            }
+        }
+        for p in principals {
+            debug_assert_eq!(p.principal.integration, integration);
+            let uid = self.intern(&p.principal);
+            if let (PrincipalKind::User, Some(email)) = (p.principal.kind, p.email_index) {
+                self.by_email.entry(email).or_default().push(uid);
+            }
+        }
+        for m in memberships {
+            self.add_membership(m);
+        }
+        self.forget_readers();
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Replaces the accounts (after account changes) and moves to `revision`.
+    pub fn set_accounts(&mut self, accounts: Vec<Account>, revision: u64) {
+        self.accounts.clear();
+        for a in accounts {
+            let domain = self.intern_domain(&a.domain_index);
+            self.accounts.insert(a.user, (a.email_index, Some(domain)));
+        }
+        self.forget_readers();
+        self.revision = self.revision.max(revision);
+    }
+
+    fn add_membership(&mut self, m: Membership) {
+        let group = self.intern(&PrincipalRef {
+            integration: m.integration,
+            kind: PrincipalKind::Group,
+            external_id: m.group,
+        });
+        let member = self.intern(&PrincipalRef {
+            integration: m.integration,
+            kind: if m.member_is_group {
+                PrincipalKind::Group
+            } else {
+                PrincipalKind::User
+            },
+            external_id: m.member,
+        });
+        if !self.parents[member as usize].contains(&group) {
+            self.parents[member as usize].push(group);
+        }
+    }
+
+    fn forget_readers(&mut self) {
+        match self.readers.get_mut() {
+            Ok(cache) => cache.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
     }
 
     /// Replaces the grants of each listed document and moves the index to `revision`.

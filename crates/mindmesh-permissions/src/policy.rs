@@ -121,7 +121,33 @@ impl Policy {
             .clone()
     }
 
-    /// Drops the tenant's index; the next read reloads it (after account changes).
+    /// Brings the tenant's accounts in the index up to `revision` after an account
+    /// write committed it; drops the index instead when another write came in between.
+    pub async fn accounts_changed(&self, tenant: TenantId, revision: u64) -> Result<()> {
+        let slot = self.slot(tenant);
+        let _writer = slot.writer.lock().await;
+        let current = slot
+            .index
+            .read()
+            .map_err(|_| poisoned())?
+            .as_ref()
+            .map(TenantIndex::revision);
+        if current.map(|r| r + 1) != Some(revision) {
+            *slot.index.write().map_err(|_| poisoned())? = None;
+            return Ok(());
+        }
+        let accounts = load_accounts(&self.ctx.db, tenant).await?;
+        let mut guard = slot.index.write().map_err(|_| poisoned())?;
+        match guard.as_mut() {
+            Some(index) if index.revision() + 1 == revision => {
+                index.set_accounts(accounts, revision)
+            }
+            _ => *guard = None,
+        }
+        Ok(())
+    }
+
+    /// Drops the tenant's index; the next read reloads it.
     pub fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut index) = self.slot(tenant).index.write() {
             *index = None;
@@ -304,8 +330,32 @@ impl Policy {
         }
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
-        // The group graph changed: rebuild on next read rather than patch closures.
-        *slot.index.write().map_err(|_| poisoned())? = None;
+        let mut guard = slot.index.write().map_err(|_| poisoned())?;
+        match guard.as_mut() {
+            Some(index) if index.revision() + 1 == revision => {
+                let principals = users
+                    .iter()
+                    .map(|u| (PrincipalKind::User, &u.external_id, &u.email))
+                    .chain(
+                        groups
+                            .iter()
+                            .map(|g| (PrincipalKind::Group, &g.external_id, &g.email)),
+                    )
+                    .map(|(kind, id, email)| Principal {
+                        principal: PrincipalRef {
+                            integration,
+                            kind,
+                            external_id: id.clone(),
+                        },
+                        email_index: (!email.trim().is_empty()).then(|| keys.email(email)),
+                    })
+                    .collect();
+                index.set_principals(integration, principals, memberships.clone(), revision);
+            }
+            // Another replica wrote in between: reload on the next read.
+            _ => *guard = None,
+        }
+        drop(guard);
         tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), revision, "principals synced");
         Ok(revision)
     }
@@ -571,6 +621,32 @@ fn poisoned() -> Error {
     ))
 }
 
+async fn load_accounts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<Vec<Account>> {
+    let mut accounts = Vec::new();
+    for row in conn
+        .query_all(
+            &Query::select()
+                .columns(["id", "email_index", "email_domain_index"])
+                .from("users")
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .to_owned(),
+        )
+        .await?
+    {
+        let id: String = row.try_get("", "id")?;
+        accounts.push(Account {
+            user: id.parse().map_err(|_| {
+                Error::Kit(mindmesh_kit::Error::Internal(
+                    "malformed user id in store".into(),
+                ))
+            })?,
+            email_index: row.try_get("", "email_index")?,
+            domain_index: row.try_get("", "email_domain_index")?,
+        });
+    }
+    Ok(accounts)
+}
+
 fn build(snapshot: Snapshot, keys: TenantBlindKeys) -> TenantIndex {
     TenantIndex::build(snapshot, Arc::new(move |domain: &str| keys.domain(domain)))
 }
@@ -584,24 +660,7 @@ async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Sn
         )))
     };
 
-    let mut accounts = Vec::new();
-    for row in txn
-        .query_all(
-            &Query::select()
-                .columns(["id", "email_index", "email_domain_index"])
-                .from("users")
-                .and_where(Expr::col("tenant_id").eq(t.clone()))
-                .to_owned(),
-        )
-        .await?
-    {
-        let id: String = row.try_get("", "id")?;
-        accounts.push(Account {
-            user: id.parse().map_err(|_| bad("user id"))?,
-            email_index: row.try_get("", "email_index")?,
-            domain_index: row.try_get("", "email_domain_index")?,
-        });
-    }
+    let accounts = load_accounts(txn, tenant).await?;
 
     let mut principals = Vec::new();
     for row in txn

@@ -145,6 +145,38 @@ fn world_strategy() -> impl Strategy<Value = World> {
         })
 }
 
+#[derive(Clone, Debug)]
+enum Op {
+    Acls(Vec<DocumentAcl>),
+    Principals(usize, Vec<Principal>, Vec<Membership>),
+    Accounts(Vec<Account>),
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        proptest::collection::vec(acl_strategy(), 1..4).prop_map(Op::Acls),
+        (
+            0..2usize,
+            principal_strategy(),
+            proptest::collection::vec(membership_strategy(), 0..12)
+        )
+            .prop_map(|(int, p, m)| Op::Principals(int, p, m)),
+        proptest::collection::vec((0..EMAILS, 0..2usize), 0..ACCOUNTS).prop_map(|accounts| {
+            Op::Accounts(
+                accounts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (e, d))| Account {
+                        user: account(i),
+                        email_index: format!("e{e}"),
+                        domain_index: hash_domain(&domain(d)),
+                    })
+                    .collect(),
+            )
+        }),
+    ]
+}
+
 /// The reference: no index, no cache, a breadth-first walk per question.
 struct Reference<'a> {
     world: &'a World,
@@ -363,6 +395,40 @@ proptest! {
             world.acls.extend(batch.iter().cloned());
             index.set_acls(batch, 2 + i as u64);
             assert_eq!(index.revision(), 2 + i as u64);
+            assert_agrees(&index, &world);
+        }
+    }
+
+    #[test]
+    fn p02_engine_agrees_after_random_interleaved_writes(
+        world in world_strategy(),
+        ops in proptest::collection::vec(op_strategy(), 1..8),
+    ) {
+        let mut world = world;
+        let mut index = TenantIndex::build(snapshot(&world), Arc::new(hash_domain));
+        for (i, op) in ops.into_iter().enumerate() {
+            let revision = 2 + i as u64;
+            match op {
+                Op::Acls(batch) => {
+                    world.acls.extend(batch.iter().cloned());
+                    index.set_acls(batch, revision);
+                }
+                Op::Principals(int, principals, memberships) => {
+                    let integration = integration(int);
+                    let principals: Vec<Principal> = principals.into_iter().filter(|p| p.principal.integration == integration).collect();
+                    let memberships: Vec<Membership> = memberships.into_iter().map(|m| Membership { integration, ..m }).collect();
+                    world.principals.retain(|p| p.principal.integration != integration);
+                    world.principals.extend(principals.iter().cloned());
+                    world.memberships.retain(|m| m.integration != integration);
+                    world.memberships.extend(memberships.iter().cloned());
+                    index.set_principals(integration, principals, memberships, revision);
+                }
+                Op::Accounts(accounts) => {
+                    world.accounts = accounts.clone();
+                    index.set_accounts(accounts, revision);
+                }
+            }
+            prop_assert_eq!(index.revision(), revision);
             assert_agrees(&index, &world);
         }
     }

@@ -10,8 +10,12 @@
 //! cut, never looped) → the document's grants: to one of those principals or groups, to
 //! the account's email domain, or to anyone.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 
 use mindmesh_kit::ids::{DocumentId, IntegrationId, UserId};
 
@@ -148,44 +152,52 @@ enum Target {
     Anyone,
 }
 
-#[derive(Clone, Debug)]
-struct IndexedGrant {
-    target: Target,
-    grant: Grant,
-}
-
+/// One document's grants: compact targets for checks, full grants for explanations.
 #[derive(Clone, Debug)]
 struct DocEntry {
     integration: IntegrationId,
-    grants: Vec<IndexedGrant>,
+    /// Inline for up to five grants: one memory access fewer per check.
+    targets: SmallVec<[Target; 5]>,
+    grants: Box<[Grant]>,
 }
 
-/// What one account can reach: its user principals, all their groups, its domain.
+/// What one account reaches: its user principals and all their groups (sorted), and
+/// its email domain.
 #[derive(Debug, Default)]
 struct ReaderSet {
-    principals: HashSet<Uid>,
+    principals: SmallVec<[Uid; 24]>,
     domain: Option<u32>,
+}
+
+impl ReaderSet {
+    fn reaches(&self, target: Target) -> bool {
+        match target {
+            Target::Anyone => true,
+            Target::Domain(d) => self.domain == Some(d),
+            Target::Principal(uid) => self.principals.binary_search(&uid).is_ok(),
+        }
+    }
 }
 
 /// Turns a domain named in a grant into the blind index accounts carry.
 pub type DomainHasher = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
-/// The index of one tenant. Reads take `&self`; writes `&mut self`.
+/// The index of one tenant. Reads take `&self` and never lock; writes take `&mut self`.
 pub struct TenantIndex {
     revision: u64,
     refs: Vec<PrincipalRef>,
-    ids: HashMap<PrincipalRef, Uid>,
+    ids: FxHashMap<PrincipalRef, Uid>,
     /// Direct parents (groups) of each principal.
     parents: Vec<Vec<Uid>>,
     /// User principals by email blind index (P05: one person across integrations).
-    by_email: HashMap<String, Vec<Uid>>,
-    accounts: HashMap<UserId, (String, Option<u32>)>,
-    domains: HashMap<String, u32>,
-    docs: HashMap<DocumentId, DocEntry>,
-    /// Reverse index: which documents each target appears in.
-    docs_by_target: HashMap<Target, HashSet<DocumentId>>,
-    /// Reader sets computed so far; cleared whenever the graph or accounts change.
-    readers: RwLock<HashMap<UserId, Arc<ReaderSet>>>,
+    by_email: FxHashMap<String, Vec<Uid>>,
+    accounts: FxHashMap<UserId, (String, Option<u32>)>,
+    domains: FxHashMap<String, u32>,
+    docs: FxHashMap<DocumentId, DocEntry>,
+    /// Reverse index, ordered: which documents each target appears in.
+    docs_by_target: FxHashMap<Target, BTreeSet<DocumentId>>,
+    /// Every account's reader set, recomputed whenever the graph or accounts change.
+    readers: FxHashMap<UserId, ReaderSet>,
     hash_domain: DomainHasher,
 }
 
@@ -207,29 +219,26 @@ impl TenantIndex {
         let mut index = TenantIndex {
             revision: snapshot.revision,
             refs: Vec::new(),
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
             parents: Vec::new(),
-            by_email: HashMap::new(),
-            accounts: HashMap::new(),
-            domains: HashMap::new(),
-            docs: HashMap::new(),
-            docs_by_target: HashMap::new(),
-            readers: RwLock::new(HashMap::new()),
+            by_email: FxHashMap::default(),
+            accounts: FxHashMap::default(),
+            domains: FxHashMap::default(),
+            docs: FxHashMap::default(),
+            docs_by_target: FxHashMap::default(),
+            readers: FxHashMap::default(),
             hash_domain,
         };
         for p in snapshot.principals {
-            let uid = index.intern(&p.principal);
-            if let (PrincipalKind::User, Some(email)) = (p.principal.kind, p.email_index) {
-                index.by_email.entry(email).or_default().push(uid);
-            }
+            index.add_principal(p);
         }
         for m in snapshot.memberships {
             index.add_membership(m);
         }
         for a in snapshot.accounts {
-            let domain = index.intern_domain(&a.domain_index);
-            index.accounts.insert(a.user, (a.email_index, Some(domain)));
+            index.add_account(a);
         }
+        index.rebuild_readers();
         index.set_acls(snapshot.acls, snapshot.revision);
         index
     }
@@ -260,49 +269,11 @@ impl TenantIndex {
         *self.domains.entry(domain_index.to_owned()).or_insert(next)
     }
 
-    /// Replaces one integration's principals and memberships (a `SyncPrincipals`) and
-    /// moves the index to `revision`. Grants are untouched: they name principals, whose
-    /// interned ids stay stable.
-    pub fn set_principals(
-        &mut self,
-        integration: IntegrationId,
-        principals: Vec<Principal>,
-        memberships: Vec<Membership>,
-        revision: u64,
-    ) {
-        // Forget the integration's email links and group edges.
-        for uids in self.by_email.values_mut() {
-            uids.retain(|u| self.refs[*u as usize].integration != integration);
+    fn add_principal(&mut self, p: Principal) {
+        let uid = self.intern(&p.principal);
+        if let (PrincipalKind::User, Some(email)) = (p.principal.kind, p.email_index) {
+            self.by_email.entry(email).or_default().push(uid);
         }
-        self.by_email.retain(|_, uids| !uids.is_empty());
-        for (uid, parents) in self.parents.iter_mut().enumerate() {
-            if self.refs[uid].integration == integration {
-                parents.clear();
-            }
-        }
-        for p in principals {
-            debug_assert_eq!(p.principal.integration, integration);
-            let uid = self.intern(&p.principal);
-            if let (PrincipalKind::User, Some(email)) = (p.principal.kind, p.email_index) {
-                self.by_email.entry(email).or_default().push(uid);
-            }
-        }
-        for m in memberships {
-            self.add_membership(m);
-        }
-        self.forget_readers();
-        self.revision = self.revision.max(revision);
-    }
-
-    /// Replaces the accounts (after account changes) and moves to `revision`.
-    pub fn set_accounts(&mut self, accounts: Vec<Account>, revision: u64) {
-        self.accounts.clear();
-        for a in accounts {
-            let domain = self.intern_domain(&a.domain_index);
-            self.accounts.insert(a.user, (a.email_index, Some(domain)));
-        }
-        self.forget_readers();
-        self.revision = self.revision.max(revision);
     }
 
     fn add_membership(&mut self, m: Membership) {
@@ -325,25 +296,97 @@ impl TenantIndex {
         }
     }
 
-    fn forget_readers(&mut self) {
-        match self.readers.get_mut() {
-            Ok(cache) => cache.clear(),
-            Err(poisoned) => poisoned.into_inner().clear(),
+    fn add_account(&mut self, a: Account) {
+        let domain = self.intern_domain(&a.domain_index);
+        self.accounts.insert(a.user, (a.email_index, Some(domain)));
+    }
+
+    /// Recomputes every account's reader set: a breadth-first walk up the group graph
+    /// from its user principals, where revisiting a principal ends the walk (cycles).
+    fn rebuild_readers(&mut self) {
+        let mut readers = FxHashMap::default();
+        readers.reserve(self.accounts.len());
+        let mut seen = FxHashSet::default();
+        let mut queue = VecDeque::new();
+        for (user, (email, domain)) in &self.accounts {
+            seen.clear();
+            queue.clear();
+            queue.extend(self.by_email.get(email).into_iter().flatten().copied());
+            while let Some(uid) = queue.pop_front() {
+                if seen.insert(uid) {
+                    queue.extend(self.parents[uid as usize].iter().copied());
+                }
+            }
+            let mut principals: SmallVec<[Uid; 24]> = seen.iter().copied().collect();
+            principals.sort_unstable();
+            readers.insert(
+                *user,
+                ReaderSet {
+                    principals,
+                    domain: *domain,
+                },
+            );
+        }
+        self.readers = readers;
+    }
+
+    /// Replaces one integration's principals and memberships (a `SyncPrincipals`) and
+    /// moves the index to `revision`. Grants are untouched: they name principals, whose
+    /// interned ids stay stable.
+    pub fn set_principals(
+        &mut self,
+        integration: IntegrationId,
+        principals: Vec<Principal>,
+        memberships: Vec<Membership>,
+        revision: u64,
+    ) {
+        // Forget the integration's email links and group edges.
+        for uids in self.by_email.values_mut() {
+            uids.retain(|u| self.refs[*u as usize].integration != integration);
+        }
+        self.by_email.retain(|_, uids| !uids.is_empty());
+        for (uid, parents) in self.parents.iter_mut().enumerate() {
+            if self.refs[uid].integration == integration {
+                parents.clear();
+            }
+        }
+        for p in principals {
+            debug_assert_eq!(p.principal.integration, integration);
+            self.add_principal(p);
+        }
+        for m in memberships {
+            self.add_membership(m);
+        }
+        self.rebuild_readers();
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Replaces the accounts (after account changes) and moves to `revision`.
+    pub fn set_accounts(&mut self, accounts: Vec<Account>, revision: u64) {
+        self.accounts.clear();
+        for a in accounts {
+            self.add_account(a);
+        }
+        self.rebuild_readers();
+        self.revision = self.revision.max(revision);
+    }
+
+    fn remove_document(&mut self, document: &DocumentId) {
+        if let Some(old) = self.docs.remove(document) {
+            for target in old.targets.iter() {
+                if let Some(set) = self.docs_by_target.get_mut(target) {
+                    set.remove(document);
+                }
+            }
         }
     }
 
     /// Replaces the grants of each listed document and moves the index to `revision`.
     pub fn set_acls(&mut self, acls: Vec<DocumentAcl>, revision: u64) {
         for acl in acls {
-            if let Some(old) = self.docs.remove(&acl.document) {
-                for g in old.grants {
-                    if let Some(set) = self.docs_by_target.get_mut(&g.target) {
-                        set.remove(&acl.document);
-                    }
-                }
-            }
-            let mut grants = Vec::with_capacity(acl.grants.len());
-            for grant in acl.grants {
+            self.remove_document(&acl.document);
+            let mut targets = SmallVec::with_capacity(acl.grants.len());
+            for grant in &acl.grants {
                 let target = match &grant.grantee {
                     Grantee::User(id) => Target::Principal(self.intern(&PrincipalRef {
                         integration: acl.integration,
@@ -365,13 +408,14 @@ impl TenantIndex {
                     .entry(target)
                     .or_default()
                     .insert(acl.document);
-                grants.push(IndexedGrant { target, grant });
+                targets.push(target);
             }
             self.docs.insert(
                 acl.document,
                 DocEntry {
                     integration: acl.integration,
-                    grants,
+                    targets,
+                    grants: acl.grants.into_boxed_slice(),
                 },
             );
         }
@@ -390,65 +434,22 @@ impl TenantIndex {
     /// Forgets documents entirely (deleted documents, disconnected integrations).
     pub fn remove_documents(&mut self, documents: &[DocumentId], revision: u64) {
         for doc in documents {
-            if let Some(old) = self.docs.remove(doc) {
-                for g in old.grants {
-                    if let Some(set) = self.docs_by_target.get_mut(&g.target) {
-                        set.remove(doc);
-                    }
-                }
-            }
+            self.remove_document(doc);
         }
         self.revision = self.revision.max(revision);
     }
 
-    fn reader(&self, user: UserId) -> Option<Arc<ReaderSet>> {
-        if let Some(found) = self.readers.read().ok().and_then(|r| r.get(&user).cloned()) {
-            return Some(found);
-        }
-        let (email, domain) = self.accounts.get(&user)?;
-        let mut set = ReaderSet {
-            principals: HashSet::new(),
-            domain: *domain,
-        };
-        let mut queue: VecDeque<Uid> = self
-            .by_email
-            .get(email)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-        while let Some(uid) = queue.pop_front() {
-            // `insert` returning false cuts cycles.
-            if set.principals.insert(uid) {
-                queue.extend(self.parents[uid as usize].iter().copied());
-            }
-        }
-        let set = Arc::new(set);
-        if let Ok(mut cache) = self.readers.write() {
-            cache.insert(user, set.clone());
-        }
-        Some(set)
-    }
-
-    fn reaches(reader: &ReaderSet, target: Target) -> bool {
-        match target {
-            Target::Anyone => true,
-            Target::Domain(d) => reader.domain == Some(d),
-            Target::Principal(uid) => reader.principals.contains(&uid),
-        }
-    }
-
     /// May `user` read `document`? Unknown users and documents: no.
     pub fn check(&self, user: UserId, document: DocumentId) -> bool {
-        let (Some(reader), Some(doc)) = (self.reader(user), self.docs.get(&document)) else {
+        let (Some(reader), Some(doc)) = (self.readers.get(&user), self.docs.get(&document)) else {
             return false;
         };
-        doc.grants.iter().any(|g| Self::reaches(&reader, g.target))
+        doc.targets.iter().any(|t| reader.reaches(*t))
     }
 
     /// The readable subset of `documents`, in their order.
     pub fn filter_readable(&self, user: UserId, documents: &[DocumentId]) -> Vec<DocumentId> {
-        let Some(reader) = self.reader(user) else {
+        let Some(reader) = self.readers.get(&user) else {
             return Vec::new();
         };
         documents
@@ -456,47 +457,64 @@ impl TenantIndex {
             .filter(|d| {
                 self.docs
                     .get(d)
-                    .is_some_and(|doc| doc.grants.iter().any(|g| Self::reaches(&reader, g.target)))
+                    .is_some_and(|doc| doc.targets.iter().any(|t| reader.reaches(*t)))
             })
             .copied()
             .collect()
     }
 
     /// Documents `user` may read after `after` (exclusive), in id order, at most `limit`.
+    /// A k-way merge over the ordered document sets of the targets the user reaches, so
+    /// a page costs in proportion to its size, not to everything readable.
     pub fn list_readable(
         &self,
         user: UserId,
         after: Option<DocumentId>,
         limit: usize,
     ) -> Vec<DocumentId> {
-        let Some(reader) = self.reader(user) else {
+        let Some(reader) = self.readers.get(&user) else {
             return Vec::new();
         };
-        let mut targets: Vec<Target> = reader
+        let targets = reader
             .principals
             .iter()
             .map(|u| Target::Principal(*u))
+            .chain(std::iter::once(Target::Anyone))
+            .chain(reader.domain.map(Target::Domain));
+        let mut cursors: Vec<std::collections::btree_set::Range<'_, DocumentId>> = targets
+            .filter_map(|t| self.docs_by_target.get(&t))
+            .map(|set| match after {
+                Some(a) => set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                None => set.range(..),
+            })
             .collect();
-        targets.push(Target::Anyone);
-        if let Some(d) = reader.domain {
-            targets.push(Target::Domain(d));
-        }
-        let mut out = BTreeSet::new();
-        for target in targets {
-            for doc in self.docs_by_target.get(&target).into_iter().flatten() {
-                if after.is_none_or(|a| *doc > a) {
-                    out.insert(*doc);
-                }
+        let mut heap: BinaryHeap<Reverse<(DocumentId, usize)>> =
+            BinaryHeap::with_capacity(cursors.len());
+        for (i, cursor) in cursors.iter_mut().enumerate() {
+            if let Some(doc) = cursor.next() {
+                heap.push(Reverse((*doc, i)));
             }
         }
-        out.into_iter().take(limit).collect()
+        let mut out = Vec::with_capacity(limit.min(4096));
+        while let Some(Reverse((doc, i))) = heap.pop() {
+            if out.last() != Some(&doc) {
+                if out.len() == limit {
+                    break;
+                }
+                out.push(doc);
+            }
+            if let Some(next) = cursors[i].next() {
+                heap.push(Reverse((*next, i)));
+            }
+        }
+        out
     }
 
     /// The grant and group path that let `user` read `document`, or `None`.
     /// Prefers the most direct reason: a user grant, then the shortest group path, then
     /// the domain, then anyone.
     pub fn explain(&self, user: UserId, document: DocumentId) -> Option<Explanation> {
-        let reader = self.reader(user)?;
+        let reader = self.readers.get(&user)?;
         let doc = self.docs.get(&document)?;
         let (email, _) = self.accounts.get(&user)?;
         let starts: Vec<Uid> = self
@@ -507,11 +525,11 @@ impl TenantIndex {
             .copied()
             .collect();
         let mut best: Option<(usize, Explanation)> = None;
-        for g in &doc.grants {
-            if !Self::reaches(&reader, g.target) {
+        for (target, grant) in doc.targets.iter().zip(doc.grants.iter()) {
+            if !reader.reaches(*target) {
                 continue;
             }
-            let candidate = match g.target {
+            let candidate = match *target {
                 Target::Principal(target) => {
                     let Some((start, path)) = self.shortest_path(&starts, target) else {
                         continue;
@@ -524,7 +542,7 @@ impl TenantIndex {
                     (
                         group_path.len(),
                         Explanation {
-                            grant: g.grant.clone(),
+                            grant: grant.clone(),
                             principal: Some(self.refs[start as usize].clone()),
                             group_path,
                         },
@@ -533,7 +551,7 @@ impl TenantIndex {
                 Target::Domain(_) => (
                     usize::MAX - 1,
                     Explanation {
-                        grant: g.grant.clone(),
+                        grant: grant.clone(),
                         principal: None,
                         group_path: Vec::new(),
                     },
@@ -541,7 +559,7 @@ impl TenantIndex {
                 Target::Anyone => (
                     usize::MAX,
                     Explanation {
-                        grant: g.grant.clone(),
+                        grant: grant.clone(),
                         principal: None,
                         group_path: Vec::new(),
                     },
@@ -591,13 +609,18 @@ impl TenantIndex {
         let docs: usize = self
             .docs
             .values()
-            .map(|d| 64 + d.grants.capacity() * 64)
+            .map(|d| 48 + d.targets.len() * 8 + d.grants.len() * 56)
             .sum();
         let reverse: usize = self
             .docs_by_target
             .values()
-            .map(|s| 48 + s.capacity() * 24)
+            .map(|s| 48 + s.len() * 24)
             .sum();
-        refs * 2 + parents + docs + reverse
+        let readers: usize = self
+            .readers
+            .values()
+            .map(|r| 48 + r.principals.len() * 4)
+            .sum();
+        refs * 2 + parents + docs + reverse + readers
     }
 }

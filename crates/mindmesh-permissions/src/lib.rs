@@ -14,6 +14,7 @@
 pub mod accounts;
 pub mod api;
 pub mod blind;
+pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod events;

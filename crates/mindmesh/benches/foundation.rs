@@ -9,136 +9,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up should stop
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mindmesh_kit::Service;
-use mindmesh_kit::auth::{Role, TokenIssuer};
+use mindmesh_kit::auth::Role;
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
 use mindmesh_kit::bus::{BusMessage, EventBus};
-use mindmesh_kit::config::{Config, Mode};
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{EventId, TenantId};
-use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_kit::testing::TestNats;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-
-struct Stats {
-    per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>, total: Duration) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    Stats {
-        per_sec: samples.len() as f64 / total.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
-
-async fn measure<F, Fut>(n: usize, mut f: F) -> Stats
-where
-    F: FnMut(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for i in 0..n / 10 {
-        f(i).await; // warm-up
-    }
-    let mut samples = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        f(n + i).await;
-        samples.push(t.elapsed());
-    }
-    stats(samples, start.elapsed())
-}
-
-fn row(name: &str, s: &Stats, base: &Stats) {
-    println!(
-        "  {name:<38} {:>9.0}/s  p50 {:>8.1?}  p99 {:>8.1?}   rate {:>5.2}× baseline, p99 {:>5.2}× baseline",
-        s.per_sec,
-        s.p50,
-        s.p99,
-        s.per_sec / base.per_sec,
-        s.p99.as_secs_f64() / base.p99.as_secs_f64()
-    );
-}
-
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
+use support::{BenchServer, authed, measure, row, stats};
 
 async fn grpc_figures(label: &str, distributed: bool) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let mut _pg = None;
-    let mut _nats = None;
-    let services = if distributed {
-        let pg = TestPostgres::new();
-        let nats = TestNats::new(Duration::from_secs(30));
-        config.database.url = Some(pg.template());
-        config.bus = nats.config.clone();
-        // Distributed mode generates nothing: let embedded mode write key files for it.
-        KeyMaterial::load(
-            &Config {
-                data_dir: dir.path().join("generated"),
-                ..Config::default()
-            },
-            Mode::Embedded,
-        )
-        .unwrap();
-        let key_dir = dir.path().join("generated/keys");
-        config.keys.master_key_file = Some(key_dir.join("master.key"));
-        config.keys.jwt_private_key_file = Some(key_dir.join("jwt.pk8"));
-        config.keys.signing_key_file = Some(key_dir.join("signing.pk8"));
-        _pg = Some(pg);
-        _nats = Some(nats);
-        Service::ALL.to_vec()
-    } else {
-        Vec::new()
-    };
-    let mode = if distributed {
-        Mode::Distributed
-    } else {
-        Mode::Embedded
-    };
-    let keys = KeyMaterial::load(&config, mode).unwrap();
-    let issuer = TokenIssuer::new(keys.jwt_private.as_ref().unwrap(), "mindmesh");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(mindmesh::serve(
-        config,
-        services,
-        listener,
-        shutdown.clone(),
-    ));
-
-    let channel = loop {
-        if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .tcp_nodelay(true)
-            .connect()
-            .await
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let server = BenchServer::start(distributed).await;
+    let issuer = &server.issuer;
+    let channel = server.channel.clone();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let operator = issuer
@@ -233,8 +122,7 @@ async fn grpc_figures(label: &str, distributed: bool) {
     row("empty RPC (Health/Check) [baseline]", &empty, &empty);
     row("GetUser (auth, read, open 4 fields)", &get, &empty);
     row("CreateUser (seal, insert, audit, event)", &create, &empty);
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 async fn bus_figures() {

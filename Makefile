@@ -29,6 +29,8 @@ test: services lint ## Set up, lint, and run every test against real PostgreSQL 
 	$(CARGO) nextest run --workspace --locked
 
 bench: services ## Run the benchmarks (release build); prints each figure beside its baseline
+	$(CARGO) bench --locked -p mindmesh-permissions --features bench-compare --bench permissions
+	$(CARGO) bench --locked -p mindmesh --bench permissions_grpc
 	$(CARGO) bench --locked -p mindmesh --bench foundation
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse

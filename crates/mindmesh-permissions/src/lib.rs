@@ -54,6 +54,19 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Arc<dyn
         ctx.clone(),
         policy.clone(),
     )));
+    // Build every tenant's index in the background, so the first check does not pay.
+    let warm = policy.clone();
+    let shutdown = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            result = warm.warm_up() => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "permission index warm-up failed; indexes load on first use");
+                }
+            }
+        }
+    });
     let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
     let staff = staff::StaffAccess::new(ctx.clone());
     let subject = Arc::new(subject::PermissionsSubject::new(

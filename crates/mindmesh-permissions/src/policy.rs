@@ -147,6 +147,27 @@ impl Policy {
         Ok(())
     }
 
+    /// Loads the index of every tenant that has permission state.
+    pub async fn warm_up(&self) -> Result<()> {
+        let rows = self
+            .ctx
+            .db
+            .query_all(
+                &Query::select()
+                    .column("tenant_id")
+                    .from("tenant_revisions")
+                    .to_owned(),
+            )
+            .await?;
+        for row in rows {
+            let tenant: String = row.try_get("", "tenant_id")?;
+            if let Ok(tenant) = tenant.parse::<TenantId>() {
+                self.read(tenant, 0, |_| ()).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Drops the tenant's index; the next read reloads it.
     pub fn invalidate(&self, tenant: TenantId) {
         if let Ok(mut index) = self.slot(tenant).index.write() {

@@ -764,6 +764,53 @@ async fn p06_disconnect_cascade_over_nats_and_postgres() {
     server.stop().await;
 }
 
+/// A data subject's erasure: the principals that carry their email, in every
+/// integration, are deleted with the memberships naming them; the person loses access
+/// granted through them, and the service attests with a signed `deletion.completed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_erasure_removes_the_persons_source_identities() {
+    use mindmesh_kit::bus::EventBus;
+    use mindmesh_kit::bus::nats::NatsBus;
+    use mindmesh_proto::mindmesh::events::v1::SubjectErasureRequested;
+    use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+
+    let server = TestServer::start(Backend::Distributed).await;
+    let s = scene(&server).await;
+    let mut c = PermissionsServiceClient::new(server.channel().await);
+    assert!(check(&mut c, &s.service, &s.bob, s.docs[1], 0).await);
+    let bus = NatsBus::connect(&server.config.bus).await.unwrap();
+    let mut observer = bus.subscribe("observer").await.unwrap();
+    let erasure = mindmesh_kit::events::envelope(
+        Service::Dsar,
+        Some(s.tenant),
+        Payload::SubjectErasureRequested(SubjectErasureRequested {
+            cascade_id: "erase-bob".into(),
+            request_id: "dsr-1".into(),
+            email: "BOB@acme.example".into(),
+        }),
+    );
+    bus.publish(&mindmesh_kit::events::to_bus_message(&erasure).unwrap())
+        .await
+        .unwrap();
+    let done = completion(&mut *observer, "erase-bob")
+        .await
+        .expect("deletion.completed for the erasure");
+    assert_eq!(done.counts.get("principals"), Some(&1));
+    assert_eq!(
+        done.counts.get("memberships"),
+        Some(&1),
+        "bob's membership of backend"
+    );
+    assert!(mindmesh_kit::events::verify_completion(
+        &server.signing_public_key(),
+        &done
+    ));
+    // Bob's source identity is gone: the group grant no longer reaches him; Ada keeps hers.
+    assert!(!check(&mut c, &s.service, &s.bob, s.docs[1], 0).await);
+    assert!(check(&mut c, &s.service, &s.ada, s.docs[0], 0).await);
+    server.stop().await;
+}
+
 /// Waits for the `deletion.completed` of `cascade` on the bus.
 async fn completion(
     observer: &mut dyn mindmesh_kit::bus::Subscription,

@@ -196,6 +196,18 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
         .is_ok()
 }
 
+/// SHA-256 over `parts`, each length-prefixed so that no two lists of parts collide.
+pub fn digest_parts(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod staff;
 pub mod store;
 pub mod subject;
+pub mod sync;
 
 use std::sync::Arc;
 

@@ -26,6 +26,7 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 use crate::store::revision;
+use crate::sync;
 
 /// Most users one `SyncPrincipals` may carry.
 pub const MAX_SYNC_USERS: usize = 100_000;
@@ -88,6 +89,8 @@ pub struct Policy {
     ctx: ServiceContext,
     blind: BlindIndex,
     slots: Mutex<HashMap<TenantId, Arc<Slot>>>,
+    /// The principal set of each integration as this replica last wrote or read it.
+    synced: Mutex<HashMap<(TenantId, IntegrationId), Arc<sync::StoredSet>>>,
 }
 
 impl Policy {
@@ -97,6 +100,7 @@ impl Policy {
             blind: BlindIndex::new(ctx.keystore.clone()),
             ctx,
             slots: Mutex::new(HashMap::new()),
+            synced: Mutex::new(HashMap::new()),
         }
     }
 
@@ -241,7 +245,9 @@ impl Policy {
     }
 
     /// Replaces an integration's principals and memberships (users removed at the source
-    /// lose access at once). Returns the new revision.
+    /// lose access at once). Writes only what changed since the set this replica knows,
+    /// when the database confirms that set is still current (see [`crate::sync`]).
+    /// Returns the new revision.
     pub async fn sync_principals(
         &self,
         tenant: TenantId,
@@ -257,62 +263,127 @@ impl Policy {
             .keystore
             .data_key(tenant, &KeyScope::Integration(integration.to_string()))
             .await?;
+
+        // The desired state: (kind, id) → (email, name, fingerprint), and the edges.
+        let mut desired: HashMap<sync::PrincipalKey, (String, String, [u8; 32])> = HashMap::new();
+        for (kind, id, email, name) in users
+            .iter()
+            .map(|u| ("user", &u.external_id, u.email.trim(), &u.display_name))
+            .chain(
+                groups
+                    .iter()
+                    .map(|g| ("group", &g.external_id, g.email.trim(), &g.name)),
+            )
+        {
+            let print = sync::fingerprint(kind, id, email, name);
+            desired.insert((kind, id.clone()), (email.to_owned(), name.clone(), print));
+        }
+        let edges: HashSet<sync::Edge> = memberships
+            .iter()
+            .map(|m| (m.group.clone(), m.member.clone(), m.member_is_group))
+            .collect();
+
         let slot = self.slot(tenant);
         let _writer = slot.writer.lock().await;
+        let generation = sync::generation(&self.ctx.db, tenant, integration).await?;
+        let cached = self
+            .synced_set(tenant, integration)
+            .filter(|s| s.generation == generation);
+        let stored = match cached {
+            Some(stored) => stored,
+            None => Arc::new(sync::load(&self.ctx.db, &data_key, tenant, integration).await?),
+        };
+        let removed: Vec<&sync::PrincipalKey> = stored
+            .principals
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .collect();
+        let changed: Vec<&sync::PrincipalKey> = desired
+            .iter()
+            .filter(|(k, (_, _, print))| stored.principals.get(*k) != Some(print))
+            .map(|(k, _)| k)
+            .collect();
+        let edges_removed: Vec<&sync::Edge> = stored.memberships.difference(&edges).collect();
+        let edges_added: Vec<&sync::Edge> = edges.difference(&stored.memberships).collect();
+        let work = removed.len() + changed.len() + edges_removed.len() + edges_added.len();
+        // Rewriting everything is cheaper than many single-row statements.
+        let mut wholesale = work * 2 > desired.len() + edges.len();
 
-        let mut principal_rows = Vec::with_capacity(users.len() + groups.len());
         let seal = |kind: &str, id: &str, column: &str, value: &str| {
             data_key.seal(
                 &principal_aad(tenant, integration, kind, id, column),
                 value.as_bytes(),
             )
         };
-        for u in &users {
-            let email = u.email.trim();
-            principal_rows.push([
+        let principal_row = |key: &sync::PrincipalKey| -> Result<[sea_orm::sea_query::Expr; 7]> {
+            let (kind, id) = key;
+            let (email, name, _) = &desired[key];
+            Ok([
                 tenant.to_string().into(),
                 integration.to_string().into(),
-                "user".into(),
-                u.external_id.clone().into(),
+                (*kind).into(),
+                id.clone().into(),
                 (!email.is_empty()).then(|| keys.email(email)).into(),
                 if email.is_empty() {
                     None
                 } else {
-                    Some(seal("user", &u.external_id, "email", email)?)
+                    Some(seal(kind, id, "email", email)?)
                 }
                 .into(),
-                seal("user", &u.external_id, "name", &u.display_name)?.into(),
-            ]);
-        }
-        for g in &groups {
-            let email = g.email.trim();
-            principal_rows.push([
-                tenant.to_string().into(),
-                integration.to_string().into(),
-                "group".into(),
-                g.external_id.clone().into(),
-                (!email.is_empty()).then(|| keys.email(email)).into(),
-                if email.is_empty() {
-                    None
-                } else {
-                    Some(seal("group", &g.external_id, "email", email)?)
-                }
-                .into(),
-                seal("group", &g.external_id, "name", &g.name)?.into(),
-            ]);
-        }
+                seal(kind, id, "name", name)?.into(),
+            ])
+        };
 
+        let next_generation = uuid::Uuid::now_v7().to_string();
         let txn = self.ctx.db.begin().await?;
-        for table in ["principals", "memberships"] {
-            txn.execute(
-                &Query::delete()
-                    .from_table(table)
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .to_owned(),
-            )
-            .await?;
+        if !sync::advance(
+            &txn,
+            tenant,
+            integration,
+            generation.as_deref(),
+            &next_generation,
+        )
+        .await?
+        {
+            // Another replica synced in between: our diff base is stale.
+            wholesale = true;
+            sync::force(&txn, tenant, integration, &next_generation).await?;
         }
+        let scope = |q: &mut sea_orm::sea_query::DeleteStatement| {
+            q.and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("integration_id").eq(integration.to_string()));
+        };
+        let (principal_rows, edge_rows): (Vec<&sync::PrincipalKey>, Vec<&sync::Edge>) = if wholesale
+        {
+            for table in ["principals", "memberships"] {
+                let mut delete = Query::delete();
+                delete.from_table(table);
+                scope(&mut delete);
+                txn.execute(&delete).await?;
+            }
+            (desired.keys().collect(), edges.iter().collect())
+        } else {
+            for (kind, id) in removed.iter().chain(changed.iter()) {
+                let mut delete = Query::delete();
+                delete.from_table("principals");
+                scope(&mut delete);
+                delete
+                    .and_where(Expr::col("kind").eq(*kind))
+                    .and_where(Expr::col("external_id").eq(id.clone()));
+                txn.execute(&delete).await?;
+            }
+            for (group, member, is_group) in &edges_removed {
+                let mut delete = Query::delete();
+                delete.from_table("memberships");
+                scope(&mut delete);
+                delete
+                    .and_where(Expr::col("group_id").eq(group.clone()))
+                    .and_where(Expr::col("member_id").eq(member.clone()))
+                    .and_where(Expr::col("member_is_group").eq(*is_group));
+                txn.execute(&delete).await?;
+            }
+            (changed, edges_added)
+        };
         for chunk in principal_rows.chunks(INSERT_CHUNK) {
             let mut insert = Query::insert();
             insert.into_table("principals").columns([
@@ -324,12 +395,12 @@ impl Policy {
                 "email_ct",
                 "name_ct",
             ]);
-            for row in chunk {
-                insert.values_panic(row.clone());
+            for key in chunk {
+                insert.values_panic(principal_row(key)?);
             }
             txn.execute(&insert).await?;
         }
-        for chunk in memberships.chunks(INSERT_CHUNK) {
+        for chunk in edge_rows.chunks(INSERT_CHUNK) {
             let mut insert = Query::insert();
             insert.into_table("memberships").columns([
                 "tenant_id",
@@ -338,47 +409,82 @@ impl Policy {
                 "member_id",
                 "member_is_group",
             ]);
-            for m in chunk {
+            for (group, member, is_group) in chunk {
                 insert.values_panic([
                     tenant.to_string().into(),
                     integration.to_string().into(),
-                    m.group.clone().into(),
-                    m.member.clone().into(),
-                    m.member_is_group.into(),
+                    group.clone().into(),
+                    member.clone().into(),
+                    (*is_group).into(),
                 ]);
             }
             txn.execute(&insert).await?;
         }
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.remember_synced(
+            tenant,
+            integration,
+            sync::StoredSet {
+                generation: Some(next_generation),
+                principals: desired
+                    .iter()
+                    .map(|(k, (_, _, print))| (k.clone(), *print))
+                    .collect(),
+                memberships: edges,
+            },
+        );
+
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match guard.as_mut() {
             Some(index) if index.revision() + 1 == revision => {
-                let principals = users
+                let principals = desired
                     .iter()
-                    .map(|u| (PrincipalKind::User, &u.external_id, &u.email))
-                    .chain(
-                        groups
-                            .iter()
-                            .map(|g| (PrincipalKind::Group, &g.external_id, &g.email)),
-                    )
-                    .map(|(kind, id, email)| Principal {
+                    .map(|((kind, id), (email, _, _))| Principal {
                         principal: PrincipalRef {
                             integration,
-                            kind,
+                            kind: if *kind == "group" {
+                                PrincipalKind::Group
+                            } else {
+                                PrincipalKind::User
+                            },
                             external_id: id.clone(),
                         },
-                        email_index: (!email.trim().is_empty()).then(|| keys.email(email)),
+                        email_index: (!email.is_empty()).then(|| keys.email(email)),
                     })
                     .collect();
-                index.set_principals(integration, principals, memberships.clone(), revision);
+                index.set_principals(integration, principals, memberships, revision);
             }
             // Another replica wrote in between: reload on the next read.
             _ => *guard = None,
         }
         drop(guard);
-        tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), revision, "principals synced");
+        tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), changed = work, wholesale, revision, "principals synced");
         Ok(revision)
+    }
+
+    fn synced_set(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+    ) -> Option<Arc<sync::StoredSet>> {
+        self.synced
+            .lock()
+            .ok()?
+            .get(&(tenant, integration))
+            .cloned()
+    }
+
+    fn remember_synced(&self, tenant: TenantId, integration: IntegrationId, set: sync::StoredSet) {
+        if let Ok(mut synced) = self.synced.lock() {
+            synced.insert((tenant, integration), Arc::new(set));
+        }
+    }
+
+    fn forget_synced(&self, tenant: TenantId) {
+        if let Ok(mut synced) = self.synced.lock() {
+            synced.retain(|(t, _), _| *t != tenant);
+        }
     }
 
     /// Replaces the grants of each listed document. Returns the new revision.
@@ -472,6 +578,15 @@ impl Policy {
                 .await?
                 .rows_affected();
         }
+        txn.execute(
+            &Query::delete()
+                .from_table("principal_syncs")
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                .to_owned(),
+        )
+        .await?;
+        self.forget_synced(tenant);
         let revision = revision::bump(txn, tenant).await?;
         Ok((removed, revision))
     }
@@ -489,6 +604,7 @@ impl Policy {
             ("memberships", Some(&mut removed.memberships)),
             ("grants", Some(&mut removed.grants)),
             ("tenant_revisions", None),
+            ("principal_syncs", None),
         ] {
             let n = txn
                 .execute(
@@ -503,6 +619,7 @@ impl Policy {
                 *count = n;
             }
         }
+        self.forget_synced(tenant);
         Ok(removed)
     }
 
@@ -553,6 +670,16 @@ impl Policy {
             )
             .await?
             .rows_affected();
+        // Every replica's copy of these principal sets is now stale.
+        txn.execute(
+            &Query::update()
+                .table("principal_syncs")
+                .value("generation", uuid::Uuid::now_v7().to_string())
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .to_owned(),
+        )
+        .await?;
+        self.forget_synced(tenant);
         revision::bump(txn, tenant).await?;
         Ok(removed)
     }

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Accounts));
         all.push(Box::new(Graph));
         all.push(Box::new(StaffGrants));
+        all.push(Box::new(PrincipalSyncs));
         all
     }
 }
@@ -263,6 +264,47 @@ impl MigrationTrait for StaffGrants {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table("staff_grants").if_exists().to_owned())
+            .await
+    }
+}
+
+/// `principal_syncs`: a generation (a fresh UUID) per (tenant, integration), replaced by
+/// every change to the integration's principals, so a replica knows whether its copy of
+/// the set is current. Random rather than counted, so a deleted-and-recreated row can
+/// never repeat an old value.
+struct PrincipalSyncs;
+
+impl MigrationName for PrincipalSyncs {
+    fn name(&self) -> &str {
+        "m20261129_000400_permissions_principal_syncs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PrincipalSyncs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("principal_syncs")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(string("generation"))
+                    .primary_key(Index::create().col("tenant_id").col("integration_id"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("principal_syncs")
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

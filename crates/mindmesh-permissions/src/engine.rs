@@ -361,6 +361,81 @@ impl TenantIndex {
         self.revision = self.revision.max(revision);
     }
 
+    /// Applies the difference between an integration's old and new principal sets (what
+    /// [`TenantIndex::set_principals`] would reach by replacing the whole set) and moves
+    /// the index to `revision`. `upserted` are new or changed principals, `removed` the
+    /// (kind, external id) of those gone.
+    pub fn apply_principal_changes(
+        &mut self,
+        integration: IntegrationId,
+        upserted: Vec<Principal>,
+        removed: Vec<(PrincipalKind, String)>,
+        edges_added: Vec<Membership>,
+        edges_removed: Vec<Membership>,
+        revision: u64,
+    ) {
+        let lookup =
+            |ids: &FxHashMap<PrincipalRef, Uid>, kind: PrincipalKind, external_id: &str| {
+                ids.get(&PrincipalRef {
+                    integration,
+                    kind,
+                    external_id: external_id.to_owned(),
+                })
+                .copied()
+            };
+        let removed_uids: Vec<Uid> = removed
+            .iter()
+            .filter_map(|(k, id)| lookup(&self.ids, *k, id))
+            .collect();
+        let changed_uids: Vec<Uid> = upserted
+            .iter()
+            .filter_map(|p| lookup(&self.ids, p.principal.kind, &p.principal.external_id))
+            .collect();
+        // Their email links are redone below (changed) or gone (removed).
+        let unlinked: FxHashSet<Uid> = removed_uids
+            .iter()
+            .chain(changed_uids.iter())
+            .copied()
+            .collect();
+        if !unlinked.is_empty() {
+            for uids in self.by_email.values_mut() {
+                uids.retain(|u| !unlinked.contains(u));
+            }
+            self.by_email.retain(|_, uids| !uids.is_empty());
+        }
+        // A removed principal keeps no group edges (a changed one keeps its own).
+        for uid in removed_uids {
+            self.parents[uid as usize].clear();
+        }
+        for p in upserted {
+            self.add_principal(p);
+        }
+        for m in edges_removed {
+            let group = self.ids.get(&PrincipalRef {
+                integration: m.integration,
+                kind: PrincipalKind::Group,
+                external_id: m.group,
+            });
+            let member = self.ids.get(&PrincipalRef {
+                integration: m.integration,
+                kind: if m.member_is_group {
+                    PrincipalKind::Group
+                } else {
+                    PrincipalKind::User
+                },
+                external_id: m.member,
+            });
+            if let (Some(group), Some(member)) = (group.copied(), member.copied()) {
+                self.parents[member as usize].retain(|g| *g != group);
+            }
+        }
+        for m in edges_added {
+            self.add_membership(m);
+        }
+        self.rebuild_readers();
+        self.revision = self.revision.max(revision);
+    }
+
     /// Replaces the accounts (after account changes) and moves to `revision`.
     pub fn set_accounts(&mut self, accounts: Vec<Account>, revision: u64) {
         self.accounts.clear();

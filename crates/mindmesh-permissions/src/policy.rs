@@ -334,6 +334,46 @@ impl Policy {
             ])
         };
 
+        // What the index needs to follow the diff (computed now, while the sets are
+        // borrowed; used after commit).
+        let engine_principal = |(kind, id): &sync::PrincipalKey| {
+            let (email, _, _) = &desired[&(*kind, id.clone())];
+            Principal {
+                principal: PrincipalRef {
+                    integration,
+                    kind: engine_kind(kind),
+                    external_id: id.clone(),
+                },
+                email_index: (!email.is_empty()).then(|| keys.email(email)),
+            }
+        };
+        let engine_edge = |(group, member, is_group): &sync::Edge| Membership {
+            integration,
+            group: group.clone(),
+            member: member.clone(),
+            member_is_group: *is_group,
+        };
+        let diff = (!wholesale).then(|| {
+            (
+                changed
+                    .iter()
+                    .map(|k| engine_principal(k))
+                    .collect::<Vec<_>>(),
+                removed
+                    .iter()
+                    .map(|(k, id)| (engine_kind(k), id.clone()))
+                    .collect::<Vec<_>>(),
+                edges_added
+                    .iter()
+                    .map(|e| engine_edge(e))
+                    .collect::<Vec<_>>(),
+                edges_removed
+                    .iter()
+                    .map(|e| engine_edge(e))
+                    .collect::<Vec<_>>(),
+            )
+        });
+
         let next_generation = uuid::Uuid::now_v7().to_string();
         let txn = self.ctx.db.begin().await?;
         if !sync::advance(
@@ -436,23 +476,14 @@ impl Policy {
         );
 
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
-        match guard.as_mut() {
-            Some(index) if index.revision() + 1 == revision => {
-                let principals = desired
-                    .iter()
-                    .map(|((kind, id), (email, _, _))| Principal {
-                        principal: PrincipalRef {
-                            integration,
-                            kind: if *kind == "group" {
-                                PrincipalKind::Group
-                            } else {
-                                PrincipalKind::User
-                            },
-                            external_id: id.clone(),
-                        },
-                        email_index: (!email.is_empty()).then(|| keys.email(email)),
-                    })
-                    .collect();
+        match (guard.as_mut(), diff) {
+            (Some(index), Some((upserted, gone, added, cut)))
+                if !wholesale && index.revision() + 1 == revision =>
+            {
+                index.apply_principal_changes(integration, upserted, gone, added, cut, revision);
+            }
+            (Some(index), _) if index.revision() + 1 == revision => {
+                let principals = desired.keys().map(engine_principal).collect();
                 index.set_principals(integration, principals, memberships, revision);
             }
             // Another replica wrote in between: reload on the next read.
@@ -761,6 +792,14 @@ pub fn principal_aad(
         column,
         &format!("{integration}/{kind}/{external_id}"),
     )
+}
+
+fn engine_kind(kind: &str) -> PrincipalKind {
+    if kind == "group" {
+        PrincipalKind::Group
+    } else {
+        PrincipalKind::User
+    }
 }
 
 fn poisoned() -> Error {

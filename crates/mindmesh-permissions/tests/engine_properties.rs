@@ -148,7 +148,7 @@ fn world_strategy() -> impl Strategy<Value = World> {
 #[derive(Clone, Debug)]
 enum Op {
     Acls(Vec<DocumentAcl>),
-    Principals(usize, Vec<Principal>, Vec<Membership>),
+    Principals(usize, Vec<Principal>, Vec<Membership>, bool),
     Accounts(Vec<Account>),
 }
 
@@ -158,9 +158,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         (
             0..2usize,
             principal_strategy(),
-            proptest::collection::vec(membership_strategy(), 0..12)
+            proptest::collection::vec(membership_strategy(), 0..12),
+            any::<bool>()
         )
-            .prop_map(|(int, p, m)| Op::Principals(int, p, m)),
+            .prop_map(|(int, p, m, as_diff)| Op::Principals(int, p, m, as_diff)),
         proptest::collection::vec((0..EMAILS, 0..2usize), 0..ACCOUNTS).prop_map(|accounts| {
             Op::Accounts(
                 accounts
@@ -413,15 +414,33 @@ proptest! {
                     world.acls.extend(batch.iter().cloned());
                     index.set_acls(batch, revision);
                 }
-                Op::Principals(int, principals, memberships) => {
+                Op::Principals(int, principals, memberships, as_diff) => {
                     let integration = integration(int);
                     let principals: Vec<Principal> = principals.into_iter().filter(|p| p.principal.integration == integration).collect();
-                    let memberships: Vec<Membership> = memberships.into_iter().map(|m| Membership { integration, ..m }).collect();
+                    let mut memberships: Vec<Membership> = memberships.into_iter().map(|m| Membership { integration, ..m }).collect();
+                    memberships.sort();
+                    memberships.dedup();
+                    let old_principals: Vec<Principal> = world.principals.iter().filter(|p| p.principal.integration == integration).cloned().collect();
+                    let old_edges: Vec<Membership> = world.memberships.iter().filter(|m| m.integration == integration).cloned().collect();
                     world.principals.retain(|p| p.principal.integration != integration);
                     world.principals.extend(principals.iter().cloned());
                     world.memberships.retain(|m| m.integration != integration);
                     world.memberships.extend(memberships.iter().cloned());
-                    index.set_principals(integration, principals, memberships, revision);
+                    if as_diff {
+                        // What the store's diff hands over: new or changed principals,
+                        // removed ones, and the edge differences.
+                        let upserted: Vec<Principal> = principals.iter().filter(|p| !old_principals.contains(p)).cloned().collect();
+                        let removed: Vec<(PrincipalKind, String)> = old_principals
+                            .iter()
+                            .filter(|o| !principals.iter().any(|p| p.principal == o.principal))
+                            .map(|o| (o.principal.kind, o.principal.external_id.clone()))
+                            .collect();
+                        let added: Vec<Membership> = memberships.iter().filter(|m| !old_edges.contains(m)).cloned().collect();
+                        let gone: Vec<Membership> = old_edges.iter().filter(|m| !memberships.contains(m)).cloned().collect();
+                        index.apply_principal_changes(integration, upserted, removed, added, gone, revision);
+                    } else {
+                        index.set_principals(integration, principals, memberships, revision);
+                    }
                 }
                 Op::Accounts(accounts) => {
                     world.accounts = accounts.clone();

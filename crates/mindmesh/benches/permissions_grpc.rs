@@ -360,9 +360,10 @@ async fn run() {
         without.clone(),
         2,
     );
+    let request = authed(sync_request(&d, &without), &service);
     let start = Instant::now();
     let revoked = permissions
-        .sync_principals(authed(sync_request(&d, &without), &service))
+        .sync_principals(request)
         .await
         .unwrap()
         .into_inner()

@@ -55,6 +55,9 @@ pub async fn serve(
         }
     };
     let server = tonic::transport::Server::builder()
+        // Large syncs arrive in one message: do not make them crawl through 64 KiB windows.
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(8 * 1024 * 1024))
         .layer(tower::util::MapResponseLayer::new(
             size_limit_is_resource_exhausted,
         ))

@@ -8,7 +8,7 @@
 //! update the index in place when it is exactly one revision behind, and otherwise drop
 //! it to be reloaded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use mindmesh_kit::context::ServiceContext;
@@ -27,6 +27,7 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::store::revision;
 use crate::sync;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Most users one `SyncPrincipals` may carry.
 pub const MAX_SYNC_USERS: usize = 100_000;
@@ -256,6 +257,7 @@ impl Policy {
         groups: Vec<SyncedGroup>,
         memberships: Vec<Membership>,
     ) -> Result<u64> {
+        let started = std::time::Instant::now();
         validate_sync(&users, &groups, &memberships, integration)?;
         let keys = self.blind.keys(tenant).await?;
         let (_, data_key) = self
@@ -265,7 +267,8 @@ impl Policy {
             .await?;
 
         // The desired state: (kind, id) → (email, name, fingerprint), and the edges.
-        let mut desired: HashMap<sync::PrincipalKey, (String, String, [u8; 32])> = HashMap::new();
+        let mut desired: FxHashMap<sync::PrincipalKey, (String, String, [u8; 32])> =
+            FxHashMap::default();
         for (kind, id, email, name) in users
             .iter()
             .map(|u| ("user", &u.external_id, u.email.trim(), &u.display_name))
@@ -278,7 +281,7 @@ impl Policy {
             let print = sync::fingerprint(kind, id, email, name);
             desired.insert((kind, id.clone()), (email.to_owned(), name.clone(), print));
         }
-        let edges: HashSet<sync::Edge> = memberships
+        let edges: FxHashSet<sync::Edge> = memberships
             .iter()
             .map(|m| (m.group.clone(), m.member.clone(), m.member_is_group))
             .collect();
@@ -490,7 +493,7 @@ impl Policy {
             _ => *guard = None,
         }
         drop(guard);
-        tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), changed = work, wholesale, revision, "principals synced");
+        tracing::info!(tenant_id = %tenant, integration_id = %integration, users = users.len(), groups = groups.len(), changed = work, wholesale, revision, elapsed_ms = started.elapsed().as_millis() as u64, "principals synced");
         Ok(revision)
     }
 
@@ -1004,7 +1007,7 @@ fn validate_sync(
     if memberships.len() > MAX_SYNC_MEMBERSHIPS {
         return Err(too_many("memberships", MAX_SYNC_MEMBERSHIPS));
     }
-    let mut user_ids = HashSet::new();
+    let mut user_ids = FxHashSet::default();
     for u in users {
         check_external_id("users.external_id", &u.external_id)?;
         if !user_ids.insert(u.external_id.as_str()) {
@@ -1020,7 +1023,7 @@ fn validate_sync(
             ));
         }
     }
-    let mut group_ids = HashSet::new();
+    let mut group_ids = FxHashSet::default();
     for g in groups {
         check_external_id("groups.external_id", &g.external_id)?;
         if !group_ids.insert(g.external_id.as_str()) {

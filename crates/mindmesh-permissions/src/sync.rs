@@ -5,7 +5,7 @@
 //! the differences are written. A removed group edge is then one DELETE, not a rewrite
 //! of tens of thousands of rows.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
@@ -26,9 +26,9 @@ pub struct StoredSet {
     /// The generation this set was read or written at.
     pub generation: Option<String>,
     /// Fingerprint of every principal's content.
-    pub principals: HashMap<PrincipalKey, [u8; 32]>,
+    pub principals: FxHashMap<PrincipalKey, [u8; 32]>,
     /// Every membership edge.
-    pub memberships: HashSet<Edge>,
+    pub memberships: FxHashSet<Edge>,
 }
 
 /// SHA-256 over a principal's content, length-prefixed (kept in memory only).

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,7 +127,12 @@ impl Set {
             .unwrap()
     }
 
-    fn expected(&self) -> (HashMap<sync::PrincipalKey, [u8; 32]>, HashSet<sync::Edge>) {
+    fn expected(
+        &self,
+    ) -> (
+        FxHashMap<sync::PrincipalKey, [u8; 32]>,
+        FxHashSet<sync::Edge>,
+    ) {
         let principals = self
             .users
             .iter()

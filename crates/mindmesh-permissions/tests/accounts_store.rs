@@ -3,66 +3,34 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::Arc;
-use std::time::Duration;
+#[macro_use]
+mod support;
 
-use mindmesh_kit::Service;
+use std::sync::Arc;
+
 use mindmesh_kit::auth::{Caller, Role};
-use mindmesh_kit::bus::embedded::EmbeddedBus;
-use mindmesh_kit::config::Config;
-use mindmesh_kit::context::{ServiceContext, Shared};
+use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{KeyId, TenantId, UserId};
-use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::TestPostgres;
+use mindmesh_permissions::Error;
 use mindmesh_permissions::accounts::{Accounts, NewUser, UserPatch};
 use mindmesh_permissions::policy::Policy;
 use mindmesh_permissions::store::user;
-use mindmesh_permissions::{Error, Migrator};
 use sea_orm::{ConnectionTrait, EntityTrait};
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use support::Backend;
 
 struct Harness {
     accounts: Accounts,
     ctx: ServiceContext,
-    _dir: tempfile::TempDir,
-    _pg: Option<TestPostgres>,
+    _env: support::Env,
 }
 
 async fn harness(backend: Backend) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let pg = TestPostgres::new();
-            config.database.url = Some(pg.template());
-            Some(pg)
-        }
-    };
-    let keys = KeyMaterial::load(&config, mindmesh_kit::config::Mode::Embedded).unwrap();
-    let bus = EmbeddedBus::open(
-        &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let shared = Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
-    let ctx = ServiceContext::open::<Migrator>(Service::Permissions, &shared)
-        .await
-        .unwrap();
+    let env = support::env(backend).await;
+    let ctx = env.ctx.clone();
     Harness {
         accounts: Accounts::new(ctx.clone(), Arc::new(Policy::new(ctx.clone()))),
         ctx,
-        _dir: dir,
-        _pg: pg,
+        _env: env,
     }
 }
 
@@ -366,17 +334,6 @@ async fn users_of_unknown_tenants_are_refused_without_leftovers(backend: Backend
             .unwrap_err(),
         Error::NotFound("user")
     ));
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 both_backends!(

@@ -4,64 +4,21 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::sync::Arc;
-use std::time::Duration;
+#[macro_use]
+mod support;
 
-use mindmesh_kit::Service;
-use mindmesh_kit::bus::embedded::EmbeddedBus;
-use mindmesh_kit::config::Config;
-use mindmesh_kit::context::{ServiceContext, Shared};
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
-use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::KeyScope;
-use mindmesh_kit::testing::TestPostgres;
 use mindmesh_permissions::engine::{AccessRole, DocumentAcl, Grant, Grantee, Membership};
 use mindmesh_permissions::policy::{Policy, SyncedGroup, SyncedUser};
-use mindmesh_permissions::{Migrator, sync};
+use mindmesh_permissions::sync;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Harness {
-    ctx: ServiceContext,
-    _dir: tempfile::TempDir,
-    _pg: Option<TestPostgres>,
-}
+use support::{Backend, Env as Harness};
 
 async fn harness(backend: Backend) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let pg = TestPostgres::new();
-            config.database.url = Some(pg.template());
-            Some(pg)
-        }
-    };
-    let keys = KeyMaterial::load(&config, mindmesh_kit::config::Mode::Embedded).unwrap();
-    let bus = EmbeddedBus::open(
-        &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let shared = Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
-    let ctx = ServiceContext::open::<Migrator>(Service::Permissions, &shared)
-        .await
-        .unwrap();
-    Harness {
-        ctx,
-        _dir: dir,
-        _pg: pg,
-    }
+    support::env(backend).await
 }
 
 /// A principal set: users with (email, name), groups, edges.
@@ -289,17 +246,6 @@ async fn checks_follow_the_synced_graph(backend: Backend) {
     // A fresh replica agrees.
     let fresh = Policy::new(h.ctx.clone());
     assert!(!fresh.check(tenant, account, doc, revision).await.unwrap().0);
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 both_backends!(

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Claims, Role};
-use mindmesh_kit::ids::{TenantId, UserId};
+use mindmesh_kit::ids::UserId;
 use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient;
@@ -22,27 +23,6 @@ type Client = AccountServiceClient<Channel>;
 
 async fn client(server: &TestServer) -> Client {
     AccountServiceClient::new(server.channel().await)
-}
-
-/// Creates a tenant as the operator and returns it with an admin token for it.
-async fn tenant_with_admin(
-    server: &TestServer,
-    client: &mut Client,
-    name: &str,
-) -> (TenantId, String) {
-    let operator = server.token("op", None, &[Role::Operator]);
-    let tenant = client
-        .create_tenant(authed(
-            pb::CreateTenantRequest { name: name.into() },
-            &operator,
-        ))
-        .await
-        .expect("create tenant")
-        .into_inner()
-        .tenant
-        .expect("tenant");
-    let id: TenantId = tenant.id.parse().unwrap();
-    (id, server.token("admin-1", Some(id), &[Role::Admin]))
 }
 
 fn new_user(first: &str, last: &str, email: &str) -> pb::CreateUserRequest {
@@ -57,7 +37,7 @@ fn new_user(first: &str, last: &str, email: &str) -> pb::CreateUserRequest {
 async fn happy_path(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (tenant, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
 
     let got = c
         .get_tenant(authed(pb::GetTenantRequest::default(), &admin))
@@ -257,7 +237,7 @@ async fn happy_path(backend: Backend) {
 async fn every_validation_error_names_its_field(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (_, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
+    let (_, admin) = server.create_tenant("Acme").await;
     let long = "x".repeat(101);
     let cases: Vec<(pb::CreateUserRequest, &str)> = vec![
         (new_user("", "L", "a@example.com"), "first_name"),
@@ -387,8 +367,8 @@ async fn every_validation_error_names_its_field(backend: Backend) {
 async fn tenant_isolation_and_roles(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (tenant_a, admin_a) = tenant_with_admin(&server, &mut c, "A").await;
-    let (tenant_b, admin_b) = tenant_with_admin(&server, &mut c, "B").await;
+    let (tenant_a, admin_a) = server.create_tenant("A").await;
+    let (tenant_b, admin_b) = server.create_tenant("B").await;
     let user_b = c
         .create_user(authed(new_user("Bo", "B", "bo@b.example"), &admin_b))
         .await
@@ -530,7 +510,7 @@ async fn tenant_isolation_and_roles(backend: Backend) {
 async fn tokens_are_required_and_checked(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (tenant, _) = tenant_with_admin(&server, &mut c, "Acme").await;
+    let (tenant, _) = server.create_tenant("Acme").await;
 
     let status = c
         .list_users(tonic::Request::new(pb::ListUsersRequest::default()))
@@ -600,7 +580,7 @@ async fn tokens_are_required_and_checked(backend: Backend) {
 async fn create_user_event_reaches_retention(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (tenant, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
     let user = c
         .create_user(authed(new_user("Ada", "L", "ada@example.com"), &admin))
         .await
@@ -646,7 +626,7 @@ async fn create_user_event_reaches_retention(backend: Backend) {
 async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (_, admin) = tenant_with_admin(&server, &mut c, "AcmeCanaryTenant").await;
+    let (_, admin) = server.create_tenant("AcmeCanaryTenant").await;
     let canary_first = "Zqxfirstcanary";
     let canary_last = "Zqxlastcanary";
     let canary_email = "zqx.canary.person@canary-domain.example";
@@ -778,7 +758,7 @@ fn hex(bytes: &[u8]) -> String {
 async fn audit_chain_detects_tampering(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (_, admin) = tenant_with_admin(&server, &mut c, "Acme").await;
+    let (_, admin) = server.create_tenant("Acme").await;
     for i in 0..3 {
         c.create_user(authed(
             new_user("U", "V", &format!("u{i}@example.com")),
@@ -825,17 +805,6 @@ async fn audit_chain_detects_tampering(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     server.stop().await;
-}
-
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Embedded).await })*
-        }
-        mod distributed {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
-        }
-    };
 }
 
 both_modes!(

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -71,23 +72,7 @@ fn acl(doc: DocumentId, integration: IntegrationId, grants: Vec<pb::Grant>) -> p
 async fn scene(server: &TestServer) -> Scene {
     let channel = server.channel().await;
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
-    let operator = server.token("op", None, &[Role::Operator]);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Acme".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server.token("admin", Some(tenant), &[Role::Admin]);
+    let (tenant, admin) = server.create_tenant("Acme").await;
     let mut ids = Vec::new();
     for (first, email) in [
         ("Ada", "ada@acme.example"),
@@ -561,17 +546,6 @@ async fn bad_input_and_roles(backend: Backend) {
     );
     let _ = &s.admin;
     server.stop().await;
-}
-
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Embedded).await })*
-        }
-        mod distributed {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
-        }
-    };
 }
 
 both_modes!(

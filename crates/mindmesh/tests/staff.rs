@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -20,21 +21,7 @@ use tonic::Code;
 async fn tenant_with_user(server: &TestServer, name: &str) -> (TenantId, String, String) {
     let channel = server.channel().await;
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel);
-    let operator = server.token("op", None, &[Role::Operator]);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest { name: name.into() },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server.token("admin-1", Some(tenant), &[Role::Admin]);
+    let (tenant, admin) = server.create_tenant(name).await;
     let user = accounts
         .create_user(authed(
             pb::CreateUserRequest {
@@ -363,17 +350,6 @@ async fn consent_is_per_tenant_and_validated(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     server.stop().await;
-}
-
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Embedded).await })*
-        }
-        mod distributed {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
-        }
-    };
 }
 
 both_modes!(

@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+#[macro_use]
 mod common;
 
 use common::{Backend, TestServer, authed};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
-use mindmesh_kit::ids::{IntegrationId, TenantId};
+use mindmesh_kit::ids::IntegrationId;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::subject::v1 as subject;
 use tokio_stream::StreamExt;
@@ -19,23 +20,7 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
     let server = TestServer::start(backend).await;
     let channel = server.channel().await;
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
-    let operator = server.token("op", None, &[Role::Operator]);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Acme".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server.token("admin", Some(tenant), &[Role::Admin]);
+    let (tenant, admin) = server.create_tenant("Acme").await;
     let ada = accounts
         .create_user(authed(
             pb::CreateUserRequest {
@@ -224,17 +209,6 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
         Code::PermissionDenied
     );
     server.stop().await;
-}
-
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Embedded).await })*
-        }
-        mod distributed {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
-        }
-    };
 }
 
 both_modes!(p12_permissions_exports_and_rectifies_a_person);

@@ -182,6 +182,43 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Creates a tenant as the operator; returns it and a token of its admin `admin-1`.
+    pub async fn create_tenant(&self, name: &str) -> (TenantId, String) {
+        let operator = self.token("op", None, &[Role::Operator]);
+        let mut accounts = mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient::new(self.channel().await);
+        let tenant: TenantId = accounts
+            .create_tenant(authed(
+                mindmesh_proto::mindmesh::permissions::v1::CreateTenantRequest {
+                    name: name.into(),
+                },
+                &operator,
+            ))
+            .await
+            .expect("create tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+            .id
+            .parse()
+            .expect("tenant id");
+        (tenant, self.token("admin-1", Some(tenant), &[Role::Admin]))
+    }
+}
+
+/// Runs each named `async fn(Backend)` as two tests: `embedded::…` and `distributed::…`.
+#[allow(unused_macros)]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Embedded).await })*
+        }
+        mod distributed {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
+        }
+    };
+}
+
 /// `message` with `authorization: Bearer <token>`.
 pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -105,6 +105,12 @@ impl Keystore {
             .ok_or_else(|| Error::Internal("tenant key vanished after creation".into()))
     }
 
+    /// The tenant's key-encryption key if it exists; never creates one (for readers,
+    /// which must not leave keys behind for tenants they merely asked about).
+    pub async fn existing_tenant_key(&self, tenant: TenantId) -> Result<Option<SecretKey>> {
+        self.load_tenant_key(tenant).await
+    }
+
     async fn load_tenant_key(&self, tenant: TenantId) -> Result<Option<SecretKey>> {
         let row = self
             .db

@@ -42,9 +42,21 @@ impl BlindIndex {
         BlindIndex { keystore }
     }
 
-    /// The index keys of `tenant`.
+    /// The index keys of `tenant` (creating the tenant's key on first use).
     pub async fn keys(&self, tenant: TenantId) -> Result<TenantBlindKeys> {
-        let tenant_key = self.keystore.tenant_key(tenant).await?;
+        Self::derive(&self.keystore.tenant_key(tenant).await?)
+    }
+
+    /// The index keys of `tenant` if it has a key yet. A tenant without one has no
+    /// accounts and no principals, so nothing can match an index anyway.
+    pub async fn existing_keys(&self, tenant: TenantId) -> Result<Option<TenantBlindKeys>> {
+        match self.keystore.existing_tenant_key(tenant).await? {
+            Some(key) => Ok(Some(Self::derive(&key)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn derive(tenant_key: &SecretKey) -> Result<TenantBlindKeys> {
         Ok(TenantBlindKeys {
             email: tenant_key.derive("users/email-index")?,
             domain: tenant_key.derive("users/domain-index")?,

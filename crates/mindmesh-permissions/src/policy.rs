@@ -9,6 +9,7 @@
 //! it to be reloaded.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mindmesh_kit::context::ServiceContext;
@@ -83,6 +84,16 @@ struct Slot {
     /// Serializes this process's writes and loads of one tenant.
     writer: tokio::sync::Mutex<()>,
     index: RwLock<Option<TenantIndex>>,
+    /// The index was built before the tenant had a key, so it cannot hash domain grants:
+    /// writes drop it instead of patching it.
+    keyless: AtomicBool,
+}
+
+impl Slot {
+    /// Whether writes may patch the index in place.
+    fn patchable(&self) -> bool {
+        !self.keyless.load(Ordering::Acquire)
+    }
 }
 
 /// The policy decision point.
@@ -121,6 +132,7 @@ impl Policy {
                 Arc::new(Slot {
                     writer: tokio::sync::Mutex::new(()),
                     index: RwLock::new(None),
+                    keyless: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -144,7 +156,7 @@ impl Policy {
         let accounts = load_accounts(&self.ctx.db, tenant).await?;
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match guard.as_mut() {
-            Some(index) if index.revision() + 1 == revision => {
+            Some(index) if slot.patchable() && index.revision() + 1 == revision => {
                 index.set_accounts(accounts, revision)
             }
             _ => *guard = None,
@@ -196,7 +208,8 @@ impl Policy {
         if let Some(answer) = Self::try_read(&slot, at_least, &f)? {
             return Ok(answer);
         }
-        let index = self.load(tenant).await?;
+        let (index, keyless) = self.load(tenant).await?;
+        slot.keyless.store(keyless, Ordering::Release);
         if index.revision() < at_least {
             return Err(Error::invalid(
                 "at_least_revision",
@@ -221,12 +234,15 @@ impl Policy {
     }
 
     /// Builds the tenant's index from one consistent read of the database.
-    async fn load(&self, tenant: TenantId) -> Result<TenantIndex> {
-        let keys = self.blind.keys(tenant).await?;
+    /// Builds the tenant's index from one consistent read; also says whether it was
+    /// built without a tenant key.
+    async fn load(&self, tenant: TenantId) -> Result<(TenantIndex, bool)> {
+        let keys = self.blind.existing_keys(tenant).await?;
+        let keyless = keys.is_none();
         let txn = self.snapshot_transaction().await?;
         let snapshot = load_snapshot(&txn, tenant).await?;
         txn.commit().await?;
-        Ok(build(snapshot, keys))
+        Ok((build(snapshot, keys), keyless))
     }
 
     async fn snapshot_transaction(&self) -> Result<DatabaseTransaction> {
@@ -481,11 +497,11 @@ impl Policy {
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match (guard.as_mut(), diff) {
             (Some(index), Some((upserted, gone, added, cut)))
-                if !wholesale && index.revision() + 1 == revision =>
+                if !wholesale && slot.patchable() && index.revision() + 1 == revision =>
             {
                 index.apply_principal_changes(integration, upserted, gone, added, cut, revision);
             }
-            (Some(index), _) if index.revision() + 1 == revision => {
+            (Some(index), _) if slot.patchable() && index.revision() + 1 == revision => {
                 let principals = desired.keys().map(engine_principal).collect();
                 index.set_principals(integration, principals, memberships, revision);
             }
@@ -524,6 +540,8 @@ impl Policy {
     /// Replaces the grants of each listed document. Returns the new revision.
     pub async fn set_document_acls(&self, tenant: TenantId, acls: Vec<DocumentAcl>) -> Result<u64> {
         validate_acls(&acls)?;
+        // Domain grants are matched by the tenant's blind index: make sure its key exists.
+        self.blind.keys(tenant).await?;
         // A document listed twice: the last entry wins, as it would applied in order.
         let mut last: HashMap<DocumentId, usize> = HashMap::new();
         for (i, acl) in acls.iter().enumerate() {
@@ -580,7 +598,9 @@ impl Policy {
         txn.commit().await?;
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match guard.as_mut() {
-            Some(index) if index.revision() + 1 == revision => index.set_acls(acls, revision),
+            Some(index) if slot.patchable() && index.revision() + 1 == revision => {
+                index.set_acls(acls, revision)
+            }
             // Another replica wrote in between: reload on the next read.
             _ => *guard = None,
         }
@@ -837,8 +857,14 @@ async fn load_accounts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result
     Ok(accounts)
 }
 
-fn build(snapshot: Snapshot, keys: TenantBlindKeys) -> TenantIndex {
-    TenantIndex::build(snapshot, Arc::new(move |domain: &str| keys.domain(domain)))
+fn build(snapshot: Snapshot, keys: Option<TenantBlindKeys>) -> TenantIndex {
+    match keys {
+        Some(keys) => {
+            TenantIndex::build(snapshot, Arc::new(move |domain: &str| keys.domain(domain)))
+        }
+        // No tenant key, so no account carries a domain index a grant could match.
+        None => TenantIndex::build(snapshot, Arc::new(|_: &str| String::new())),
+    }
 }
 
 async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Snapshot> {

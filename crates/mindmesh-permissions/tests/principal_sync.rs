@@ -183,31 +183,7 @@ async fn checks_follow_the_synced_graph(backend: Backend) {
     let mut set = Set::initial();
     set.send(&policy, tenant, integration).await;
     // An account for u0 (group g0, nested up to g5).
-    let keys = policy.blind().keys(tenant).await.unwrap();
-    let account = UserId::new();
-    use sea_orm::ConnectionTrait;
-    h.ctx
-        .db
-        .execute_raw(sea_orm::Statement::from_string(
-            h.ctx.db.get_database_backend(),
-            format!("INSERT INTO tenants (id, name, created_at) VALUES ('{tenant}', 'T', '2026-11-29T00:00:00Z')"),
-        ))
-        .await
-        .unwrap();
-    h.ctx
-        .db
-        .execute_raw(sea_orm::Statement::from_string(
-            h.ctx.db.get_database_backend(),
-            format!(
-                "INSERT INTO users (id, tenant_id, key_id, email_index, email_domain_index, first_name_ct, last_name_ct, email_ct, picture_url_ct, created_at, updated_at) \
-                 VALUES ('{account}', '{tenant}', 'k', '{}', '{}', {b}, {b}, {b}, {b}, '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z')",
-                keys.email("u0@acme.example"),
-                keys.domain("acme.example"),
-                b = match backend { Backend::Sqlite => "x''", Backend::Postgres => "'\\x'::bytea" },
-            ),
-        ))
-        .await
-        .unwrap();
+    let account = insert_account(&h, &policy, backend, tenant, "u0@acme.example").await;
     policy.invalidate(tenant);
     let doc = DocumentId::new();
     let revision = policy
@@ -248,7 +224,78 @@ async fn checks_follow_the_synced_graph(backend: Backend) {
     assert!(!fresh.check(tenant, account, doc, revision).await.unwrap().0);
 }
 
+/// Writes an account row as the accounts code would (blind indexes only).
+async fn insert_account(
+    h: &Harness,
+    policy: &Policy,
+    backend: Backend,
+    tenant: TenantId,
+    email: &str,
+) -> UserId {
+    use sea_orm::ConnectionTrait;
+    let keys = policy.blind().keys(tenant).await.unwrap();
+    let account = UserId::new();
+    let run = |sql: String| {
+        let db = h.ctx.db.clone();
+        async move {
+            db.execute_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+        }
+    };
+    run(format!("INSERT INTO tenants (id, name, created_at) VALUES ('{tenant}', 'T', '2026-11-29T00:00:00Z') ON CONFLICT DO NOTHING")).await;
+    let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    run(format!(
+        "INSERT INTO users (id, tenant_id, key_id, email_index, email_domain_index, first_name_ct, last_name_ct, email_ct, picture_url_ct, created_at, updated_at) \
+         VALUES ('{account}', '{tenant}', 'k', '{}', '{}', {b}, {b}, {b}, {b}, '2026-11-29T00:00:00Z', '2026-11-29T00:00:00Z')",
+        keys.email(email),
+        keys.domain(domain),
+        b = match backend { Backend::Sqlite => "x''", Backend::Postgres => "'\\x'::bytea" },
+    ))
+    .await;
+    account
+}
+
+/// An index loaded before the tenant had a key cannot hash domain grants; the next
+/// write must drop it rather than patch it, or domain grants would never match.
+async fn domain_grants_work_after_a_keyless_first_read(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let policy = Policy::new(h.ctx.clone());
+    let doc = DocumentId::new();
+    assert!(
+        !policy.check(tenant, UserId::new(), doc, 0).await.unwrap().0,
+        "loads a keyless index"
+    );
+    let account = insert_account(&h, &policy, backend, tenant, "ada@acme.example").await;
+    let revision = policy
+        .set_document_acls(
+            tenant,
+            vec![DocumentAcl {
+                document: doc,
+                integration: IntegrationId::new(),
+                grants: vec![Grant {
+                    grantee: Grantee::Domain("acme.example".into()),
+                    role: AccessRole::Reader,
+                }],
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .check(tenant, account, doc, revision)
+            .await
+            .unwrap()
+            .0
+    );
+}
+
 both_backends!(
     syncs_write_exactly_the_last_set,
-    checks_follow_the_synced_graph
+    checks_follow_the_synced_graph,
+    domain_grants_work_after_a_keyless_first_read,
 );

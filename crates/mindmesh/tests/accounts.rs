@@ -754,8 +754,84 @@ fn hex(bytes: &[u8]) -> String {
     mindmesh_kit::crypto::hex(bytes)
 }
 
-/// Tampering with a stored audit entry breaks the chain at that entry.
-async fn audit_chain_detects_tampering(backend: Backend) {
+/// P04: an account is first name, last name, email and picture — nothing more is asked,
+/// returned or stored about the person.
+async fn p04_an_account_holds_four_personal_fields(backend: Backend) {
+    use prost::Message;
+    let server = TestServer::start(backend).await;
+    let mut c = client(&server).await;
+    let (_, admin) = server.create_tenant("Acme").await;
+    let user = c
+        .create_user(authed(
+            new_user("Ada", "Lovelace", "ada@example.com"),
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    // The wire form: exactly the four personal fields plus ids and times.
+    let mut fields: Vec<u32> = Vec::new();
+    let bytes = user.encode_to_vec();
+    let mut buf = bytes.as_slice();
+    while !buf.is_empty() {
+        let (tag, wire_type) = prost::encoding::decode_key(&mut buf).unwrap();
+        fields.push(tag);
+        prost::encoding::skip_field(
+            wire_type,
+            tag,
+            &mut buf,
+            prost::encoding::DecodeContext::default(),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        fields,
+        vec![1, 2, 3, 4, 5, 6, 7, 8],
+        "id, tenant_id, first_name, last_name, email, picture_url, created_at, updated_at"
+    );
+    // The stored form: the same four, sealed, and nothing else personal.
+    let db = server.service_db(Service::Permissions).await;
+    let columns: Vec<String> = match backend {
+        Backend::Embedded => db
+            .query_all_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Sqlite, "SELECT name FROM pragma_table_info('users')"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String>("", "name").unwrap())
+            .collect(),
+        Backend::Distributed => db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get::<String>("", "name").unwrap())
+            .collect(),
+    };
+    let personal: Vec<&str> = columns
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.ends_with("_ct"))
+        .collect();
+    assert_eq!(
+        personal,
+        vec![
+            "first_name_ct",
+            "last_name_ct",
+            "email_ct",
+            "picture_url_ct"
+        ],
+        "{columns:?}"
+    );
+    server.stop().await;
+}
+
+/// P18: tampering with a stored audit entry breaks the chain at that entry.
+async fn p18_audit_chain_detects_tampering(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
     let (_, admin) = server.create_tenant("Acme").await;
@@ -814,5 +890,6 @@ both_modes!(
     tokens_are_required_and_checked,
     create_user_event_reaches_retention,
     p01_personal_fields_are_not_stored_in_plaintext,
-    audit_chain_detects_tampering,
+    p18_audit_chain_detects_tampering,
+    p04_an_account_holds_four_personal_fields,
 );

@@ -1,0 +1,545 @@
+//! Encrypted documents (P01) and their blind-index terms, archive and tombstones (P07).
+//!
+//! Title, content and source URL are sealed with AES-256-GCM under a data key of the
+//! keystore — one per (tenant, integration) for imported documents, one per owner for
+//! native ones — and bound to tenant, table, column and row, so a ciphertext copied to
+//! another row fails to open. Destroying a scope's key makes its documents unreadable at
+//! once, in the live database and in every copy of it.
+//!
+//! Find without plaintext: every distinct word of title and content is stored as a
+//! tenant-keyed HMAC ("term"). A query is hashed the same way and matched term for term.
+//! What this leaks: within one tenant, which documents share a word (and how many
+//! distinct words a document has); nothing across tenants, and no word itself.
+//!
+//! Not built yet (issue #4): the gRPC face, permission checks, key rotation, the
+//! disconnect cascade handler; the RPCs answer UNIMPLEMENTED until then.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use mindmesh_kit::crypto::{SecretKey, hex};
+use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
+use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
+use mindmesh_kit::{Error, Result};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+
+/// Most distinct terms indexed per document.
+pub const MAX_TERMS: usize = 10_000;
+
+/// Where a document comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Imported through an integration, with the source's id and version.
+    Imported {
+        /// The integration.
+        integration: IntegrationId,
+        /// The source's id.
+        external_id: String,
+        /// The source's version.
+        source_version: String,
+    },
+    /// Written in Mindmesh by `owner`.
+    Native {
+        /// The owning user.
+        owner: UserId,
+    },
+}
+
+/// A document to store.
+#[derive(Clone, Debug)]
+pub struct NewDocument {
+    /// Where it comes from.
+    pub origin: Origin,
+    /// Title.
+    pub title: String,
+    /// Content.
+    pub content: Vec<u8>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Link at the source (empty for native documents).
+    pub source_url: String,
+    /// Owner at the source (ignored for native documents: the owner is the user).
+    pub source_owner: String,
+    /// Last change at the source (or now).
+    pub modified_at: DateTime<Utc>,
+}
+
+/// A stored document, decrypted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Document {
+    /// Id.
+    pub id: DocumentId,
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Integration, for imported documents.
+    pub integration: Option<IntegrationId>,
+    /// The source's id, for imported documents.
+    pub external_id: String,
+    /// The source's version.
+    pub source_version: String,
+    /// Title.
+    pub title: String,
+    /// Content.
+    pub content: Vec<u8>,
+    /// MIME type.
+    pub mime_type: String,
+    /// Link at the source.
+    pub source_url: String,
+    /// Owner.
+    pub owner: String,
+    /// Last change.
+    pub modified_at: DateTime<Utc>,
+    /// Archived (restorable, not re-imported).
+    pub archived: bool,
+}
+
+/// What storing an imported document did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Newly stored.
+    Created(DocumentId),
+    /// A new version replaced the old one.
+    Updated(DocumentId),
+    /// The same version was stored already.
+    Unchanged(DocumentId),
+    /// Archived in Mindmesh: not re-imported (P07).
+    SkippedArchived,
+}
+
+/// The documents of one storage service.
+#[derive(Clone)]
+pub struct Documents {
+    db: DatabaseConnection,
+    keystore: Keystore,
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Lowercased words of at least two characters, de-duplicated, at most [`MAX_TERMS`].
+pub fn words(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .map(str::to_lowercase)
+        .take(MAX_TERMS * 4)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(MAX_TERMS)
+        .collect()
+}
+
+impl Documents {
+    /// Documents over `db`, sealed with keys from `keystore`.
+    pub fn new(db: DatabaseConnection, keystore: Keystore) -> Self {
+        Documents { db, keystore }
+    }
+
+    async fn term_key(&self, tenant: TenantId) -> Result<SecretKey> {
+        self.keystore
+            .tenant_key(tenant)
+            .await?
+            .derive("storage/search-terms")
+    }
+
+    fn term(key: &SecretKey, word: &str) -> String {
+        hex(&key.mac(word.as_bytes())[..16])
+    }
+
+    /// Stores a document: a native one is always new; an imported one is created,
+    /// updated to a new source version, left unchanged, or skipped when archived.
+    pub async fn put(&self, tenant: TenantId, doc: NewDocument) -> Result<PutOutcome> {
+        let (integration, external_id, source_version, scope, owner) = match &doc.origin {
+            Origin::Imported {
+                integration,
+                external_id,
+                source_version,
+            } => (
+                integration.to_string(),
+                external_id.clone(),
+                source_version.clone(),
+                KeyScope::Integration(integration.to_string()),
+                doc.source_owner.clone(),
+            ),
+            Origin::Native { owner } => (
+                String::new(),
+                String::new(),
+                String::new(),
+                KeyScope::Person(owner.to_string()),
+                owner.to_string(),
+            ),
+        };
+        let existing = if integration.is_empty() {
+            None
+        } else {
+            if self.tombstoned(tenant, &integration, &external_id).await? {
+                return Ok(PutOutcome::SkippedArchived);
+            }
+            self.db
+                .query_one(
+                    &Query::select()
+                        .columns(["id", "source_version"])
+                        .from("documents")
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration.clone()))
+                        .and_where(Expr::col("external_id").eq(external_id.clone()))
+                        .to_owned(),
+                )
+                .await?
+        };
+        let (id, outcome) = match existing {
+            Some(row) => {
+                let id: String = row.try_get("", "id")?;
+                let id: DocumentId = id
+                    .parse()
+                    .map_err(|_| Error::Internal("malformed document id in store".into()))?;
+                let version: String = row.try_get("", "source_version")?;
+                if version == source_version {
+                    return Ok(PutOutcome::Unchanged(id));
+                }
+                (id, PutOutcome::Updated(id))
+            }
+            None => {
+                let id = DocumentId::new();
+                (id, PutOutcome::Created(id))
+            }
+        };
+        let (key_id, key) = self.keystore.data_key(tenant, &scope).await?;
+        let row = id.to_string();
+        let seal = |column: &str, value: &[u8]| {
+            key.seal(&field_aad(tenant, "documents", column, &row), value)
+        };
+        let term_key = self.term_key(tenant).await?;
+        let mut text = doc.title.clone();
+        text.push(' ');
+        text.push_str(&String::from_utf8_lossy(&doc.content));
+        let terms: Vec<String> = words(&text)
+            .iter()
+            .map(|w| Self::term(&term_key, w))
+            .collect();
+        let now = micros(Utc::now());
+
+        let txn = self.db.begin().await?;
+        txn.execute(
+            &Query::delete()
+                .from_table("documents")
+                .and_where(Expr::col("id").eq(row.clone()))
+                .to_owned(),
+        )
+        .await?;
+        txn.execute(
+            &Query::delete()
+                .from_table("document_terms")
+                .and_where(Expr::col("document_id").eq(row.clone()))
+                .to_owned(),
+        )
+        .await?;
+        txn.execute(
+            &Query::insert()
+                .into_table("documents")
+                .columns([
+                    "id",
+                    "tenant_id",
+                    "integration_id",
+                    "external_id",
+                    "source_version",
+                    "key_id",
+                    "title_ct",
+                    "content_ct",
+                    "source_url_ct",
+                    "mime_type",
+                    "owner",
+                    "size_bytes",
+                    "modified_at",
+                    "state",
+                    "archived_at",
+                    "created_at",
+                    "updated_at",
+                ])
+                .values_panic([
+                    row.clone().into(),
+                    tenant.to_string().into(),
+                    integration.into(),
+                    external_id.into(),
+                    source_version.into(),
+                    key_id.to_string().into(),
+                    seal("title", doc.title.as_bytes())?.into(),
+                    seal("content", &doc.content)?.into(),
+                    seal("source_url", doc.source_url.as_bytes())?.into(),
+                    doc.mime_type.into(),
+                    owner.into(),
+                    i64::try_from(doc.content.len()).unwrap_or(i64::MAX).into(),
+                    micros(doc.modified_at).into(),
+                    "active".into(),
+                    Option::<DateTime<Utc>>::None.into(),
+                    now.into(),
+                    now.into(),
+                ])
+                .to_owned(),
+        )
+        .await?;
+        for chunk in terms.chunks(200) {
+            let mut insert = Query::insert();
+            insert
+                .into_table("document_terms")
+                .columns(["tenant_id", "term", "document_id"]);
+            for term in chunk {
+                insert.values_panic([
+                    tenant.to_string().into(),
+                    term.clone().into(),
+                    row.clone().into(),
+                ]);
+            }
+            txn.execute(&insert).await?;
+        }
+        txn.commit().await?;
+        Ok(outcome)
+    }
+
+    /// A document of `tenant`, decrypted. Absent, or its key destroyed: NOT_FOUND.
+    pub async fn get(&self, tenant: TenantId, id: DocumentId) -> Result<Document> {
+        let row = self
+            .db
+            .query_one(
+                &Query::select()
+                    .columns([
+                        "integration_id",
+                        "external_id",
+                        "source_version",
+                        "key_id",
+                        "title_ct",
+                        "content_ct",
+                        "source_url_ct",
+                        "mime_type",
+                        "owner",
+                        "modified_at",
+                        "state",
+                    ])
+                    .from("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or(Error::NotFound("document"))?;
+        let key_id: String = row.try_get("", "key_id")?;
+        let key_id: KeyId = key_id
+            .parse()
+            .map_err(|_| Error::Internal("malformed key id in store".into()))?;
+        let key = self
+            .keystore
+            .key(tenant, key_id)
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::NotFound("document"),
+                other => other,
+            })?;
+        let rowid = id.to_string();
+        let open = |column: &str, sealed: Vec<u8>| {
+            key.open(&field_aad(tenant, "documents", column, &rowid), &sealed)
+        };
+        let integration: String = row.try_get("", "integration_id")?;
+        let state: String = row.try_get("", "state")?;
+        Ok(Document {
+            id,
+            tenant,
+            integration: if integration.is_empty() {
+                None
+            } else {
+                Some(
+                    integration
+                        .parse()
+                        .map_err(|_| Error::Internal("malformed integration id in store".into()))?,
+                )
+            },
+            external_id: row.try_get("", "external_id")?,
+            source_version: row.try_get("", "source_version")?,
+            title: String::from_utf8_lossy(&open("title", row.try_get("", "title_ct")?)?)
+                .into_owned(),
+            content: open("content", row.try_get("", "content_ct")?)?,
+            mime_type: row.try_get("", "mime_type")?,
+            source_url: String::from_utf8_lossy(&open(
+                "source_url",
+                row.try_get("", "source_url_ct")?,
+            )?)
+            .into_owned(),
+            owner: row.try_get("", "owner")?,
+            modified_at: row.try_get("", "modified_at")?,
+            archived: state == "archived",
+        })
+    }
+
+    /// Documents of `tenant` matching words of `query`, most matched words first, then
+    /// newest; archived ones only when asked. At most `limit`.
+    pub async fn find(
+        &self,
+        tenant: TenantId,
+        query: &str,
+        include_archived: bool,
+        limit: u64,
+    ) -> Result<Vec<DocumentId>> {
+        let key = self.term_key(tenant).await?;
+        let terms: Vec<String> = words(query).iter().map(|w| Self::term(&key, w)).collect();
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut statement = Query::select();
+        statement
+            .column(("documents", "id"))
+            .expr_as(Expr::col(("document_terms", "term")).count(), "matched")
+            .from("document_terms")
+            .inner_join(
+                "documents",
+                Expr::col(("documents", "id")).equals(("document_terms", "document_id")),
+            )
+            .and_where(Expr::col(("document_terms", "tenant_id")).eq(tenant.to_string()))
+            .and_where(Expr::col(("document_terms", "term")).is_in(terms))
+            .group_by_col(("documents", "id"))
+            .group_by_col(("documents", "modified_at"))
+            .order_by("matched", Order::Desc)
+            .order_by(("documents", "modified_at"), Order::Desc)
+            .limit(limit);
+        if !include_archived {
+            statement.and_where(Expr::col(("documents", "state")).eq("active"));
+        }
+        let rows = self.db.query_all(&statement).await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("", "id")?;
+                id.parse()
+                    .map_err(|_| Error::Internal("malformed document id in store".into()))
+            })
+            .collect()
+    }
+
+    async fn tombstoned(
+        &self,
+        tenant: TenantId,
+        integration: &str,
+        external_id: &str,
+    ) -> Result<bool> {
+        Ok(self
+            .db
+            .query_one(
+                &Query::select()
+                    .column("external_id")
+                    .from("tombstones")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration))
+                    .and_where(Expr::col("external_id").eq(external_id))
+                    .to_owned(),
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Archives a document: kept for reversal, and — if imported — tombstoned so the next
+    /// sync does not bring it back (P07).
+    pub async fn archive(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
+        let doc = self.get(tenant, id).await?;
+        let now = micros(Utc::now());
+        let txn = self.db.begin().await?;
+        txn.execute(
+            &Query::update()
+                .table("documents")
+                .value("state", "archived")
+                .value("archived_at", now)
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("id").eq(id.to_string()))
+                .to_owned(),
+        )
+        .await?;
+        if let Some(integration) = doc.integration {
+            txn.execute(
+                &Query::insert()
+                    .into_table("tombstones")
+                    .columns(["tenant_id", "integration_id", "external_id", "archived_at"])
+                    .values_panic([
+                        tenant.to_string().into(),
+                        integration.to_string().into(),
+                        doc.external_id.into(),
+                        now.into(),
+                    ])
+                    .on_conflict(
+                        OnConflict::columns(["tenant_id", "integration_id", "external_id"])
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Restores an archived document and lifts its tombstone.
+    pub async fn restore(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
+        let doc = self.get(tenant, id).await?;
+        let txn = self.db.begin().await?;
+        txn.execute(
+            &Query::update()
+                .table("documents")
+                .value("state", "active")
+                .value("archived_at", Option::<DateTime<Utc>>::None)
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("id").eq(id.to_string()))
+                .to_owned(),
+        )
+        .await?;
+        if let Some(integration) = doc.integration {
+            txn.execute(
+                &Query::delete()
+                    .from_table("tombstones")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .and_where(Expr::col("external_id").eq(doc.external_id))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Erases what `integration` brought: destroys its data key first (every copy of its
+    /// documents is unreadable from then on), then deletes its documents and terms.
+    /// Returns (documents deleted, keys destroyed).
+    pub async fn delete_integration(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+    ) -> Result<(u64, Vec<KeyId>)> {
+        let destroyed = self
+            .keystore
+            .shred(tenant, &KeyScope::Integration(integration.to_string()))
+            .await?;
+        let txn = self.db.begin().await?;
+        let ids = Query::select()
+            .column("id")
+            .from("documents")
+            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+            .and_where(Expr::col("integration_id").eq(integration.to_string()))
+            .to_owned();
+        txn.execute(
+            &Query::delete()
+                .from_table("document_terms")
+                .and_where(Expr::col("document_id").in_subquery(ids))
+                .to_owned(),
+        )
+        .await?;
+        let deleted = txn
+            .execute(
+                &Query::delete()
+                    .from_table("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .rows_affected();
+        txn.commit().await?;
+        Ok((deleted, destroyed))
+    }
+}

@@ -1,0 +1,124 @@
+//! The storage database schema: the kit's tables, then documents, their blind-index
+//! terms, and tombstones.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrator of the storage database.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = mindmesh_kit::migrations::service_common();
+        all.push(Box::new(Documents));
+        all
+    }
+}
+
+struct Documents;
+
+impl MigrationName for Documents {
+    fn name(&self) -> &str {
+        "m20261129_000100_storage_documents"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Documents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("documents")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("tenant_id"))
+                    // Empty for native documents.
+                    .col(string("integration_id"))
+                    .col(string("external_id"))
+                    .col(string("source_version"))
+                    .col(string("key_id"))
+                    .col(blob("title_ct"))
+                    .col(blob("content_ct"))
+                    .col(blob("source_url_ct"))
+                    .col(string("mime_type"))
+                    .col(string("owner"))
+                    .col(big_integer("size_bytes"))
+                    .col(timestamp_with_time_zone("modified_at"))
+                    .col(string("state"))
+                    .col(timestamp_with_time_zone_null("archived_at"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("documents_source")
+                    .table("documents")
+                    .col("tenant_id")
+                    .col("integration_id")
+                    .col("external_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("document_terms")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("term"))
+                    .col(string("document_id"))
+                    .primary_key(
+                        Index::create()
+                            .col("tenant_id")
+                            .col("term")
+                            .col("document_id"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("document_terms_document")
+                    .table("document_terms")
+                    .col("document_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("tombstones")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(string("external_id"))
+                    .col(timestamp_with_time_zone("archived_at"))
+                    .primary_key(
+                        Index::create()
+                            .col("tenant_id")
+                            .col("integration_id")
+                            .col("external_id"),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["tombstones", "document_terms", "documents"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

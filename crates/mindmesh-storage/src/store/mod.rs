@@ -1,0 +1,3 @@
+//! The storage database schema.
+
+pub mod migration;

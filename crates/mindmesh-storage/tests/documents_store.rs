@@ -1,0 +1,402 @@
+//! The document store on SQLite and on the real PostgreSQL: sealed at rest (P01), bound
+//! to its row, archived items kept out of the next sync (P07), find over blind-index
+//! terms, and crypto-shredding of an integration's documents.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mindmesh_kit::Service;
+use mindmesh_kit::bus::embedded::EmbeddedBus;
+use mindmesh_kit::config::Config;
+use mindmesh_kit::context::{ServiceContext, Shared};
+use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::keyfiles::KeyMaterial;
+use mindmesh_kit::testing::TestPostgres;
+use mindmesh_storage::Migrator;
+use mindmesh_storage::documents::{Documents, NewDocument, Origin, PutOutcome};
+use sea_orm::ConnectionTrait;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct Harness {
+    docs: Documents,
+    ctx: ServiceContext,
+    dir: tempfile::TempDir,
+    pg: Option<TestPostgres>,
+}
+
+async fn harness(backend: Backend) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let pg = TestPostgres::new();
+            config.database.url = Some(pg.template());
+            Some(pg)
+        }
+    };
+    let keys = KeyMaterial::load(&config, mindmesh_kit::config::Mode::Embedded).unwrap();
+    let bus = EmbeddedBus::open(
+        &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let shared = Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
+    let ctx = ServiceContext::open::<Migrator>(Service::Storage, &shared)
+        .await
+        .unwrap();
+    Harness {
+        docs: Documents::new(ctx.db.clone(), ctx.keystore.clone()),
+        ctx,
+        dir,
+        pg,
+    }
+}
+
+fn imported(
+    integration: IntegrationId,
+    external_id: &str,
+    version: &str,
+    title: &str,
+    content: &str,
+) -> NewDocument {
+    NewDocument {
+        origin: Origin::Imported {
+            integration,
+            external_id: external_id.into(),
+            source_version: version.into(),
+        },
+        title: title.into(),
+        content: content.as_bytes().to_vec(),
+        mime_type: "text/plain".into(),
+        source_url: format!("https://drive.example/{external_id}"),
+        source_owner: "owner-1".into(),
+        modified_at: Utc::now(),
+    }
+}
+
+fn created(outcome: PutOutcome) -> DocumentId {
+    match outcome {
+        PutOutcome::Created(id) => id,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+async fn rows_as_text(h: &Harness, backend: Backend) -> String {
+    match backend {
+        Backend::Sqlite => {
+            let mut all = Vec::new();
+            for entry in std::fs::read_dir(h.dir.path().join("data")).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    all.extend(std::fs::read(path).unwrap());
+                }
+            }
+            String::from_utf8_lossy(&all).to_lowercase()
+        }
+        Backend::Postgres => {
+            let mut out = String::new();
+            for db in [h.ctx.db.clone(), h.ctx.keystore.db().clone()] {
+                let tables = db
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                    ))
+                    .await
+                    .unwrap();
+                for t in tables {
+                    let table: String = t.try_get("", "tablename").unwrap();
+                    for row in db
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            sea_orm::DbBackend::Postgres,
+                            format!("SELECT t::text AS row FROM \"{table}\" t"),
+                        ))
+                        .await
+                        .unwrap()
+                    {
+                        out.push_str(&row.try_get::<String>("", "row").unwrap().to_lowercase());
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// P01: titles, contents and source links are never in the database in the clear, and a
+/// ciphertext moved to another row does not open there.
+async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let canary = "zqxcanarytitle";
+    let a = created(
+        h.docs
+            .put(
+                tenant,
+                imported(
+                    drive,
+                    "f1",
+                    "v1",
+                    &format!("Plan {canary}"),
+                    "zqxcanarybody quarterly numbers",
+                ),
+            )
+            .await
+            .unwrap(),
+    );
+    let native = NewDocument {
+        origin: Origin::Native {
+            owner: UserId::new(),
+        },
+        title: "zqxcanarynative notes".into(),
+        content: b"zqxcanarynativebody".to_vec(),
+        mime_type: "text/markdown".into(),
+        source_url: String::new(),
+        source_owner: String::new(),
+        modified_at: Utc::now(),
+    };
+    let b = created(h.docs.put(tenant, native).await.unwrap());
+    assert_eq!(
+        h.docs.get(tenant, a).await.unwrap().title,
+        format!("Plan {canary}")
+    );
+    assert_eq!(
+        h.docs.get(tenant, b).await.unwrap().content,
+        b"zqxcanarynativebody"
+    );
+
+    let text = rows_as_text(&h, backend).await;
+    assert!(text.len() > 1000, "the scan read the stored rows");
+    for needle in [canary, "zqxcanarybody", "zqxcanarynative", "drive.example"] {
+        assert!(!text.contains(needle), "{needle} stored in the clear");
+        assert!(
+            !text.contains(&mindmesh_kit::crypto::hex(needle.as_bytes())),
+            "{needle} stored in the clear (hex)"
+        );
+    }
+
+    // Move A's sealed title onto B's row: it must not open there.
+    let copy = format!(
+        "UPDATE documents SET title_ct = (SELECT title_ct FROM documents WHERE id = '{a}'), key_id = (SELECT key_id FROM documents WHERE id = '{a}') WHERE id = '{b}'"
+    );
+    h.ctx.db.execute_unprepared(&copy).await.unwrap();
+    let err = h.docs.get(tenant, b).await.unwrap_err();
+    assert!(matches!(err, mindmesh_kit::Error::Crypto(_)), "{err:?}");
+    // And another tenant cannot read A at all.
+    assert!(matches!(
+        h.docs.get(TenantId::new(), a).await.unwrap_err(),
+        mindmesh_kit::Error::NotFound(_)
+    ));
+}
+
+/// P07: an archived item is not brought back by the next sync; restored, it syncs again.
+async fn p07_archived_items_stay_out_of_the_next_sync(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let id = created(
+        h.docs
+            .put(tenant, imported(drive, "f1", "v1", "Old plan", "one"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        h.docs
+            .put(tenant, imported(drive, "f1", "v1", "Old plan", "one"))
+            .await
+            .unwrap(),
+        PutOutcome::Unchanged(id)
+    );
+    h.docs.archive(tenant, id).await.unwrap();
+    assert!(
+        h.docs.get(tenant, id).await.unwrap().archived,
+        "kept for reversal"
+    );
+    assert_eq!(
+        h.docs
+            .put(tenant, imported(drive, "f1", "v2", "New plan", "two"))
+            .await
+            .unwrap(),
+        PutOutcome::SkippedArchived
+    );
+    assert_eq!(
+        h.docs.get(tenant, id).await.unwrap().title,
+        "Old plan",
+        "the sync changed nothing"
+    );
+    h.docs.restore(tenant, id).await.unwrap();
+    assert_eq!(
+        h.docs
+            .put(tenant, imported(drive, "f1", "v2", "New plan", "two"))
+            .await
+            .unwrap(),
+        PutOutcome::Updated(id)
+    );
+    let doc = h.docs.get(tenant, id).await.unwrap();
+    assert_eq!(
+        (doc.title.as_str(), doc.content.as_slice(), doc.archived),
+        ("New plan", b"two".as_slice(), false)
+    );
+}
+
+async fn find_ranks_by_matched_words_without_plaintext(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let both = created(
+        h.docs
+            .put(
+                tenant,
+                imported(
+                    drive,
+                    "a",
+                    "1",
+                    "Quarterly budget",
+                    "The budget for the quarter",
+                ),
+            )
+            .await
+            .unwrap(),
+    );
+    let one = created(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "b", "1", "Team offsite", "budget pending"),
+            )
+            .await
+            .unwrap(),
+    );
+    let none = created(
+        h.docs
+            .put(tenant, imported(drive, "c", "1", "Recipes", "soup"))
+            .await
+            .unwrap(),
+    );
+    let found = h
+        .docs
+        .find(tenant, "QUARTERLY Budget!", false, 10)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![both, one]);
+    assert!(!found.contains(&none));
+    // Other tenants' terms are keyed differently: nothing matches across tenants.
+    assert!(
+        h.docs
+            .find(TenantId::new(), "budget", false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.docs.archive(tenant, both).await.unwrap();
+    assert_eq!(
+        h.docs.find(tenant, "budget", false, 10).await.unwrap(),
+        vec![one]
+    );
+    assert_eq!(
+        h.docs.find(tenant, "budget", true, 10).await.unwrap().len(),
+        2
+    );
+    assert!(
+        h.docs
+            .find(tenant, "  ", false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Disconnect: the integration's key is destroyed first, so a copy of the database taken
+/// before the deletion (a backup) cannot be read either; then its rows are deleted.
+async fn disconnect_shreds_then_deletes(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let other = IntegrationId::new();
+    let gone = created(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "f1", "1", "Drive doc", "secret words"),
+            )
+            .await
+            .unwrap(),
+    );
+    let kept = created(
+        h.docs
+            .put(
+                tenant,
+                imported(other, "g1", "1", "GitHub doc", "other words"),
+            )
+            .await
+            .unwrap(),
+    );
+    // The "backup": the document rows as they were before the deletion.
+    let backup = h
+        .ctx
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            h.ctx.db.get_database_backend(),
+            format!("SELECT key_id, title_ct FROM documents WHERE id = '{gone}'"),
+        ))
+        .await
+        .unwrap();
+    let key_id: String = backup[0].try_get("", "key_id").unwrap();
+    let title_ct: Vec<u8> = backup[0].try_get("", "title_ct").unwrap();
+
+    let (deleted, destroyed) = h.docs.delete_integration(tenant, drive).await.unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(destroyed.len(), 1);
+    assert_eq!(destroyed[0].to_string(), key_id);
+    assert!(matches!(
+        h.docs.get(tenant, gone).await.unwrap_err(),
+        mindmesh_kit::Error::NotFound(_)
+    ));
+    assert_eq!(h.docs.get(tenant, kept).await.unwrap().title, "GitHub doc");
+    // The backed-up ciphertext has no key left to open it.
+    let key = h.ctx.keystore.key(tenant, key_id.parse().unwrap()).await;
+    assert!(matches!(key, Err(mindmesh_kit::Error::NotFound(_))));
+    assert!(!title_ct.is_empty());
+    // Its terms are gone too.
+    assert!(
+        h.docs
+            .find(tenant, "secret", false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (again, none) = h.docs.delete_integration(tenant, drive).await.unwrap();
+    assert_eq!((again, none.len()), (0, 0), "a repeat finds nothing");
+    let _ = &h.pg;
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    p01_documents_are_sealed_and_bound_to_their_row,
+    p07_archived_items_stay_out_of_the_next_sync,
+    find_ranks_by_matched_words_without_plaintext,
+    disconnect_shreds_then_deletes,
+);

@@ -117,6 +117,37 @@ impl ServiceContext {
         })
     }
 
+    /// Writes this service's signed attestation of its part of `cascade` (a
+    /// `deletion.completed` event) into the outbox of `txn`, so that it commits with the
+    /// deletion it attests.
+    pub async fn attest<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        tenant: Option<crate::ids::TenantId>,
+        cascade: &str,
+        counts: std::collections::HashMap<String, u64>,
+        destroyed: &[crate::ids::KeyId],
+    ) -> Result<()> {
+        use mindmesh_proto::mindmesh::common::v1::CascadeState;
+        use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, envelope::Payload};
+        let completion = crate::events::signed_completion(
+            &self.keys.signing,
+            DeletionCompleted {
+                cascade_id: cascade.to_owned(),
+                service: self.service.to_proto() as i32,
+                counts,
+                destroyed_key_ids: destroyed.iter().map(ToString::to_string).collect(),
+                state: CascadeState::Done as i32,
+                signature: String::new(),
+            },
+        );
+        crate::outbox::enqueue(
+            txn,
+            &crate::events::envelope(self.service, tenant, Payload::DeletionCompleted(completion)),
+        )
+        .await
+    }
+
     /// Starts the outbox relay of this service.
     pub fn spawn_relay(&self) {
         let relay = self.relay.clone();

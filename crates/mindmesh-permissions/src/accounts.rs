@@ -228,20 +228,20 @@ impl Accounts {
             ),
         )
         .await?;
-        crate::events::attest(
-            &self.ctx,
-            &txn,
-            Some(id),
-            &cascade.to_string(),
-            HashMap::from([
-                ("principals".to_owned(), graph.principals),
-                ("memberships".to_owned(), graph.memberships),
-                ("grants".to_owned(), graph.grants),
-                ("accounts".to_owned(), accounts_removed),
-            ]),
-            &destroyed,
-        )
-        .await?;
+        self.ctx
+            .attest(
+                &txn,
+                Some(id),
+                &cascade.to_string(),
+                HashMap::from([
+                    ("principals".to_owned(), graph.principals),
+                    ("memberships".to_owned(), graph.memberships),
+                    ("grants".to_owned(), graph.grants),
+                    ("accounts".to_owned(), accounts_removed),
+                ]),
+                &destroyed,
+            )
+            .await?;
         txn.commit().await?;
         self.policy.invalidate(id);
         self.ctx.relay.wake();
@@ -452,15 +452,15 @@ impl Accounts {
             ),
         )
         .await?;
-        crate::events::attest(
-            &self.ctx,
-            &txn,
-            Some(tenant),
-            &cascade.to_string(),
-            HashMap::from([("accounts".to_owned(), 1)]),
-            &destroyed,
-        )
-        .await?;
+        self.ctx
+            .attest(
+                &txn,
+                Some(tenant),
+                &cascade.to_string(),
+                HashMap::from([("accounts".to_owned(), 1)]),
+                &destroyed,
+            )
+            .await?;
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
         self.policy.accounts_changed(tenant, revision).await?;

@@ -15,13 +15,12 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::{IntegrationId, KeyId, TenantId};
+use mindmesh_kit::ids::IntegrationId;
 use mindmesh_kit::keys::KeyScope;
-use mindmesh_kit::{Error, Result, Service, events, inbox, outbox};
-use mindmesh_proto::mindmesh::common::v1::CascadeState;
+use mindmesh_kit::{Error, Result, Service, events, inbox};
+use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
-use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, Envelope};
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::TransactionTrait;
 
 use crate::policy::{Policy, Removed};
 
@@ -39,37 +38,6 @@ impl PermissionEvents {
     pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
         PermissionEvents { ctx, policy }
     }
-}
-
-/// Writes this service's signed attestation for `cascade` into the outbox of `txn`.
-pub async fn attest(
-    ctx: &ServiceContext,
-    txn: &DatabaseTransaction,
-    tenant: Option<TenantId>,
-    cascade: &str,
-    counts: HashMap<String, u64>,
-    destroyed: &[KeyId],
-) -> Result<()> {
-    let completion = events::signed_completion(
-        &ctx.keys.signing,
-        DeletionCompleted {
-            cascade_id: cascade.to_owned(),
-            service: Service::Permissions.to_proto() as i32,
-            counts,
-            destroyed_key_ids: destroyed.iter().map(ToString::to_string).collect(),
-            state: CascadeState::Done as i32,
-            signature: String::new(),
-        },
-    );
-    outbox::enqueue(
-        txn,
-        &events::envelope(
-            Service::Permissions,
-            tenant,
-            Payload::DeletionCompleted(completion),
-        ),
-    )
-    .await
 }
 
 fn counts(removed: &Removed) -> HashMap<String, u64> {
@@ -125,15 +93,15 @@ impl EventHandler for PermissionEvents {
                     .delete_integration(&txn, tenant, integration)
                     .await
                     .map_err(kit)?;
-                attest(
-                    &self.ctx,
-                    &txn,
-                    Some(tenant),
-                    &d.cascade_id,
-                    counts(&removed),
-                    &destroyed,
-                )
-                .await?;
+                self.ctx
+                    .attest(
+                        &txn,
+                        Some(tenant),
+                        &d.cascade_id,
+                        counts(&removed),
+                        &destroyed,
+                    )
+                    .await?;
                 txn.commit().await?;
                 self.policy.invalidate(tenant);
                 self.ctx.relay.wake();
@@ -149,15 +117,9 @@ impl EventHandler for PermissionEvents {
                     .delete_subject(&txn, tenant, &e.email)
                     .await
                     .map_err(kit)?;
-                attest(
-                    &self.ctx,
-                    &txn,
-                    Some(tenant),
-                    &e.cascade_id,
-                    counts(&removed),
-                    &[],
-                )
-                .await?;
+                self.ctx
+                    .attest(&txn, Some(tenant), &e.cascade_id, counts(&removed), &[])
+                    .await?;
                 txn.commit().await?;
                 self.policy.invalidate(tenant);
                 self.ctx.relay.wake();
@@ -167,15 +129,9 @@ impl EventHandler for PermissionEvents {
                 if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     return Ok(());
                 }
-                attest(
-                    &self.ctx,
-                    &txn,
-                    Some(tenant),
-                    &d.cascade_id,
-                    HashMap::new(),
-                    &[],
-                )
-                .await?;
+                self.ctx
+                    .attest(&txn, Some(tenant), &d.cascade_id, HashMap::new(), &[])
+                    .await?;
                 txn.commit().await?;
                 self.ctx.relay.wake();
             }

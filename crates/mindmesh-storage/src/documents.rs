@@ -11,8 +11,8 @@
 //! What this leaks: within one tenant, which documents share a word (and how many
 //! distinct words a document has); nothing across tenants, and no word itself.
 //!
-//! Not built yet (issue #4): the gRPC face, permission checks, key rotation, the
-//! disconnect cascade handler; the RPCs answer UNIMPLEMENTED until then.
+//! Not built yet (issue #4): the gRPC face, permission checks, key rotation; the
+//! RPCs answer UNIMPLEMENTED until then.
 
 use std::collections::BTreeSet;
 
@@ -511,11 +511,31 @@ impl Documents {
         tenant: TenantId,
         integration: IntegrationId,
     ) -> Result<(u64, Vec<KeyId>)> {
-        let destroyed = self
-            .keystore
-            .shred(tenant, &KeyScope::Integration(integration.to_string()))
-            .await?;
+        let destroyed = self.shred_integration(tenant, integration).await?;
         let txn = self.db.begin().await?;
+        let deleted = Self::delete_integration_rows(&txn, tenant, integration).await?;
+        txn.commit().await?;
+        Ok((deleted, destroyed))
+    }
+
+    /// Destroys the integration's data key (idempotent: a second call finds none).
+    pub async fn shred_integration(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+    ) -> Result<Vec<KeyId>> {
+        self.keystore
+            .shred(tenant, &KeyScope::Integration(integration.to_string()))
+            .await
+    }
+
+    /// Deletes the integration's documents and their terms inside `txn`; returns how many
+    /// documents went.
+    pub async fn delete_integration_rows<C: ConnectionTrait>(
+        txn: &C,
+        tenant: TenantId,
+        integration: IntegrationId,
+    ) -> Result<u64> {
         let ids = Query::select()
             .column("id")
             .from("documents")
@@ -529,7 +549,7 @@ impl Documents {
                 .to_owned(),
         )
         .await?;
-        let deleted = txn
+        Ok(txn
             .execute(
                 &Query::delete()
                     .from_table("documents")
@@ -538,8 +558,11 @@ impl Documents {
                     .to_owned(),
             )
             .await?
-            .rows_affected();
-        txn.commit().await?;
-        Ok((deleted, destroyed))
+            .rows_affected())
+    }
+
+    /// The database (for handlers that wrap a deletion in their own transaction).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 }

@@ -785,11 +785,12 @@ async fn subject_erasure_removes_the_persons_source_identities() {
     server.stop().await;
 }
 
-/// Waits for the `deletion.completed` of `cascade` on the bus.
+/// Waits for the permissions service's `deletion.completed` of `cascade` on the bus.
 async fn completion(
     observer: &mut dyn mindmesh_kit::bus::Subscription,
     cascade: &str,
 ) -> Option<mindmesh_proto::mindmesh::events::v1::DeletionCompleted> {
+    // Other services attest the same cascade; these tests are about permissions.
     use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while tokio::time::Instant::now() < deadline {
@@ -798,6 +799,7 @@ async fn completion(
             d.ack().await.unwrap();
             if let Some(Payload::DeletionCompleted(done)) = envelope.payload
                 && done.cascade_id == cascade
+                && done.service == Service::Permissions.to_proto() as i32
             {
                 return Some(done);
             }

@@ -25,3 +25,20 @@ pub async fn claim<C: ConnectionTrait>(conn: &C, consumer: &str, event_id: &str)
         .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// Whether `consumer` has already handled `event_id` (a cheap check before long work;
+/// [`claim`] in the effect's transaction stays the guarantee).
+pub async fn handled<C: ConnectionTrait>(conn: &C, consumer: &str, event_id: &str) -> Result<bool> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    Ok(conn
+        .query_one(
+            &Query::select()
+                .column("event_id")
+                .from("inbox")
+                .and_where(Expr::col("consumer").eq(consumer))
+                .and_where(Expr::col("event_id").eq(event_id))
+                .to_owned(),
+        )
+        .await?
+        .is_some())
+}

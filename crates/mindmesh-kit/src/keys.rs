@@ -276,6 +276,17 @@ impl Keystore {
         Ok(ids)
     }
 
+    /// The ids of the data keys of `scope` (before shredding them, to report them).
+    pub async fn scope_key_ids(&self, tenant: TenantId, scope: &KeyScope) -> Result<Vec<KeyId>> {
+        self.key_ids(
+            Expr::col("tenant_id")
+                .eq(tenant.to_string())
+                .and(Expr::col("scope_kind").eq(scope.kind()))
+                .and(Expr::col("scope_id").eq(scope.id())),
+        )
+        .await
+    }
+
     async fn key_ids(&self, filter: sea_orm::sea_query::SimpleExpr) -> Result<Vec<KeyId>> {
         let rows = self
             .db

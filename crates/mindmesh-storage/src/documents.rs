@@ -24,6 +24,18 @@ use mindmesh_kit::{Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
+/// Documents deleted per transaction when an integration is erased.
+pub const ERASE_BATCH: u64 = 500;
+
+/// The totals of a finished integration erasure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erasure {
+    /// Documents deleted, over every run.
+    pub deleted: u64,
+    /// Data keys destroyed (recorded before destroying them).
+    pub destroyed: Vec<KeyId>,
+}
+
 /// Most distinct terms indexed per document.
 pub const MAX_TERMS: usize = 10_000;
 
@@ -503,62 +515,148 @@ impl Documents {
         Ok(())
     }
 
-    /// Erases what `integration` brought: destroys its data key first (every copy of its
-    /// documents is unreadable from then on), then deletes its documents and terms.
-    /// Returns (documents deleted, keys destroyed).
-    pub async fn delete_integration(
+    /// Erases an integration's documents for `cascade`, resumably: the key ids are
+    /// recorded, the key destroyed, then documents go in batches of [`ERASE_BATCH`], each
+    /// batch committing with the running count. Run again after an interruption, it
+    /// carries on. Stops after `max_batches` when given (tests interrupt it that way).
+    /// Returns the erasure's totals once no document is left.
+    pub async fn erase_integration(
         &self,
         tenant: TenantId,
         integration: IntegrationId,
-    ) -> Result<(u64, Vec<KeyId>)> {
-        let destroyed = self.shred_integration(tenant, integration).await?;
-        let txn = self.db.begin().await?;
-        let deleted = Self::delete_integration_rows(&txn, tenant, integration).await?;
-        txn.commit().await?;
-        Ok((deleted, destroyed))
+        cascade: &str,
+        max_batches: Option<usize>,
+    ) -> Result<Option<Erasure>> {
+        let scope = KeyScope::Integration(integration.to_string());
+        let mut erasure = match self.erasure(cascade).await? {
+            Some(erasure) => erasure,
+            None => {
+                let keys = self.keystore.scope_key_ids(tenant, &scope).await?;
+                let ids: Vec<String> = keys.iter().map(ToString::to_string).collect();
+                self.db
+                    .execute(
+                        &Query::insert()
+                            .into_table("erasures")
+                            .columns([
+                                "cascade_id",
+                                "tenant_id",
+                                "integration_id",
+                                "destroyed_key_ids",
+                                "deleted",
+                            ])
+                            .values_panic([
+                                cascade.into(),
+                                tenant.to_string().into(),
+                                integration.to_string().into(),
+                                ids.join(",").into(),
+                                0i64.into(),
+                            ])
+                            .on_conflict(OnConflict::column("cascade_id").do_nothing().to_owned())
+                            .to_owned(),
+                    )
+                    .await?;
+                Erasure {
+                    deleted: 0,
+                    destroyed: keys,
+                }
+            }
+        };
+        // Destroying the key is idempotent: on a resumed run there is nothing left.
+        self.keystore.shred(tenant, &scope).await?;
+        let mut batches = 0;
+        loop {
+            if max_batches.is_some_and(|max| batches >= max) {
+                return Ok(None);
+            }
+            let txn = self.db.begin().await?;
+            let ids: Vec<String> = txn
+                .query_all(
+                    &Query::select()
+                        .column("id")
+                        .from("documents")
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                        .limit(ERASE_BATCH)
+                        .to_owned(),
+                )
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<std::result::Result<_, _>>()?;
+            if ids.is_empty() {
+                txn.commit().await?;
+                return Ok(Some(erasure));
+            }
+            txn.execute(
+                &Query::delete()
+                    .from_table("document_terms")
+                    .and_where(Expr::col("document_id").is_in(ids.clone()))
+                    .to_owned(),
+            )
+            .await?;
+            let n = txn
+                .execute(
+                    &Query::delete()
+                        .from_table("documents")
+                        .and_where(Expr::col("id").is_in(ids))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+            erasure.deleted += n;
+            txn.execute(
+                &Query::update()
+                    .table("erasures")
+                    .value(
+                        "deleted",
+                        i64::try_from(erasure.deleted).unwrap_or(i64::MAX),
+                    )
+                    .and_where(Expr::col("cascade_id").eq(cascade))
+                    .to_owned(),
+            )
+            .await?;
+            txn.commit().await?;
+            batches += 1;
+        }
     }
 
-    /// Destroys the integration's data key (idempotent: a second call finds none).
-    pub async fn shred_integration(
-        &self,
-        tenant: TenantId,
-        integration: IntegrationId,
-    ) -> Result<Vec<KeyId>> {
-        self.keystore
-            .shred(tenant, &KeyScope::Integration(integration.to_string()))
-            .await
+    async fn erasure(&self, cascade: &str) -> Result<Option<Erasure>> {
+        let row = self
+            .db
+            .query_one(
+                &Query::select()
+                    .columns(["destroyed_key_ids", "deleted"])
+                    .from("erasures")
+                    .and_where(Expr::col("cascade_id").eq(cascade))
+                    .to_owned(),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let keys: String = row.try_get("", "destroyed_key_ids")?;
+        let deleted: i64 = row.try_get("", "deleted")?;
+        Ok(Some(Erasure {
+            deleted: u64::try_from(deleted).unwrap_or(0),
+            destroyed: keys
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    k.parse()
+                        .map_err(|_| Error::Internal("malformed key id in erasure".into()))
+                })
+                .collect::<Result<_>>()?,
+        }))
     }
 
-    /// Deletes the integration's documents and their terms inside `txn`; returns how many
-    /// documents went.
-    pub async fn delete_integration_rows<C: ConnectionTrait>(
-        txn: &C,
-        tenant: TenantId,
-        integration: IntegrationId,
-    ) -> Result<u64> {
-        let ids = Query::select()
-            .column("id")
-            .from("documents")
-            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-            .and_where(Expr::col("integration_id").eq(integration.to_string()))
-            .to_owned();
+    /// Forgets a finished erasure's progress, inside the transaction that attests it.
+    pub async fn forget_erasure<C: ConnectionTrait>(txn: &C, cascade: &str) -> Result<()> {
         txn.execute(
             &Query::delete()
-                .from_table("document_terms")
-                .and_where(Expr::col("document_id").in_subquery(ids))
+                .from_table("erasures")
+                .and_where(Expr::col("cascade_id").eq(cascade))
                 .to_owned(),
         )
         .await?;
-        Ok(txn
-            .execute(
-                &Query::delete()
-                    .from_table("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .to_owned(),
-            )
-            .await?
-            .rows_affected())
+        Ok(())
     }
 
     /// The database (for handlers that wrap a deletion in their own transaction).

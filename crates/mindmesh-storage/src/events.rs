@@ -43,25 +43,32 @@ impl EventHandler for StorageEvents {
             .integration_id
             .parse()
             .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
-        // Crypto-shred first: idempotent, so a redelivery finds nothing left to destroy.
-        let destroyed = self
+        if inbox::handled(self.documents.db(), CONSUMER, &envelope.id).await? {
+            return Ok(());
+        }
+        // Key first, then batches; an interrupted erasure resumes on redelivery.
+        let Some(erasure) = self
             .documents
-            .shred_integration(tenant, integration)
-            .await?;
+            .erase_integration(tenant, integration, &d.cascade_id, None)
+            .await?
+        else {
+            return Err(Error::Internal("erasure stopped before the end".into()));
+        };
+        let deleted = erasure.deleted;
         let txn = self.documents.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
         }
-        let deleted = Documents::delete_integration_rows(&txn, tenant, integration).await?;
         self.ctx
             .attest(
                 &txn,
                 Some(tenant),
                 &d.cascade_id,
                 HashMap::from([("documents".to_owned(), deleted)]),
-                &destroyed,
+                &erasure.destroyed,
             )
             .await?;
+        Documents::forget_erasure(&txn, &d.cascade_id).await?;
         txn.commit().await?;
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, integration_id = %integration, cascade_id = %d.cascade_id, deleted, "integration's documents erased");

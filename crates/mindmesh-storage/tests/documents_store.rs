@@ -357,10 +357,15 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
     let key_id: String = backup[0].try_get("", "key_id").unwrap();
     let title_ct: Vec<u8> = backup[0].try_get("", "title_ct").unwrap();
 
-    let (deleted, destroyed) = h.docs.delete_integration(tenant, drive).await.unwrap();
-    assert_eq!(deleted, 1);
-    assert_eq!(destroyed.len(), 1);
-    assert_eq!(destroyed[0].to_string(), key_id);
+    let erasure = h
+        .docs
+        .erase_integration(tenant, drive, "c1", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(erasure.deleted, 1);
+    assert_eq!(erasure.destroyed.len(), 1);
+    assert_eq!(erasure.destroyed[0].to_string(), key_id);
     assert!(matches!(
         h.docs.get(tenant, gone).await.unwrap_err(),
         mindmesh_kit::Error::NotFound(_)
@@ -378,9 +383,102 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    let (again, none) = h.docs.delete_integration(tenant, drive).await.unwrap();
-    assert_eq!((again, none.len()), (0, 0), "a repeat finds nothing");
+    let again = h
+        .docs
+        .erase_integration(tenant, drive, "c2", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.deleted, again.destroyed.len()),
+        (0, 0),
+        "a repeat finds nothing"
+    );
     let _ = &h.pg;
+}
+
+/// An erasure interrupted half-way resumes where it stopped, and its totals count every
+/// document once and report the key destroyed in the first run.
+async fn interrupted_erasure_resumes(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let n = 1_200; // three batches
+    for i in 0..n {
+        h.docs
+            .put(
+                tenant,
+                imported(
+                    drive,
+                    &format!("f{i}"),
+                    "1",
+                    &format!("doc {i}"),
+                    "shared words",
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let key = h
+        .ctx
+        .keystore
+        .scope_key_ids(
+            tenant,
+            &mindmesh_kit::keys::KeyScope::Integration(drive.to_string()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(key.len(), 1);
+    // The first run stops after one batch, as a crash would.
+    assert!(
+        h.docs
+            .erase_integration(tenant, drive, "c-resume", Some(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let left: i64 = {
+        let row = h
+            .ctx
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                h.ctx.db.get_database_backend(),
+                "SELECT COUNT(*) FROM documents",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index(0).unwrap()
+    };
+    assert_eq!(left, (n - 500) as i64);
+    let done = h
+        .docs
+        .erase_integration(tenant, drive, "c-resume", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.deleted, n as u64,
+        "every document counted once over both runs"
+    );
+    assert_eq!(
+        done.destroyed, key,
+        "the key destroyed in the first run is still reported"
+    );
+    let terms: i64 = {
+        let row = h
+            .ctx
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                h.ctx.db.get_database_backend(),
+                "SELECT COUNT(*) FROM document_terms",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index(0).unwrap()
+    };
+    assert_eq!(terms, 0, "the find index is gone too");
 }
 
 macro_rules! both_backends {
@@ -399,4 +497,5 @@ both_backends!(
     p07_archived_items_stay_out_of_the_next_sync,
     find_ranks_by_matched_words_without_plaintext,
     disconnect_shreds_then_deletes,
+    interrupted_erasure_resumes,
 );

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Documents));
+        all.push(Box::new(Erasures));
         all
     }
 }
@@ -120,5 +121,40 @@ impl MigrationTrait for Documents {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `erasures`: progress of each integration erasure, so one interrupted half-way resumes
+/// where it stopped and still reports the whole count and the keys it destroyed.
+struct Erasures;
+
+impl MigrationName for Erasures {
+    fn name(&self) -> &str {
+        "m20261129_000200_storage_erasures"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Erasures {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("erasures")
+                    .if_not_exists()
+                    .col(string("cascade_id").primary_key())
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(text("destroyed_key_ids"))
+                    .col(big_integer("deleted"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("erasures").if_exists().to_owned())
+            .await
     }
 }

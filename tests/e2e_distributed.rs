@@ -23,6 +23,17 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mindmesh");
 
+/// A child process that is killed when dropped, so a failing test leaves no server behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already exited (the normal case): both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Environment that configures a distributed deployment of this test's own databases,
 /// streams and keys.
 struct Deployment {
@@ -100,7 +111,7 @@ impl Deployment {
     }
 
     /// Starts `mindmesh serve --service <service>` on port 0; returns it and its address.
-    fn serve(&self, service: &str) -> (Child, String) {
+    fn serve(&self, service: &str) -> (Reaped, String) {
         let mut child = self
             .command(&["serve", "--service", service, "--set", "listen=127.0.0.1:0"])
             .stdout(Stdio::null())
@@ -125,7 +136,7 @@ impl Deployment {
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the service printed its address");
-        (child, addr)
+        (Reaped(child), addr)
     }
 }
 
@@ -160,17 +171,17 @@ async fn connect(addr: &str) -> Channel {
     }
 }
 
-async fn stop(mut child: Child) {
+async fn stop(mut child: Reaped) {
     assert!(
         Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             assert!(status.success(), "exit status {status:?}");
             return;
         }

@@ -20,8 +20,19 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mindmesh");
 
+/// A child process that is killed when dropped, so a failing test leaves no server behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // Already exited (the normal case): both calls fail harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `mindmesh serve` on port 0 and returns it with the address it printed.
-fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
+fn spawn_server(data_dir: &std::path::Path) -> (Reaped, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--set", "listen=127.0.0.1:0", "--set"])
         .arg(format!("data_dir={}", data_dir.display()))
@@ -50,7 +61,7 @@ fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("server printed its address");
-    (child, addr)
+    (Reaped(child), addr)
 }
 
 fn token(data_dir: &std::path::Path, role: &str) -> String {
@@ -67,9 +78,9 @@ fn token(data_dir: &std::path::Path, role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn sigterm(child: &Child) {
+fn sigterm(child: &Reaped) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
@@ -77,14 +88,13 @@ fn sigterm(child: &Child) {
 
 /// Waits without blocking the runtime: the test's client connections must stay able to
 /// answer the server's graceful-shutdown handshake.
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+async fn wait_exit(child: &mut Reaped, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
             return status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             panic!("mindmesh did not exit within {within:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

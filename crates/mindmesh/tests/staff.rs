@@ -250,6 +250,19 @@ async fn p11_staff_need_recorded_consent(backend: Backend) {
             .iter()
             .any(|e| e.actor == "ana-3" && e.actor_roles == vec!["staff:analyst".to_owned()])
     );
+    // Staff cannot read the audit log themselves, even with consent: the admin shows it.
+    let engineer_reads = audit
+        .list_audit_events(authed(
+            audit::ListAuditEventsRequest {
+                service: Service::Permissions.to_proto() as i32,
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &server.token("eng-7", Some(tenant), &[Role::StaffEngineer]),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(engineer_reads.code(), Code::PermissionDenied);
     let verified = audit
         .verify_audit_chain(authed(
             audit::VerifyAuditChainRequest {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditLog;
-use crate::auth::{AuthInterceptor, TokenVerifier};
+use crate::auth::{AuthInterceptor, ServiceTokens, TokenIssuer, TokenVerifier};
 use crate::bus::EventBus;
 use crate::bus::consume::{ConsumerStats, EventHandler, run_consumer};
 use crate::config::Config;
@@ -31,6 +31,8 @@ pub struct Shared {
     pub keys: Arc<KeyMaterial>,
     /// The interceptor that authenticates every API call.
     pub interceptor: AuthInterceptor,
+    /// Signs service tokens, where this process holds the token signing key.
+    pub token_issuer: Option<Arc<TokenIssuer>>,
     /// Owner of every background task.
     pub tasks: TaskTracker,
     /// Cancelled when the process shuts down.
@@ -45,8 +47,13 @@ impl Shared {
             &config.auth.issuer,
             Duration::from_secs(config.auth.leeway_secs),
         );
+        let token_issuer = keys
+            .jwt_private
+            .as_ref()
+            .map(|key| Arc::new(TokenIssuer::new(key, config.auth.issuer.clone())));
         Shared {
             interceptor: AuthInterceptor::new(Arc::new(verifier)),
+            token_issuer,
             config,
             bus,
             keys,
@@ -77,6 +84,9 @@ pub struct ServiceContext {
     pub keys: Arc<KeyMaterial>,
     /// The API interceptor.
     pub interceptor: AuthInterceptor,
+    /// This service's tokens for calling other services; `None` where the process does
+    /// not hold the token signing key (`keys.jwt_private_key_file`).
+    pub service_tokens: Option<Arc<ServiceTokens>>,
     /// Owner of the service's background tasks.
     pub tasks: TaskTracker,
     /// Cancelled on shutdown.
@@ -112,6 +122,13 @@ impl ServiceContext {
             relay,
             keys: shared.keys.clone(),
             interceptor: shared.interceptor.clone(),
+            service_tokens: shared.token_issuer.clone().map(|issuer| {
+                Arc::new(ServiceTokens::new(
+                    issuer,
+                    service.as_str(),
+                    Duration::from_secs(300),
+                ))
+            }),
             tasks: shared.tasks.clone(),
             shutdown: shared.shutdown.clone(),
         })
@@ -146,6 +163,24 @@ impl ServiceContext {
             &crate::events::envelope(self.service, tenant, Payload::DeletionCompleted(completion)),
         )
         .await
+    }
+
+    /// `message` with this service's bearer token for `tenant`, to call another service.
+    /// Fails, naming the setting, where the process cannot mint service tokens.
+    pub fn service_request<T>(
+        &self,
+        tenant: crate::ids::TenantId,
+        message: T,
+    ) -> Result<tonic::Request<T>> {
+        self.service_tokens
+            .as_ref()
+            .ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "the {} service calls other services and needs keys.jwt_private_key_file",
+                    self.service
+                ))
+            })?
+            .request(tenant, message)
     }
 
     /// Starts the outbox relay of this service.

@@ -49,19 +49,24 @@ impl From<sea_orm::DbErr> for Error {
     }
 }
 
+/// For the kit's traits (event handlers, subject providers), which speak its error type.
+impl From<Error> for mindmesh_kit::Error {
+    fn from(err: Error) -> mindmesh_kit::Error {
+        match err {
+            Error::Kit(e) => e,
+            Error::Invalid { field, reason } => {
+                mindmesh_kit::Error::InvalidArgument { field, reason }
+            }
+            Error::NotFound(what) => mindmesh_kit::Error::NotFound(what),
+            Error::AlreadyExists(what) => mindmesh_kit::Error::AlreadyExists(what.to_owned()),
+            Error::PermissionDenied(why) => mindmesh_kit::Error::PermissionDenied(why),
+            Error::ResourceExhausted(why) => mindmesh_kit::Error::ResourceExhausted(why),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
-        match err {
-            Error::Invalid { field, reason } => {
-                mindmesh_kit::Error::InvalidArgument { field, reason }.into()
-            }
-            Error::NotFound(what) => mindmesh_kit::Error::NotFound(what).into(),
-            Error::AlreadyExists(what) => {
-                mindmesh_kit::Error::AlreadyExists(what.to_owned()).into()
-            }
-            Error::PermissionDenied(why) => mindmesh_kit::Error::PermissionDenied(why).into(),
-            Error::ResourceExhausted(why) => mindmesh_kit::Error::ResourceExhausted(why).into(),
-            Error::Kit(e) => e.into(),
-        }
+        mindmesh_kit::Error::from(err).into()
     }
 }

@@ -48,13 +48,6 @@ fn counts(removed: &Removed) -> HashMap<String, u64> {
     ])
 }
 
-fn kit(e: crate::Error) -> Error {
-    match e {
-        crate::Error::Kit(e) => e,
-        other => Error::Internal(other.to_string()),
-    }
-}
-
 #[async_trait::async_trait]
 impl EventHandler for PermissionEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
@@ -92,7 +85,7 @@ impl EventHandler for PermissionEvents {
                     .policy
                     .delete_integration(&txn, tenant, integration)
                     .await
-                    .map_err(kit)?;
+                    .map_err(Error::from)?;
                 self.ctx
                     .attest(
                         &txn,
@@ -116,7 +109,7 @@ impl EventHandler for PermissionEvents {
                     .policy
                     .delete_subject(&txn, tenant, &e.email)
                     .await
-                    .map_err(kit)?;
+                    .map_err(Error::from)?;
                 self.ctx
                     .attest(&txn, Some(tenant), &e.cascade_id, counts(&removed), &[])
                     .await?;

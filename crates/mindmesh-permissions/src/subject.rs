@@ -37,17 +37,6 @@ impl PermissionsSubject {
     }
 }
 
-fn kit(e: crate::Error) -> Error {
-    match e {
-        crate::Error::Kit(e) => e,
-        crate::Error::Invalid { field, reason } => Error::InvalidArgument { field, reason },
-        crate::Error::NotFound(what) => Error::NotFound(what),
-        crate::Error::AlreadyExists(what) => Error::AlreadyExists(what.to_owned()),
-        crate::Error::PermissionDenied(why) => Error::PermissionDenied(why),
-        crate::Error::ResourceExhausted(why) => Error::ResourceExhausted(why),
-    }
-}
-
 /// The caller as the accounts code sees it when dsar acts for the person.
 fn acting_service(caller: &Caller, tenant: TenantId) -> Caller {
     Caller {
@@ -71,7 +60,7 @@ impl SubjectProvider for PermissionsSubject {
             .accounts
             .find_by_email(tenant, email)
             .await
-            .map_err(kit)?;
+            .map_err(Error::from)?;
         if let Some(user) = &account {
             records.push(SubjectRecord {
                 kind: "account".into(),
@@ -93,7 +82,7 @@ impl SubjectProvider for PermissionsSubject {
             .blind()
             .keys(tenant)
             .await
-            .map_err(kit)?
+            .map_err(Error::from)?
             .email(email);
         let principals = self
             .ctx
@@ -229,7 +218,7 @@ impl SubjectProvider for PermissionsSubject {
             .accounts
             .find_by_email(tenant, email)
             .await
-            .map_err(kit)?
+            .map_err(Error::from)?
         else {
             return Ok(0);
         };
@@ -244,7 +233,7 @@ impl SubjectProvider for PermissionsSubject {
             .accounts
             .update_user(&acting_service(caller, tenant), user.id, patch)
             .await
-            .map_err(kit)?;
+            .map_err(Error::from)?;
         self.ctx
             .audit
             .record(&AuditRecord::by(

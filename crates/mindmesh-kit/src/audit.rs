@@ -143,7 +143,7 @@ impl AuditLog {
         let entry = AuditEntry {
             seq: u64::try_from(seq).map_err(|_| Error::Internal("negative audit seq".into()))?,
             id: uuid::Uuid::now_v7().to_string(),
-            occurred_at: truncate_to_micros(chrono::Utc::now()),
+            occurred_at: crate::db::now(),
             actor: record.actor.clone(),
             actor_roles: record.actor_roles.join(","),
             action: record.action.clone(),
@@ -306,10 +306,6 @@ const COLUMNS: [&str; 11] = [
     "prev_hash",
     "hash",
 ];
-
-fn truncate_to_micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
 
 fn row_to_entry(row: &sea_orm::QueryResult) -> Result<AuditEntry> {
     let seq: i64 = row.try_get("", "seq")?;

@@ -26,6 +26,17 @@ pub fn prepare_data_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `t` cut to microseconds: what both SQLite and PostgreSQL store, so a time read back
+/// equals the time written (and hashes over it verify).
+pub fn micros(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// Now, cut to microseconds (see [`micros`]).
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    micros(chrono::Utc::now())
+}
+
 /// The sea-orm URL of a SQLite file, created if missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())

@@ -130,7 +130,7 @@ impl Accounts {
         let tenant = Tenant {
             id: TenantId::new(),
             name,
-            created_at: now(),
+            created_at: mindmesh_kit::db::now(),
         };
         let txn = self.db().begin().await?;
         tenant::ActiveModel {
@@ -271,7 +271,7 @@ impl Accounts {
         let id = UserId::new();
         let scope = KeyScope::Person(id.to_string());
         let (key_id, key) = self.ctx.keystore.data_key(tenant, &scope).await?;
-        let now = now();
+        let now = mindmesh_kit::db::now();
         let sealed = fields.seal(&key, tenant, id)?;
         let txn = self.db().begin().await?;
         let inserted = user::ActiveModel {
@@ -380,7 +380,7 @@ impl Accounts {
             ));
         }
         let sealed = next.seal(&key, tenant, id)?;
-        let now = now();
+        let now = mindmesh_kit::db::now();
         let txn = self.db().begin().await?;
         let mut active: user::ActiveModel = row.clone().into();
         active.email_index = Set(index);
@@ -661,12 +661,6 @@ impl Fields {
             updated_at,
         }
     }
-}
-
-fn now() -> DateTime<Utc> {
-    // Microseconds: what both SQLite and PostgreSQL store, so reads equal writes.
-    let t = Utc::now();
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 fn parse_key_id(s: &str) -> Result<KeyId> {

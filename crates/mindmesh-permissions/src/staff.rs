@@ -64,10 +64,6 @@ pub struct StaffAccess {
     ctx: ServiceContext,
 }
 
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
 impl StaffAccess {
     /// Staff access over `ctx`.
     pub fn new(ctx: ServiceContext) -> Self {
@@ -88,7 +84,7 @@ impl StaffAccess {
             return Err(Error::invalid("role", "must be a staff role"));
         }
         let reason = crate::accounts::validate_text("reason", reason, MAX_REASON)?;
-        let now = micros(Utc::now());
+        let now = mindmesh_kit::db::now();
         if expires_at <= now {
             return Err(Error::invalid("expires_at", "must be in the future"));
         }
@@ -105,7 +101,7 @@ impl StaffAccess {
             reason,
             granted_by: caller.subject.clone(),
             granted_at: now,
-            expires_at: micros(expires_at),
+            expires_at: mindmesh_kit::db::micros(expires_at),
             revoked_at: None,
         };
         let txn = self.ctx.db.begin().await?;
@@ -166,7 +162,7 @@ impl StaffAccess {
         if grant.revoked_at.is_some() {
             return Ok(grant);
         }
-        let now = micros(Utc::now());
+        let now = mindmesh_kit::db::now();
         let txn = self.ctx.db.begin().await?;
         txn.execute(
             &Query::update()

@@ -36,7 +36,7 @@ impl Activity {
         user: UserId,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
+        let at = mindmesh_kit::db::micros(at);
         let existing = row::Entity::find_by_id((tenant.to_string(), user.to_string()))
             .one(conn)
             .await?;

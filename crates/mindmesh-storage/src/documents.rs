@@ -126,10 +126,6 @@ pub struct Documents {
     keystore: Keystore,
 }
 
-fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
-}
-
 /// Lowercased words of at least two characters, de-duplicated, at most [`MAX_TERMS`].
 pub fn words(text: &str) -> BTreeSet<String> {
     text.split(|c: char| !c.is_alphanumeric())
@@ -230,7 +226,7 @@ impl Documents {
             .iter()
             .map(|w| Self::term(&term_key, w))
             .collect();
-        let now = micros(Utc::now());
+        let now = mindmesh_kit::db::now();
 
         let txn = self.db.begin().await?;
         txn.execute(
@@ -282,7 +278,7 @@ impl Documents {
                     doc.mime_type.into(),
                     owner.into(),
                     i64::try_from(doc.content.len()).unwrap_or(i64::MAX).into(),
-                    micros(doc.modified_at).into(),
+                    mindmesh_kit::db::micros(doc.modified_at).into(),
                     "active".into(),
                     Option::<DateTime<Utc>>::None.into(),
                     now.into(),
@@ -450,7 +446,7 @@ impl Documents {
     /// sync does not bring it back (P07).
     pub async fn archive(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
         let doc = self.get(tenant, id).await?;
-        let now = micros(Utc::now());
+        let now = mindmesh_kit::db::now();
         let txn = self.db.begin().await?;
         txn.execute(
             &Query::update()

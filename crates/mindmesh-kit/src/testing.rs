@@ -160,3 +160,47 @@ where
         Err(_) => eprintln!("test cleanup of {what} panicked"),
     }
 }
+
+/// A service's context on a throwaway database — a fresh SQLite file, or fresh
+/// PostgreSQL databases when `postgres` — with the embedded bus and generated keys.
+/// Keep the returned guard alive as long as the context.
+pub async fn service_context<M: sea_orm_migration::MigratorTrait>(
+    service: crate::Service,
+    postgres: bool,
+) -> Result<(crate::context::ServiceContext, ContextGuard)> {
+    use std::sync::Arc;
+    let dir = tempfile_dir()?;
+    let mut config = crate::config::Config {
+        data_dir: dir.path().join("data"),
+        ..crate::config::Config::default()
+    };
+    let pg = postgres.then(TestPostgres::new);
+    if let Some(pg) = &pg {
+        config.database.url = Some(pg.template());
+    }
+    let keys = crate::keyfiles::KeyMaterial::load(&config, crate::config::Mode::Embedded)?;
+    let bus = crate::bus::embedded::EmbeddedBus::open(
+        &crate::db::sqlite_url(&dir.path().join("events.db")),
+        Duration::from_secs(30),
+    )
+    .await?;
+    let shared = crate::context::Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
+    let ctx = crate::context::ServiceContext::open::<M>(service, &shared).await?;
+    Ok((ctx, ContextGuard { dir, _pg: pg }))
+}
+
+/// Keeps a test context's files and databases until dropped.
+#[derive(Debug)]
+pub struct ContextGuard {
+    /// The directory holding the SQLite files and keys.
+    pub dir: TempDir,
+    _pg: Option<TestPostgres>,
+}
+
+/// A temporary directory, removed on drop.
+pub type TempDir = tempfile::TempDir;
+
+fn tempfile_dir() -> Result<TempDir> {
+    tempfile::tempdir()
+        .map_err(|e| Error::Internal(format!("cannot create a temporary directory: {e}")))
+}

@@ -4,17 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use chrono::Utc;
 use mindmesh_kit::Service;
-use mindmesh_kit::bus::embedded::EmbeddedBus;
-use mindmesh_kit::config::Config;
-use mindmesh_kit::context::{ServiceContext, Shared};
+use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
-use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::TestPostgres;
+use mindmesh_kit::testing::{ContextGuard, service_context};
 use mindmesh_storage::Migrator;
 use mindmesh_storage::documents::{Documents, NewDocument, Origin, PutOutcome};
 use sea_orm::ConnectionTrait;
@@ -28,40 +22,17 @@ enum Backend {
 struct Harness {
     docs: Documents,
     ctx: ServiceContext,
-    dir: tempfile::TempDir,
-    pg: Option<TestPostgres>,
+    guard: ContextGuard,
 }
 
 async fn harness(backend: Backend) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let pg = TestPostgres::new();
-            config.database.url = Some(pg.template());
-            Some(pg)
-        }
-    };
-    let keys = KeyMaterial::load(&config, mindmesh_kit::config::Mode::Embedded).unwrap();
-    let bus = EmbeddedBus::open(
-        &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let shared = Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
-    let ctx = ServiceContext::open::<Migrator>(Service::Storage, &shared)
+    let (ctx, guard) = service_context::<Migrator>(Service::Storage, backend == Backend::Postgres)
         .await
         .unwrap();
     Harness {
         docs: Documents::new(ctx.db.clone(), ctx.keystore.clone()),
         ctx,
-        dir,
-        pg,
+        guard,
     }
 }
 
@@ -98,7 +69,7 @@ async fn rows_as_text(h: &Harness, backend: Backend) -> String {
     match backend {
         Backend::Sqlite => {
             let mut all = Vec::new();
-            for entry in std::fs::read_dir(h.dir.path().join("data")).unwrap() {
+            for entry in std::fs::read_dir(h.guard.dir.path().join("data")).unwrap() {
                 let path = entry.unwrap().path();
                 if path.is_file() {
                     all.extend(std::fs::read(path).unwrap());
@@ -394,7 +365,6 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
         (0, 0),
         "a repeat finds nothing"
     );
-    let _ = &h.pg;
 }
 
 /// An erasure interrupted half-way resumes where it stopped, and its totals count every

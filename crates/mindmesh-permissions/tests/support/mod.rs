@@ -3,15 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use mindmesh_kit::Service;
-use mindmesh_kit::bus::embedded::EmbeddedBus;
-use mindmesh_kit::config::Config;
-use mindmesh_kit::context::{ServiceContext, Shared};
-use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::TestPostgres;
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::testing::{ContextGuard, service_context};
 use mindmesh_permissions::Migrator;
 
 /// Which database the test runs on.
@@ -24,40 +18,15 @@ pub enum Backend {
 /// The service context, and what must live as long as it.
 pub struct Env {
     pub ctx: ServiceContext,
-    _dir: tempfile::TempDir,
-    _pg: Option<TestPostgres>,
+    _guard: ContextGuard,
 }
 
 pub async fn env(backend: Backend) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => {
-            let pg = TestPostgres::new();
-            config.database.url = Some(pg.template());
-            Some(pg)
-        }
-    };
-    let keys = KeyMaterial::load(&config, mindmesh_kit::config::Mode::Embedded).unwrap();
-    let bus = EmbeddedBus::open(
-        &mindmesh_kit::db::sqlite_url(&dir.path().join("events.db")),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let shared = Shared::new(Arc::new(config), Arc::new(bus), Arc::new(keys));
-    let ctx = ServiceContext::open::<Migrator>(Service::Permissions, &shared)
-        .await
-        .unwrap();
-    Env {
-        ctx,
-        _dir: dir,
-        _pg: pg,
-    }
+    let (ctx, guard) =
+        service_context::<Migrator>(Service::Permissions, matches!(backend, Backend::Postgres))
+            .await
+            .unwrap();
+    Env { ctx, _guard: guard }
 }
 
 /// Runs each named `async fn(Backend)` as two tests: `sqlite::…` and `postgres::…`.

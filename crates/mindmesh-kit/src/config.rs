@@ -36,6 +36,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Request limits.
     pub limits: LimitsConfig,
+    /// Where the services this process calls are reached.
+    pub peers: PeersConfig,
+    /// The storage service.
+    pub storage: StorageConfig,
 }
 
 impl Default for Config {
@@ -50,6 +54,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
             limits: LimitsConfig::default(),
+            peers: PeersConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -258,6 +264,34 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Where this process reaches the services it calls over gRPC. Unset: the process's
+/// own listener, when it runs that service itself (always so in embedded mode).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// The permissions service, e.g. `http://mindmesh-permissions:50051` (storage asks it
+    /// before every read).
+    pub permissions_url: Option<String>,
+    /// The storage service (ingest writes documents to it).
+    pub storage_url: Option<String>,
+}
+
+/// The storage service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Largest document content accepted, in bytes (sent in chunks by `PutDocuments`).
+    pub max_content_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_content_bytes: 25 * 1024 * 1024,
+        }
+    }
+}
+
 /// How the process runs (DESIGN.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -324,6 +358,23 @@ impl Config {
         if self.limits.max_message_bytes < 1024 {
             return Err(Error::Config(
                 "limits.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        for (name, url) in [
+            ("peers.permissions_url", &self.peers.permissions_url),
+            ("peers.storage_url", &self.peers.storage_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(Error::Config(format!(
+                    "{name} must be an http:// or https:// URL"
+                )));
+            }
+        }
+        if self.storage.max_content_bytes == 0 {
+            return Err(Error::Config(
+                "storage.max_content_bytes must be at least 1".into(),
             ));
         }
         if self.region.trim().is_empty() {
@@ -443,6 +494,24 @@ mod tests {
         let err =
             Config::load(None, env(&[("MINDMESH__DATABASE__URL", "mysql://x")]), &[]).unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
+
+        let err = Config::load(
+            None,
+            env(&[("MINDMESH__PEERS__PERMISSIONS_URL", "permissions:50051")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("peers.permissions_url"), "{err}");
+        let err = Config::load(
+            None,
+            Vec::new(),
+            &[("storage.max_content_bytes".into(), "0".into())],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("storage.max_content_bytes"),
+            "{err}"
+        );
     }
 
     #[test]

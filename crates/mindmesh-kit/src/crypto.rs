@@ -208,6 +208,14 @@ pub fn digest_parts(parts: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// A stable UUID-shaped pseudonym from an HMAC (version 8: custom), so that analysts can
+/// count and join records without learning whose they are.
+pub fn pseudonym_uuid(mac: &[u8; 32]) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&mac[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -34,6 +34,40 @@ pub fn from_timestamp(
         .ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
+/// A lazily connected channel to the peer service at `url`, which is configured under
+/// `setting` (named in the error when it is missing or malformed).
+pub fn peer_channel(setting: &str, url: Option<&str>) -> Result<tonic::transport::Channel> {
+    let url = url.ok_or_else(|| {
+        Error::Config(format!(
+            "{setting} is not set and this process does not run that service"
+        ))
+    })?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|_| Error::Config(format!("{setting} is not a valid URL")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// The error a failed call to the peer service `peer` becomes: unreachable or
+/// overloaded peers are UNAVAILABLE (retryable), a missing object keeps NOT_FOUND, and
+/// anything else is this service's internal error — the peer's message is kept for
+/// the log, never forwarded to the caller as ours.
+pub fn peer_error(peer: &str, status: &tonic::Status) -> Error {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted => {
+            Error::Unavailable(format!("the {peer} service is unavailable"))
+        }
+        Code::NotFound => Error::NotFound("document"),
+        code => {
+            tracing::warn!(peer, ?code, message = status.message(), "peer call failed");
+            Error::Internal(format!("the {peer} service answered {code:?}"))
+        }
+    }
+}
+
 /// Wraps a generated tonic server: sets the message size limits and puts the auth
 /// interceptor in front of it.
 ///

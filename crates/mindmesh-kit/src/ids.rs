@@ -97,6 +97,18 @@ id_type!(
     KeyId
 );
 
+impl IntegrationId {
+    /// The reserved integration of documents written in Mindmesh itself: its user
+    /// principals are the tenant's accounts, named by their user id, so a native
+    /// document's grants live in the same permission model as imported ones.
+    pub const NATIVE: IntegrationId = IntegrationId(Uuid::nil());
+
+    /// True for [`IntegrationId::NATIVE`].
+    pub fn is_native(&self) -> bool {
+        self.0.is_nil()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -532,7 +532,9 @@ impl Accounts {
             .await?
             .derive("analyst-pseudonyms")?;
         Ok(User {
-            id: UserId::from_uuid(pseudonym_uuid(&key.mac(user.id.to_string().as_bytes()))),
+            id: UserId::from_uuid(mindmesh_kit::crypto::pseudonym_uuid(
+                &key.mac(user.id.to_string().as_bytes()),
+            )),
             tenant,
             first_name: String::new(),
             last_name: String::new(),
@@ -750,14 +752,6 @@ pub fn validate_picture_url(value: &str) -> Result<String> {
         return Err(Error::invalid("picture_url", "must name a host"));
     }
     Ok(value.to_owned())
-}
-
-/// A stable UUID-shaped pseudonym from an HMAC (version 8: custom), so that analysts can
-/// count and join without learning who is who.
-fn pseudonym_uuid(mac: &[u8; 32]) -> uuid::Uuid {
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&mac[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 #[cfg(test)]

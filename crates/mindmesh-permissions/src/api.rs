@@ -306,6 +306,13 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
         let tenant = require_writer(&caller)?;
         let req = request.into_inner();
         let integration = IntegrationId::parse_field("integration_id", &req.integration_id)?;
+        if integration.is_native() {
+            return Err(mindmesh_kit::Error::invalid(
+                "integration_id",
+                "the nil UUID is reserved for native documents, whose principals are the accounts",
+            )
+            .into());
+        }
         let users = req
             .users
             .into_iter()

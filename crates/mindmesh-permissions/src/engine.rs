@@ -9,6 +9,10 @@
 //! with that index, in any integration (P05) → their groups, transitively (cycles are
 //! cut, never looped) → the document's grants: to one of those principals or groups, to
 //! the account's email domain, or to anyone.
+//!
+//! Native documents (written in Mindmesh) have their grants in the reserved
+//! [`IntegrationId::NATIVE`] integration, whose user principals are the accounts
+//! themselves, named by user id: every account starts its walk there too.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
@@ -179,6 +183,15 @@ impl ReaderSet {
     }
 }
 
+/// The principal an account is in the native integration.
+pub fn native_principal(user: UserId) -> PrincipalRef {
+    PrincipalRef {
+        integration: IntegrationId::NATIVE,
+        kind: PrincipalKind::User,
+        external_id: user.to_string(),
+    }
+}
+
 /// Turns a domain named in a grant into the blind index accounts carry.
 pub type DomainHasher = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
@@ -191,7 +204,9 @@ pub struct TenantIndex {
     parents: Vec<Vec<Uid>>,
     /// User principals by email blind index (P05: one person across integrations).
     by_email: FxHashMap<String, Vec<Uid>>,
-    accounts: FxHashMap<UserId, (String, Option<u32>)>,
+    /// Each account's email blind index, domain, and its own principal in the native
+    /// integration.
+    accounts: FxHashMap<UserId, (String, Option<u32>, Uid)>,
     domains: FxHashMap<String, u32>,
     docs: FxHashMap<DocumentId, DocEntry>,
     /// Reverse index, ordered: which documents each target appears in.
@@ -298,7 +313,9 @@ impl TenantIndex {
 
     fn add_account(&mut self, a: Account) {
         let domain = self.intern_domain(&a.domain_index);
-        self.accounts.insert(a.user, (a.email_index, Some(domain)));
+        let native = self.intern(&native_principal(a.user));
+        self.accounts
+            .insert(a.user, (a.email_index, Some(domain), native));
     }
 
     /// Recomputes every account's reader set: a breadth-first walk up the group graph
@@ -308,9 +325,10 @@ impl TenantIndex {
         readers.reserve(self.accounts.len());
         let mut seen = FxHashSet::default();
         let mut queue = VecDeque::new();
-        for (user, (email, domain)) in &self.accounts {
+        for (user, (email, domain, native)) in &self.accounts {
             seen.clear();
             queue.clear();
+            queue.push_back(*native);
             queue.extend(self.by_email.get(email).into_iter().flatten().copied());
             while let Some(uid) = queue.pop_front() {
                 if seen.insert(uid) {
@@ -591,13 +609,9 @@ impl TenantIndex {
     pub fn explain(&self, user: UserId, document: DocumentId) -> Option<Explanation> {
         let reader = self.readers.get(&user)?;
         let doc = self.docs.get(&document)?;
-        let (email, _) = self.accounts.get(&user)?;
-        let starts: Vec<Uid> = self
-            .by_email
-            .get(email)
-            .into_iter()
-            .flatten()
-            .copied()
+        let (email, _, native) = self.accounts.get(&user)?;
+        let starts: Vec<Uid> = std::iter::once(*native)
+            .chain(self.by_email.get(email).into_iter().flatten().copied())
             .collect();
         let mut best: Option<(usize, Explanation)> = None;
         for (target, grant) in doc.targets.iter().zip(doc.grants.iter()) {

@@ -193,7 +193,8 @@ impl StaffAccess {
         before: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<StaffGrant>> {
-        caller.require_any(&[Role::Admin])?;
+        // Services read the consent record to admit staff to their own data (storage).
+        caller.require_any(&[Role::Admin, Role::Service])?;
         let tenant = caller.tenant()?;
         let now = Utc::now();
         let limit = Ord::max(limit, 1);

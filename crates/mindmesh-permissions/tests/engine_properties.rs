@@ -25,6 +25,14 @@ const DOCS: usize = 8;
 fn integration(i: usize) -> IntegrationId {
     IntegrationId::from_uuid(Uuid::from_u128(0x1000 + i as u128))
 }
+/// Integrations 0 and 1, or (2) the native one, where accounts are the user principals.
+fn acl_integration(i: usize) -> IntegrationId {
+    if i == 2 {
+        IntegrationId::NATIVE
+    } else {
+        integration(i)
+    }
+}
 fn document(i: usize) -> DocumentId {
     DocumentId::from_uuid(Uuid::from_u128(0x2000 + i as u128))
 }
@@ -105,6 +113,8 @@ fn grant_strategy() -> impl Strategy<Value = Grant> {
         4 => (0..GROUPS).prop_map(|g| Grantee::Group(format!("g{g}"))),
         1 => (0..2usize).prop_map(|d| Grantee::Domain(domain(d).to_uppercase())),
         1 => Just(Grantee::Anyone),
+        // An account by user id: reaches only on native documents.
+        2 => (0..ACCOUNTS).prop_map(|a| Grantee::User(account(a).to_string())),
     ];
     (grantee, role).prop_map(|(grantee, role)| Grant { grantee, role })
 }
@@ -112,12 +122,12 @@ fn grant_strategy() -> impl Strategy<Value = Grant> {
 fn acl_strategy() -> impl Strategy<Value = DocumentAcl> {
     (
         0..DOCS,
-        0..2usize,
+        0..3usize,
         proptest::collection::vec(grant_strategy(), 0..4),
     )
         .prop_map(|(d, int, grants)| DocumentAcl {
             document: document(d),
-            integration: integration(int),
+            integration: acl_integration(int),
             grants,
         })
 }
@@ -202,6 +212,12 @@ impl Reference<'_> {
             })
             .map(|p| p.principal.clone())
             .collect();
+        // In the native integration, the account is itself a user principal.
+        queue.push_back(PrincipalRef {
+            integration: IntegrationId::NATIVE,
+            kind: PrincipalKind::User,
+            external_id: user.to_string(),
+        });
         while let Some(p) = queue.pop_front() {
             if !seen.insert(p.clone()) {
                 continue;

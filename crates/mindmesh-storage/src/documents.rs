@@ -11,8 +11,8 @@
 //! What this leaks: within one tenant, which documents share a word (and how many
 //! distinct words a document has); nothing across tenants, and no word itself.
 //!
-//! Not built yet (issue #4): the gRPC face, permission checks, key rotation; the
-//! RPCs answer UNIMPLEMENTED until then.
+//! This module trusts its caller: permission checks happen in [`crate::api`], which
+//! asks the permissions service before returning anything read here.
 
 use std::collections::BTreeSet;
 
@@ -21,6 +21,7 @@ use mindmesh_kit::crypto::{SecretKey, hex};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
+use mindmesh_proto::mindmesh::events::v1::Envelope;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
@@ -51,8 +52,11 @@ pub enum Origin {
         /// The source's version.
         source_version: String,
     },
-    /// Written in Mindmesh by `owner`.
+    /// Written in Mindmesh by `owner`; `id` is chosen by the caller, so that its grants
+    /// can be recorded before the document exists.
     Native {
+        /// The document's id (new, or an existing native document to replace).
+        id: DocumentId,
         /// The owning user.
         owner: UserId,
     },
@@ -102,8 +106,71 @@ pub struct Document {
     pub owner: String,
     /// Last change.
     pub modified_at: DateTime<Utc>,
+    /// Content length in bytes.
+    pub size_bytes: u64,
     /// Archived (restorable, not re-imported).
     pub archived: bool,
+}
+
+/// Whether a read decrypts the content or only the metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Metadata and content.
+    WithContent,
+    /// Metadata only; `content` stays empty.
+    MetadataOnly,
+}
+
+/// Which documents a listing or a find covers.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only this integration's documents.
+    pub integration: Option<IntegrationId>,
+    /// Only documents modified at or after this time.
+    pub modified_since: Option<DateTime<Utc>>,
+    /// Archived documents too.
+    pub include_archived: bool,
+}
+
+impl Filter {
+    fn apply(&self, statement: &mut sea_orm::sea_query::SelectStatement) {
+        if let Some(integration) = self.integration {
+            statement
+                .and_where(Expr::col(("documents", "integration_id")).eq(integration.to_string()));
+        }
+        if let Some(since) = self.modified_since {
+            statement
+                .and_where(Expr::col(("documents", "modified_us")).gte(since.timestamp_micros()));
+        }
+        if !self.include_archived {
+            statement.and_where(Expr::col(("documents", "state")).eq("active"));
+        }
+    }
+}
+
+/// A position in the newest-first listing: (modification time in µs, id).
+pub type ListPosition = (i64, DocumentId);
+
+const META_COLUMNS: [&str; 13] = [
+    "id",
+    "integration_id",
+    "external_id",
+    "source_version",
+    "key_id",
+    "title_ct",
+    "source_url_ct",
+    "mime_type",
+    "owner",
+    "modified_at",
+    "size_bytes",
+    "state",
+    "tenant_id",
+];
+
+fn parse_id<T: std::str::FromStr>(value: &str, what: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::Internal(format!("malformed {what} in store")))
 }
 
 /// What storing an imported document did.
@@ -117,6 +184,25 @@ pub enum PutOutcome {
     Unchanged(DocumentId),
     /// Archived in Mindmesh: not re-imported (P07).
     SkippedArchived,
+}
+
+/// Data keys opened during one call, so a page of documents unwraps each key once.
+#[derive(Default)]
+struct KeyCache(std::collections::HashMap<KeyId, SecretKey>);
+
+impl KeyCache {
+    async fn get(&mut self, keystore: &Keystore, tenant: TenantId, id: KeyId) -> Result<SecretKey> {
+        if let Some(key) = self.0.get(&id) {
+            return Ok(key.clone());
+        }
+        // A destroyed key means the document is gone for every reader.
+        let key = keystore.key(tenant, id).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::NotFound("document"),
+            other => other,
+        })?;
+        self.0.insert(id, key.clone());
+        Ok(key)
+    }
 }
 
 /// The documents of one storage service.
@@ -170,7 +256,7 @@ impl Documents {
                 KeyScope::Integration(integration.to_string()),
                 doc.source_owner.clone(),
             ),
-            Origin::Native { owner } => (
+            Origin::Native { owner, .. } => (
                 String::new(),
                 String::new(),
                 String::new(),
@@ -178,8 +264,19 @@ impl Documents {
                 owner.to_string(),
             ),
         };
-        let existing = if integration.is_empty() {
-            None
+        let existing = if let Origin::Native { id, .. } = &doc.origin {
+            self.db
+                .query_one(
+                    &Query::select()
+                        .columns(["id", "source_version"])
+                        .from("documents")
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("id").eq(id.to_string()))
+                        .to_owned(),
+                )
+                .await?
+                .map(|_| PutOutcome::Updated(*id))
+                .or(Some(PutOutcome::Created(*id)))
         } else {
             if self.tombstoned(tenant, &integration, &external_id).await? {
                 return Ok(PutOutcome::SkippedArchived);
@@ -195,19 +292,22 @@ impl Documents {
                         .to_owned(),
                 )
                 .await?
+                .map(|row| -> Result<PutOutcome> {
+                    let id: DocumentId =
+                        parse_id(&row.try_get::<String>("", "id")?, "document id")?;
+                    let version: String = row.try_get("", "source_version")?;
+                    Ok(if version == source_version {
+                        PutOutcome::Unchanged(id)
+                    } else {
+                        PutOutcome::Updated(id)
+                    })
+                })
+                .transpose()?
         };
         let (id, outcome) = match existing {
-            Some(row) => {
-                let id: String = row.try_get("", "id")?;
-                let id: DocumentId = id
-                    .parse()
-                    .map_err(|_| Error::Internal("malformed document id in store".into()))?;
-                let version: String = row.try_get("", "source_version")?;
-                if version == source_version {
-                    return Ok(PutOutcome::Unchanged(id));
-                }
-                (id, PutOutcome::Updated(id))
-            }
+            Some(PutOutcome::Unchanged(id)) => return Ok(PutOutcome::Unchanged(id)),
+            Some(outcome @ (PutOutcome::Updated(id) | PutOutcome::Created(id))) => (id, outcome),
+            Some(PutOutcome::SkippedArchived) => return Ok(PutOutcome::SkippedArchived),
             None => {
                 let id = DocumentId::new();
                 (id, PutOutcome::Created(id))
@@ -260,6 +360,7 @@ impl Documents {
                     "owner",
                     "size_bytes",
                     "modified_at",
+                    "modified_us",
                     "state",
                     "archived_at",
                     "created_at",
@@ -279,6 +380,7 @@ impl Documents {
                     owner.into(),
                     i64::try_from(doc.content.len()).unwrap_or(i64::MAX).into(),
                     mindmesh_kit::db::micros(doc.modified_at).into(),
+                    doc.modified_at.timestamp_micros().into(),
                     "active".into(),
                     Option::<DateTime<Utc>>::None.into(),
                     now.into(),
@@ -307,65 +409,97 @@ impl Documents {
 
     /// A document of `tenant`, decrypted. Absent, or its key destroyed: NOT_FOUND.
     pub async fn get(&self, tenant: TenantId, id: DocumentId) -> Result<Document> {
+        self.load(tenant, id, Read::WithContent).await
+    }
+
+    /// A document of `tenant`, with or without its content.
+    pub async fn load(&self, tenant: TenantId, id: DocumentId, read: Read) -> Result<Document> {
+        let mut statement = Query::select();
+        statement
+            .columns(META_COLUMNS)
+            .from("documents")
+            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+            .and_where(Expr::col("id").eq(id.to_string()));
+        if read == Read::WithContent {
+            statement.column("content_ct");
+        }
         let row = self
             .db
-            .query_one(
-                &Query::select()
-                    .columns([
-                        "integration_id",
-                        "external_id",
-                        "source_version",
-                        "key_id",
-                        "title_ct",
-                        "content_ct",
-                        "source_url_ct",
-                        "mime_type",
-                        "owner",
-                        "modified_at",
-                        "state",
-                    ])
-                    .from("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("id").eq(id.to_string()))
-                    .to_owned(),
-            )
+            .query_one(&statement)
             .await?
             .ok_or(Error::NotFound("document"))?;
-        let key_id: String = row.try_get("", "key_id")?;
-        let key_id: KeyId = key_id
-            .parse()
-            .map_err(|_| Error::Internal("malformed key id in store".into()))?;
-        let key = self
-            .keystore
-            .key(tenant, key_id)
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::NotFound("document"),
-                other => other,
-            })?;
+        let mut keys = KeyCache::default();
+        self.decode(tenant, &row, read, &mut keys).await
+    }
+
+    /// The metadata of those of `ids` that exist in `tenant` and can be opened, in the
+    /// order of `ids`.
+    pub async fn load_many(&self, tenant: TenantId, ids: &[DocumentId]) -> Result<Vec<Document>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .db
+            .query_all(
+                &Query::select()
+                    .columns(META_COLUMNS)
+                    .from("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("id").is_in(ids.iter().map(ToString::to_string)))
+                    .to_owned(),
+            )
+            .await?;
+        let mut keys = KeyCache::default();
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            match self
+                .decode(tenant, row, Read::MetadataOnly, &mut keys)
+                .await
+            {
+                Ok(doc) => {
+                    found.insert(doc.id, doc);
+                }
+                // Shredded in the meantime: gone for every reader.
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn decode(
+        &self,
+        tenant: TenantId,
+        row: &sea_orm::QueryResult,
+        read: Read,
+        keys: &mut KeyCache,
+    ) -> Result<Document> {
+        let id: DocumentId = parse_id(&row.try_get::<String>("", "id")?, "document id")?;
+        let key_id: KeyId = parse_id(&row.try_get::<String>("", "key_id")?, "key id")?;
+        let key = keys.get(&self.keystore, tenant, key_id).await?;
         let rowid = id.to_string();
         let open = |column: &str, sealed: Vec<u8>| {
             key.open(&field_aad(tenant, "documents", column, &rowid), &sealed)
         };
         let integration: String = row.try_get("", "integration_id")?;
         let state: String = row.try_get("", "state")?;
+        let size: i64 = row.try_get("", "size_bytes")?;
         Ok(Document {
             id,
             tenant,
             integration: if integration.is_empty() {
                 None
             } else {
-                Some(
-                    integration
-                        .parse()
-                        .map_err(|_| Error::Internal("malformed integration id in store".into()))?,
-                )
+                Some(parse_id(&integration, "integration id")?)
             },
             external_id: row.try_get("", "external_id")?,
             source_version: row.try_get("", "source_version")?,
             title: String::from_utf8_lossy(&open("title", row.try_get("", "title_ct")?)?)
                 .into_owned(),
-            content: open("content", row.try_get("", "content_ct")?)?,
+            content: match read {
+                Read::WithContent => open("content", row.try_get("", "content_ct")?)?,
+                Read::MetadataOnly => Vec::new(),
+            },
             mime_type: row.try_get("", "mime_type")?,
             source_url: String::from_utf8_lossy(&open(
                 "source_url",
@@ -374,17 +508,57 @@ impl Documents {
             .into_owned(),
             owner: row.try_get("", "owner")?,
             modified_at: row.try_get("", "modified_at")?,
+            size_bytes: u64::try_from(size).unwrap_or(0),
             archived: state == "archived",
         })
     }
 
-    /// Documents of `tenant` matching words of `query`, most matched words first, then
-    /// newest; archived ones only when asked. At most `limit`.
+    /// Documents of `tenant` under `filter`, newest first, after `after`; at most `limit`.
+    /// Returns each id with its position, for the next page's cursor.
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &Filter,
+        after: Option<ListPosition>,
+        limit: u64,
+    ) -> Result<Vec<ListPosition>> {
+        let mut statement = Query::select();
+        statement
+            .columns([("documents", "id"), ("documents", "modified_us")])
+            .from("documents")
+            .and_where(Expr::col(("documents", "tenant_id")).eq(tenant.to_string()))
+            .order_by(("documents", "modified_us"), Order::Desc)
+            .order_by(("documents", "id"), Order::Desc)
+            .limit(limit);
+        filter.apply(&mut statement);
+        if let Some((us, id)) = after {
+            statement.and_where(
+                Expr::col(("documents", "modified_us"))
+                    .lt(us)
+                    .or(Expr::col(("documents", "modified_us"))
+                        .eq(us)
+                        .and(Expr::col(("documents", "id")).lt(id.to_string()))),
+            );
+        }
+        let rows = self.db.query_all(&statement).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64>("", "modified_us")?,
+                    parse_id(&r.try_get::<String>("", "id")?, "document id")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Documents of `tenant` under `filter` matching words of `query`, most matched words
+    /// first, then newest; skips `offset` of them, returns at most `limit`.
     pub async fn find(
         &self,
         tenant: TenantId,
         query: &str,
-        include_archived: bool,
+        filter: &Filter,
+        offset: u64,
         limit: u64,
     ) -> Result<Vec<DocumentId>> {
         let key = self.term_key(tenant).await?;
@@ -404,21 +578,43 @@ impl Documents {
             .and_where(Expr::col(("document_terms", "tenant_id")).eq(tenant.to_string()))
             .and_where(Expr::col(("document_terms", "term")).is_in(terms))
             .group_by_col(("documents", "id"))
-            .group_by_col(("documents", "modified_at"))
+            .group_by_col(("documents", "modified_us"))
             .order_by("matched", Order::Desc)
-            .order_by(("documents", "modified_at"), Order::Desc)
+            .order_by(("documents", "modified_us"), Order::Desc)
+            .order_by(("documents", "id"), Order::Desc)
+            .offset(offset)
             .limit(limit);
-        if !include_archived {
-            statement.and_where(Expr::col(("documents", "state")).eq("active"));
-        }
+        filter.apply(&mut statement);
         let rows = self.db.query_all(&statement).await?;
         rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("", "id")?;
-                id.parse()
-                    .map_err(|_| Error::Internal("malformed document id in store".into()))
-            })
+            .map(|r| parse_id(&r.try_get::<String>("", "id")?, "document id"))
             .collect()
+    }
+
+    /// Deletes a document and its terms (and its tombstone if it had one: deleting is
+    /// not archiving). False when there was nothing to delete.
+    pub async fn delete(&self, tenant: TenantId, id: DocumentId) -> Result<bool> {
+        let txn = self.db.begin().await?;
+        txn.execute(
+            &Query::delete()
+                .from_table("document_terms")
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("document_id").eq(id.to_string()))
+                .to_owned(),
+        )
+        .await?;
+        let deleted = txn
+            .execute(
+                &Query::delete()
+                    .from_table("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .rows_affected();
+        txn.commit().await?;
+        Ok(deleted > 0)
     }
 
     async fn tombstoned(
@@ -443,9 +639,14 @@ impl Documents {
     }
 
     /// Archives a document: kept for reversal, and — if imported — tombstoned so the next
-    /// sync does not bring it back (P07).
-    pub async fn archive(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
-        let doc = self.get(tenant, id).await?;
+    /// sync does not bring it back (P07). `event` is published with the change (outbox).
+    pub async fn archive(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+        event: Option<&Envelope>,
+    ) -> Result<()> {
+        let doc = self.load(tenant, id, Read::MetadataOnly).await?;
         let now = mindmesh_kit::db::now();
         let txn = self.db.begin().await?;
         txn.execute(
@@ -478,13 +679,22 @@ impl Documents {
             )
             .await?;
         }
+        if let Some(event) = event {
+            mindmesh_kit::outbox::enqueue(&txn, event).await?;
+        }
         txn.commit().await?;
         Ok(())
     }
 
-    /// Restores an archived document and lifts its tombstone.
-    pub async fn restore(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
-        let doc = self.get(tenant, id).await?;
+    /// Restores an archived document and lifts its tombstone. `event` is published with
+    /// the change (outbox).
+    pub async fn restore(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+        event: Option<&Envelope>,
+    ) -> Result<()> {
+        let doc = self.load(tenant, id, Read::MetadataOnly).await?;
         let txn = self.db.begin().await?;
         txn.execute(
             &Query::update()
@@ -506,6 +716,9 @@ impl Documents {
                     .to_owned(),
             )
             .await?;
+        }
+        if let Some(event) = event {
+            mindmesh_kit::outbox::enqueue(&txn, event).await?;
         }
         txn.commit().await?;
         Ok(())

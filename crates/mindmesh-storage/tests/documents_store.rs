@@ -10,7 +10,7 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::testing::{ContextGuard, service_context};
 use mindmesh_storage::Migrator;
-use mindmesh_storage::documents::{Documents, NewDocument, Origin, PutOutcome};
+use mindmesh_storage::documents::{Documents, Filter, NewDocument, Origin, PutOutcome};
 use sea_orm::ConnectionTrait;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,7 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
     );
     let native = NewDocument {
         origin: Origin::Native {
+            id: DocumentId::new(),
             owner: UserId::new(),
         },
         title: "zqxcanarynative notes".into(),
@@ -191,7 +192,7 @@ async fn p07_archived_items_stay_out_of_the_next_sync(backend: Backend) {
             .unwrap(),
         PutOutcome::Unchanged(id)
     );
-    h.docs.archive(tenant, id).await.unwrap();
+    h.docs.archive(tenant, id, None).await.unwrap();
     assert!(
         h.docs.get(tenant, id).await.unwrap().archived,
         "kept for reversal"
@@ -208,7 +209,7 @@ async fn p07_archived_items_stay_out_of_the_next_sync(backend: Backend) {
         "Old plan",
         "the sync changed nothing"
     );
-    h.docs.restore(tenant, id).await.unwrap();
+    h.docs.restore(tenant, id, None).await.unwrap();
     assert_eq!(
         h.docs
             .put(tenant, imported(drive, "f1", "v2", "New plan", "two"))
@@ -259,7 +260,7 @@ async fn find_ranks_by_matched_words_without_plaintext(backend: Backend) {
     );
     let found = h
         .docs
-        .find(tenant, "QUARTERLY Budget!", false, 10)
+        .find(tenant, "QUARTERLY Budget!", &Filter::default(), 0, 10)
         .await
         .unwrap();
     assert_eq!(found, vec![both, one]);
@@ -267,23 +268,39 @@ async fn find_ranks_by_matched_words_without_plaintext(backend: Backend) {
     // Other tenants' terms are keyed differently: nothing matches across tenants.
     assert!(
         h.docs
-            .find(TenantId::new(), "budget", false, 10)
+            .find(TenantId::new(), "budget", &Filter::default(), 0, 10)
             .await
             .unwrap()
             .is_empty()
     );
-    h.docs.archive(tenant, both).await.unwrap();
+    h.docs.archive(tenant, both, None).await.unwrap();
     assert_eq!(
-        h.docs.find(tenant, "budget", false, 10).await.unwrap(),
+        h.docs
+            .find(tenant, "budget", &Filter::default(), 0, 10)
+            .await
+            .unwrap(),
         vec![one]
     );
     assert_eq!(
-        h.docs.find(tenant, "budget", true, 10).await.unwrap().len(),
+        h.docs
+            .find(
+                tenant,
+                "budget",
+                &Filter {
+                    include_archived: true,
+                    ..Filter::default()
+                },
+                0,
+                10
+            )
+            .await
+            .unwrap()
+            .len(),
         2
     );
     assert!(
         h.docs
-            .find(tenant, "  ", false, 10)
+            .find(tenant, "  ", &Filter::default(), 0, 10)
             .await
             .unwrap()
             .is_empty()
@@ -349,7 +366,7 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
     // Its terms are gone too.
     assert!(
         h.docs
-            .find(tenant, "secret", false, 10)
+            .find(tenant, "secret", &Filter::default(), 0, 10)
             .await
             .unwrap()
             .is_empty()

@@ -100,6 +100,30 @@ async fn start_service(
     Ok(ctx)
 }
 
+/// Peers this process serves itself are reached on its own listener unless configured.
+fn fill_in_own_peers(
+    config: &mut Config,
+    services: &[Service],
+    listener: &TcpListener,
+) -> anyhow::Result<()> {
+    let mut addr = listener.local_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let own = format!("http://{addr}");
+    if services.contains(&Service::Permissions) && config.peers.permissions_url.is_none() {
+        config.peers.permissions_url = Some(own.clone());
+    }
+    if services.contains(&Service::Storage) && config.peers.storage_url.is_none() {
+        config.peers.storage_url = Some(own);
+    }
+    Ok(())
+}
+
 /// Runs `services` (all five when empty) on `listener` until `shutdown` is cancelled,
 /// then drains in-flight calls, stops consumers and relays, and returns.
 pub async fn serve(
@@ -118,6 +142,8 @@ pub async fn serve(
         mindmesh_kit::db::prepare_data_dir(&config.data_dir)?;
     }
     let keys = Arc::new(KeyMaterial::load(&config, mode)?);
+    let mut config = config;
+    fill_in_own_peers(&mut config, &services, &listener)?;
     let config = Arc::new(config);
     let bus = open_bus(&config, mode)
         .await

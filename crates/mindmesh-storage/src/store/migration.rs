@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Documents));
         all.push(Box::new(Erasures));
+        all.push(Box::new(Listing));
         all
     }
 }
@@ -155,6 +156,57 @@ impl MigrationTrait for Erasures {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table("erasures").if_exists().to_owned())
+            .await
+    }
+}
+
+/// `documents.modified_us`: the modification time in microseconds since the epoch, so
+/// that listing newest first and paging by (time, id) order the same way on SQLite
+/// (which keeps timestamps as text) and PostgreSQL.
+struct Listing;
+
+impl MigrationName for Listing {
+    fn name(&self) -> &str {
+        "m20261129_000300_storage_listing"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Listing {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .add_column(big_integer("modified_us").default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("documents_listing")
+                    .table("documents")
+                    .col("tenant_id")
+                    .col("modified_us")
+                    .col("id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("documents_listing").to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .drop_column("modified_us")
+                    .to_owned(),
+            )
             .await
     }
 }

@@ -1,0 +1,793 @@
+//! `StorageService`: the enforcement point of every read (P02). A member's or admin's
+//! read goes through the permissions service first — a document they may not read is
+//! NOT_FOUND, never PERMISSION_DENIED, so its existence does not leak. Services (ingest,
+//! dsar) act for the whole tenant. Staff are admitted only under the tenant's consent
+//! (P11): engineers see everything, support sees metadata without title, link or
+//! content, analysts see pseudonymized records; every staff access is audited.
+
+use mindmesh_kit::auth::{Caller, Role};
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::crypto::pseudonym_uuid;
+use mindmesh_kit::grpc::{from_timestamp, page_size, timestamp};
+use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::{Error, Result, events};
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{DocumentArchived, DocumentRestored};
+use mindmesh_proto::mindmesh::storage::v1 as pb;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::access::{Gate, StaffView};
+use crate::documents::{
+    Document, Documents, Filter, ListPosition, NewDocument, Origin, PutOutcome, Read,
+};
+
+/// Longest title, in characters.
+pub const MAX_TITLE_CHARS: usize = 1_000;
+/// Longest external id, source version, owner or MIME type, in bytes.
+pub const MAX_ID_BYTES: usize = 1_024;
+/// Longest source URL, in bytes.
+pub const MAX_URL_BYTES: usize = 4_096;
+/// Largest content chunk of a `PutDocuments` stream.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Longest text query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 1_024;
+
+/// Who is reading, once admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reader {
+    /// Another Mindmesh service, acting for the whole tenant.
+    Service,
+    /// A member or admin: reads what the permissions service allows.
+    User { user: UserId, admin: bool },
+    /// A staff member admitted under consent.
+    Staff(StaffView),
+}
+
+/// The storage service's gRPC face.
+#[derive(Clone)]
+pub struct StorageApi {
+    ctx: ServiceContext,
+    documents: Documents,
+    gate: Gate,
+}
+
+impl StorageApi {
+    /// The API over `documents`, asking permissions through `gate`.
+    pub fn new(ctx: ServiceContext, documents: Documents, gate: Gate) -> Self {
+        StorageApi {
+            ctx,
+            documents,
+            gate,
+        }
+    }
+
+    fn max_content(&self) -> u64 {
+        self.ctx.config.storage.max_content_bytes
+    }
+
+    /// Who `caller` reads as. Staff are admitted (and audited) here, for `action`.
+    async fn reader(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: &str,
+    ) -> Result<(TenantId, Reader)> {
+        let tenant = caller.tenant()?;
+        if caller.has(Role::Service) {
+            return Ok((tenant, Reader::Service));
+        }
+        if caller.has_any(&[Role::Member, Role::Admin]) {
+            let user = caller.subject.parse().map_err(|_| {
+                Error::PermissionDenied("the token's subject is not a user id".into())
+            })?;
+            return Ok((
+                tenant,
+                Reader::User {
+                    user,
+                    admin: caller.has(Role::Admin),
+                },
+            ));
+        }
+        if caller.roles.iter().any(|r| r.is_staff()) {
+            let view = self
+                .gate
+                .admit_staff(caller, tenant, action, subject)
+                .await?;
+            return Ok((tenant, Reader::Staff(view)));
+        }
+        Err(Error::PermissionDenied(
+            "this call needs the member, admin or service role, or a consented staff role".into(),
+        ))
+    }
+
+    /// The caller as a member or admin, for writes.
+    fn writer(caller: &Caller) -> Result<(TenantId, UserId, bool)> {
+        caller.require_any(&[Role::Member, Role::Admin])?;
+        let user = caller
+            .subject
+            .parse()
+            .map_err(|_| Error::PermissionDenied("the token's subject is not a user id".into()))?;
+        Ok((caller.tenant()?, user, caller.has(Role::Admin)))
+    }
+
+    /// The document's metadata, if `user` may read it; NOT_FOUND otherwise.
+    async fn readable_meta(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        id: DocumentId,
+    ) -> Result<Document> {
+        if !self.gate.check(tenant, user, id, 0).await? {
+            return Err(Error::NotFound("document"));
+        }
+        self.documents.load(tenant, id, Read::MetadataOnly).await
+    }
+
+    /// Whether `user` may change `doc` (archive, restore, update): admins may change
+    /// any document they can read, the owner their native documents, and anyone a
+    /// writer or owner grant reaches.
+    async fn may_change(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        admin: bool,
+        doc: &Document,
+    ) -> Result<bool> {
+        Ok(admin
+            || (doc.integration.is_none() && doc.owner == user.to_string())
+            || self.gate.may_write(tenant, user, doc.id).await?)
+    }
+
+    async fn pseudonymizer(&self, tenant: TenantId) -> Result<mindmesh_kit::crypto::SecretKey> {
+        self.ctx
+            .keystore
+            .tenant_key(tenant)
+            .await?
+            .derive("storage/analyst-pseudonyms")
+    }
+
+    /// The metadata `reader` may see of `doc`.
+    async fn meta(&self, reader: Reader, doc: &Document) -> Result<pb::DocumentMeta> {
+        let mut meta = to_meta(doc);
+        match reader {
+            Reader::Service | Reader::User { .. } | Reader::Staff(StaffView::Full) => {}
+            Reader::Staff(StaffView::NoContent) => {
+                meta.title.clear();
+                meta.source_url.clear();
+            }
+            Reader::Staff(StaffView::Pseudonymized) => {
+                let key = self.pseudonymizer(doc.tenant).await?;
+                let pseudonym = |value: &str| {
+                    if value.is_empty() {
+                        String::new()
+                    } else {
+                        pseudonym_uuid(&key.mac(value.as_bytes())).to_string()
+                    }
+                };
+                meta.id = pseudonym(&meta.id);
+                meta.integration_id = pseudonym(&meta.integration_id);
+                meta.owner = pseudonym(&meta.owner);
+                meta.external_id.clear();
+                meta.source_version.clear();
+                meta.title.clear();
+                meta.source_url.clear();
+            }
+        }
+        Ok(meta)
+    }
+
+    /// Reads the next imported document of a `PutDocuments` stream: its header, then
+    /// exactly `size_bytes` of content in chunks. `None` at the end of the stream.
+    async fn next_document(
+        &self,
+        stream: &mut Streaming<pb::PutDocumentsRequest>,
+        pending: &mut Option<pb::DocumentHeader>,
+        index: usize,
+    ) -> std::result::Result<Option<(pb::DocumentHeader, Vec<u8>)>, Status> {
+        let header = match pending.take() {
+            Some(header) => header,
+            None => match stream.message().await? {
+                None => return Ok(None),
+                Some(pb::PutDocumentsRequest {
+                    item: Some(pb::put_documents_request::Item::Header(header)),
+                }) => header,
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "chunk",
+                        format!("document {index}: content arrived before its header"),
+                    )
+                    .into());
+                }
+            },
+        };
+        check_header(&header, index, self.max_content())?;
+        let size = usize::try_from(header.size_bytes).unwrap_or(usize::MAX);
+        let mut content = Vec::with_capacity(size.min(MAX_CHUNK_BYTES));
+        loop {
+            match stream.message().await? {
+                None => break,
+                Some(pb::PutDocumentsRequest { item: None }) => {
+                    return Err(Error::invalid("item", "is required: a header or a chunk").into());
+                }
+                Some(pb::PutDocumentsRequest {
+                    item: Some(pb::put_documents_request::Item::Header(next)),
+                }) => {
+                    *pending = Some(next);
+                    break;
+                }
+                Some(pb::PutDocumentsRequest {
+                    item: Some(pb::put_documents_request::Item::Chunk(chunk)),
+                }) => {
+                    if chunk.len() > MAX_CHUNK_BYTES {
+                        return Err(Error::invalid(
+                            "chunk",
+                            format!("document {index}: chunks are at most {MAX_CHUNK_BYTES} bytes"),
+                        )
+                        .into());
+                    }
+                    if content.len() + chunk.len() > size {
+                        return Err(Error::invalid(
+                            "chunk",
+                            format!(
+                                "document {index}: more content than header.size_bytes ({size}) declared"
+                            ),
+                        )
+                        .into());
+                    }
+                    content.extend_from_slice(&chunk);
+                }
+            }
+        }
+        if content.len() != size {
+            return Err(Error::invalid(
+                "chunk",
+                format!(
+                    "document {index}: {} bytes of content arrived, header.size_bytes declared {size}",
+                    content.len()
+                ),
+            )
+            .into());
+        }
+        Ok(Some((header, content)))
+    }
+}
+
+fn to_meta(doc: &Document) -> pb::DocumentMeta {
+    pb::DocumentMeta {
+        id: doc.id.to_string(),
+        tenant_id: doc.tenant.to_string(),
+        integration_id: doc.integration.map(|i| i.to_string()).unwrap_or_default(),
+        external_id: doc.external_id.clone(),
+        source_version: doc.source_version.clone(),
+        title: doc.title.clone(),
+        mime_type: doc.mime_type.clone(),
+        source_url: doc.source_url.clone(),
+        modified_at: Some(timestamp(doc.modified_at)),
+        owner: doc.owner.clone(),
+        size_bytes: doc.size_bytes,
+        state: if doc.archived {
+            pb::DocumentState::Archived
+        } else {
+            pb::DocumentState::Active
+        }
+        .into(),
+    }
+}
+
+fn bounded(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::invalid(field, format!("is longer than {max} bytes")));
+    }
+    Ok(())
+}
+
+fn check_title(field: &'static str, title: &str, required: bool) -> Result<()> {
+    let chars = title.chars().count();
+    if required && title.trim().is_empty() {
+        return Err(Error::invalid(field, "is required"));
+    }
+    if chars > MAX_TITLE_CHARS {
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn too_large(field: &str, size: u64, max: u64) -> Error {
+    Error::ResourceExhausted(format!(
+        "{field}: {size} bytes is over the storage.max_content_bytes limit of {max} bytes"
+    ))
+}
+
+fn check_header(header: &pb::DocumentHeader, index: usize, max_content: u64) -> Result<()> {
+    let integration = IntegrationId::parse_field("header.integration_id", &header.integration_id)?;
+    if integration.is_native() {
+        return Err(Error::invalid(
+            "header.integration_id",
+            "the nil UUID is reserved for native documents",
+        ));
+    }
+    if header.external_id.is_empty() {
+        return Err(Error::invalid(
+            "header.external_id",
+            format!("document {index}: is required"),
+        ));
+    }
+    if header.source_version.is_empty() {
+        return Err(Error::invalid(
+            "header.source_version",
+            format!("document {index}: is required"),
+        ));
+    }
+    bounded("header.external_id", &header.external_id, MAX_ID_BYTES)?;
+    bounded(
+        "header.source_version",
+        &header.source_version,
+        MAX_ID_BYTES,
+    )?;
+    bounded("header.mime_type", &header.mime_type, MAX_ID_BYTES)?;
+    bounded("header.owner", &header.owner, MAX_ID_BYTES)?;
+    bounded("header.source_url", &header.source_url, MAX_URL_BYTES)?;
+    check_title("header.title", &header.title, false)?;
+    if header.size_bytes > max_content {
+        return Err(too_large(
+            "header.size_bytes",
+            header.size_bytes,
+            max_content,
+        ));
+    }
+    Ok(())
+}
+
+fn document_id(value: &str) -> Result<DocumentId> {
+    DocumentId::parse_field("document_id", value)
+}
+
+/// A page position: keyset for listings, offset for ranked finds.
+enum PageToken {
+    List(ListPosition),
+    Find(u64),
+}
+
+impl PageToken {
+    fn parse(token: &str, finding: bool) -> Result<Option<PageToken>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || {
+            Error::invalid(
+                "page_token",
+                "is not a token this service issued for this query",
+            )
+        };
+        let parsed = match (token.split_at_checked(1), finding) {
+            (Some(("o", offset)), true) => PageToken::Find(offset.parse().map_err(|_| bad())?),
+            (Some(("t", rest)), false) => {
+                let (us, id) = rest.split_once('.').ok_or_else(bad)?;
+                PageToken::List((
+                    us.parse().map_err(|_| bad())?,
+                    id.parse().map_err(|_| bad())?,
+                ))
+            }
+            _ => return Err(bad()),
+        };
+        Ok(Some(parsed))
+    }
+
+    fn encode(&self) -> String {
+        match self {
+            PageToken::List((us, id)) => format!("t{us}.{id}"),
+            PageToken::Find(offset) => format!("o{offset}"),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::storage_service_server::StorageService for StorageApi {
+    async fn put_documents(
+        &self,
+        request: Request<Streaming<pb::PutDocumentsRequest>>,
+    ) -> std::result::Result<Response<pb::PutDocumentsResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Service, Role::Admin])?;
+        let tenant = caller.tenant()?;
+        let mut stream = request.into_inner();
+        let mut pending = None;
+        let mut results = Vec::new();
+        while let Some((header, content)) = self
+            .next_document(&mut stream, &mut pending, results.len())
+            .await?
+        {
+            let integration =
+                IntegrationId::parse_field("header.integration_id", &header.integration_id)?;
+            let modified_at = match &header.modified_at {
+                Some(t) => from_timestamp("header.modified_at", t)?,
+                None => chrono::Utc::now(),
+            };
+            let external_id = header.external_id.clone();
+            let outcome = self
+                .documents
+                .put(
+                    tenant,
+                    NewDocument {
+                        origin: Origin::Imported {
+                            integration,
+                            external_id: header.external_id,
+                            source_version: header.source_version,
+                        },
+                        title: header.title,
+                        content,
+                        mime_type: header.mime_type,
+                        source_url: header.source_url,
+                        source_owner: header.owner,
+                        modified_at,
+                    },
+                )
+                .await?;
+            let (document_id, outcome) = match outcome {
+                PutOutcome::Created(id) => (id.to_string(), pb::PutOutcome::Created),
+                PutOutcome::Updated(id) => (id.to_string(), pb::PutOutcome::Updated),
+                PutOutcome::Unchanged(id) => (id.to_string(), pb::PutOutcome::Unchanged),
+                PutOutcome::SkippedArchived => (String::new(), pb::PutOutcome::SkippedArchived),
+            };
+            results.push(pb::PutResult {
+                external_id,
+                document_id,
+                outcome: outcome.into(),
+            });
+        }
+        Ok(Response::new(pb::PutDocumentsResponse { results }))
+    }
+
+    async fn create_document(
+        &self,
+        request: Request<pb::CreateDocumentRequest>,
+    ) -> std::result::Result<Response<pb::CreateDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let (tenant, user, _) = Self::writer(&caller)?;
+        let req = request.into_inner();
+        check_title("title", &req.title, true)?;
+        bounded("mime_type", &req.mime_type, MAX_ID_BYTES)?;
+        let size = req.content.len() as u64;
+        if size > self.max_content() {
+            return Err(too_large("content", size, self.max_content()).into());
+        }
+        let id = DocumentId::new();
+        // The grant first: a document is never stored without its owner's grant.
+        self.gate.grant_owner(tenant, id, user).await?;
+        self.documents
+            .put(
+                tenant,
+                NewDocument {
+                    origin: Origin::Native { id, owner: user },
+                    title: req.title,
+                    content: req.content,
+                    mime_type: if req.mime_type.is_empty() {
+                        "text/plain".to_owned()
+                    } else {
+                        req.mime_type
+                    },
+                    source_url: String::new(),
+                    source_owner: String::new(),
+                    modified_at: chrono::Utc::now(),
+                },
+            )
+            .await?;
+        let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
+        Ok(Response::new(pb::CreateDocumentResponse {
+            document: Some(to_meta(&doc)),
+        }))
+    }
+
+    async fn update_document(
+        &self,
+        request: Request<pb::UpdateDocumentRequest>,
+    ) -> std::result::Result<Response<pb::UpdateDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        // Admins may archive what they can read, but only owners and writers edit it.
+        let (tenant, user, _admin) = Self::writer(&caller)?;
+        let req = request.into_inner();
+        let id = document_id(&req.document_id)?;
+        if let Some(title) = &req.title {
+            check_title("title", title, true)?;
+        }
+        if let Some(content) = &req.content
+            && content.len() as u64 > self.max_content()
+        {
+            return Err(too_large("content", content.len() as u64, self.max_content()).into());
+        }
+        let meta = self.readable_meta(tenant, user, id).await?;
+        if meta.integration.is_some() {
+            return Err(Error::FailedPrecondition(
+                "imported documents change at their source, not in Mindmesh".into(),
+            )
+            .into());
+        }
+        if !(meta.owner == user.to_string() || self.gate.may_write(tenant, user, id).await?) {
+            return Err(Error::PermissionDenied(
+                "only the owner or a writer may change this document".into(),
+            )
+            .into());
+        }
+        if meta.archived {
+            return Err(Error::FailedPrecondition(
+                "the document is archived; restore it before changing it".into(),
+            )
+            .into());
+        }
+        let owner: UserId = meta
+            .owner
+            .parse()
+            .map_err(|_| Error::Internal("native document without a user owner".into()))?;
+        let mut doc = self.documents.get(tenant, id).await?;
+        if let Some(title) = req.title {
+            doc.title = title;
+        }
+        if let Some(content) = req.content {
+            doc.content = content;
+        }
+        self.documents
+            .put(
+                tenant,
+                NewDocument {
+                    origin: Origin::Native { id, owner },
+                    title: doc.title,
+                    content: doc.content,
+                    mime_type: doc.mime_type,
+                    source_url: String::new(),
+                    source_owner: String::new(),
+                    modified_at: chrono::Utc::now(),
+                },
+            )
+            .await?;
+        let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
+        Ok(Response::new(pb::UpdateDocumentResponse {
+            document: Some(to_meta(&doc)),
+        }))
+    }
+
+    async fn get_document(
+        &self,
+        request: Request<pb::GetDocumentRequest>,
+    ) -> std::result::Result<Response<pb::GetDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let id = document_id(&req.document_id)?;
+        let (tenant, reader) = self
+            .reader(&caller, "document.get", &req.document_id)
+            .await?;
+        let read = match reader {
+            Reader::User { user, .. } => {
+                if !self
+                    .gate
+                    .check(tenant, user, id, req.at_least_revision)
+                    .await?
+                {
+                    return Err(Error::NotFound("document").into());
+                }
+                Read::WithContent
+            }
+            Reader::Service | Reader::Staff(StaffView::Full) => Read::WithContent,
+            Reader::Staff(_) => Read::MetadataOnly,
+        };
+        let doc = self.documents.load(tenant, id, read).await?;
+        Ok(Response::new(pb::GetDocumentResponse {
+            document: Some(self.meta(reader, &doc).await?),
+            content: doc.content,
+        }))
+    }
+
+    async fn list_documents(
+        &self,
+        request: Request<pb::ListDocumentsRequest>,
+    ) -> std::result::Result<Response<pb::ListDocumentsResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size, 50, 1000)?;
+        bounded("query", &req.query, MAX_QUERY_BYTES)?;
+        let finding = !req.query.trim().is_empty();
+        if finding && crate::documents::words(&req.query).is_empty() {
+            return Err(Error::invalid(
+                "query",
+                "has no word of two or more letters or digits to find",
+            )
+            .into());
+        }
+        let token = PageToken::parse(&req.page_token, finding)?;
+        let filter = Filter {
+            integration: match req.integration_id.as_str() {
+                "" => None,
+                value => Some(IntegrationId::parse_field("integration_id", value)?),
+            },
+            modified_since: req
+                .modified_since
+                .as_ref()
+                .map(|t| from_timestamp("modified_since", t))
+                .transpose()?,
+            include_archived: req.include_archived,
+        };
+        let (tenant, reader) = self.reader(&caller, "document.list", "").await?;
+        // Candidates come in batches; permissions filters each; the page fills up.
+        let batch = Ord::max(limit * 2, 100);
+        let mut page: Vec<DocumentId> = Vec::new();
+        let mut next = None;
+        let (mut after, mut offset) = match token {
+            Some(PageToken::List(position)) => (Some(position), 0),
+            Some(PageToken::Find(offset)) => (None, offset),
+            None => (None, 0),
+        };
+        'fill: loop {
+            let candidates: Vec<(DocumentId, PageToken)> = if finding {
+                let found = self
+                    .documents
+                    .find(tenant, &req.query, &filter, offset, batch)
+                    .await?;
+                found
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, id)| (id, PageToken::Find(offset + i as u64 + 1)))
+                    .collect()
+            } else {
+                self.documents
+                    .list(tenant, &filter, after, batch)
+                    .await?
+                    .into_iter()
+                    .map(|position| (position.1, PageToken::List(position)))
+                    .collect()
+            };
+            let exhausted = (candidates.len() as u64) < batch;
+            let ids: Vec<DocumentId> = candidates.iter().map(|(id, _)| *id).collect();
+            let readable: std::collections::HashSet<DocumentId> = match reader {
+                Reader::User { user, .. } => self
+                    .gate
+                    .readable(tenant, user, &ids, 0)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                _ => ids.iter().copied().collect(),
+            };
+            let last = candidates.len();
+            for (i, (id, position)) in candidates.into_iter().enumerate() {
+                if readable.contains(&id) {
+                    page.push(id);
+                    if page.len() as u64 == limit {
+                        if !(exhausted && i + 1 == last) {
+                            next = Some(position);
+                        }
+                        break 'fill;
+                    }
+                }
+                match position {
+                    PageToken::List(p) => after = Some(p),
+                    PageToken::Find(o) => offset = o,
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        let docs = self.documents.load_many(tenant, &page).await?;
+        let mut documents = Vec::with_capacity(docs.len());
+        for doc in &docs {
+            documents.push(self.meta(reader, doc).await?);
+        }
+        Ok(Response::new(pb::ListDocumentsResponse {
+            documents,
+            next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn archive_document(
+        &self,
+        request: Request<pb::ArchiveDocumentRequest>,
+    ) -> std::result::Result<Response<pb::ArchiveDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let document = self
+            .change_state(&caller, &request.get_ref().document_id, true)
+            .await?;
+        Ok(Response::new(pb::ArchiveDocumentResponse {
+            document: Some(document),
+        }))
+    }
+
+    async fn restore_document(
+        &self,
+        request: Request<pb::RestoreDocumentRequest>,
+    ) -> std::result::Result<Response<pb::RestoreDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let document = self
+            .change_state(&caller, &request.get_ref().document_id, false)
+            .await?;
+        Ok(Response::new(pb::RestoreDocumentResponse {
+            document: Some(document),
+        }))
+    }
+
+    async fn delete_document(
+        &self,
+        request: Request<pb::DeleteDocumentRequest>,
+    ) -> std::result::Result<Response<pb::DeleteDocumentResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let id = document_id(&request.get_ref().document_id)?;
+        let (tenant, doc) = if caller.has(Role::Service) {
+            let tenant = caller.tenant()?;
+            (
+                tenant,
+                self.documents.load(tenant, id, Read::MetadataOnly).await?,
+            )
+        } else {
+            let (tenant, user, admin) = Self::writer(&caller)?;
+            let doc = self.readable_meta(tenant, user, id).await?;
+            let owner = doc.integration.is_none() && doc.owner == user.to_string();
+            if !(admin || owner) {
+                return Err(Error::PermissionDenied(
+                    "only an admin, or the owner of a native document, may delete it".into(),
+                )
+                .into());
+            }
+            (tenant, doc)
+        };
+        self.documents.delete(tenant, id).await?;
+        self.gate
+            .revoke_all(
+                tenant,
+                doc.integration.unwrap_or(IntegrationId::NATIVE),
+                &[id],
+            )
+            .await?;
+        Ok(Response::new(pb::DeleteDocumentResponse {}))
+    }
+}
+
+impl StorageApi {
+    /// Archives (`archive`) or restores a document the caller may change, publishing
+    /// `document.archived` / `document.restored` with the change.
+    async fn change_state(
+        &self,
+        caller: &Caller,
+        document_id: &str,
+        archive: bool,
+    ) -> Result<pb::DocumentMeta> {
+        let id = self::document_id(document_id)?;
+        let (tenant, doc) = if caller.has(Role::Service) {
+            let tenant = caller.tenant()?;
+            (
+                tenant,
+                self.documents.load(tenant, id, Read::MetadataOnly).await?,
+            )
+        } else {
+            let (tenant, user, admin) = Self::writer(caller)?;
+            let doc = self.readable_meta(tenant, user, id).await?;
+            if !self.may_change(tenant, user, admin, &doc).await? {
+                return Err(Error::PermissionDenied(
+                    "only an admin, the owner or a writer may archive or restore this document"
+                        .into(),
+                ));
+            }
+            (tenant, doc)
+        };
+        let integration_id = doc.integration.map(|i| i.to_string()).unwrap_or_default();
+        let payload = if archive {
+            Payload::DocumentArchived(DocumentArchived {
+                document_id: id.to_string(),
+                integration_id,
+            })
+        } else {
+            Payload::DocumentRestored(DocumentRestored {
+                document_id: id.to_string(),
+                integration_id,
+            })
+        };
+        let event = events::envelope(self.ctx.service, Some(tenant), payload);
+        if archive {
+            self.documents.archive(tenant, id, Some(&event)).await?;
+        } else {
+            self.documents.restore(tenant, id, Some(&event)).await?;
+        }
+        self.ctx.relay.wake();
+        let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
+        Ok(to_meta(&doc))
+    }
+}

@@ -34,6 +34,21 @@ pub fn from_timestamp(
         .ok_or_else(|| Error::invalid(field, "is out of range"))
 }
 
+/// How tonic's message for an undecodable request starts (its status is INTERNAL).
+pub const DECODE_ERROR: &str = "failed to decode Protobuf message";
+/// [`DECODE_ERROR`] as it appears percent-encoded in the `grpc-message` header.
+pub const DECODE_ERROR_ENCODED: &str = "failed%20to%20decode%20Protobuf%20message";
+
+/// A status from reading a request stream: an undecodable message (a string that is
+/// not UTF-8, a truncated field) is the caller's INVALID_ARGUMENT, not our INTERNAL.
+pub fn inbound(status: tonic::Status) -> tonic::Status {
+    if status.code() == tonic::Code::Internal && status.message().starts_with(DECODE_ERROR) {
+        tonic::Status::invalid_argument(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
 /// A lazily connected channel to the peer service at `url`, which is configured under
 /// `setting` (named in the error when it is missing or malformed).
 pub fn peer_channel(setting: &str, url: Option<&str>) -> Result<tonic::transport::Channel> {

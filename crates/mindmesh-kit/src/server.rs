@@ -58,9 +58,7 @@ pub async fn serve(
         // Large syncs arrive in one message: do not make them crawl through 64 KiB windows.
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(8 * 1024 * 1024))
-        .layer(tower::util::MapResponseLayer::new(
-            size_limit_is_resource_exhausted,
-        ))
+        .layer(tower::util::MapResponseLayer::new(rewrite_caller_errors))
         .trace_fn(crate::telemetry::grpc_request_span)
         .add_routes(routes)
         .add_service(health)
@@ -77,10 +75,11 @@ pub async fn serve(
     }
 }
 
-/// tonic answers a message over the size limit with OUT_OF_RANGE; the API promises
-/// RESOURCE_EXHAUSTED for size limits (as gRPC's own implementations answer), so the
-/// status of exactly that error is rewritten. Its message, naming the limit, stays.
-fn size_limit_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// Two errors tonic raises for a caller's mistake carry the wrong code, and exactly
+/// those are rewritten (their messages, naming the limit or field, stay): a message over
+/// the size limit is OUT_OF_RANGE, but the API promises RESOURCE_EXHAUSTED (as gRPC's own
+/// implementations answer); an undecodable request is INTERNAL, but INVALID_ARGUMENT.
+fn rewrite_caller_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
         && headers
@@ -92,6 +91,20 @@ fn size_limit_is_resource_exhausted<B>(mut response: http::Response<B>) -> http:
             });
     if too_large {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    // tonic answers a request it cannot decode (e.g. a string field that is not UTF-8)
+    // with INTERNAL; it is the caller's mistake, so INVALID_ARGUMENT. The message names
+    // the field.
+    let undecodable = headers.get("grpc-status").is_some_and(|s| s == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains(crate::grpc::DECODE_ERROR_ENCODED)
+                    || m.contains(crate::grpc::DECODE_ERROR)
+            });
+    if undecodable {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
     }
     response
 }
@@ -109,15 +122,22 @@ mod tests {
     }
 
     #[test]
-    fn only_the_size_limit_error_is_rewritten() {
-        let r = size_limit_is_resource_exhausted(response(
+    fn only_caller_errors_are_rewritten() {
+        let r = rewrite_caller_errors(response(
             "11",
             "Error,%20decoded%20message%20length%20too%20large:%20found%205%20bytes",
         ));
         assert_eq!(r.headers()["grpc-status"], "8");
-        let r = size_limit_is_resource_exhausted(response("11", "page out of range"));
+        let r = rewrite_caller_errors(response("11", "page out of range"));
         assert_eq!(r.headers()["grpc-status"], "11");
-        let r = size_limit_is_resource_exhausted(response("3", "message length too large"));
+        let r = rewrite_caller_errors(response("3", "message length too large"));
         assert_eq!(r.headers()["grpc-status"], "3");
+        let r = rewrite_caller_errors(response(
+            "13",
+            "failed%20to%20decode%20Protobuf%20message:%20CreateDocumentRequest.title:%20invalid%20string%20value",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "3");
+        let r = rewrite_caller_errors(response("13", "internal error"));
+        assert_eq!(r.headers()["grpc-status"], "13");
     }
 }

@@ -8,7 +8,7 @@
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::pseudonym_uuid;
-use mindmesh_kit::grpc::{from_timestamp, page_size, timestamp};
+use mindmesh_kit::grpc::{from_timestamp, inbound, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::{Error, Result, events};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
@@ -186,7 +186,7 @@ impl StorageApi {
     ) -> std::result::Result<Option<(pb::DocumentHeader, Vec<u8>)>, Status> {
         let header = match pending.take() {
             Some(header) => header,
-            None => match stream.message().await? {
+            None => match stream.message().await.map_err(inbound)? {
                 None => return Ok(None),
                 Some(pb::PutDocumentsRequest {
                     item: Some(pb::put_documents_request::Item::Header(header)),
@@ -204,7 +204,7 @@ impl StorageApi {
         let size = usize::try_from(header.size_bytes).unwrap_or(usize::MAX);
         let mut content = Vec::with_capacity(size.min(MAX_CHUNK_BYTES));
         loop {
-            match stream.message().await? {
+            match stream.message().await.map_err(inbound)? {
                 None => break,
                 Some(pb::PutDocumentsRequest { item: None }) => {
                     return Err(Error::invalid("item", "is required: a header or a chunk").into());

@@ -2,7 +2,8 @@
 //! permissions and retention services as two separate `mindmesh serve --service …`
 //! processes on the real PostgreSQL (a database per service) and the real NATS JetStream.
 //! A user created through the permissions process reaches the retention process as an
-//! event; both processes stop cleanly on SIGTERM.
+//! event; both processes stop cleanly on SIGTERM. A storage process asks a separate
+//! permissions process before every read, with its own short-lived service tokens.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -17,6 +18,7 @@ use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::testing::{TestNats, TestPostgres};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::retention::v1 as retention;
+use mindmesh_proto::mindmesh::storage::v1 as storage;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -39,6 +41,8 @@ impl Drop for Reaped {
 struct Deployment {
     env: Vec<(String, String)>,
     issuer: TokenIssuer,
+    /// The token signing key, for the services that call others (storage).
+    jwt_file: std::path::PathBuf,
     pg: TestPostgres,
     _nats: TestNats,
     _dir: tempfile::TempDir,
@@ -60,6 +64,8 @@ impl Deployment {
         )
         .unwrap();
         std::fs::write(&signing_file, signing.pkcs8()).unwrap();
+        let jwt_file = dir.path().join("jwt.pk8");
+        std::fs::write(&jwt_file, jwt.pkcs8()).unwrap();
         let b64 = base64::engine::general_purpose::STANDARD;
         let env = vec![
             ("MINDMESH__DATABASE__URL", pg.template()),
@@ -96,6 +102,7 @@ impl Deployment {
         Deployment {
             env,
             issuer: TokenIssuer::new(&jwt, "mindmesh"),
+            jwt_file,
             pg,
             _nats: nats,
             _dir: dir,
@@ -110,10 +117,13 @@ impl Deployment {
         command
     }
 
-    /// Starts `mindmesh serve --service <service>` on port 0; returns it and its address.
-    fn serve(&self, service: &str) -> (Reaped, String) {
+    /// Starts `mindmesh serve --service <service> [extra…]` on port 0; returns it and its
+    /// address.
+    fn serve(&self, service: &str, extra: &[&str]) -> (Reaped, String) {
+        let mut args = vec!["serve", "--service", service, "--set", "listen=127.0.0.1:0"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .command(&["serve", "--service", service, "--set", "listen=127.0.0.1:0"])
+            .command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -208,8 +218,8 @@ async fn a_user_created_in_one_process_reaches_retention_in_another() {
     migrate(&deployment);
     migrate(&deployment); // idempotent
 
-    let (permissions_process, permissions_addr) = deployment.serve("permissions");
-    let (retention_process, retention_addr) = deployment.serve("retention");
+    let (permissions_process, permissions_addr) = deployment.serve("permissions", &[]);
+    let (retention_process, retention_addr) = deployment.serve("retention", &[]);
     let permissions = connect(&permissions_addr).await;
     let retention_channel = connect(&retention_addr).await;
 
@@ -320,4 +330,152 @@ async fn a_user_created_in_one_process_reaches_retention_in_another() {
 
     stop(permissions_process).await;
     stop(retention_process).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_asks_a_separate_permissions_process_before_every_read() {
+    let deployment = Deployment::new();
+    migrate(&deployment);
+
+    // Without the permissions service's address, storage refuses to start and says why.
+    let out = deployment
+        .command(&[
+            "serve",
+            "--service",
+            "storage",
+            "--set",
+            "listen=127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("peers.permissions_url"), "{stderr}");
+
+    let (permissions_process, permissions_addr) = deployment.serve("permissions", &[]);
+    let peer = format!("peers.permissions_url=http://{permissions_addr}");
+    // Without the token signing key it cannot call permissions either: it says so.
+    let out = deployment
+        .command(&[
+            "serve",
+            "--service",
+            "storage",
+            "--set",
+            "listen=127.0.0.1:0",
+            "--set",
+            &peer,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("keys.jwt_private_key_file"), "{stderr}");
+
+    let jwt = format!(
+        "keys.jwt_private_key_file={}",
+        deployment.jwt_file.display()
+    );
+    let (storage_process, storage_addr) =
+        deployment.serve("storage", &["--set", &peer, "--set", &jwt]);
+    let permissions = connect(&permissions_addr).await;
+    let storage_channel = connect(&storage_addr).await;
+
+    let operator = deployment
+        .issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
+        .unwrap();
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(permissions);
+    let tenant: TenantId = accounts
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "Acme".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let admin = deployment
+        .issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let mut members = Vec::new();
+    for email in ["ada@example.com", "bob@example.com"] {
+        let user = accounts
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    first_name: "A".into(),
+                    last_name: "B".into(),
+                    email: email.into(),
+                    picture_url: String::new(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        members.push(
+            deployment
+                .issuer
+                .issue(
+                    &user.id,
+                    Some(tenant),
+                    &[Role::Member],
+                    Duration::from_secs(600),
+                )
+                .unwrap(),
+        );
+    }
+
+    // Ada writes a native document: storage records her grant in the permissions process.
+    let mut storage = storage::storage_service_client::StorageServiceClient::new(storage_channel);
+    let doc = storage
+        .create_document(authed(
+            storage::CreateDocumentRequest {
+                title: "Ada's notes".into(),
+                mime_type: String::new(),
+                content: b"across processes".to_vec(),
+            },
+            &members[0],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .document
+        .unwrap();
+    let get = |token: &str| {
+        authed(
+            storage::GetDocumentRequest {
+                document_id: doc.id.clone(),
+                at_least_revision: 0,
+            },
+            token,
+        )
+    };
+    let read = storage
+        .get_document(get(&members[0]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.content, b"across processes");
+    let err = storage.get_document(get(&members[1])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // With permissions gone, storage answers UNAVAILABLE rather than guess.
+    stop(permissions_process).await;
+    let err = storage.get_document(get(&members[0])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    stop(storage_process).await;
 }

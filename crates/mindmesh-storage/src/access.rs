@@ -43,6 +43,13 @@ impl Gate {
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;
+        if ctx.service_tokens.is_none() {
+            return Err(Error::Config(
+                "the storage service calls the permissions service and needs \
+                 keys.jwt_private_key_file to sign its service tokens"
+                    .into(),
+            ));
+        }
         let limit = ctx.config.limits.max_message_bytes;
         Ok(Gate {
             permissions: PermissionsServiceClient::new(channel.clone())

@@ -165,6 +165,9 @@ pub struct KeysConfig {
     pub master_key: Option<String>,
     /// File holding the master key (32 bytes, base64).
     pub master_key_file: Option<PathBuf>,
+    /// The master key being replaced, during a master key rotation (32 bytes, base64):
+    /// it only unwraps. Remove it once `mindmesh keys rotate` reports nothing under it.
+    pub previous_master_key_file: Option<PathBuf>,
     /// Ed25519 private key (PKCS#8 DER) that signs access tokens; only `mindmesh token`
     /// and embedded mode need it.
     pub jwt_private_key_file: Option<PathBuf>,
@@ -183,6 +186,7 @@ impl std::fmt::Debug for KeysConfig {
                 &self.master_key.as_ref().map(|_| "<redacted>"),
             )
             .field("master_key_file", &self.master_key_file)
+            .field("previous_master_key_file", &self.previous_master_key_file)
             .field("jwt_private_key_file", &self.jwt_private_key_file)
             .field("jwt_public_key", &self.jwt_public_key)
             .field("signing_key_file", &self.signing_key_file)

@@ -116,7 +116,7 @@ impl ServiceContext {
             service,
             config: config.clone(),
             audit: AuditLog::new(db.clone(), &shared.keys.master, service)?,
-            keystore: Keystore::new(key_db, shared.keys.master.clone()),
+            keystore: shared.keys.keystore(key_db),
             db,
             bus: shared.bus.clone(),
             relay,

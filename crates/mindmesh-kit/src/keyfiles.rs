@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 pub struct KeyMaterial {
     /// The master key every keystore wraps tenant keys under.
     pub master: SecretKey,
+    /// The master key being replaced (during a master key rotation): unwraps only.
+    pub previous_master: Option<SecretKey>,
     /// The token signing key, where this process has it (embedded mode, `mindmesh token`).
     pub jwt_private: Option<SigningKey>,
     /// The token verification key.
@@ -56,6 +58,14 @@ impl KeyMaterial {
             }
         };
 
+        let previous_master = match &keys.previous_master_key_file {
+            Some(path) => Some(decode_master(
+                &read_text(path, "keys.previous_master_key_file")?,
+                "keys.previous_master_key_file",
+            )?),
+            None => None,
+        };
+
         let jwt_private = match &keys.jwt_private_key_file {
             Some(path) => Some(SigningKey::from_pkcs8(&read_bytes(
                 path,
@@ -95,10 +105,19 @@ impl KeyMaterial {
         }
         Ok(KeyMaterial {
             master,
+            previous_master,
             jwt_private,
             jwt_public,
             signing,
         })
+    }
+}
+
+impl KeyMaterial {
+    /// A keystore over `db` with these master keys.
+    pub fn keystore(&self, db: sea_orm::DatabaseConnection) -> crate::keys::Keystore {
+        crate::keys::Keystore::new(db, self.master.clone())
+            .with_previous_masters(self.previous_master.iter().cloned().collect())
     }
 }
 

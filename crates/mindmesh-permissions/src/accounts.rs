@@ -528,7 +528,7 @@ impl Accounts {
         let key = self
             .ctx
             .keystore
-            .tenant_key(tenant)
+            .index_key(tenant)
             .await?
             .derive("analyst-pseudonyms")?;
         Ok(User {

@@ -37,29 +37,30 @@ impl TenantBlindKeys {
 }
 
 impl BlindIndex {
-    /// Blind indexes keyed from `keystore`'s tenant keys.
+    /// Blind indexes keyed from `keystore`'s tenant index keys (data keys, so a tenant
+    /// key rotation re-wraps them and every stored index stays valid).
     pub fn new(keystore: Keystore) -> Self {
         BlindIndex { keystore }
     }
 
     /// The index keys of `tenant` (creating the tenant's key on first use).
     pub async fn keys(&self, tenant: TenantId) -> Result<TenantBlindKeys> {
-        Self::derive(&self.keystore.tenant_key(tenant).await?)
+        Self::derive(&self.keystore.index_key(tenant).await?)
     }
 
     /// The index keys of `tenant` if it has a key yet. A tenant without one has no
     /// accounts and no principals, so nothing can match an index anyway.
     pub async fn existing_keys(&self, tenant: TenantId) -> Result<Option<TenantBlindKeys>> {
-        match self.keystore.existing_tenant_key(tenant).await? {
+        match self.keystore.existing_index_key(tenant).await? {
             Some(key) => Ok(Some(Self::derive(&key)?)),
             None => Ok(None),
         }
     }
 
-    fn derive(tenant_key: &SecretKey) -> Result<TenantBlindKeys> {
+    fn derive(index_key: &SecretKey) -> Result<TenantBlindKeys> {
         Ok(TenantBlindKeys {
-            email: tenant_key.derive("users/email-index")?,
-            domain: tenant_key.derive("users/domain-index")?,
+            email: index_key.derive("users/email-index")?,
+            domain: index_key.derive("users/domain-index")?,
         })
     }
 }

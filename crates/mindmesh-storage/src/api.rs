@@ -141,7 +141,7 @@ impl StorageApi {
     async fn pseudonymizer(&self, tenant: TenantId) -> Result<mindmesh_kit::crypto::SecretKey> {
         self.ctx
             .keystore
-            .tenant_key(tenant)
+            .index_key(tenant)
             .await?
             .derive("storage/analyst-pseudonyms")
     }

@@ -232,7 +232,7 @@ impl Documents {
 
     async fn term_key(&self, tenant: TenantId) -> Result<SecretKey> {
         self.keystore
-            .tenant_key(tenant)
+            .index_key(tenant)
             .await?
             .derive("storage/search-terms")
     }

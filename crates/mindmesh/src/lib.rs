@@ -23,7 +23,7 @@ use mindmesh_kit::config::{BusKind, Config, Mode};
 use mindmesh_kit::context::{ServiceContext, Shared};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::keys::KeystoreMigrator;
+use mindmesh_kit::keys::{KeystoreMigrator, Rotation};
 use mindmesh_kit::subject_api::{SubjectDataApi, SubjectProvider};
 use mindmesh_proto::mindmesh::audit::v1::audit_server::AuditServer;
 use mindmesh_proto::mindmesh::subject::v1::subject_data_server::SubjectDataServer;
@@ -194,6 +194,47 @@ pub async fn serve(
     }
     served?;
     Ok(())
+}
+
+/// Rotates the keys in the keystores of `services` (all five when empty), or of one
+/// `tenant`, while the services keep serving: see [`Keystore::rotate`]. Returns what
+/// each keystore did.
+///
+/// [`Keystore::rotate`]: mindmesh_kit::keys::Keystore::rotate
+pub async fn rotate_keys(
+    config: &Config,
+    services: &[Service],
+    tenant: Option<TenantId>,
+) -> anyhow::Result<Vec<(Service, Rotation)>> {
+    let services = if services.is_empty() {
+        Service::ALL.to_vec()
+    } else {
+        services.to_vec()
+    };
+    let mode = if config.database.url.is_some() {
+        Mode::Distributed
+    } else {
+        Mode::Embedded
+    };
+    let keys = KeyMaterial::load(config, mode)?;
+    let mut reports = Vec::new();
+    for service in services {
+        let db = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(
+            &config.keystore_url(service),
+            2,
+        )
+        .await
+        .with_context(|| format!("opening the {service} keystore"))?;
+        let report = keys
+            .keystore(db.clone())
+            .rotate(tenant)
+            .await
+            .with_context(|| format!("rotating the {service} keystore"))?;
+        db.close().await?;
+        tracing::info!(service = %service, ?report, "keys rotated");
+        reports.push((service, report));
+    }
+    Ok(reports)
 }
 
 /// Creates (if needed) and migrates the databases and keystores of `services`.

@@ -56,8 +56,28 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Prints the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Gives every tenant (or one) a new key version and re-wraps every data key under
+    /// it, re-wraps tenant keys under the current master key, and destroys old versions
+    /// nothing uses. Content is not re-encrypted; the services keep serving.
+    Rotate {
+        /// Rotate only this service's keystore (repeatable; default: all five).
+        #[arg(long = "service")]
+        services: Vec<Service>,
+        /// Rotate only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
 }
 
 fn parse_overrides(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
@@ -100,6 +120,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 "{}",
                 mindmesh::issue_token(&config, &sub, tenant, &roles, ttl)?
             );
+            Ok(())
+        }
+        Command::Keys {
+            action: KeysCommand::Rotate { services, tenant },
+        } => {
+            let _telemetry = mindmesh_kit::telemetry::init(&config.telemetry, "mindmesh-keys")?;
+            for (service, r) in mindmesh::rotate_keys(&config, &services, tenant).await? {
+                println!(
+                    "{service}: {} tenants rotated, {} data keys re-wrapped, {} tenant keys \
+                     moved to the current master, {} old versions retired, {} still in use, \
+                     {} under the previous master",
+                    r.tenants,
+                    r.data_keys_rewrapped,
+                    r.tenant_keys_rewrapped,
+                    r.versions_retired,
+                    r.versions_in_use,
+                    r.under_previous_masters
+                );
+            }
             Ok(())
         }
         Command::Migrate { services } => {

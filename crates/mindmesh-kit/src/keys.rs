@@ -685,6 +685,12 @@ impl Keystore {
         Ok(ids)
     }
 
+    /// The ids of every data key of `tenant` (before shredding them, to report them).
+    pub async fn tenant_data_key_ids(&self, tenant: TenantId) -> Result<Vec<KeyId>> {
+        self.key_ids(Expr::col("tenant_id").eq(tenant.to_string()))
+            .await
+    }
+
     /// The ids of the data keys of `scope` (before shredding them, to report them).
     pub async fn scope_key_ids(&self, tenant: TenantId, scope: &KeyScope) -> Result<Vec<KeyId>> {
         self.key_ids(

@@ -10,6 +10,7 @@ use mindmesh_kit::grpc::{peer_channel, peer_error};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
+use pb::account_service_client::AccountServiceClient;
 use pb::permissions_service_client::PermissionsServiceClient;
 use pb::staff_access_service_client::StaffAccessServiceClient;
 use tonic::transport::Channel;
@@ -34,6 +35,7 @@ pub struct Gate {
     ctx: ServiceContext,
     permissions: PermissionsServiceClient<Channel>,
     staff: StaffAccessServiceClient<Channel>,
+    accounts: AccountServiceClient<Channel>,
 }
 
 impl Gate {
@@ -55,7 +57,8 @@ impl Gate {
             permissions: PermissionsServiceClient::new(channel.clone())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
-            staff: StaffAccessServiceClient::new(channel),
+            staff: StaffAccessServiceClient::new(channel.clone()),
+            accounts: AccountServiceClient::new(channel),
             ctx,
         })
     }
@@ -212,6 +215,42 @@ impl Gate {
             .await
             .map_err(|s| peer_error("permissions", &s))?;
         Ok(response.into_inner().revision)
+    }
+
+    /// The account of `tenant` with `email` (compared case-insensitively), if any.
+    /// Pages through the tenant's accounts: only data-subject requests ask this.
+    pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<UserId>> {
+        let wanted = email.trim().to_lowercase();
+        let mut page_token = String::new();
+        loop {
+            let request = self.ctx.service_request(
+                tenant,
+                pb::ListUsersRequest {
+                    page_size: 1000,
+                    page_token,
+                },
+            )?;
+            let response = self
+                .accounts
+                .clone()
+                .list_users(request)
+                .await
+                .map_err(|s| peer_error("permissions", &s))?
+                .into_inner();
+            if let Some(user) = response
+                .users
+                .iter()
+                .find(|u| u.email.trim().to_lowercase() == wanted)
+            {
+                return user.id.parse().map(Some).map_err(|_| {
+                    Error::Internal("permissions returned a malformed user id".into())
+                });
+            }
+            if response.next_page_token.is_empty() {
+                return Ok(None);
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     /// Admits a staff caller to `tenant`'s documents if the tenant's admin granted one

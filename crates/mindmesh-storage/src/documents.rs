@@ -37,6 +37,37 @@ pub struct Erasure {
     pub destroyed: Vec<KeyId>,
 }
 
+/// What an erasure covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErasureScope {
+    /// Everything imported through one integration (a disconnect).
+    Integration(IntegrationId),
+    /// One person's native documents (their account deleted, or their erasure request).
+    Owner(UserId),
+    /// Everything of the tenant (the tenant deleted).
+    Tenant,
+}
+
+impl ErasureScope {
+    fn key_scope(&self) -> KeyScope {
+        match self {
+            ErasureScope::Integration(i) => KeyScope::Integration(i.to_string()),
+            ErasureScope::Owner(u) => KeyScope::Person(u.to_string()),
+            ErasureScope::Tenant => KeyScope::Index,
+        }
+    }
+}
+
+impl std::fmt::Display for ErasureScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErasureScope::Integration(i) => write!(f, "integration:{i}"),
+            ErasureScope::Owner(u) => write!(f, "owner:{u}"),
+            ErasureScope::Tenant => f.write_str("tenant"),
+        }
+    }
+}
+
 /// Most distinct terms indexed per document.
 pub const MAX_TERMS: usize = 10_000;
 
@@ -724,11 +755,7 @@ impl Documents {
         Ok(())
     }
 
-    /// Erases an integration's documents for `cascade`, resumably: the key ids are
-    /// recorded, the key destroyed, then documents go in batches of [`ERASE_BATCH`], each
-    /// batch committing with the running count. Run again after an interruption, it
-    /// carries on. Stops after `max_batches` when given (tests interrupt it that way).
-    /// Returns the erasure's totals once no document is left.
+    /// Erases an integration's documents for `cascade` (see [`Documents::erase`]).
     pub async fn erase_integration(
         &self,
         tenant: TenantId,
@@ -736,11 +763,39 @@ impl Documents {
         cascade: &str,
         max_batches: Option<usize>,
     ) -> Result<Option<Erasure>> {
-        let scope = KeyScope::Integration(integration.to_string());
+        self.erase(
+            tenant,
+            &ErasureScope::Integration(integration),
+            cascade,
+            max_batches,
+        )
+        .await
+    }
+
+    /// Erases what `scope` covers for `cascade`, resumably: the key ids are recorded,
+    /// the keys destroyed (everything they sealed is unreadable from that moment, in
+    /// every copy), then documents go in batches of [`ERASE_BATCH`], each batch
+    /// committing with the running count. Run again after an interruption, it carries
+    /// on. Stops after `max_batches` when given (tests interrupt it that way). Returns
+    /// the erasure's totals once nothing is left.
+    pub async fn erase(
+        &self,
+        tenant: TenantId,
+        scope: &ErasureScope,
+        cascade: &str,
+        max_batches: Option<usize>,
+    ) -> Result<Option<Erasure>> {
         let mut erasure = match self.erasure(cascade).await? {
             Some(erasure) => erasure,
             None => {
-                let keys = self.keystore.scope_key_ids(tenant, &scope).await?;
+                let keys = match scope {
+                    ErasureScope::Tenant => self.keystore.tenant_data_key_ids(tenant).await?,
+                    other => {
+                        self.keystore
+                            .scope_key_ids(tenant, &other.key_scope())
+                            .await?
+                    }
+                };
                 let ids: Vec<String> = keys.iter().map(ToString::to_string).collect();
                 self.db
                     .execute(
@@ -756,7 +811,7 @@ impl Documents {
                             .values_panic([
                                 cascade.into(),
                                 tenant.to_string().into(),
-                                integration.to_string().into(),
+                                scope.to_string().into(),
                                 ids.join(",").into(),
                                 0i64.into(),
                             ])
@@ -770,29 +825,54 @@ impl Documents {
                 }
             }
         };
-        // Destroying the key is idempotent: on a resumed run there is nothing left.
-        self.keystore.shred(tenant, &scope).await?;
+        // Destroying keys is idempotent: on a resumed run there is nothing left.
+        match scope {
+            ErasureScope::Tenant => {
+                self.keystore.shred_tenant(tenant).await?;
+            }
+            other => {
+                self.keystore.shred(tenant, &other.key_scope()).await?;
+            }
+        }
         let mut batches = 0;
         loop {
             if max_batches.is_some_and(|max| batches >= max) {
                 return Ok(None);
             }
             let txn = self.db.begin().await?;
+            let mut select = Query::select();
+            select
+                .column("id")
+                .from("documents")
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .limit(ERASE_BATCH);
+            match scope {
+                ErasureScope::Integration(integration) => {
+                    select.and_where(Expr::col("integration_id").eq(integration.to_string()));
+                }
+                ErasureScope::Owner(user) => {
+                    select
+                        .and_where(Expr::col("integration_id").eq(""))
+                        .and_where(Expr::col("owner").eq(user.to_string()));
+                }
+                ErasureScope::Tenant => {}
+            }
             let ids: Vec<String> = txn
-                .query_all(
-                    &Query::select()
-                        .column("id")
-                        .from("documents")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                        .limit(ERASE_BATCH)
-                        .to_owned(),
-                )
+                .query_all(&select)
                 .await?
                 .iter()
                 .map(|r| r.try_get::<String>("", "id"))
                 .collect::<std::result::Result<_, _>>()?;
             if ids.is_empty() {
+                if *scope == ErasureScope::Tenant {
+                    txn.execute(
+                        &Query::delete()
+                            .from_table("tombstones")
+                            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                            .to_owned(),
+                    )
+                    .await?;
+                }
                 txn.commit().await?;
                 return Ok(Some(erasure));
             }

@@ -1,19 +1,25 @@
-//! What the storage service consumes: `integration.disconnected` — destroy the
-//! integration's data key (its documents are unreadable at once, in every copy), delete
-//! its documents and terms, and attest with a signed `deletion.completed`. The deletion,
-//! the inbox entry and the attestation commit in one transaction.
+//! What the storage service consumes — each a deletion cascade (DESIGN.md §5): destroy
+//! the scope's keys (its documents are unreadable at once, in every copy), delete its
+//! documents and terms in resumable batches, and attest with a signed
+//! `deletion.completed` committed with the inbox entry.
+//!
+//! - `integration.disconnected`: the integration's documents;
+//! - `account.deletion_requested`: without a user, the whole tenant (every key, every
+//!   document, every tombstone); with one, that person's native documents and key;
+//! - `subject.erasure_requested`: the native documents of the account with that email
+//!   (asked of the permissions service), if there is one.
 
 use std::collections::HashMap;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::IntegrationId;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use sea_orm::TransactionTrait;
 
-use crate::documents::Documents;
+use crate::access::Gate;
+use crate::documents::{Documents, Erasure, ErasureScope};
 
 /// The service's durable consumer name.
 pub const CONSUMER: &str = "storage";
@@ -22,39 +28,70 @@ pub const CONSUMER: &str = "storage";
 pub struct StorageEvents {
     ctx: ServiceContext,
     documents: Documents,
+    gate: Gate,
 }
 
 impl StorageEvents {
-    /// A handler over the service's context and documents.
-    pub fn new(ctx: ServiceContext, documents: Documents) -> Self {
-        StorageEvents { ctx, documents }
+    /// A handler over the service's context and documents, asking permissions through
+    /// `gate` who an email belongs to.
+    pub fn new(ctx: ServiceContext, documents: Documents, gate: Gate) -> Self {
+        StorageEvents {
+            ctx,
+            documents,
+            gate,
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl EventHandler for StorageEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
-        let Some(Payload::IntegrationDisconnected(d)) = &envelope.payload else {
-            return Ok(());
+        let cascade = match &envelope.payload {
+            Some(Payload::IntegrationDisconnected(d)) => &d.cascade_id,
+            Some(Payload::AccountDeletionRequested(d)) => &d.cascade_id,
+            Some(Payload::SubjectErasureRequested(e)) => &e.cascade_id,
+            _ => return Ok(()),
         };
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus("integration.disconnected without tenant".into()))?;
-        let integration: IntegrationId = d
-            .integration_id
-            .parse()
-            .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+            .ok_or_else(|| Error::Bus(format!("{} without tenant", envelope.r#type)))?;
         if inbox::handled(self.documents.db(), CONSUMER, &envelope.id).await? {
             return Ok(());
         }
-        // Key first, then batches; an interrupted erasure resumes on redelivery.
-        let Some(erasure) = self
-            .documents
-            .erase_integration(tenant, integration, &d.cascade_id, None)
-            .await?
-        else {
-            return Err(Error::Internal("erasure stopped before the end".into()));
+        let scope = match &envelope.payload {
+            Some(Payload::IntegrationDisconnected(d)) => Some(ErasureScope::Integration(
+                d.integration_id
+                    .parse()
+                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?,
+            )),
+            Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
+                Some(ErasureScope::Tenant)
+            }
+            Some(Payload::AccountDeletionRequested(d)) => Some(ErasureScope::Owner(
+                d.user_id
+                    .parse()
+                    .map_err(|_| Error::Bus("user_id is not a UUID".into()))?,
+            )),
+            // The person's native documents, if they have an account; storage keeps
+            // nothing else keyed to a person.
+            Some(Payload::SubjectErasureRequested(e)) => self
+                .gate
+                .user_by_email(tenant, &e.email)
+                .await?
+                .map(ErasureScope::Owner),
+            _ => None,
         };
-        let deleted = erasure.deleted;
+        // Keys first, then batches; an interrupted erasure resumes on redelivery.
+        let erasure = match &scope {
+            Some(scope) => self
+                .documents
+                .erase(tenant, scope, cascade, None)
+                .await?
+                .ok_or_else(|| Error::Internal("erasure stopped before the end".into()))?,
+            None => Erasure {
+                deleted: 0,
+                destroyed: Vec::new(),
+            },
+        };
         let txn = self.documents.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
@@ -63,15 +100,21 @@ impl EventHandler for StorageEvents {
             .attest(
                 &txn,
                 Some(tenant),
-                &d.cascade_id,
-                HashMap::from([("documents".to_owned(), deleted)]),
+                cascade,
+                HashMap::from([("documents".to_owned(), erasure.deleted)]),
                 &erasure.destroyed,
             )
             .await?;
-        Documents::forget_erasure(&txn, &d.cascade_id).await?;
+        Documents::forget_erasure(&txn, cascade).await?;
         txn.commit().await?;
         self.ctx.relay.wake();
-        tracing::info!(tenant_id = %tenant, integration_id = %integration, cascade_id = %d.cascade_id, deleted, "integration's documents erased");
+        tracing::info!(
+            tenant_id = %tenant,
+            cascade_id = %cascade,
+            scope = scope.as_ref().map(ToString::to_string).unwrap_or_default(),
+            deleted = erasure.deleted,
+            "documents erased"
+        );
         Ok(())
     }
 }

@@ -32,6 +32,7 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::
     ctx.spawn_consumer(std::sync::Arc::new(events::StorageEvents::new(
         ctx.clone(),
         documents.clone(),
+        gate.clone(),
     )));
     routes.add_service(api_service!(
         StorageServiceServer::new(api::StorageApi::new(ctx.clone(), documents, gate)),

@@ -1,6 +1,7 @@
 //! The storage service's part of the disconnect cascade, in both modes: on
 //! `integration.disconnected` the integration's documents are unreadable at once (their
-//! key destroyed) and then deleted, and storage attests with a signed `deletion.completed`.
+//! key destroyed) and then deleted, and storage attests with a signed `deletion.completed`;
+//! the same for a deleted account, a subject's erasure request and a deleted tenant.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -11,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::authed;
 use common::{Backend, TestServer};
 use mindmesh_kit::Service;
+use mindmesh_kit::auth::Role;
 use mindmesh_kit::bus::EventBus;
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
@@ -20,7 +23,14 @@ use mindmesh_kit::config::Mode;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::Keystore;
-use mindmesh_proto::mindmesh::events::v1::IntegrationDisconnected;
+use mindmesh_proto::mindmesh::events::v1::{
+    DeletionCompleted, IntegrationDisconnected, SubjectErasureRequested,
+};
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
+use mindmesh_proto::mindmesh::storage::v1 as pb;
+use sea_orm::ConnectionTrait;
+
+type Storage = pb::storage_service_client::StorageServiceClient<tonic::transport::Channel>;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_storage::documents::{Documents, NewDocument, Origin, PutOutcome};
 
@@ -132,4 +142,263 @@ async fn p06_disconnect_erases_the_integrations_documents(backend: Backend) {
     server.stop().await;
 }
 
-both_modes!(p06_disconnect_erases_the_integrations_documents);
+/// A handle on the server's bus, to publish events and watch for completions.
+async fn bus_of(server: &TestServer) -> Arc<dyn EventBus> {
+    match server.backend {
+        Backend::Embedded => Arc::new(
+            EmbeddedBus::open(
+                &mindmesh_kit::db::sqlite_url(&server.config.data_dir.join("events.db")),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap(),
+        ),
+        Backend::Distributed => Arc::new(NatsBus::connect(&server.config.bus).await.unwrap()),
+    }
+}
+
+/// Storage's `deletion.completed` for `cascade`, seen by `observer`.
+async fn storage_completion(
+    observer: &mut Box<dyn mindmesh_kit::bus::Subscription>,
+    cascade: &str,
+) -> DeletionCompleted {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deletion.completed from storage for {cascade}"
+        );
+        let Some(d) = observer.next(Duration::from_millis(500)).await.unwrap() else {
+            continue;
+        };
+        let envelope = mindmesh_kit::events::decode(&d.message).unwrap();
+        d.ack().await.unwrap();
+        if let Some(Payload::DeletionCompleted(done)) = envelope.payload
+            && done.cascade_id == cascade
+            && done.service == Service::Storage.to_proto() as i32
+        {
+            return done;
+        }
+    }
+}
+
+async fn native(storage: &mut Storage, token: &str, title: &str) -> String {
+    storage
+        .create_document(authed(
+            pb::CreateDocumentRequest {
+                title: title.into(),
+                mime_type: String::new(),
+                content: b"personal words".to_vec(),
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .document
+        .unwrap()
+        .id
+}
+
+async fn service_reads(storage: &mut Storage, service: &str, id: &str) -> bool {
+    match storage
+        .get_document(authed(
+            pb::GetDocumentRequest {
+                document_id: id.into(),
+                at_least_revision: 0,
+            },
+            service,
+        ))
+        .await
+    {
+        Ok(_) => true,
+        Err(s) if s.code() == tonic::Code::NotFound => false,
+        Err(s) => panic!("{s:?}"),
+    }
+}
+
+/// Deleting an account erases its native documents and key; a subject erasure does the
+/// same for the account with that email; deleting the tenant erases everything — each
+/// attested by storage with its counts.
+async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let bus = bus_of(&server).await;
+    let mut observer = bus.subscribe("observer").await.unwrap();
+    let channel = server.channel().await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
+    let mut members = Vec::new();
+    for email in ["ada@acme.example", "bob@acme.example", "cy@acme.example"] {
+        let user = accounts
+            .create_user(authed(
+                perm::CreateUserRequest {
+                    first_name: "X".into(),
+                    last_name: "Y".into(),
+                    email: email.into(),
+                    picture_url: String::new(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        members.push((
+            user.id.clone(),
+            server.token(&user.id, Some(tenant), &[Role::Member]),
+        ));
+    }
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let mut storage = Storage::new(channel.clone());
+    let ada_docs = [
+        native(&mut storage, &members[0].1, "Ada one").await,
+        native(&mut storage, &members[0].1, "Ada two").await,
+    ];
+    let bob_doc = native(&mut storage, &members[1].1, "Bob's").await;
+    let cy_doc = native(&mut storage, &members[2].1, "Cy's").await;
+    let drive = IntegrationId::new();
+    let mut imported = Vec::new();
+    for i in 0..3 {
+        let content = format!("imported {i}");
+        let items = vec![
+            pb::PutDocumentsRequest {
+                item: Some(pb::put_documents_request::Item::Header(
+                    pb::DocumentHeader {
+                        integration_id: drive.to_string(),
+                        external_id: format!("f{i}"),
+                        source_version: "1".into(),
+                        title: format!("Imported {i}"),
+                        size_bytes: content.len() as u64,
+                        ..Default::default()
+                    },
+                )),
+            },
+            pb::PutDocumentsRequest {
+                item: Some(pb::put_documents_request::Item::Chunk(content.into_bytes())),
+            },
+        ];
+        let results = storage
+            .put_documents(authed(tokio_stream::iter(items), &service))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        imported.push(results[0].document_id.clone());
+    }
+    // An archived one leaves a tombstone, which the tenant's deletion removes too.
+    storage
+        .archive_document(authed(
+            pb::ArchiveDocumentRequest {
+                document_id: imported[0].clone(),
+            },
+            &service,
+        ))
+        .await
+        .unwrap();
+
+    // Ada's account is deleted: her two documents and her key go.
+    let cascade = accounts
+        .delete_user(authed(
+            perm::DeleteUserRequest {
+                user_id: members[0].0.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    let done = storage_completion(&mut observer, &cascade).await;
+    assert_eq!(done.counts.get("documents"), Some(&2));
+    assert_eq!(done.destroyed_key_ids.len(), 1, "Ada's personal key");
+    for id in &ada_docs {
+        assert!(!service_reads(&mut storage, &service, id).await);
+    }
+    assert!(service_reads(&mut storage, &service, &bob_doc).await);
+
+    // Bob asks for erasure (by email, any case): his native document goes.
+    for (cascade, email) in [
+        ("c-bob", "BOB@acme.example"),
+        ("c-nobody", "nobody@acme.example"),
+    ] {
+        let event = mindmesh_kit::events::envelope(
+            Service::Dsar,
+            Some(tenant),
+            Payload::SubjectErasureRequested(SubjectErasureRequested {
+                cascade_id: cascade.into(),
+                request_id: format!("r-{cascade}"),
+                email: email.into(),
+            }),
+        );
+        bus.publish(&mindmesh_kit::events::to_bus_message(&event).unwrap())
+            .await
+            .unwrap();
+    }
+    let done = storage_completion(&mut observer, "c-bob").await;
+    assert_eq!(done.counts.get("documents"), Some(&1));
+    assert!(!service_reads(&mut storage, &service, &bob_doc).await);
+    assert!(service_reads(&mut storage, &service, &cy_doc).await);
+    let done = storage_completion(&mut observer, "c-nobody").await;
+    assert_eq!(
+        done.counts.get("documents"),
+        Some(&0),
+        "no account, nothing held"
+    );
+
+    // The tenant is deleted: every document, term, tombstone and key of it goes.
+    let operator = server.token("op", None, &[Role::Operator]);
+    let cascade = accounts
+        .delete_tenant(authed(
+            perm::DeleteTenantRequest {
+                tenant_id: tenant.to_string(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    let done = storage_completion(&mut observer, &cascade).await;
+    assert_eq!(
+        done.counts.get("documents"),
+        Some(&4),
+        "Cy's and three imported"
+    );
+    assert!(
+        done.destroyed_key_ids.len() >= 3,
+        "{:?}",
+        done.destroyed_key_ids
+    );
+    assert!(mindmesh_kit::events::verify_completion(
+        &server.signing_public_key(),
+        &done
+    ));
+    let db = server.service_db(Service::Storage).await;
+    let keys = mindmesh_kit::db::connect(&server.config.keystore_url(Service::Storage), 2)
+        .await
+        .unwrap();
+    for (conn, table) in [
+        (&db, "documents"),
+        (&db, "document_terms"),
+        (&db, "tombstones"),
+        (&keys, "data_keys"),
+        (&keys, "tenant_keys"),
+    ] {
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = '{tenant}'"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 0, "{table}");
+    }
+    server.stop().await;
+}
+
+both_modes!(
+    p06_disconnect_erases_the_integrations_documents,
+    p06_account_subject_and_tenant_cascades_erase_documents,
+);

@@ -179,6 +179,17 @@ impl EmbeddedSubscription {
     /// the next new one. The whole step is one transaction.
     async fn try_fetch(&self) -> Result<Option<Delivery>> {
         let txn = self.inner.db.begin().await?;
+        // Write first: the transaction takes SQLite's write lock before it reads, so two
+        // handles on one log (two processes) wait for each other (busy timeout) instead
+        // of failing with "database is locked" when a reader tries to become a writer.
+        txn.execute(
+            &Query::update()
+                .table("bus_consumers")
+                .value("delivered_seq", Expr::col("delivered_seq"))
+                .and_where(Expr::col("name").eq(self.consumer.as_str()))
+                .to_owned(),
+        )
+        .await?;
         let now = now_ms();
         let ack_wait = i64::try_from(self.inner.ack_wait.as_millis()).unwrap_or(i64::MAX);
         let due = txn

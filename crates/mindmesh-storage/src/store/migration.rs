@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Documents));
         all.push(Box::new(Erasures));
         all.push(Box::new(Listing));
+        all.push(Box::new(NativeSources));
         all
     }
 }
@@ -145,6 +146,7 @@ impl MigrationTrait for Erasures {
                     .if_not_exists()
                     .col(string("cascade_id").primary_key())
                     .col(string("tenant_id"))
+                    // The scope erased: `integration:<id>`, `owner:<user id>` or `tenant`.
                     .col(string("integration_id"))
                     .col(text("destroyed_key_ids"))
                     .col(big_integer("deleted"))
@@ -205,6 +207,65 @@ impl MigrationTrait for Listing {
                 Table::alter()
                     .table("documents")
                     .drop_column("modified_us")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// The source of an imported document is unique per tenant; native documents have no
+/// source (empty integration and external id), so the unique index covers only imported
+/// rows. Partial indexes read the same on SQLite and PostgreSQL.
+struct NativeSources;
+
+impl MigrationName for NativeSources {
+    fn name(&self) -> &str {
+        "m20261129_000400_storage_native_sources"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NativeSources {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("documents_source").table("documents").to_owned())
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX documents_source ON documents \
+                 (tenant_id, integration_id, external_id) WHERE integration_id <> ''",
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("documents_owner")
+                    .table("documents")
+                    .col("tenant_id")
+                    .col("owner")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("documents_owner").table("documents").to_owned())
+            .await?;
+        manager
+            .drop_index(Index::drop().name("documents_source").table("documents").to_owned())
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("documents_source")
+                    .table("documents")
+                    .col("tenant_id")
+                    .col("integration_id")
+                    .col("external_id")
+                    .unique()
                     .to_owned(),
             )
             .await

@@ -29,6 +29,10 @@ pub const MAX_ID_BYTES: usize = 1_024;
 pub const MAX_URL_BYTES: usize = 4_096;
 /// Largest content chunk of a `PutDocuments` stream.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Documents written per transaction by `PutDocuments`.
+pub const PUT_BATCH_DOCUMENTS: usize = 200;
+/// Content bytes buffered before `PutDocuments` writes a batch.
+pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
 
@@ -174,6 +178,39 @@ impl StorageApi {
             }
         }
         Ok(meta)
+    }
+
+    /// Writes the buffered documents of a `PutDocuments` stream and appends their
+    /// results.
+    async fn flush(
+        &self,
+        tenant: TenantId,
+        batch: &mut Vec<NewDocument>,
+        results: &mut Vec<pb::PutResult>,
+    ) -> Result<()> {
+        let docs = std::mem::take(batch);
+        let external: Vec<String> = docs
+            .iter()
+            .map(|d| match &d.origin {
+                Origin::Imported { external_id, .. } => external_id.clone(),
+                Origin::Native { .. } => String::new(),
+            })
+            .collect();
+        let outcomes = self.documents.put_batch(tenant, docs).await?;
+        for (external_id, outcome) in external.into_iter().zip(outcomes) {
+            let (document_id, outcome) = match outcome {
+                PutOutcome::Created(id) => (id.to_string(), pb::PutOutcome::Created),
+                PutOutcome::Updated(id) => (id.to_string(), pb::PutOutcome::Updated),
+                PutOutcome::Unchanged(id) => (id.to_string(), pb::PutOutcome::Unchanged),
+                PutOutcome::SkippedArchived => (String::new(), pb::PutOutcome::SkippedArchived),
+            };
+            results.push(pb::PutResult {
+                external_id,
+                document_id,
+                outcome: outcome.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads the next imported document of a `PutDocuments` stream: its header, then
@@ -396,48 +433,40 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let mut stream = request.into_inner();
         let mut pending = None;
         let mut results = Vec::new();
-        while let Some((header, content)) = self
-            .next_document(&mut stream, &mut pending, results.len())
-            .await?
+        let mut batch: Vec<NewDocument> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut index = 0;
+        while let Some((header, content)) =
+            self.next_document(&mut stream, &mut pending, index).await?
         {
+            index += 1;
             let integration =
                 IntegrationId::parse_field("header.integration_id", &header.integration_id)?;
             let modified_at = match &header.modified_at {
                 Some(t) => from_timestamp("header.modified_at", t)?,
                 None => chrono::Utc::now(),
             };
-            let external_id = header.external_id.clone();
-            let outcome = self
-                .documents
-                .put(
-                    tenant,
-                    NewDocument {
-                        origin: Origin::Imported {
-                            integration,
-                            external_id: header.external_id,
-                            source_version: header.source_version,
-                        },
-                        title: header.title,
-                        content,
-                        mime_type: header.mime_type,
-                        source_url: header.source_url,
-                        source_owner: header.owner,
-                        modified_at,
-                    },
-                )
-                .await?;
-            let (document_id, outcome) = match outcome {
-                PutOutcome::Created(id) => (id.to_string(), pb::PutOutcome::Created),
-                PutOutcome::Updated(id) => (id.to_string(), pb::PutOutcome::Updated),
-                PutOutcome::Unchanged(id) => (id.to_string(), pb::PutOutcome::Unchanged),
-                PutOutcome::SkippedArchived => (String::new(), pb::PutOutcome::SkippedArchived),
-            };
-            results.push(pb::PutResult {
-                external_id,
-                document_id,
-                outcome: outcome.into(),
+            batch_bytes += content.len();
+            batch.push(NewDocument {
+                origin: Origin::Imported {
+                    integration,
+                    external_id: header.external_id,
+                    source_version: header.source_version,
+                },
+                title: header.title,
+                content,
+                mime_type: header.mime_type,
+                source_url: header.source_url,
+                source_owner: header.owner,
+                modified_at,
             });
+            // Written in batches: few round trips per document, bounded memory.
+            if batch.len() >= PUT_BATCH_DOCUMENTS || batch_bytes >= PUT_BATCH_BYTES {
+                self.flush(tenant, &mut batch, &mut results).await?;
+                batch_bytes = 0;
+            }
         }
+        self.flush(tenant, &mut batch, &mut results).await?;
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
 

@@ -468,6 +468,73 @@ async fn interrupted_erasure_resumes(backend: Backend) {
     assert_eq!(terms, 0, "the find index is gone too");
 }
 
+/// A batch decides each document as single puts in order would: a source listed twice
+/// is created then updated; tombstoned and unchanged ones are reported as such.
+async fn batches_decide_like_single_puts_in_order(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let archived = created(
+        h.docs
+            .put(tenant, imported(drive, "old", "1", "Old", "words"))
+            .await
+            .unwrap(),
+    );
+    h.docs.archive(tenant, archived, None).await.unwrap();
+    let kept = created(
+        h.docs
+            .put(tenant, imported(drive, "kept", "1", "Kept", "words"))
+            .await
+            .unwrap(),
+    );
+    let outcomes = h
+        .docs
+        .put_batch(
+            tenant,
+            vec![
+                imported(drive, "a", "1", "A", "first version"),
+                imported(drive, "old", "2", "Old", "again"),
+                imported(drive, "kept", "1", "Kept", "words"),
+                imported(drive, "a", "2", "A", "second version"),
+                imported(
+                    IntegrationId::new(),
+                    "a",
+                    "1",
+                    "Other A",
+                    "another integration",
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let PutOutcome::Created(a) = outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(outcomes[1], PutOutcome::SkippedArchived);
+    assert_eq!(outcomes[2], PutOutcome::Unchanged(kept));
+    assert_eq!(outcomes[3], PutOutcome::Updated(a));
+    assert!(matches!(outcomes[4], PutOutcome::Created(other) if other != a));
+    assert_eq!(
+        h.docs.get(tenant, a).await.unwrap().content,
+        b"second version"
+    );
+    assert_eq!(
+        h.docs
+            .find(tenant, "first", &Filter::default(), 0, 10)
+            .await
+            .unwrap(),
+        Vec::<DocumentId>::new(),
+        "the first version's terms went with it"
+    );
+    assert_eq!(
+        h.docs
+            .find(tenant, "second", &Filter::default(), 0, 10)
+            .await
+            .unwrap(),
+        vec![a]
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -485,4 +552,5 @@ both_backends!(
     find_ranks_by_matched_words_without_plaintext,
     disconnect_shreds_then_deletes,
     interrupted_erasure_resumes,
+    batches_decide_like_single_puts_in_order,
 );

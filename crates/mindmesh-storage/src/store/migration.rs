@@ -228,7 +228,12 @@ impl MigrationName for NativeSources {
 impl MigrationTrait for NativeSources {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("documents_source").table("documents").to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("documents_source")
+                    .table("documents")
+                    .to_owned(),
+            )
             .await?;
         manager
             .get_connection()
@@ -252,10 +257,20 @@ impl MigrationTrait for NativeSources {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("documents_owner").table("documents").to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("documents_owner")
+                    .table("documents")
+                    .to_owned(),
+            )
             .await?;
         manager
-            .drop_index(Index::drop().name("documents_source").table("documents").to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("documents_source")
+                    .table("documents")
+                    .to_owned(),
+            )
             .await?;
         manager
             .create_index(

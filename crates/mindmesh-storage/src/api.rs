@@ -124,7 +124,11 @@ impl StorageApi {
         if !self.gate.check(tenant, user, id, 0).await? {
             return Err(Error::NotFound("document"));
         }
-        self.documents.load(tenant, id, Read::MetadataOnly).await
+        let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
+        if doc.restricted {
+            return Err(Error::NotFound("document"));
+        }
+        Ok(doc)
     }
 
     /// Whether `user` may change `doc` (archive, restore, update): admins may change
@@ -602,6 +606,10 @@ impl pb::storage_service_server::StorageService for StorageApi {
             Reader::Staff(_) => Read::MetadataOnly,
         };
         let doc = self.documents.load(tenant, id, read).await?;
+        // Restricted at its owner's request: kept, served to services only.
+        if doc.restricted && reader != Reader::Service {
+            return Err(Error::NotFound("document").into());
+        }
         Ok(Response::new(pb::GetDocumentResponse {
             document: Some(self.meta(reader, &doc).await?),
             content: doc.content,
@@ -636,8 +644,13 @@ impl pb::storage_service_server::StorageService for StorageApi {
                 .map(|t| from_timestamp("modified_since", t))
                 .transpose()?,
             include_archived: req.include_archived,
+            include_restricted: false,
         };
         let (tenant, reader) = self.reader(&caller, "document.list", "").await?;
+        let filter = Filter {
+            include_restricted: reader == Reader::Service,
+            ..filter
+        };
         // Candidates come in batches; permissions filters each; the page fills up.
         let batch = Ord::max(limit * 2, 100);
         let mut page: Vec<DocumentId> = Vec::new();

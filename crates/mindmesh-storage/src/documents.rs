@@ -141,6 +141,8 @@ pub struct Document {
     pub size_bytes: u64,
     /// Archived (restorable, not re-imported).
     pub archived: bool,
+    /// Processing restricted at the owner's request: served to services only.
+    pub restricted: bool,
 }
 
 /// Whether a read decrypts the content or only the metadata.
@@ -161,6 +163,8 @@ pub struct Filter {
     pub modified_since: Option<DateTime<Utc>>,
     /// Archived documents too.
     pub include_archived: bool,
+    /// Documents whose processing is restricted too (services only).
+    pub include_restricted: bool,
 }
 
 impl Filter {
@@ -176,13 +180,16 @@ impl Filter {
         if !self.include_archived {
             statement.and_where(Expr::col(("documents", "state")).eq("active"));
         }
+        if !self.include_restricted {
+            statement.and_where(Expr::col(("documents", "restricted")).eq(false));
+        }
     }
 }
 
 /// A position in the newest-first listing: (modification time in µs, id).
 pub type ListPosition = (i64, DocumentId);
 
-const META_COLUMNS: [&str; 13] = [
+const META_COLUMNS: [&str; 14] = [
     "id",
     "integration_id",
     "external_id",
@@ -196,6 +203,7 @@ const META_COLUMNS: [&str; 13] = [
     "size_bytes",
     "state",
     "tenant_id",
+    "restricted",
 ];
 
 fn parse_id<T: std::str::FromStr>(value: &str, what: &str) -> Result<T> {
@@ -714,6 +722,7 @@ impl Documents {
             modified_at: row.try_get("", "modified_at")?,
             size_bytes: u64::try_from(size).unwrap_or(0),
             archived: state == "archived",
+            restricted: row.try_get("", "restricted")?,
         })
     }
 
@@ -793,6 +802,50 @@ impl Documents {
         rows.iter()
             .map(|r| parse_id(&r.try_get::<String>("", "id")?, "document id"))
             .collect()
+    }
+
+    /// The native documents `owner` wrote, newest first.
+    pub async fn owned_by(&self, tenant: TenantId, owner: UserId) -> Result<Vec<DocumentId>> {
+        let rows = self
+            .db
+            .query_all(
+                &Query::select()
+                    .column("id")
+                    .from("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(""))
+                    .and_where(Expr::col("owner").eq(owner.to_string()))
+                    .order_by("modified_us", Order::Desc)
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| parse_id(&r.try_get::<String>("", "id")?, "document id"))
+            .collect()
+    }
+
+    /// Restricts (or lifts the restriction of) processing of `owner`'s native documents;
+    /// returns how many changed.
+    pub async fn restrict_owner(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        restricted: bool,
+    ) -> Result<u64> {
+        Ok(self
+            .db
+            .execute(
+                &Query::update()
+                    .table("documents")
+                    .value("restricted", restricted)
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(""))
+                    .and_where(Expr::col("owner").eq(owner.to_string()))
+                    .and_where(Expr::col("restricted").ne(restricted))
+                    .to_owned(),
+            )
+            .await?
+            .rows_affected())
     }
 
     /// Deletes a document and its terms (and its tombstone if it had one: deleting is

@@ -3,8 +3,7 @@
 //! [`documents`] — sealed documents, blind-index terms, archive and tombstones, erasure
 //! of an integration's documents with its key; [`access`] — the questions storage asks
 //! the permissions service; [`api`] — the gRPC face, the enforcement point of every
-//! read; [`events`] — the `integration.disconnected` cascade handler.
-//! Not built yet (issue #4): key rotation, the account and subject cascades.
+//! read; [`events`] — the deletion cascades; [`subject`] — export and restriction.
 
 #![forbid(unsafe_code)]
 
@@ -13,9 +12,13 @@ pub mod api;
 pub mod documents;
 pub mod events;
 pub mod store;
+pub mod subject;
+
+use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::subject_api::SubjectProvider;
 use mindmesh_proto::mindmesh::storage::v1::storage_service_server::StorageServiceServer;
 use tonic::service::RoutesBuilder;
 
@@ -24,19 +27,31 @@ pub const GRPC_SERVICES: &[&str] = &["mindmesh.storage.v1.StorageService"];
 
 pub use store::migration::Migrator;
 
-/// Starts the service's background tasks and adds its gRPC services to `routes`.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
+/// Starts the service's background tasks and adds its gRPC services to `routes`;
+/// returns what it does for data-subject rights.
+pub fn start(
+    ctx: &ServiceContext,
+    routes: &mut RoutesBuilder,
+) -> mindmesh_kit::Result<Arc<dyn SubjectProvider>> {
     let gate = access::Gate::new(ctx.clone())?;
     ctx.spawn_relay();
     let documents = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone());
-    ctx.spawn_consumer(std::sync::Arc::new(events::StorageEvents::new(
+    ctx.spawn_consumer(Arc::new(events::StorageEvents::new(
         ctx.clone(),
         documents.clone(),
         gate.clone(),
     )));
     routes.add_service(api_service!(
-        StorageServiceServer::new(api::StorageApi::new(ctx.clone(), documents, gate)),
+        StorageServiceServer::new(api::StorageApi::new(
+            ctx.clone(),
+            documents.clone(),
+            gate.clone()
+        )),
         ctx
     ));
-    Ok(())
+    Ok(Arc::new(subject::StorageSubject::new(
+        ctx.clone(),
+        documents,
+        gate,
+    )))
 }

@@ -91,7 +91,9 @@ async fn start_service(
         Service::Permissions => {
             subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
         }
-        Service::Storage => mindmesh_storage::start(&ctx, routes)?,
+        Service::Storage => {
+            subjects.insert(service, mindmesh_storage::start(&ctx, routes)?);
+        }
         Service::Retention => {
             mindmesh_retention::start(&ctx, routes)?;
         }

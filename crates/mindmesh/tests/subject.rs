@@ -1,6 +1,7 @@
-//! `SubjectData` (P12, the permissions part) over real gRPC in both modes: a person's
-//! account, source identities and memberships are exported decrypted; rectification
-//! changes the account; what is not built answers UNIMPLEMENTED.
+//! `SubjectData` (P12) over real gRPC in both modes: permissions exports a person's
+//! account, source identities and memberships decrypted, and rectification changes the
+//! account; storage exports their native documents and restricts their processing; what
+//! is not built answers UNIMPLEMENTED.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -12,6 +13,7 @@ use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::ids::IntegrationId;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
+use mindmesh_proto::mindmesh::storage::v1 as storage;
 use mindmesh_proto::mindmesh::subject::v1 as subject;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -182,7 +184,7 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert_eq!(
-        export(service.clone(), Service::Storage, "ada@acme.example")
+        export(service.clone(), Service::Retention, "ada@acme.example")
             .await
             .unwrap_err()
             .code(),
@@ -211,4 +213,176 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
     server.stop().await;
 }
 
-both_modes!(p12_permissions_exports_and_rectifies_a_person);
+/// Storage's part: a person's native documents are exported decrypted; restricting
+/// their processing hides them from everyone but the services, and lifting it brings
+/// them back.
+async fn p12_storage_exports_and_restricts_a_persons_documents(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let channel = server.channel().await;
+    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let mut ids = Vec::new();
+    for email in ["ada@acme.example", "bob@acme.example"] {
+        let user = accounts
+            .create_user(authed(
+                pb::CreateUserRequest {
+                    first_name: "X".into(),
+                    last_name: "Y".into(),
+                    email: email.into(),
+                    picture_url: String::new(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        ids.push(user.id);
+    }
+    let ada = server.token(&ids[0], Some(tenant), &[Role::Member]);
+    let bob = server.token(&ids[1], Some(tenant), &[Role::Member]);
+    let service = server.token("dsar", Some(tenant), &[Role::Service]);
+    let mut storage = storage::storage_service_client::StorageServiceClient::new(channel.clone());
+    let mut created = Vec::new();
+    for (token, title, content) in [
+        (&ada, "Ada's diary", b"dear diary".to_vec()),
+        (&ada, "Ada's photo", vec![0xff, 0xd8, 0xff]),
+        (&bob, "Bob's notes", b"not Ada's".to_vec()),
+    ] {
+        created.push(
+            storage
+                .create_document(authed(
+                    storage::CreateDocumentRequest {
+                        title: title.into(),
+                        mime_type: String::new(),
+                        content,
+                    },
+                    token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .document
+                .unwrap()
+                .id,
+        );
+    }
+
+    let mut client = subject::subject_data_client::SubjectDataClient::new(channel.clone());
+    let mut stream = client
+        .export(authed(
+            subject::ExportRequest {
+                service: Service::Storage.to_proto() as i32,
+                subject_email: "ADA@acme.example".into(),
+                request_id: "req-export".into(),
+            },
+            &service,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = stream.next().await {
+        records.push(record.unwrap());
+    }
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().all(|r| r.kind == "document"));
+    let by_id = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&records.iter().find(|r| r.id == id).unwrap().json).unwrap()
+    };
+    assert_eq!(by_id(&created[0])["title"], "Ada's diary");
+    assert_eq!(by_id(&created[0])["content"], "dear diary");
+    assert_eq!(by_id(&created[1])["content_base64"], "/9j/");
+    assert!(records.iter().all(|r| !r.json.contains("Bob")));
+
+    // Restriction: Ada's documents are kept but served to no member, herself included.
+    let restrict = |restricted: bool| {
+        authed(
+            subject::RestrictRequest {
+                service: Service::Storage.to_proto() as i32,
+                subject_email: "ada@acme.example".into(),
+                request_id: "req-restrict".into(),
+                restricted,
+            },
+            &service,
+        )
+    };
+    let changed = client
+        .restrict(restrict(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .records_changed;
+    assert_eq!(changed, 2);
+    let get = |id: &str, token: &str| {
+        authed(
+            storage::GetDocumentRequest {
+                document_id: id.into(),
+                at_least_revision: 0,
+            },
+            token,
+        )
+    };
+    let err = storage
+        .get_document(get(&created[0], &ada))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        storage
+            .get_document(get(&created[0], &service))
+            .await
+            .is_ok()
+    );
+    assert!(storage.get_document(get(&created[2], &bob)).await.is_ok());
+    let listed = storage
+        .list_documents(authed(storage::ListDocumentsRequest::default(), &ada))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.documents.is_empty());
+    let found = storage
+        .list_documents(authed(
+            storage::ListDocumentsRequest {
+                query: "diary".into(),
+                ..Default::default()
+            },
+            &ada,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.documents.is_empty());
+    // Lifted: back again; a repeat changes nothing.
+    assert_eq!(
+        client
+            .restrict(restrict(false))
+            .await
+            .unwrap()
+            .into_inner()
+            .records_changed,
+        2
+    );
+    assert_eq!(
+        client
+            .restrict(restrict(false))
+            .await
+            .unwrap()
+            .into_inner()
+            .records_changed,
+        0
+    );
+    let doc = storage
+        .get_document(get(&created[0], &ada))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(doc.content, b"dear diary");
+    server.stop().await;
+}
+
+both_modes!(
+    p12_permissions_exports_and_rectifies_a_person,
+    p12_storage_exports_and_restricts_a_persons_documents,
+);

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Erasures));
         all.push(Box::new(Listing));
         all.push(Box::new(NativeSources));
+        all.push(Box::new(Restrictions));
         all
     }
 }
@@ -281,6 +282,41 @@ impl MigrationTrait for NativeSources {
                     .col("integration_id")
                     .col("external_id")
                     .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `documents.restricted`: processing of the owner's data is restricted (a data-subject
+/// request): kept, but served to no one but the services that carry out the request.
+struct Restrictions;
+
+impl MigrationName for Restrictions {
+    fn name(&self) -> &str {
+        "m20261129_000500_storage_restrictions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Restrictions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .add_column(boolean("restricted").default(false))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .drop_column("restricted")
                     .to_owned(),
             )
             .await

@@ -104,6 +104,7 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
 /// A Mindmesh server in this process.
 pub struct BenchServer {
     pub channel: Channel,
+    pub config: Config,
     pub issuer: TokenIssuer,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -154,7 +155,7 @@ impl BenchServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(mindmesh::serve(
-            config,
+            config.clone(),
             services,
             listener,
             shutdown.clone(),
@@ -181,6 +182,7 @@ impl BenchServer {
         };
         BenchServer {
             channel,
+            config,
             issuer,
             shutdown,
             handle,

@@ -6,10 +6,8 @@
 //! another row fails to open. Destroying a scope's key makes its documents unreadable at
 //! once, in the live database and in every copy of it.
 //!
-//! Find without plaintext: every distinct word of title and content is stored as a
-//! tenant-keyed HMAC ("term"). A query is hashed the same way and matched term for term.
-//! What this leaks: within one tenant, which documents share a word (and how many
-//! distinct words a document has); nothing across tenants, and no word itself.
+//! Find without plaintext: the words of title and content go into the find index
+//! ([`crate::find`]): tenant-keyed HMACs of words, with sealed posting blocks.
 //!
 //! This module trusts its caller: permission checks happen in [`crate::api`], which
 //! asks the permissions service before returning anything read here.
@@ -17,11 +15,13 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use mindmesh_kit::crypto::{SecretKey, hex};
+use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
+
+use crate::find;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
@@ -262,7 +262,7 @@ fn source_key(origin: &Origin) -> SourceKey {
     }
 }
 
-const DOCUMENT_COLUMNS: [&str; 18] = [
+const DOCUMENT_COLUMNS: [&str; 20] = [
     "id",
     "tenant_id",
     "integration_id",
@@ -281,6 +281,8 @@ const DOCUMENT_COLUMNS: [&str; 18] = [
     "archived_at",
     "created_at",
     "updated_at",
+    "index_block",
+    "index_stamp",
 ];
 
 /// The documents of one storage service.
@@ -327,10 +329,6 @@ impl Documents {
             .index_key(tenant)
             .await?
             .derive("storage/search-terms")
-    }
-
-    fn term(key: &SecretKey, word: &str) -> String {
-        hex(&key.mac(word.as_bytes())[..16])
     }
 
     /// Stores a document: a native one is created or replaced; an imported one is
@@ -394,10 +392,10 @@ impl Documents {
                         PutOutcome::SkippedArchived
                     } else {
                         match stored.get(&key) {
-                            Some((id, version)) if version == source_version => {
+                            Some((id, version, _)) if version == source_version => {
                                 PutOutcome::Unchanged(*id)
                             }
-                            Some((id, _)) => PutOutcome::Updated(*id),
+                            Some((id, _, _)) => PutOutcome::Updated(*id),
                             None => PutOutcome::Created(DocumentId::new()),
                         }
                     }
@@ -421,9 +419,13 @@ impl Documents {
         let mut keys: std::collections::HashMap<KeyScope, (KeyId, SecretKey)> =
             std::collections::HashMap::new();
         let now = mindmesh_kit::db::now();
-        let mut rows = Vec::with_capacity(writes.len());
-        let mut terms: Vec<(String, String)> = Vec::new();
+        let mut rows: Vec<Vec<sea_orm::sea_query::SimpleExpr>> = Vec::with_capacity(writes.len());
+        // One block of postings per key scope in this batch.
+        let mut blocks: std::collections::HashMap<KeyScope, (String, find::BlockBuilder)> =
+            std::collections::HashMap::new();
+        let mut stamps = Vec::with_capacity(writes.len());
         let mut replaced = Vec::new();
+        let mut leaving: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         for (id, doc) in &writes {
             let (integration, external_id, source_version, scope, owner) = match &doc.origin {
                 Origin::Imported {
@@ -445,14 +447,19 @@ impl Documents {
                     owner.to_string(),
                 ),
             };
-            if stored.contains_key(&source_key(&doc.origin)) {
+            if let Some((_, _, block)) = stored.get(&source_key(&doc.origin)) {
                 replaced.push(id.to_string());
+                *leaving.entry(block.clone()).or_default() += 1;
             }
+            let erasure_scope = match &doc.origin {
+                Origin::Imported { integration, .. } => ErasureScope::Integration(*integration),
+                Origin::Native { owner, .. } => ErasureScope::Owner(*owner),
+            };
             let (key_id, key) = match keys.get(&scope) {
                 Some(found) => found.clone(),
                 None => {
                     let found = self.keystore.data_key(tenant, &scope).await?;
-                    keys.insert(scope, found.clone());
+                    keys.insert(scope.clone(), found.clone());
                     found
                 }
             };
@@ -460,16 +467,25 @@ impl Documents {
             let seal = |column: &str, value: &[u8]| {
                 key.seal(&field_aad(tenant, "documents", column, &row), value)
             };
+            let stamp = u32::from_le_bytes(mindmesh_kit::crypto::random_bytes::<4>()?);
             if let Some(term_key) = &term_key {
                 let mut text = doc.title.clone();
                 text.push(' ');
                 text.push_str(&String::from_utf8_lossy(&doc.content));
-                terms.extend(
-                    words(&text)
-                        .iter()
-                        .map(|w| (Self::term(term_key, w), row.clone())),
+                let (_, block) = blocks
+                    .entry(scope.clone())
+                    .or_insert_with(|| (erasure_scope.to_string(), find::BlockBuilder::default()));
+                block.add(
+                    term_key,
+                    find::Posting {
+                        document: *id,
+                        stamp,
+                        modified_us: doc.modified_at.timestamp_micros(),
+                    },
+                    &text,
                 );
             }
+            stamps.push((scope, stamp));
             let values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
                 row.clone().into(),
                 tenant.to_string().into(),
@@ -494,14 +510,24 @@ impl Documents {
         }
 
         let txn = self.db.begin().await?;
+        let mut block_ids: std::collections::HashMap<KeyScope, String> =
+            std::collections::HashMap::new();
+        for (scope, (label, block)) in blocks {
+            if block.is_empty() {
+                continue;
+            }
+            let (key_id, key) = keys
+                .get(&scope)
+                .cloned()
+                .ok_or_else(|| Error::Internal("no key for an index block".into()))?;
+            let id = block.write(&txn, tenant, &label, key_id, &key).await?;
+            block_ids.insert(scope, id);
+        }
+        for (values, (scope, stamp)) in rows.iter_mut().zip(stamps) {
+            values.push(block_ids.get(&scope).cloned().unwrap_or_default().into());
+            values.push(i64::from(stamp).into());
+        }
         for chunk in replaced.chunks(500) {
-            txn.execute(
-                &Query::delete()
-                    .from_table("document_terms")
-                    .and_where(Expr::col("document_id").is_in(chunk.iter().cloned()))
-                    .to_owned(),
-            )
-            .await?;
             txn.execute(
                 &Query::delete()
                     .from_table("documents")
@@ -511,7 +537,7 @@ impl Documents {
             )
             .await?;
         }
-        // 18 values a row: 400 rows stay under both databases' bind limits.
+        // 20 values a row: 400 rows stay under both databases' bind limits.
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let mut insert = Query::insert();
@@ -521,22 +547,20 @@ impl Documents {
             }
             txn.execute(&insert).await?;
         }
-        for chunk in terms.chunks(3_000) {
-            let mut insert = Query::insert();
-            insert
-                .into_table("document_terms")
-                .columns(["tenant_id", "term", "document_id"]);
-            for (term, document) in chunk {
-                insert.values_panic([
-                    tenant.to_string().into(),
-                    term.clone().into(),
-                    document.clone().into(),
-                ]);
-            }
-            txn.execute(&insert).await?;
-        }
+        let compact = find::release(&txn, &leaving).await?;
         txn.commit().await?;
+        self.compact(&compact).await;
         Ok(outcomes)
+    }
+
+    /// Rewrites index blocks that are mostly stale. Best effort: a failure leaves stale
+    /// postings, which a find never returns, for the next compaction.
+    async fn compact(&self, blocks: &[String]) {
+        for block in blocks {
+            if let Err(e) = find::compact(&self.db, &self.keystore, block).await {
+                tracing::warn!(error = %e, "index block compaction failed; will retry later");
+            }
+        }
     }
 
     /// For a batch: which imported sources are tombstoned, and what is stored already
@@ -547,7 +571,7 @@ impl Documents {
         docs: &[NewDocument],
     ) -> Result<(
         std::collections::HashSet<SourceKey>,
-        std::collections::HashMap<SourceKey, (DocumentId, String)>,
+        std::collections::HashMap<SourceKey, (DocumentId, String, String)>,
     )> {
         let mut tombstoned = std::collections::HashSet::new();
         let mut stored = std::collections::HashMap::new();
@@ -570,7 +594,7 @@ impl Documents {
                 .db
                 .query_all(
                     &Query::select()
-                        .column("id")
+                        .columns(["id", "index_block"])
                         .from("documents")
                         .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                         .and_where(Expr::col("id").is_in(chunk.iter().cloned()))
@@ -580,7 +604,10 @@ impl Documents {
             for row in rows {
                 let id: String = row.try_get("", "id")?;
                 let id: DocumentId = parse_id(&id, "document id")?;
-                stored.insert(SourceKey::Native(id), (id, String::new()));
+                stored.insert(
+                    SourceKey::Native(id),
+                    (id, String::new(), row.try_get("", "index_block")?),
+                );
             }
         }
         for chunk in external.chunks(500) {
@@ -592,7 +619,7 @@ impl Documents {
                     .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                     .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()));
                 if !is_tombstone {
-                    query.columns(["id", "source_version"]);
+                    query.columns(["id", "source_version", "index_block"]);
                     query.and_where(Expr::col("integration_id").ne(""));
                 }
                 for row in self.db.query_all(&query).await? {
@@ -610,6 +637,7 @@ impl Documents {
                             (
                                 parse_id(&id, "document id")?,
                                 row.try_get("", "source_version")?,
+                                row.try_get("", "index_block")?,
                             ),
                         );
                     }
@@ -774,34 +802,53 @@ impl Documents {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<DocumentId>> {
-        let key = self.term_key(tenant).await?;
-        let terms: Vec<String> = words(query).iter().map(|w| Self::term(&key, w)).collect();
-        if terms.is_empty() {
+        let Some(index_key) = self.keystore.existing_index_key(tenant).await? else {
             return Ok(Vec::new());
+        };
+        let term_key = index_key.derive("storage/search-terms")?;
+        let candidates = find::search(&self.db, &self.keystore, tenant, &term_key, query).await?;
+        // Keep, in rank order, the candidates still current and under the filter.
+        let wanted = usize::try_from(offset.saturating_add(limit)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for chunk in candidates.chunks(500) {
+            let mut statement = Query::select();
+            statement
+                .columns([("documents", "id"), ("documents", "index_stamp")])
+                .from("documents")
+                .and_where(Expr::col(("documents", "tenant_id")).eq(tenant.to_string()))
+                .and_where(
+                    Expr::col(("documents", "id"))
+                        .is_in(chunk.iter().map(|c| c.posting.document.to_string())),
+                );
+            filter.apply(&mut statement);
+            let current: std::collections::HashMap<DocumentId, i64> = self
+                .db
+                .query_all(&statement)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        parse_id(&r.try_get::<String>("", "id")?, "document id")?,
+                        r.try_get::<i64>("", "index_stamp")?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            for c in chunk {
+                if current.get(&c.posting.document) == Some(&i64::from(c.posting.stamp)) {
+                    out.push(c.posting.document);
+                    if out.len() >= wanted {
+                        break;
+                    }
+                }
+            }
+            if out.len() >= wanted {
+                break;
+            }
         }
-        let mut statement = Query::select();
-        statement
-            .column(("documents", "id"))
-            .expr_as(Expr::col(("document_terms", "term")).count(), "matched")
-            .from("document_terms")
-            .inner_join(
-                "documents",
-                Expr::col(("documents", "id")).equals(("document_terms", "document_id")),
-            )
-            .and_where(Expr::col(("document_terms", "tenant_id")).eq(tenant.to_string()))
-            .and_where(Expr::col(("document_terms", "term")).is_in(terms))
-            .group_by_col(("documents", "id"))
-            .group_by_col(("documents", "modified_us"))
-            .order_by("matched", Order::Desc)
-            .order_by(("documents", "modified_us"), Order::Desc)
-            .order_by(("documents", "id"), Order::Desc)
-            .offset(offset)
-            .limit(limit);
-        filter.apply(&mut statement);
-        let rows = self.db.query_all(&statement).await?;
-        rows.iter()
-            .map(|r| parse_id(&r.try_get::<String>("", "id")?, "document id"))
-            .collect()
+        Ok(out
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .collect())
     }
 
     /// The native documents `owner` wrote, newest first.
@@ -852,14 +899,18 @@ impl Documents {
     /// not archiving). False when there was nothing to delete.
     pub async fn delete(&self, tenant: TenantId, id: DocumentId) -> Result<bool> {
         let txn = self.db.begin().await?;
-        txn.execute(
-            &Query::delete()
-                .from_table("document_terms")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("document_id").eq(id.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        let block: Option<String> = txn
+            .query_one(
+                &Query::select()
+                    .column("index_block")
+                    .from("documents")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .map(|r| r.try_get("", "index_block"))
+            .transpose()?;
         let deleted = txn
             .execute(
                 &Query::delete()
@@ -870,7 +921,14 @@ impl Documents {
             )
             .await?
             .rows_affected();
+        let compact = match block {
+            Some(block) if deleted > 0 => {
+                find::release(&txn, &std::collections::HashMap::from([(block, 1)])).await?
+            }
+            _ => Vec::new(),
+        };
         txn.commit().await?;
+        self.compact(&compact).await;
         Ok(deleted > 0)
     }
 
@@ -1069,6 +1127,20 @@ impl Documents {
                 .map(|r| r.try_get::<String>("", "id"))
                 .collect::<std::result::Result<_, _>>()?;
             if ids.is_empty() {
+                txn.commit().await?;
+                // Then the scope's index blocks, a batch of blocks per transaction.
+                let label = scope.to_string();
+                let only = (*scope != ErasureScope::Tenant).then_some(label.as_str());
+                loop {
+                    let blocks = find::blocks_of(&self.db, tenant, only, 200).await?;
+                    if blocks.is_empty() {
+                        break;
+                    }
+                    let txn = self.db.begin().await?;
+                    find::drop_blocks(&txn, &blocks).await?;
+                    txn.commit().await?;
+                }
+                let txn = self.db.begin().await?;
                 if *scope == ErasureScope::Tenant {
                     txn.execute(
                         &Query::delete()
@@ -1081,13 +1153,6 @@ impl Documents {
                 txn.commit().await?;
                 return Ok(Some(erasure));
             }
-            txn.execute(
-                &Query::delete()
-                    .from_table("document_terms")
-                    .and_where(Expr::col("document_id").is_in(ids.clone()))
-                    .to_owned(),
-            )
-            .await?;
             let n = txn
                 .execute(
                     &Query::delete()

@@ -11,6 +11,7 @@ pub mod access;
 pub mod api;
 pub mod documents;
 pub mod events;
+pub mod find;
 pub mod store;
 pub mod subject;
 

@@ -384,28 +384,50 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
     );
 }
 
-/// An erasure interrupted half-way resumes where it stopped, and its totals count every
-/// document once and report the key destroyed in the first run.
+async fn count(h: &Harness, sql: &str) -> i64 {
+    let row = h
+        .ctx
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            h.ctx.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index(0).unwrap()
+}
+
+/// A disconnect of an integration with 10,000 documents: the erasure is interrupted
+/// half-way (the process stops), a new process resumes it where it stopped, and its
+/// totals count every document once, report the key destroyed in the first run, and
+/// leave no document and no index entry of the integration behind.
 async fn interrupted_erasure_resumes(backend: Backend) {
     let h = harness(backend).await;
     let tenant = TenantId::new();
     let drive = IntegrationId::new();
-    let n = 1_200; // three batches
-    for i in 0..n {
-        h.docs
-            .put(
-                tenant,
+    let other = IntegrationId::new();
+    let n: u32 = 10_000;
+    for start in (0..n).step_by(500) {
+        let batch = (start..start + 500)
+            .map(|i| {
                 imported(
                     drive,
                     &format!("f{i}"),
                     "1",
                     &format!("doc {i}"),
                     "shared words",
-                ),
-            )
-            .await
-            .unwrap();
+                )
+            })
+            .collect();
+        h.docs.put_batch(tenant, batch).await.unwrap();
     }
+    let kept = created(
+        h.docs
+            .put(tenant, imported(other, "g1", "1", "Kept", "shared words"))
+            .await
+            .unwrap(),
+    );
     let key = h
         .ctx
         .keystore
@@ -416,56 +438,78 @@ async fn interrupted_erasure_resumes(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(key.len(), 1);
-    // The first run stops after one batch, as a crash would.
+    let blocks_before = count(&h, "SELECT COUNT(*) FROM index_blocks").await;
+    assert_eq!(
+        blocks_before, 21,
+        "20 batches of the integration, 1 of the other"
+    );
+
+    // The first process stops after ten batches of the erasure, as a crash would.
     assert!(
         h.docs
-            .erase_integration(tenant, drive, "c-resume", Some(1))
+            .erase_integration(tenant, drive, "c-resume", Some(10))
             .await
             .unwrap()
             .is_none()
     );
-    let left: i64 = {
-        let row = h
-            .ctx
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                h.ctx.db.get_database_backend(),
-                "SELECT COUNT(*) FROM documents",
-            ))
+    assert_eq!(
+        count(&h, "SELECT COUNT(*) FROM documents").await,
+        i64::from(n) + 1 - 10 * mindmesh_storage::documents::ERASE_BATCH as i64
+    );
+    // Meanwhile nothing of it can be read or found: its key is gone.
+    assert_eq!(
+        h.docs
+            .find(tenant, "shared", &Filter::default(), 0, 100)
             .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index(0).unwrap()
-    };
-    assert_eq!(left, (n - 500) as i64);
-    let done = h
-        .docs
+            .unwrap(),
+        vec![kept]
+    );
+
+    // A new process: new connections, no cached keys.
+    let fresh = Documents::new(
+        mindmesh_kit::db::connect(&h.ctx.config.database_url(Service::Storage), 2)
+            .await
+            .unwrap(),
+        h.ctx.keys.keystore(
+            mindmesh_kit::db::connect(&h.ctx.config.keystore_url(Service::Storage), 2)
+                .await
+                .unwrap(),
+        ),
+    );
+    let done = fresh
         .erase_integration(tenant, drive, "c-resume", None)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        done.deleted, n as u64,
-        "every document counted once over both runs"
-    );
+    assert_eq!(done.deleted, u64::from(n), "every document counted once");
     assert_eq!(
         done.destroyed, key,
         "the key destroyed in the first run is still reported"
     );
-    let terms: i64 = {
-        let row = h
-            .ctx
-            .db
-            .query_one_raw(sea_orm::Statement::from_string(
-                h.ctx.db.get_database_backend(),
-                "SELECT COUNT(*) FROM document_terms",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get_by_index(0).unwrap()
-    };
-    assert_eq!(terms, 0, "the find index is gone too");
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM documents").await, 1);
+    assert_eq!(
+        count(&h, "SELECT COUNT(*) FROM index_blocks").await,
+        1,
+        "the other's block"
+    );
+    let other_block = count(
+        &h,
+        &format!("SELECT COUNT(*) FROM term_blocks t JOIN documents d ON d.index_block = t.block_id WHERE d.id = '{kept}'"),
+    )
+    .await;
+    assert_eq!(
+        count(&h, "SELECT COUNT(*) FROM term_blocks").await,
+        other_block,
+        "the integration's index entries are gone too"
+    );
+    // A duplicate delivery of the same cascade is harmless.
+    let again = fresh
+        .erase_integration(tenant, drive, "c-resume", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.deleted, u64::from(n));
+    assert_eq!(fresh.get(tenant, kept).await.unwrap().title, "Kept");
 }
 
 /// A batch decides each document as single puts in order would: a source listed twice
@@ -535,6 +579,74 @@ async fn batches_decide_like_single_puts_in_order(backend: Backend) {
     );
 }
 
+/// Deleted and rewritten documents leave the find index: a block mostly stale is
+/// rewritten without them, an empty one dropped, and a find never returns them.
+async fn index_blocks_are_compacted_and_dropped(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let outcomes = h
+        .docs
+        .put_batch(
+            tenant,
+            vec![
+                imported(drive, "a", "1", "Alpha", "apple banana"),
+                imported(drive, "b", "1", "Beta", "banana cherry"),
+                imported(drive, "c", "1", "Gamma", "cherry damson"),
+                imported(drive, "d", "1", "Delta", "damson elder"),
+            ],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<DocumentId> = outcomes.into_iter().map(created).collect();
+    // One block, one row per distinct word of the batch: 4 titles + 5 fruits.
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM index_blocks").await, 1);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM term_blocks").await, 9);
+    // A rewrite moves a document to a new block; its old words are no longer found.
+    h.docs
+        .put(tenant, imported(drive, "a", "2", "Alpha", "fig"))
+        .await
+        .unwrap();
+    let found = |q: &'static str| {
+        let docs = h.docs.clone();
+        async move {
+            docs.find(tenant, q, &Filter::default(), 0, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(found("apple").await, Vec::<DocumentId>::new());
+    assert_eq!(found("fig").await, vec![ids[0]]);
+    assert_eq!(found("banana").await, vec![ids[1]]);
+    // Two of four left in the first block: not yet compacted (half is current).
+    assert!(h.docs.delete(tenant, ids[1]).await.unwrap());
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM index_blocks").await, 2);
+    assert_eq!(found("banana").await, Vec::<DocumentId>::new());
+    // One of four: rewritten with only Delta's words (delta, damson, elder) left.
+    assert!(h.docs.delete(tenant, ids[2]).await.unwrap());
+    let first_block_rows = count(
+        &h,
+        &format!(
+            "SELECT COUNT(*) FROM term_blocks t JOIN documents d ON d.index_block = t.block_id WHERE d.id = '{}'",
+            ids[3]
+        ),
+    )
+    .await;
+    assert_eq!(first_block_rows, 3);
+    assert_eq!(found("damson elder").await, vec![ids[3]]);
+    // None left: the block is dropped.
+    assert!(h.docs.delete(tenant, ids[3]).await.unwrap());
+    assert_eq!(
+        count(&h, "SELECT COUNT(*) FROM index_blocks").await,
+        1,
+        "the rewrite's block"
+    );
+    assert!(
+        !h.docs.delete(tenant, ids[3]).await.unwrap(),
+        "deleting twice finds nothing"
+    );
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -553,4 +665,5 @@ both_backends!(
     disconnect_shreds_then_deletes,
     interrupted_erasure_resumes,
     batches_decide_like_single_puts_in_order,
+    index_blocks_are_compacted_and_dropped,
 );

@@ -380,7 +380,7 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
         .unwrap();
     for (conn, table) in [
         (&db, "documents"),
-        (&db, "document_terms"),
+        (&db, "index_blocks"),
         (&db, "tombstones"),
         (&keys, "data_keys"),
         (&keys, "tenant_keys"),

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Listing));
         all.push(Box::new(NativeSources));
         all.push(Box::new(Restrictions));
+        all.push(Box::new(PostingBlocks));
         all
     }
 }
@@ -320,5 +321,108 @@ impl MigrationTrait for Restrictions {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// The find index as sealed posting blocks (see `find.rs`), replacing one row per word
+/// per document: `index_blocks` (one per scope and write batch) and `term_blocks` (one
+/// per term in a block); each document records the block and stamp of its postings.
+struct PostingBlocks;
+
+impl MigrationName for PostingBlocks {
+    fn name(&self) -> &str {
+        "m20261129_000600_storage_posting_blocks"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PostingBlocks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("document_terms").if_exists().to_owned())
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("index_blocks")
+                    .if_not_exists()
+                    .col(string("block_id").primary_key())
+                    .col(string("tenant_id"))
+                    // `integration:<id>` or `owner:<user id>`: erased together.
+                    .col(string("scope"))
+                    .col(string("key_id"))
+                    .col(big_integer("documents"))
+                    .col(big_integer("live"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("index_blocks_scope")
+                    .table("index_blocks")
+                    .col("tenant_id")
+                    .col("scope")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("term_blocks")
+                    .if_not_exists()
+                    .col(string("term"))
+                    .col(string("block_id"))
+                    .col(blob("postings"))
+                    .primary_key(Index::create().col("term").col("block_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("term_blocks_block")
+                    .table("term_blocks")
+                    .col("block_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .add_column(string("index_block").default(""))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .add_column(big_integer("index_stamp").default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("documents_index_block")
+                    .table("documents")
+                    .col("index_block")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["term_blocks", "index_blocks"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

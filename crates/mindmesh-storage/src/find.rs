@@ -1,0 +1,442 @@
+//! The find index: words of titles and contents, searchable without plaintext.
+//!
+//! Every distinct word (two or more letters or digits, lowercased) becomes a *term*: a
+//! tenant-keyed HMAC of the word. Documents are indexed a write batch at a time: a
+//! *block* holds, for each term that occurs in the batch, one row whose *postings* list
+//! the documents with that word — document id, a per-write stamp and the modification
+//! time — sealed with the data key of the documents' scope (their integration, or their
+//! owner for native documents). So a batch of 200 documents costs one row per distinct
+//! word in the batch rather than one per word per document, and erasing a scope deletes
+//! its blocks wholesale, its postings unreadable from the moment its key is destroyed.
+//!
+//! A rewritten or deleted document leaves stale postings behind (its stamp no longer
+//! matches, so a find never returns it); a block is rewritten without them once fewer
+//! than half of its documents are current, and dropped when none is.
+//!
+//! What the index leaks, to someone holding the database but no keys: within one
+//! tenant, how many blocks contain each term and so which terms occur together in a
+//! batch; no word, nothing across tenants, and — postings being sealed — not which
+//! documents contain a term.
+
+use std::collections::HashMap;
+
+use mindmesh_kit::crypto::{SecretKey, hex};
+use mindmesh_kit::ids::{DocumentId, KeyId, TenantId};
+use mindmesh_kit::keys::{Keystore, field_aad};
+use mindmesh_kit::{Error, Result};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use crate::documents::words;
+
+/// Bytes of one posting: document id, stamp, modification time in µs.
+const POSTING: usize = 16 + 4 + 8;
+
+/// One document's entry under a term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posting {
+    /// The document.
+    pub document: DocumentId,
+    /// The stamp of the write that indexed it; current while the document's row says so.
+    pub stamp: u32,
+    /// Its modification time then, in µs (for ranking by recency).
+    pub modified_us: i64,
+}
+
+impl Posting {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.document.as_uuid().as_bytes());
+        out.extend_from_slice(&self.stamp.to_le_bytes());
+        out.extend_from_slice(&self.modified_us.to_le_bytes());
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Posting>> {
+        if bytes.len() % POSTING != 0 {
+            return Err(Error::Internal(
+                "malformed postings in the find index".into(),
+            ));
+        }
+        bytes
+            .chunks_exact(POSTING)
+            .map(|p| {
+                let id = uuid::Uuid::from_slice(&p[..16])
+                    .map_err(|_| Error::Internal("malformed posting id".into()))?;
+                let mut stamp = [0u8; 4];
+                stamp.copy_from_slice(&p[16..20]);
+                let mut us = [0u8; 8];
+                us.copy_from_slice(&p[20..28]);
+                Ok(Posting {
+                    document: DocumentId::from_uuid(id),
+                    stamp: u32::from_le_bytes(stamp),
+                    modified_us: i64::from_le_bytes(us),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The term of `word` under a tenant's term key.
+pub fn term(key: &SecretKey, word: &str) -> String {
+    hex(&key.mac(word.as_bytes())[..16])
+}
+
+fn postings_aad(tenant: TenantId, block: &str, term: &str) -> Vec<u8> {
+    field_aad(tenant, "term_blocks", term, block)
+}
+
+/// Collects the postings of one block before it is written.
+#[derive(Default)]
+pub struct BlockBuilder {
+    terms: HashMap<String, Vec<u8>>,
+    documents: i64,
+}
+
+impl BlockBuilder {
+    /// Indexes `text` as the words of `posting`'s document.
+    pub fn add(&mut self, term_key: &SecretKey, posting: Posting, text: &str) {
+        for word in words(text) {
+            let entry = self.terms.entry(term(term_key, &word)).or_default();
+            posting.encode(entry);
+        }
+        self.documents += 1;
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.documents == 0
+    }
+
+    /// Writes the block (inside the caller's transaction): its row in `index_blocks`,
+    /// then one sealed postings row per term. Returns the block id.
+    pub async fn write<C: ConnectionTrait>(
+        self,
+        conn: &C,
+        tenant: TenantId,
+        scope: &str,
+        key_id: KeyId,
+        key: &SecretKey,
+    ) -> Result<String> {
+        let block = uuid::Uuid::now_v7().to_string();
+        conn.execute(
+            &Query::insert()
+                .into_table("index_blocks")
+                .columns([
+                    "block_id",
+                    "tenant_id",
+                    "scope",
+                    "key_id",
+                    "documents",
+                    "live",
+                ])
+                .values_panic([
+                    block.clone().into(),
+                    tenant.to_string().into(),
+                    scope.into(),
+                    key_id.to_string().into(),
+                    self.documents.into(),
+                    self.documents.into(),
+                ])
+                .to_owned(),
+        )
+        .await?;
+        let mut rows = Vec::with_capacity(self.terms.len());
+        for (term, postings) in self.terms {
+            let sealed = key.seal(&postings_aad(tenant, &block, &term), &postings)?;
+            rows.push((term, sealed));
+        }
+        // 3 values a row: 3,000 rows stay under both databases' bind limits.
+        for chunk in rows.chunks(3_000) {
+            let mut insert = Query::insert();
+            insert
+                .into_table("term_blocks")
+                .columns(["term", "block_id", "postings"]);
+            for (term, sealed) in chunk {
+                insert.values_panic([
+                    term.clone().into(),
+                    block.clone().into(),
+                    sealed.clone().into(),
+                ]);
+            }
+            conn.execute(&insert).await?;
+        }
+        Ok(block)
+    }
+}
+
+/// Counts documents leaving their blocks (rewritten or deleted), inside the caller's
+/// transaction; drops blocks with no current document left. Returns the blocks now
+/// less than half current, to be compacted after the commit.
+pub async fn release<C: ConnectionTrait>(
+    conn: &C,
+    leaving: &HashMap<String, i64>,
+) -> Result<Vec<String>> {
+    let mut compact = Vec::new();
+    for (block, n) in leaving {
+        if block.is_empty() {
+            continue;
+        }
+        conn.execute(
+            &Query::update()
+                .table("index_blocks")
+                .value("live", Expr::col("live").sub(*n))
+                .and_where(Expr::col("block_id").eq(block.clone()))
+                .to_owned(),
+        )
+        .await?;
+        let Some(row) = conn
+            .query_one(
+                &Query::select()
+                    .columns(["documents", "live"])
+                    .from("index_blocks")
+                    .and_where(Expr::col("block_id").eq(block.clone()))
+                    .to_owned(),
+            )
+            .await?
+        else {
+            continue;
+        };
+        let documents: i64 = row.try_get("", "documents")?;
+        let live: i64 = row.try_get("", "live")?;
+        if live <= 0 {
+            drop_blocks(conn, std::slice::from_ref(block)).await?;
+        } else if live * 2 < documents {
+            compact.push(block.clone());
+        }
+    }
+    Ok(compact)
+}
+
+/// Deletes blocks and their postings.
+pub async fn drop_blocks<C: ConnectionTrait>(conn: &C, blocks: &[String]) -> Result<()> {
+    for chunk in blocks.chunks(500) {
+        conn.execute(
+            &Query::delete()
+                .from_table("term_blocks")
+                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
+                .to_owned(),
+        )
+        .await?;
+        conn.execute(
+            &Query::delete()
+                .from_table("index_blocks")
+                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
+                .to_owned(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` blocks of `tenant`'s `scope` (every scope when `None`).
+pub async fn blocks_of<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    scope: Option<&str>,
+    limit: u64,
+) -> Result<Vec<String>> {
+    let mut query = Query::select();
+    query
+        .column("block_id")
+        .from("index_blocks")
+        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+        .limit(limit);
+    if let Some(scope) = scope {
+        query.and_where(Expr::col("scope").eq(scope));
+    }
+    conn.query_all(&query)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<String>("", "block_id")?))
+        .collect()
+}
+
+/// Rewrites `block` without the postings of documents no longer current in it.
+pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) -> Result<()> {
+    let Some(info) = db
+        .query_one(
+            &Query::select()
+                .columns(["tenant_id", "key_id"])
+                .from("index_blocks")
+                .and_where(Expr::col("block_id").eq(block))
+                .to_owned(),
+        )
+        .await?
+    else {
+        return Ok(());
+    };
+    let tenant: TenantId = parse(&info.try_get::<String>("", "tenant_id")?)?;
+    let key_id: KeyId = parse(&info.try_get::<String>("", "key_id")?)?;
+    let key = match keystore.key(tenant, key_id).await {
+        Ok(key) => key,
+        // Its scope was erased: the erasure drops the block.
+        Err(Error::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let current: HashMap<DocumentId, u32> = db
+        .query_all(
+            &Query::select()
+                .columns(["id", "index_stamp"])
+                .from("documents")
+                .and_where(Expr::col("index_block").eq(block))
+                .to_owned(),
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let stamp: i64 = r.try_get("", "index_stamp")?;
+            Ok((
+                parse(&r.try_get::<String>("", "id")?)?,
+                u32::try_from(stamp).unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let rows = db
+        .query_all(
+            &Query::select()
+                .columns(["term", "postings"])
+                .from("term_blocks")
+                .and_where(Expr::col("block_id").eq(block))
+                .to_owned(),
+        )
+        .await?;
+    let txn = sea_orm::TransactionTrait::begin(db).await?;
+    for row in rows {
+        let term: String = row.try_get("", "term")?;
+        let aad = postings_aad(tenant, block, &term);
+        let postings =
+            Posting::decode_all(&key.open(&aad, &row.try_get::<Vec<u8>>("", "postings")?)?)?;
+        let kept: Vec<&Posting> = postings
+            .iter()
+            .filter(|p| current.get(&p.document) == Some(&p.stamp))
+            .collect();
+        if kept.len() == postings.len() {
+            continue;
+        }
+        let by_term = Expr::col("term")
+            .eq(term.clone())
+            .and(Expr::col("block_id").eq(block));
+        if kept.is_empty() {
+            txn.execute(
+                &Query::delete()
+                    .from_table("term_blocks")
+                    .and_where(by_term)
+                    .to_owned(),
+            )
+            .await?;
+        } else {
+            let mut bytes = Vec::with_capacity(kept.len() * POSTING);
+            for p in kept {
+                p.encode(&mut bytes);
+            }
+            txn.execute(
+                &Query::update()
+                    .table("term_blocks")
+                    .value("postings", key.seal(&aad, &bytes)?)
+                    .and_where(by_term)
+                    .to_owned(),
+            )
+            .await?;
+        }
+    }
+    let live = i64::try_from(current.len()).unwrap_or(i64::MAX);
+    txn.execute(
+        &Query::update()
+            .table("index_blocks")
+            .value("documents", live)
+            .value("live", live)
+            .and_where(Expr::col("block_id").eq(block))
+            .to_owned(),
+    )
+    .await?;
+    if live == 0 {
+        drop_blocks(&txn, &[block.to_owned()]).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A document matching a query, before it is checked to be current.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate {
+    /// The posting found.
+    pub posting: Posting,
+    /// How many of the query's words it has.
+    pub matched: u32,
+}
+
+/// Every posting of `tenant` under the terms of `query`, one candidate per document
+/// write, best first: most matched words, then newest, then by id.
+pub async fn search(
+    db: &DatabaseConnection,
+    keystore: &Keystore,
+    tenant: TenantId,
+    term_key: &SecretKey,
+    query: &str,
+) -> Result<Vec<Candidate>> {
+    let terms: Vec<String> = words(query).iter().map(|w| term(term_key, w)).collect();
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = db
+        .query_all(
+            &Query::select()
+                .column(("term_blocks", "term"))
+                .column(("term_blocks", "block_id"))
+                .column(("term_blocks", "postings"))
+                .column(("index_blocks", "key_id"))
+                .from("term_blocks")
+                .inner_join(
+                    "index_blocks",
+                    Expr::col(("index_blocks", "block_id")).equals(("term_blocks", "block_id")),
+                )
+                .and_where(Expr::col(("index_blocks", "tenant_id")).eq(tenant.to_string()))
+                .and_where(Expr::col(("term_blocks", "term")).is_in(terms))
+                .to_owned(),
+        )
+        .await?;
+    let mut keys: HashMap<String, Option<SecretKey>> = HashMap::new();
+    let mut found: HashMap<(DocumentId, u32), Candidate> = HashMap::new();
+    for row in rows {
+        let key_id: String = row.try_get("", "key_id")?;
+        if !keys.contains_key(&key_id) {
+            let key = match keystore.key(tenant, parse(&key_id)?).await {
+                Ok(key) => Some(key),
+                // Shredded: that scope's documents are gone for every reader.
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            keys.insert(key_id.clone(), key);
+        }
+        let Some(Some(key)) = keys.get(&key_id) else {
+            continue;
+        };
+        let term: String = row.try_get("", "term")?;
+        let block: String = row.try_get("", "block_id")?;
+        let sealed: Vec<u8> = row.try_get("", "postings")?;
+        for posting in
+            Posting::decode_all(&key.open(&postings_aad(tenant, &block, &term), &sealed)?)?
+        {
+            found
+                .entry((posting.document, posting.stamp))
+                .or_insert(Candidate {
+                    posting,
+                    matched: 0,
+                })
+                .matched += 1;
+        }
+    }
+    let mut candidates: Vec<Candidate> = found.into_values().collect();
+    candidates.sort_unstable_by(|a, b| {
+        b.matched
+            .cmp(&a.matched)
+            .then(b.posting.modified_us.cmp(&a.posting.modified_us))
+            .then(b.posting.document.cmp(&a.posting.document))
+    });
+    Ok(candidates)
+}
+
+fn parse<T: std::str::FromStr>(value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| Error::Internal("malformed id in the find index".into()))
+}

@@ -51,7 +51,7 @@ impl Posting {
     }
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Posting>> {
-        if bytes.len() % POSTING != 0 {
+        if !bytes.len().is_multiple_of(POSTING) {
             return Err(Error::Internal(
                 "malformed postings in the find index".into(),
             ));

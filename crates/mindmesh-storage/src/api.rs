@@ -30,7 +30,7 @@ pub const MAX_URL_BYTES: usize = 4_096;
 /// Largest content chunk of a `PutDocuments` stream.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Documents written per transaction by `PutDocuments`.
-pub const PUT_BATCH_DOCUMENTS: usize = 200;
+pub const PUT_BATCH_DOCUMENTS: usize = 500;
 /// Content bytes buffered before `PutDocuments` writes a batch.
 pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Longest text query, in bytes.
@@ -591,21 +591,23 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let (tenant, reader) = self
             .reader(&caller, "document.get", &req.document_id)
             .await?;
-        let read = match reader {
+        let doc = match reader {
+            // The check and the read run at once; nothing is returned unless allowed.
             Reader::User { user, .. } => {
-                if !self
-                    .gate
-                    .check(tenant, user, id, req.at_least_revision)
-                    .await?
-                {
+                let (allowed, doc) = tokio::join!(
+                    self.gate.check(tenant, user, id, req.at_least_revision),
+                    self.documents.load(tenant, id, Read::WithContent)
+                );
+                if !allowed? {
                     return Err(Error::NotFound("document").into());
                 }
-                Read::WithContent
+                doc?
             }
-            Reader::Service | Reader::Staff(StaffView::Full) => Read::WithContent,
-            Reader::Staff(_) => Read::MetadataOnly,
+            Reader::Service | Reader::Staff(StaffView::Full) => {
+                self.documents.load(tenant, id, Read::WithContent).await?
+            }
+            Reader::Staff(_) => self.documents.load(tenant, id, Read::MetadataOnly).await?,
         };
-        let doc = self.documents.load(tenant, id, read).await?;
         // Restricted at its owner's request: kept, served to services only.
         if doc.restricted && reader != Reader::Service {
             return Err(Error::NotFound("document").into());

@@ -468,7 +468,7 @@ impl Documents {
                 key.seal(&field_aad(tenant, "documents", column, &row), value)
             };
             let stamp = u32::from_le_bytes(mindmesh_kit::crypto::random_bytes::<4>()?);
-            if let Some(term_key) = &term_key {
+            if term_key.is_some() {
                 let mut text = doc.title.clone();
                 text.push(' ');
                 text.push_str(&String::from_utf8_lossy(&doc.content));
@@ -476,7 +476,6 @@ impl Documents {
                     .entry(scope.clone())
                     .or_insert_with(|| (erasure_scope.to_string(), find::BlockBuilder::default()));
                 block.add(
-                    term_key,
                     find::Posting {
                         document: *id,
                         stamp,
@@ -520,7 +519,10 @@ impl Documents {
                 .get(&scope)
                 .cloned()
                 .ok_or_else(|| Error::Internal("no key for an index block".into()))?;
-            let id = block.write(&txn, tenant, &label, key_id, &key).await?;
+            let Some(term_key) = &term_key else { continue };
+            let id = block
+                .write(&txn, tenant, &label, term_key, (key_id, &key))
+                .await?;
             block_ids.insert(scope, id);
         }
         for (values, (scope, stamp)) in rows.iter_mut().zip(stamps) {

@@ -84,19 +84,19 @@ fn postings_aad(tenant: TenantId, block: &str, term: &str) -> Vec<u8> {
     field_aad(tenant, "term_blocks", term, block)
 }
 
-/// Collects the postings of one block before it is written.
+/// Collects the postings of one block before it is written. Words are hashed once per
+/// block, not once per document: most words of a batch recur in many of its documents.
 #[derive(Default)]
 pub struct BlockBuilder {
-    terms: HashMap<String, Vec<u8>>,
+    words: HashMap<String, Vec<u8>>,
     documents: i64,
 }
 
 impl BlockBuilder {
     /// Indexes `text` as the words of `posting`'s document.
-    pub fn add(&mut self, term_key: &SecretKey, posting: Posting, text: &str) {
+    pub fn add(&mut self, posting: Posting, text: &str) {
         for word in words(text) {
-            let entry = self.terms.entry(term(term_key, &word)).or_default();
-            posting.encode(entry);
+            posting.encode(self.words.entry(word).or_default());
         }
         self.documents += 1;
     }
@@ -113,8 +113,8 @@ impl BlockBuilder {
         conn: &C,
         tenant: TenantId,
         scope: &str,
-        key_id: KeyId,
-        key: &SecretKey,
+        term_key: &SecretKey,
+        (key_id, key): (KeyId, &SecretKey),
     ) -> Result<String> {
         let block = uuid::Uuid::now_v7().to_string();
         conn.execute(
@@ -139,8 +139,10 @@ impl BlockBuilder {
                 .to_owned(),
         )
         .await?;
-        let mut rows = Vec::with_capacity(self.terms.len());
-        for (term, postings) in self.terms {
+        let mac = term_key.mac_key();
+        let mut rows = Vec::with_capacity(self.words.len());
+        for (word, postings) in self.words {
+            let term = hex(&mac.sign(word.as_bytes())[..16]);
             let sealed = key.seal(&postings_aad(tenant, &block, &term), &postings)?;
             rows.push((term, sealed));
         }

@@ -33,7 +33,7 @@ use support::{BenchServer, authed, measure, row};
 const CONTENT_BYTES: usize = 4 * 1024;
 const VOCABULARY: usize = 20_000;
 /// Documents per write batch (as `PutDocuments` writes them).
-const BATCH: usize = 200;
+const BATCH: usize = 500;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -31,6 +31,7 @@ test: services lint ## Set up, lint, and run every test against real PostgreSQL 
 bench: services ## Run the benchmarks (release build); prints each figure beside its baseline
 	$(CARGO) bench --locked -p mindmesh-permissions --features bench-compare --bench permissions
 	$(CARGO) bench --locked -p mindmesh --bench permissions_grpc
+	$(CARGO) bench --locked -p mindmesh --bench storage
 	$(CARGO) bench --locked -p mindmesh --bench foundation
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse

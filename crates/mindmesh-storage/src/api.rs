@@ -33,6 +33,8 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 pub const PUT_BATCH_DOCUMENTS: usize = 500;
 /// Content bytes buffered before `PutDocuments` writes a batch.
 pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Ranked find results fetched at once, then filtered by permissions in batches.
+pub const FIND_WINDOW: u64 = 2_000;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
 
@@ -653,8 +655,10 @@ impl pb::storage_service_server::StorageService for StorageApi {
             include_restricted: reader == Reader::Service,
             ..filter
         };
-        // Candidates come in batches; permissions filters each; the page fills up.
-        let batch = Ord::max(limit * 2, 100);
+        // Candidates come in windows (a find ranks once per window, a listing reads the
+        // next keys); permissions filters them a batch at a time; the page fills up.
+        let batch = Ord::max(limit * 2, 100) as usize;
+        let window = if finding { FIND_WINDOW } else { batch as u64 };
         let mut page: Vec<DocumentId> = Vec::new();
         let mut next = None;
         let (mut after, mut offset) = match token {
@@ -662,26 +666,43 @@ impl pb::storage_service_server::StorageService for StorageApi {
             Some(PageToken::Find(offset)) => (None, offset),
             None => (None, 0),
         };
+        let mut buffer: std::collections::VecDeque<(DocumentId, PageToken)> =
+            std::collections::VecDeque::new();
+        let mut source_done = false;
         'fill: loop {
-            let candidates: Vec<(DocumentId, PageToken)> = if finding {
-                let found = self
-                    .documents
-                    .find(tenant, &req.query, &filter, offset, batch)
-                    .await?;
-                found
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, id)| (id, PageToken::Find(offset + i as u64 + 1)))
-                    .collect()
-            } else {
-                self.documents
-                    .list(tenant, &filter, after, batch)
-                    .await?
-                    .into_iter()
-                    .map(|position| (position.1, PageToken::List(position)))
-                    .collect()
-            };
-            let exhausted = (candidates.len() as u64) < batch;
+            if buffer.is_empty() {
+                if source_done {
+                    break;
+                }
+                let fetched: Vec<(DocumentId, PageToken)> = if finding {
+                    self.documents
+                        .find(tenant, &req.query, &filter, offset, window)
+                        .await?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, id)| (id, PageToken::Find(offset + i as u64 + 1)))
+                        .collect()
+                } else {
+                    self.documents
+                        .list(tenant, &filter, after, window)
+                        .await?
+                        .into_iter()
+                        .map(|position| (position.1, PageToken::List(position)))
+                        .collect()
+                };
+                source_done = (fetched.len() as u64) < window;
+                match fetched.last() {
+                    Some((_, PageToken::List(p))) => after = Some(*p),
+                    Some((_, PageToken::Find(o))) => offset = *o,
+                    None => {}
+                }
+                buffer.extend(fetched);
+                if buffer.is_empty() {
+                    break;
+                }
+            }
+            let candidates: Vec<(DocumentId, PageToken)> =
+                buffer.drain(..batch.min(buffer.len())).collect();
             let ids: Vec<DocumentId> = candidates.iter().map(|(id, _)| *id).collect();
             let readable: std::collections::HashSet<DocumentId> = match reader {
                 Reader::User { user, .. } => self
@@ -697,19 +718,13 @@ impl pb::storage_service_server::StorageService for StorageApi {
                 if readable.contains(&id) {
                     page.push(id);
                     if page.len() as u64 == limit {
-                        if !(exhausted && i + 1 == last) {
+                        let nothing_after = source_done && buffer.is_empty() && i + 1 == last;
+                        if !nothing_after {
                             next = Some(position);
                         }
                         break 'fill;
                     }
                 }
-                match position {
-                    PageToken::List(p) => after = Some(p),
-                    PageToken::Find(o) => offset = o,
-                }
-            }
-            if exhausted {
-                break;
             }
         }
         let docs = self.documents.load_many(tenant, &page).await?;

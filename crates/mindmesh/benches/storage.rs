@@ -445,8 +445,8 @@ async fn run(distributed: bool, words: &[String]) {
             }
         }
     };
-    let by_service = measure(200, find(service.clone())).await;
-    let by_member = measure(100, find(member.clone())).await;
+    let by_service = measure(100, find(service.clone())).await;
+    let by_member = measure(50, find(member.clone())).await;
     println!();
     row("empty RPC (Health/Check) — baseline", &empty, &empty);
     row(

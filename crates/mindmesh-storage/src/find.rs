@@ -379,27 +379,48 @@ pub async fn search(
     if terms.is_empty() {
         return Ok(Vec::new());
     }
+    // Two plain lookups rather than a join, so every database drives from the term
+    // (a planner starting from the tenant's blocks would scan every posting).
     let rows = db
         .query_all(
             &Query::select()
-                .column(("term_blocks", "term"))
-                .column(("term_blocks", "block_id"))
-                .column(("term_blocks", "postings"))
-                .column(("index_blocks", "key_id"))
+                .columns(["term", "block_id", "postings"])
                 .from("term_blocks")
-                .inner_join(
-                    "index_blocks",
-                    Expr::col(("index_blocks", "block_id")).equals(("term_blocks", "block_id")),
-                )
-                .and_where(Expr::col(("index_blocks", "tenant_id")).eq(tenant.to_string()))
-                .and_where(Expr::col(("term_blocks", "term")).is_in(terms))
+                .and_where(Expr::col("term").is_in(terms))
                 .to_owned(),
         )
         .await?;
+    let mut blocks: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "block_id"))
+        .collect::<std::result::Result<_, _>>()?;
+    blocks.sort_unstable();
+    blocks.dedup();
+    // Only this tenant's blocks count (a term is a tenant-keyed HMAC, so another
+    // tenant's equal term is all but impossible, and excluded here regardless).
+    let mut block_keys: HashMap<String, String> = HashMap::new();
+    for chunk in blocks.chunks(500) {
+        for r in db
+            .query_all(
+                &Query::select()
+                    .columns(["block_id", "key_id"])
+                    .from("index_blocks")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
+                    .to_owned(),
+            )
+            .await?
+        {
+            block_keys.insert(r.try_get("", "block_id")?, r.try_get("", "key_id")?);
+        }
+    }
     let mut keys: HashMap<String, Option<SecretKey>> = HashMap::new();
     let mut found: HashMap<(DocumentId, u32), Candidate> = HashMap::new();
     for row in rows {
-        let key_id: String = row.try_get("", "key_id")?;
+        let block: String = row.try_get("", "block_id")?;
+        let Some(key_id) = block_keys.get(&block).cloned() else {
+            continue;
+        };
         if !keys.contains_key(&key_id) {
             let key = match keystore.key(tenant, parse(&key_id)?).await {
                 Ok(key) => Some(key),
@@ -413,7 +434,6 @@ pub async fn search(
             continue;
         };
         let term: String = row.try_get("", "term")?;
-        let block: String = row.try_get("", "block_id")?;
         let sealed: Vec<u8> = row.try_get("", "postings")?;
         for posting in
             Posting::decode_all(&key.open(&postings_aad(tenant, &block, &term), &sealed)?)?

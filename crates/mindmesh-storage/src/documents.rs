@@ -206,6 +206,23 @@ const META_COLUMNS: [&str; 14] = [
     "restricted",
 ];
 
+/// The rows of `tenant`. Lookups by a list of ids constrain only the id in SQL, so that
+/// every planner uses the primary key (with the tenant as well, SQLite without table
+/// statistics prefers scanning the tenant's rows); the tenant is checked here.
+fn of_tenant(
+    rows: Vec<sea_orm::QueryResult>,
+    tenant: TenantId,
+) -> Result<Vec<sea_orm::QueryResult>> {
+    let tenant = tenant.to_string();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<String>("", "tenant_id")? == tenant {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
 fn parse_id<T: std::str::FromStr>(value: &str, what: &str) -> Result<T> {
     value
         .parse()
@@ -530,10 +547,11 @@ impl Documents {
             values.push(i64::from(stamp).into());
         }
         for chunk in replaced.chunks(500) {
+            // By id alone (the lookup found them in this tenant): every planner then uses
+            // the primary key.
             txn.execute(
                 &Query::delete()
                     .from_table("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                     .and_where(Expr::col("id").is_in(chunk.iter().cloned()))
                     .to_owned(),
             )
@@ -596,14 +614,13 @@ impl Documents {
                 .db
                 .query_all(
                     &Query::select()
-                        .columns(["id", "index_block"])
+                        .columns(["id", "tenant_id", "index_block"])
                         .from("documents")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                         .and_where(Expr::col("id").is_in(chunk.iter().cloned()))
                         .to_owned(),
                 )
                 .await?;
-            for row in rows {
+            for row in of_tenant(rows, tenant)? {
                 let id: String = row.try_get("", "id")?;
                 let id: DocumentId = parse_id(&id, "document id")?;
                 stored.insert(
@@ -612,13 +629,25 @@ impl Documents {
                 );
             }
         }
+        let mut integrations: Vec<String> = docs
+            .iter()
+            .filter_map(|d| match &d.origin {
+                Origin::Imported { integration, .. } => Some(integration.to_string()),
+                Origin::Native { .. } => None,
+            })
+            .collect();
+        integrations.sort_unstable();
+        integrations.dedup();
         for chunk in external.chunks(500) {
             for (table, is_tombstone) in [("tombstones", true), ("documents", false)] {
+                // The whole source key, so the (tenant, integration, external id) index
+                // is used rather than a scan of the tenant's rows.
                 let mut query = Query::select();
                 query
                     .columns(["integration_id", "external_id"])
                     .from(table)
                     .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").is_in(integrations.iter().cloned()))
                     .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()));
                 if !is_tombstone {
                     query.columns(["id", "source_version", "index_block"]);
@@ -686,11 +715,11 @@ impl Documents {
                 &Query::select()
                     .columns(META_COLUMNS)
                     .from("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                     .and_where(Expr::col("id").is_in(ids.iter().map(ToString::to_string)))
                     .to_owned(),
             )
             .await?;
+        let rows = of_tenant(rows, tenant)?;
         let mut keys = KeyCache::default();
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
@@ -815,26 +844,27 @@ impl Documents {
         for chunk in candidates.chunks(500) {
             let mut statement = Query::select();
             statement
-                .columns([("documents", "id"), ("documents", "index_stamp")])
+                .columns([
+                    ("documents", "id"),
+                    ("documents", "tenant_id"),
+                    ("documents", "index_stamp"),
+                ])
                 .from("documents")
-                .and_where(Expr::col(("documents", "tenant_id")).eq(tenant.to_string()))
                 .and_where(
                     Expr::col(("documents", "id"))
                         .is_in(chunk.iter().map(|c| c.posting.document.to_string())),
                 );
             filter.apply(&mut statement);
-            let current: std::collections::HashMap<DocumentId, i64> = self
-                .db
-                .query_all(&statement)
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok((
-                        parse_id(&r.try_get::<String>("", "id")?, "document id")?,
-                        r.try_get::<i64>("", "index_stamp")?,
-                    ))
-                })
-                .collect::<Result<_>>()?;
+            let current: std::collections::HashMap<DocumentId, i64> =
+                of_tenant(self.db.query_all(&statement).await?, tenant)?
+                    .iter()
+                    .map(|r| {
+                        Ok((
+                            parse_id(&r.try_get::<String>("", "id")?, "document id")?,
+                            r.try_get::<i64>("", "index_stamp")?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?;
             for c in chunk {
                 if current.get(&c.posting.document) == Some(&i64::from(c.posting.stamp)) {
                     out.push(c.posting.document);

@@ -34,7 +34,9 @@ pub const PUT_BATCH_DOCUMENTS: usize = 500;
 /// Content bytes buffered before `PutDocuments` writes a batch.
 pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Ranked find results fetched at once, then filtered by permissions in batches.
-pub const FIND_WINDOW: u64 = 2_000;
+pub const FIND_WINDOW: u64 = 10_000;
+/// Ids per `FilterReadable` call while filling a page of a find.
+const FIND_FILTER_BATCH: usize = 2_000;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
 
@@ -657,7 +659,11 @@ impl pb::storage_service_server::StorageService for StorageApi {
         };
         // Candidates come in windows (a find ranks once per window, a listing reads the
         // next keys); permissions filters them a batch at a time; the page fills up.
-        let batch = Ord::max(limit * 2, 100) as usize;
+        let batch = if finding {
+            FIND_FILTER_BATCH
+        } else {
+            Ord::max(limit * 2, 100) as usize
+        };
         let window = if finding { FIND_WINDOW } else { batch as u64 };
         let mut page: Vec<DocumentId> = Vec::new();
         let mut next = None;

@@ -33,9 +33,7 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 pub const PUT_BATCH_DOCUMENTS: usize = 500;
 /// Content bytes buffered before `PutDocuments` writes a batch.
 pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Ranked find results fetched at once, then filtered by permissions in batches.
-pub const FIND_WINDOW: u64 = 10_000;
-/// Ids per `FilterReadable` call while filling a page of a find.
+/// Ranked candidates checked (still current, then readable) per step of a find.
 const FIND_FILTER_BATCH: usize = 2_000;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
@@ -657,61 +655,65 @@ impl pb::storage_service_server::StorageService for StorageApi {
             include_restricted: reader == Reader::Service,
             ..filter
         };
-        // Candidates come in windows (a find ranks once per window, a listing reads the
-        // next keys); permissions filters them a batch at a time; the page fills up.
+        // Candidates come a batch at a time — for a find, slices of one ranking, each kept
+        // to the documents still as indexed; for a listing, the next keys — and the
+        // permissions service filters each batch until the page is full.
         let batch = if finding {
             FIND_FILTER_BATCH
         } else {
             Ord::max(limit * 2, 100) as usize
         };
-        let window = if finding { FIND_WINDOW } else { batch as u64 };
+        let ranked = if finding {
+            self.documents.rank(tenant, &req.query).await?
+        } else {
+            Vec::new()
+        };
         let mut page: Vec<DocumentId> = Vec::new();
         let mut next = None;
         let (mut after, mut offset) = match token {
             Some(PageToken::List(position)) => (Some(position), 0),
-            Some(PageToken::Find(offset)) => (None, offset),
+            Some(PageToken::Find(offset)) => (None, usize::try_from(offset).unwrap_or(usize::MAX)),
             None => (None, 0),
         };
-        let mut buffer: std::collections::VecDeque<(DocumentId, PageToken)> =
-            std::collections::VecDeque::new();
-        let mut source_done = false;
-        'fill: loop {
-            if buffer.is_empty() {
-                if source_done {
-                    break;
+        loop {
+            // Each candidate with the position to resume after it.
+            let candidates: Vec<(DocumentId, PageToken)> = if finding {
+                let slice = &ranked[offset.min(ranked.len())..(offset + batch).min(ranked.len())];
+                let current: std::collections::HashSet<DocumentId> = self
+                    .documents
+                    .current(tenant, slice, &filter)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let start = offset;
+                offset += slice.len();
+                slice
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| current.contains(&c.posting.document))
+                    .map(|(i, c)| (c.posting.document, PageToken::Find((start + i + 1) as u64)))
+                    .collect()
+            } else {
+                let listed = self
+                    .documents
+                    .list(tenant, &filter, after, batch as u64)
+                    .await?;
+                if let Some(last) = listed.last() {
+                    after = Some(*last);
                 }
-                let fetched: Vec<(DocumentId, PageToken)> = if finding {
-                    self.documents
-                        .find(tenant, &req.query, &filter, offset, window)
-                        .await?
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, id)| (id, PageToken::Find(offset + i as u64 + 1)))
-                        .collect()
-                } else {
-                    self.documents
-                        .list(tenant, &filter, after, window)
-                        .await?
-                        .into_iter()
-                        .map(|position| (position.1, PageToken::List(position)))
-                        .collect()
-                };
-                source_done = (fetched.len() as u64) < window;
-                match fetched.last() {
-                    Some((_, PageToken::List(p))) => after = Some(*p),
-                    Some((_, PageToken::Find(o))) => offset = *o,
-                    None => {}
-                }
-                buffer.extend(fetched);
-                if buffer.is_empty() {
-                    break;
-                }
-            }
-            let candidates: Vec<(DocumentId, PageToken)> =
-                buffer.drain(..batch.min(buffer.len())).collect();
+                listed
+                    .into_iter()
+                    .map(|position| (position.1, PageToken::List(position)))
+                    .collect()
+            };
+            let exhausted = if finding {
+                offset >= ranked.len()
+            } else {
+                candidates.len() < batch
+            };
             let ids: Vec<DocumentId> = candidates.iter().map(|(id, _)| *id).collect();
             let readable: std::collections::HashSet<DocumentId> = match reader {
-                Reader::User { user, .. } => self
+                Reader::User { user, .. } if !ids.is_empty() => self
                     .gate
                     .readable(tenant, user, &ids, 0)
                     .await?
@@ -720,17 +722,21 @@ impl pb::storage_service_server::StorageService for StorageApi {
                 _ => ids.iter().copied().collect(),
             };
             let last = candidates.len();
+            let mut full = false;
             for (i, (id, position)) in candidates.into_iter().enumerate() {
                 if readable.contains(&id) {
                     page.push(id);
                     if page.len() as u64 == limit {
-                        let nothing_after = source_done && buffer.is_empty() && i + 1 == last;
-                        if !nothing_after {
+                        if !(exhausted && i + 1 == last) {
                             next = Some(position);
                         }
-                        break 'fill;
+                        full = true;
+                        break;
                     }
                 }
+            }
+            if full || exhausted {
+                break;
             }
         }
         let docs = self.documents.load_many(tenant, &page).await?;

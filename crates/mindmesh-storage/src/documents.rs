@@ -833,14 +833,41 @@ impl Documents {
         offset: u64,
         limit: u64,
     ) -> Result<Vec<DocumentId>> {
+        let ranked = self.rank(tenant, query).await?;
+        let wanted = usize::try_from(offset.saturating_add(limit)).unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        for chunk in ranked.chunks(500) {
+            out.extend(self.current(tenant, chunk, filter).await?);
+            if out.len() >= wanted {
+                break;
+            }
+        }
+        out.truncate(wanted);
+        Ok(out
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    /// Every indexed write matching words of `query`, best first (see
+    /// [`find::search`]); some may be stale — [`Documents::current`] keeps the rest.
+    pub async fn rank(&self, tenant: TenantId, query: &str) -> Result<Vec<find::Candidate>> {
         let Some(index_key) = self.keystore.existing_index_key(tenant).await? else {
             return Ok(Vec::new());
         };
         let term_key = index_key.derive("storage/search-terms")?;
-        let candidates = find::search(&self.db, &self.keystore, tenant, &term_key, query).await?;
-        // Keep, in rank order, the candidates still current and under the filter.
-        let wanted = usize::try_from(offset.saturating_add(limit)).unwrap_or(usize::MAX);
-        let mut out = Vec::new();
+        find::search(&self.db, &self.keystore, tenant, &term_key, query).await
+    }
+
+    /// The documents of `candidates` that are still as indexed and under `filter`, in
+    /// their order.
+    pub async fn current(
+        &self,
+        tenant: TenantId,
+        candidates: &[find::Candidate],
+        filter: &Filter,
+    ) -> Result<Vec<DocumentId>> {
+        let mut out = Vec::with_capacity(candidates.len());
         for chunk in candidates.chunks(500) {
             let mut statement = Query::select();
             statement
@@ -865,22 +892,16 @@ impl Documents {
                         ))
                     })
                     .collect::<Result<_>>()?;
-            for c in chunk {
-                if current.get(&c.posting.document) == Some(&i64::from(c.posting.stamp)) {
-                    out.push(c.posting.document);
-                    if out.len() >= wanted {
-                        break;
-                    }
-                }
-            }
-            if out.len() >= wanted {
-                break;
-            }
+            out.extend(
+                chunk
+                    .iter()
+                    .filter(|c| {
+                        current.get(&c.posting.document) == Some(&i64::from(c.posting.stamp))
+                    })
+                    .map(|c| c.posting.document),
+            );
         }
-        Ok(out
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .collect())
+        Ok(out)
     }
 
     /// The native documents `owner` wrote, newest first.

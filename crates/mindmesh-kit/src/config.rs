@@ -286,12 +286,19 @@ pub struct PeersConfig {
 pub struct StorageConfig {
     /// Largest document content accepted, in bytes (sent in chunks by `PutDocuments`).
     pub max_content_bytes: u64,
+    /// Days an archived document is kept (restorable) before its content is purged;
+    /// its tombstone stays, so it is never re-imported.
+    pub archive_purge_after_days: u32,
+    /// Seconds between two purges of archived documents.
+    pub purge_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             max_content_bytes: 25 * 1024 * 1024,
+            archive_purge_after_days: 30,
+            purge_interval_secs: 3600,
         }
     }
 }
@@ -379,6 +386,11 @@ impl Config {
         if self.storage.max_content_bytes == 0 {
             return Err(Error::Config(
                 "storage.max_content_bytes must be at least 1".into(),
+            ));
+        }
+        if self.storage.purge_interval_secs == 0 {
+            return Err(Error::Config(
+                "storage.purge_interval_secs must be at least 1".into(),
             ));
         }
         if self.region.trim().is_empty() {

@@ -186,15 +186,13 @@ impl StorageApi {
         Ok(meta)
     }
 
-    /// Writes the buffered documents of a `PutDocuments` stream and appends their
-    /// results.
-    async fn flush(
+    /// Writes a batch of a `PutDocuments` stream; returns its results in order.
+    async fn write_batch(
         &self,
         tenant: TenantId,
-        batch: &mut Vec<NewDocument>,
-        results: &mut Vec<pb::PutResult>,
-    ) -> Result<()> {
-        let docs = std::mem::take(batch);
+        docs: Vec<NewDocument>,
+    ) -> Result<Vec<pb::PutResult>> {
+        let mut results = Vec::with_capacity(docs.len());
         let external: Vec<String> = docs
             .iter()
             .map(|d| match &d.origin {
@@ -216,7 +214,7 @@ impl StorageApi {
                 outcome: outcome.into(),
             });
         }
-        Ok(())
+        Ok(results)
     }
 
     /// Reads the next imported document of a `PutDocuments` stream: its header, then
@@ -293,6 +291,14 @@ impl StorageApi {
         }
         Ok(Some((header, content)))
     }
+}
+
+/// The results of a batch written in the background.
+async fn finished(
+    task: tokio::task::JoinHandle<Result<Vec<pb::PutResult>>>,
+) -> Result<Vec<pb::PutResult>> {
+    task.await
+        .map_err(|e| Error::Internal(format!("a document batch write stopped: {e}")))?
 }
 
 fn to_meta(doc: &Document) -> pb::DocumentMeta {
@@ -442,6 +448,9 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let mut batch: Vec<NewDocument> = Vec::new();
         let mut batch_bytes = 0;
         let mut index = 0;
+        // One batch is written while the next one arrives; the next write starts only
+        // after the previous one committed, so each sees what came before it.
+        let mut writing: Option<tokio::task::JoinHandle<Result<Vec<pb::PutResult>>>> = None;
         while let Some((header, content)) =
             self.next_document(&mut stream, &mut pending, index).await?
         {
@@ -468,11 +477,20 @@ impl pb::storage_service_server::StorageService for StorageApi {
             });
             // Written in batches: few round trips per document, bounded memory.
             if batch.len() >= PUT_BATCH_DOCUMENTS || batch_bytes >= PUT_BATCH_BYTES {
-                self.flush(tenant, &mut batch, &mut results).await?;
+                if let Some(previous) = writing.take() {
+                    results.extend(finished(previous).await?);
+                }
+                let (api, docs) = (self.clone(), std::mem::take(&mut batch));
+                writing = Some(tokio::spawn(
+                    async move { api.write_batch(tenant, docs).await },
+                ));
                 batch_bytes = 0;
             }
         }
-        self.flush(tenant, &mut batch, &mut results).await?;
+        if let Some(previous) = writing.take() {
+            results.extend(finished(previous).await?);
+        }
+        results.extend(self.write_batch(tenant, batch).await?);
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
 

@@ -904,6 +904,53 @@ impl Documents {
         Ok(out)
     }
 
+    /// Purges archived documents archived before `before`, in every tenant: their
+    /// content and index entries go, their tombstones stay (so the next sync still skips
+    /// them). Returns how many were purged.
+    pub async fn purge_archived(&self, before: DateTime<Utc>) -> Result<u64> {
+        let rows = self
+            .db
+            .query_all(
+                &Query::select()
+                    .columns(["id", "archived_at", "index_block"])
+                    .from("documents")
+                    .and_where(Expr::col("state").eq("archived"))
+                    .to_owned(),
+            )
+            .await?;
+        let mut due: Vec<(String, String)> = Vec::new();
+        for row in rows {
+            // Compared here, not in SQL: SQLite keeps times as text.
+            let archived_at: Option<DateTime<Utc>> = row.try_get("", "archived_at")?;
+            if archived_at.is_some_and(|at| at < before) {
+                due.push((row.try_get("", "id")?, row.try_get("", "index_block")?));
+            }
+        }
+        let mut purged = 0;
+        for chunk in due.chunks(500) {
+            let txn = self.db.begin().await?;
+            purged += txn
+                .execute(
+                    &Query::delete()
+                        .from_table("documents")
+                        .and_where(Expr::col("id").is_in(chunk.iter().map(|(id, _)| id.clone())))
+                        .and_where(Expr::col("state").eq("archived"))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+            let mut leaving: std::collections::HashMap<String, i64> =
+                std::collections::HashMap::new();
+            for (_, block) in chunk {
+                *leaving.entry(block.clone()).or_default() += 1;
+            }
+            let compact = find::release(&txn, &leaving).await?;
+            txn.commit().await?;
+            self.compact(&compact).await;
+        }
+        Ok(purged)
+    }
+
     /// The native documents `owner` wrote, newest first.
     pub async fn owned_by(&self, tenant: TenantId, owner: UserId) -> Result<Vec<DocumentId>> {
         let rows = self

@@ -42,6 +42,7 @@ pub fn start(
         documents.clone(),
         gate.clone(),
     )));
+    spawn_purge(ctx, documents.clone());
     routes.add_service(api_service!(
         StorageServiceServer::new(api::StorageApi::new(
             ctx.clone(),
@@ -55,4 +56,27 @@ pub fn start(
         documents,
         gate,
     )))
+}
+
+/// Purges archived documents once their restore window (`storage.archive_purge_after_days`)
+/// has passed, every `storage.purge_interval_secs`, until shutdown.
+fn spawn_purge(ctx: &ServiceContext, documents: documents::Documents) {
+    let interval = std::time::Duration::from_secs(ctx.config.storage.purge_interval_secs);
+    let keep = chrono::Duration::days(i64::from(ctx.config.storage.archive_purge_after_days));
+    let shutdown = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match documents.purge_archived(chrono::Utc::now() - keep).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "archived documents purged"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging archived documents failed; will retry")
+                }
+            }
+        }
+    });
 }

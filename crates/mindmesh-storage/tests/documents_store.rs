@@ -647,6 +647,64 @@ async fn index_blocks_are_compacted_and_dropped(backend: Backend) {
     );
 }
 
+/// P07: once the restore window has passed, an archived document's content goes; its
+/// tombstone stays, so the next sync still skips it.
+async fn p07_purged_archives_keep_their_tombstones(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let gone = created(
+        h.docs
+            .put(tenant, imported(drive, "old", "1", "Old plans", "zebra"))
+            .await
+            .unwrap(),
+    );
+    let kept = created(
+        h.docs
+            .put(tenant, imported(drive, "live", "1", "Live", "zebra"))
+            .await
+            .unwrap(),
+    );
+    h.docs.archive(tenant, gone, None).await.unwrap();
+    // Inside the window nothing goes.
+    let window_start = Utc::now() - chrono::Duration::days(30);
+    assert_eq!(h.docs.purge_archived(window_start).await.unwrap(), 0);
+    assert!(h.docs.get(tenant, gone).await.is_ok());
+    // Past it, the archived one goes (and only it).
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(h.docs.purge_archived(later).await.unwrap(), 1);
+    assert!(matches!(
+        h.docs.get(tenant, gone).await.unwrap_err(),
+        mindmesh_kit::Error::NotFound(_)
+    ));
+    assert!(h.docs.get(tenant, kept).await.is_ok());
+    assert_eq!(
+        h.docs
+            .find(
+                tenant,
+                "zebra",
+                &Filter {
+                    include_archived: true,
+                    ..Filter::default()
+                },
+                0,
+                10
+            )
+            .await
+            .unwrap(),
+        vec![kept]
+    );
+    assert_eq!(
+        h.docs
+            .put(tenant, imported(drive, "old", "2", "Old plans", "zebra"))
+            .await
+            .unwrap(),
+        PutOutcome::SkippedArchived,
+        "the tombstone outlives the content"
+    );
+    assert_eq!(h.docs.purge_archived(later).await.unwrap(), 0);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -666,4 +724,5 @@ both_backends!(
     interrupted_erasure_resumes,
     batches_decide_like_single_puts_in_order,
     index_blocks_are_compacted_and_dropped,
+    p07_purged_archives_keep_their_tombstones,
 );

@@ -438,8 +438,7 @@ impl Documents {
         let now = mindmesh_kit::db::now();
         let mut rows: Vec<Vec<sea_orm::sea_query::SimpleExpr>> = Vec::with_capacity(writes.len());
         // One block of postings per key scope in this batch.
-        let mut blocks: std::collections::HashMap<KeyScope, (String, find::BlockBuilder)> =
-            std::collections::HashMap::new();
+        let mut index_inputs: Vec<find::IndexInput> = Vec::new();
         let mut stamps = Vec::with_capacity(writes.len());
         let mut replaced = Vec::new();
         let mut leaving: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
@@ -489,17 +488,16 @@ impl Documents {
                 let mut text = doc.title.clone();
                 text.push(' ');
                 text.push_str(&String::from_utf8_lossy(&doc.content));
-                let (_, block) = blocks
-                    .entry(scope.clone())
-                    .or_insert_with(|| (erasure_scope.to_string(), find::BlockBuilder::default()));
-                block.add(
-                    find::Posting {
+                index_inputs.push(find::IndexInput {
+                    scope: scope.clone(),
+                    label: erasure_scope.to_string(),
+                    posting: find::Posting {
                         document: *id,
                         stamp,
                         modified_us: doc.modified_at.timestamp_micros(),
                     },
-                    &text,
-                );
+                    text,
+                });
             }
             stamps.push((scope, stamp));
             let values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
@@ -525,22 +523,18 @@ impl Documents {
             rows.push(values);
         }
 
+        let blocks = match term_key {
+            Some(term_key) if !index_inputs.is_empty() => {
+                find::prepare_blocks(tenant, term_key, index_inputs, keys.clone()).await?
+            }
+            _ => Vec::new(),
+        };
         let txn = self.db.begin().await?;
         let mut block_ids: std::collections::HashMap<KeyScope, String> =
             std::collections::HashMap::new();
-        for (scope, (label, block)) in blocks {
-            if block.is_empty() {
-                continue;
-            }
-            let (key_id, key) = keys
-                .get(&scope)
-                .cloned()
-                .ok_or_else(|| Error::Internal("no key for an index block".into()))?;
-            let Some(term_key) = &term_key else { continue };
-            let id = block
-                .write(&txn, tenant, &label, term_key, (key_id, &key))
-                .await?;
-            block_ids.insert(scope, id);
+        for (scope, block) in blocks {
+            block.write(&txn, tenant).await?;
+            block_ids.insert(scope, block.id().to_owned());
         }
         for (values, (scope, stamp)) in rows.iter_mut().zip(stamps) {
             values.push(block_ids.get(&scope).cloned().unwrap_or_default().into());

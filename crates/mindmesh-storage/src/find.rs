@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use mindmesh_kit::crypto::{SecretKey, hex};
 use mindmesh_kit::ids::{DocumentId, KeyId, TenantId};
-use mindmesh_kit::keys::{Keystore, field_aad};
+use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -84,39 +84,35 @@ fn postings_aad(tenant: TenantId, block: &str, term: &str) -> Vec<u8> {
     field_aad(tenant, "term_blocks", term, block)
 }
 
-/// Collects the postings of one block before it is written. Words are hashed once per
-/// block, not once per document: most words of a batch recur in many of its documents.
-#[derive(Default)]
-pub struct BlockBuilder {
-    words: HashMap<String, Vec<u8>>,
-    documents: i64,
+/// One document to index: its scope's key scope and label, its posting, its text.
+pub struct IndexInput {
+    /// Whose data key seals the block.
+    pub scope: KeyScope,
+    /// The scope as erasures name it (`integration:<id>`, `owner:<id>`).
+    pub label: String,
+    /// The document's posting.
+    pub posting: Posting,
+    /// Title and content, as text.
+    pub text: String,
 }
 
-impl BlockBuilder {
-    /// Indexes `text` as the words of `posting`'s document.
-    pub fn add(&mut self, posting: Posting, text: &str) {
-        for word in words(text) {
-            posting.encode(self.words.entry(word).or_default());
-        }
-        self.documents += 1;
+/// A block with its words hashed and postings sealed, ready to insert.
+pub struct PreparedBlock {
+    block: String,
+    label: String,
+    key_id: KeyId,
+    documents: i64,
+    rows: Vec<(String, Vec<u8>)>,
+}
+
+impl PreparedBlock {
+    /// The block's id.
+    pub fn id(&self) -> &str {
+        &self.block
     }
 
-    /// True when nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.documents == 0
-    }
-
-    /// Writes the block (inside the caller's transaction): its row in `index_blocks`,
-    /// then one sealed postings row per term. Returns the block id.
-    pub async fn write<C: ConnectionTrait>(
-        self,
-        conn: &C,
-        tenant: TenantId,
-        scope: &str,
-        term_key: &SecretKey,
-        (key_id, key): (KeyId, &SecretKey),
-    ) -> Result<String> {
-        let block = uuid::Uuid::now_v7().to_string();
+    /// Inserts the block (inside the caller's transaction).
+    pub async fn write<C: ConnectionTrait>(&self, conn: &C, tenant: TenantId) -> Result<()> {
         conn.execute(
             &Query::insert()
                 .into_table("index_blocks")
@@ -129,25 +125,18 @@ impl BlockBuilder {
                     "live",
                 ])
                 .values_panic([
-                    block.clone().into(),
+                    self.block.clone().into(),
                     tenant.to_string().into(),
-                    scope.into(),
-                    key_id.to_string().into(),
+                    self.label.clone().into(),
+                    self.key_id.to_string().into(),
                     self.documents.into(),
                     self.documents.into(),
                 ])
                 .to_owned(),
         )
         .await?;
-        let mac = term_key.mac_key();
-        let mut rows = Vec::with_capacity(self.words.len());
-        for (word, postings) in self.words {
-            let term = hex(&mac.sign(word.as_bytes())[..16]);
-            let sealed = key.seal(&postings_aad(tenant, &block, &term), &postings)?;
-            rows.push((term, sealed));
-        }
         // 3 values a row: 3,000 rows stay under both databases' bind limits.
-        for chunk in rows.chunks(3_000) {
+        for chunk in self.rows.chunks(3_000) {
             let mut insert = Query::insert();
             insert
                 .into_table("term_blocks")
@@ -155,14 +144,140 @@ impl BlockBuilder {
             for (term, sealed) in chunk {
                 insert.values_panic([
                     term.clone().into(),
-                    block.clone().into(),
+                    self.block.clone().into(),
                     sealed.clone().into(),
                 ]);
             }
             conn.execute(&insert).await?;
         }
-        Ok(block)
+        Ok(())
     }
+}
+
+/// Builds the blocks of a write batch — one per key scope — on every core: splitting
+/// and hashing words and sealing postings is most of what indexing costs.
+pub async fn prepare_blocks(
+    tenant: TenantId,
+    term_key: SecretKey,
+    inputs: Vec<IndexInput>,
+    keys: HashMap<KeyScope, (KeyId, SecretKey)>,
+) -> Result<Vec<(KeyScope, PreparedBlock)>> {
+    tokio::task::spawn_blocking(move || prepare_blocking(tenant, &term_key, inputs, &keys))
+        .await
+        .map_err(|e| Error::Internal(format!("index preparation stopped: {e}")))?
+}
+
+type WordMap = HashMap<String, Vec<u8>>;
+/// A term and its sealed postings.
+type TermRow = (String, Vec<u8>);
+
+fn prepare_blocking(
+    tenant: TenantId,
+    term_key: &SecretKey,
+    inputs: Vec<IndexInput>,
+    keys: &HashMap<KeyScope, (KeyId, SecretKey)>,
+) -> Result<Vec<(KeyScope, PreparedBlock)>> {
+    let threads = std::thread::available_parallelism()
+        .map(std::num::NonZeroUsize::get)
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let per = inputs.len().div_ceil(threads).max(1);
+    // Words of each document, a share of the documents per thread.
+    let partials: Vec<HashMap<KeyScope, (String, WordMap, i64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = inputs
+            .chunks(per)
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut out: HashMap<KeyScope, (String, WordMap, i64)> = HashMap::new();
+                    for input in chunk {
+                        let (_, words_of, documents) = out
+                            .entry(input.scope.clone())
+                            .or_insert_with(|| (input.label.clone(), HashMap::new(), 0));
+                        for word in words(&input.text) {
+                            input.posting.encode(words_of.entry(word).or_default());
+                        }
+                        *documents += 1;
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join())
+            .collect::<std::result::Result<_, _>>()
+    })
+    .map_err(|_| Error::Internal("an indexing thread panicked".into()))?;
+    let mut merged: HashMap<KeyScope, (String, WordMap, i64)> = HashMap::new();
+    for partial in partials {
+        for (scope, (label, words_of, documents)) in partial {
+            let entry = merged
+                .entry(scope)
+                .or_insert_with(|| (label, HashMap::new(), 0));
+            for (word, postings) in words_of {
+                entry
+                    .1
+                    .entry(word)
+                    .or_default()
+                    .extend_from_slice(&postings);
+            }
+            entry.2 += documents;
+        }
+    }
+    // Then each distinct word hashed and its postings sealed, a share per thread.
+    let mut out = Vec::with_capacity(merged.len());
+    for (scope, (label, words_of, documents)) in merged {
+        let (key_id, key) = keys
+            .get(&scope)
+            .cloned()
+            .ok_or_else(|| Error::Internal("no key for an index block".into()))?;
+        let block = uuid::Uuid::now_v7().to_string();
+        let entries: Vec<(String, Vec<u8>)> = words_of.into_iter().collect();
+        let per = entries.len().div_ceil(threads).max(1);
+        let rows: Vec<Result<Vec<TermRow>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = entries
+                .chunks(per)
+                .map(|chunk| {
+                    let (key, block) = (&key, &block);
+                    s.spawn(move || {
+                        let mac = term_key.mac_key();
+                        chunk
+                            .iter()
+                            .map(|(word, postings)| {
+                                let term = hex(&mac.sign(word.as_bytes())[..16]);
+                                let sealed =
+                                    key.seal(&postings_aad(tenant, block, &term), postings)?;
+                                Ok((term, sealed))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("an indexing thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut all = Vec::new();
+        for part in rows {
+            all.extend(part?);
+        }
+        out.push((
+            scope,
+            PreparedBlock {
+                block,
+                label,
+                key_id,
+                documents,
+                rows: all,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// Counts documents leaving their blocks (rewritten or deleted), inside the caller's

@@ -9,7 +9,8 @@
 //!   (`grpc.health.v1.Health/Check`) on the same server;
 //! - find (`ListDocuments` with a query) over 100,000 documents.
 //!
-//! `MINDMESH_BENCH_DOCS` and `MINDMESH_BENCH_FIND_DOCS` shrink the run for a quick look.
+//! `MINDMESH_BENCH_DOCS` and `MINDMESH_BENCH_FIND_DOCS` shrink the run for a quick look;
+//! `MINDMESH_BENCH_ONLY=sqlite|postgresql` runs one backend.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up should stop
 
@@ -106,8 +107,13 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let words = vocabulary();
+        // MINDMESH_BENCH_ONLY=sqlite or =postgresql runs one backend.
+        let only = std::env::var("MINDMESH_BENCH_ONLY").unwrap_or_default();
         for distributed in [false, true] {
-            run(distributed, &words).await;
+            let name = if distributed { "postgresql" } else { "sqlite" };
+            if only.is_empty() || only == name {
+                run(distributed, &words).await;
+            }
         }
     });
 }

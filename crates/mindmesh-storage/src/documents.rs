@@ -559,7 +559,14 @@ impl Documents {
             for values in rows.by_ref().take(400) {
                 insert.values_panic(values);
             }
-            txn.execute(&insert).await?;
+            txn.execute(&insert).await.map_err(|e| match e.sql_err() {
+                // Another write of the same new source committed first: retryable, and
+                // the retry finds it stored.
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::Unavailable(
+                    "a concurrent write stored the same document first; retry".into(),
+                ),
+                _ => Error::Db(e),
+            })?;
         }
         let compact = find::release(&txn, &leaving).await?;
         txn.commit().await?;

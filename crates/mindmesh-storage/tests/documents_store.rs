@@ -705,6 +705,33 @@ async fn p07_purged_archives_keep_their_tombstones(backend: Backend) {
     assert_eq!(h.docs.purge_archived(later).await.unwrap(), 0);
 }
 
+/// Concurrent puts of the same new source: one creates it; the others find it stored or
+/// are told to retry (UNAVAILABLE) — never an internal error, never two documents.
+async fn concurrent_puts_of_one_new_source_store_it_once(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let docs = h.docs.clone();
+            tokio::spawn(async move {
+                docs.put(tenant, imported(drive, "same", "1", "Same", "raced words"))
+                    .await
+            })
+        })
+        .collect();
+    let mut created_count = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(PutOutcome::Created(_)) => created_count += 1,
+            Ok(PutOutcome::Unchanged(_)) | Err(mindmesh_kit::Error::Unavailable(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created_count, 1);
+    assert_eq!(count(&h, "SELECT COUNT(*) FROM documents").await, 1);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -725,4 +752,5 @@ both_backends!(
     batches_decide_like_single_puts_in_order,
     index_blocks_are_compacted_and_dropped,
     p07_purged_archives_keep_their_tombstones,
+    concurrent_puts_of_one_new_source_store_it_once,
 );

@@ -124,6 +124,22 @@ struct KekRow {
     wrapped: Vec<u8>,
 }
 
+impl KekRow {
+    /// A row of `tenant_keys` or `tenant_key_history` (`key_id`, `version`, `master_id`,
+    /// `wrapped`).
+    fn from_row(row: &sea_orm::QueryResult) -> Result<Self> {
+        let key_id: String = row.try_get("", "key_id")?;
+        Ok(KekRow {
+            version: row.try_get("", "version")?,
+            key_id: key_id
+                .parse()
+                .map_err(|_| Error::Internal("malformed tenant key id".into()))?,
+            master_id: row.try_get("", "master_id")?,
+            wrapped: row.try_get("", "wrapped")?,
+        })
+    }
+}
+
 impl Keystore {
     /// A keystore over its own database `db` (already migrated with [`KeystoreMigrator`]).
     pub fn new(db: DatabaseConnection, master: SecretKey) -> Self {
@@ -199,11 +215,6 @@ impl Keystore {
             .ok_or_else(|| Error::Internal("tenant key vanished after creation".into()))
     }
 
-    /// The tenant's key-encryption key if it exists; never creates one.
-    pub async fn existing_tenant_key(&self, tenant: TenantId) -> Result<Option<SecretKey>> {
-        Ok(self.load_current_kek(tenant).await?.map(|(_, k)| k))
-    }
-
     async fn kek_row<C: ConnectionTrait>(
         conn: &C,
         table: &'static str,
@@ -221,15 +232,7 @@ impl Keystore {
         let Some(row) = conn.query_one(&query).await? else {
             return Ok(None);
         };
-        let key_id: String = row.try_get("", "key_id")?;
-        Ok(Some(KekRow {
-            version: row.try_get("", "version")?,
-            key_id: key_id
-                .parse()
-                .map_err(|_| Error::Internal("malformed tenant key id".into()))?,
-            master_id: row.try_get("", "master_id")?,
-            wrapped: row.try_get("", "wrapped")?,
-        }))
+        KekRow::from_row(&row).map(Some)
     }
 
     fn open_kek(&self, tenant: TenantId, row: &KekRow) -> Result<SecretKey> {
@@ -608,15 +611,7 @@ impl Keystore {
             .await?;
         let mut moved = 0;
         for row in rows {
-            let key_id: String = row.try_get("", "key_id")?;
-            let kek = KekRow {
-                version: row.try_get("", "version")?,
-                key_id: key_id
-                    .parse()
-                    .map_err(|_| Error::Internal("malformed tenant key id".into()))?,
-                master_id: row.try_get("", "master_id")?,
-                wrapped: row.try_get("", "wrapped")?,
-            };
+            let kek = KekRow::from_row(&row)?;
             let key = self.open_kek(tenant, &kek)?;
             moved += self
                 .db

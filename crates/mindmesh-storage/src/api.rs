@@ -133,6 +133,24 @@ impl StorageApi {
         Ok(doc)
     }
 
+    /// The document a change is about, with who acts: a service acts for the whole
+    /// tenant (`None`); a member or admin must be able to read it (NOT_FOUND otherwise)
+    /// and is returned with whether they are an admin, for the caller's own rule.
+    async fn target(
+        &self,
+        caller: &Caller,
+        id: DocumentId,
+    ) -> Result<(TenantId, Document, Option<(UserId, bool)>)> {
+        if caller.has(Role::Service) {
+            let tenant = caller.tenant()?;
+            let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
+            return Ok((tenant, doc, None));
+        }
+        let (tenant, user, admin) = Self::writer(caller)?;
+        let doc = self.readable_meta(tenant, user, id).await?;
+        Ok((tenant, doc, Some((user, admin))))
+    }
+
     /// Whether `user` may change `doc` (archive, restore, update): admins may change
     /// any document they can read, the owner their native documents, and anyone a
     /// writer or owner grant reaches.
@@ -143,9 +161,11 @@ impl StorageApi {
         admin: bool,
         doc: &Document,
     ) -> Result<bool> {
-        Ok(admin
-            || (doc.integration.is_none() && doc.owner == user.to_string())
-            || self.gate.may_write(tenant, user, doc.id).await?)
+        Ok(
+            admin
+                || is_native_owner(doc, user)
+                || self.gate.may_write(tenant, user, doc.id).await?,
+        )
     }
 
     async fn pseudonymizer(&self, tenant: TenantId) -> Result<mindmesh_kit::crypto::SecretKey> {
@@ -299,6 +319,11 @@ async fn finished(
 ) -> Result<Vec<pb::PutResult>> {
     task.await
         .map_err(|e| Error::Internal(format!("a document batch write stopped: {e}")))?
+}
+
+/// True when `doc` is a native document `user` wrote.
+fn is_native_owner(doc: &Document, user: UserId) -> bool {
+    doc.integration.is_none() && doc.owner == user.to_string()
 }
 
 fn to_meta(doc: &Document) -> pb::DocumentMeta {
@@ -558,7 +583,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
             )
             .into());
         }
-        if !(meta.owner == user.to_string() || self.gate.may_write(tenant, user, id).await?) {
+        if !(is_native_owner(&meta, user) || self.gate.may_write(tenant, user, id).await?) {
             return Err(Error::PermissionDenied(
                 "only the owner or a writer may change this document".into(),
             )
@@ -800,24 +825,15 @@ impl pb::storage_service_server::StorageService for StorageApi {
     ) -> std::result::Result<Response<pb::DeleteDocumentResponse>, Status> {
         let caller = Caller::from_request(&request)?;
         let id = document_id(&request.get_ref().document_id)?;
-        let (tenant, doc) = if caller.has(Role::Service) {
-            let tenant = caller.tenant()?;
-            (
-                tenant,
-                self.documents.load(tenant, id, Read::MetadataOnly).await?,
+        let (tenant, doc, acting) = self.target(&caller, id).await?;
+        if let Some((user, admin)) = acting
+            && !(admin || is_native_owner(&doc, user))
+        {
+            return Err(Error::PermissionDenied(
+                "only an admin, or the owner of a native document, may delete it".into(),
             )
-        } else {
-            let (tenant, user, admin) = Self::writer(&caller)?;
-            let doc = self.readable_meta(tenant, user, id).await?;
-            let owner = doc.integration.is_none() && doc.owner == user.to_string();
-            if !(admin || owner) {
-                return Err(Error::PermissionDenied(
-                    "only an admin, or the owner of a native document, may delete it".into(),
-                )
-                .into());
-            }
-            (tenant, doc)
-        };
+            .into());
+        }
         self.documents.delete(tenant, id).await?;
         self.gate
             .revoke_all(
@@ -840,23 +856,14 @@ impl StorageApi {
         archive: bool,
     ) -> Result<pb::DocumentMeta> {
         let id = self::document_id(document_id)?;
-        let (tenant, doc) = if caller.has(Role::Service) {
-            let tenant = caller.tenant()?;
-            (
-                tenant,
-                self.documents.load(tenant, id, Read::MetadataOnly).await?,
-            )
-        } else {
-            let (tenant, user, admin) = Self::writer(caller)?;
-            let doc = self.readable_meta(tenant, user, id).await?;
-            if !self.may_change(tenant, user, admin, &doc).await? {
-                return Err(Error::PermissionDenied(
-                    "only an admin, the owner or a writer may archive or restore this document"
-                        .into(),
-                ));
-            }
-            (tenant, doc)
-        };
+        let (tenant, doc, acting) = self.target(caller, id).await?;
+        if let Some((user, admin)) = acting
+            && !self.may_change(tenant, user, admin, &doc).await?
+        {
+            return Err(Error::PermissionDenied(
+                "only an admin, the owner or a writer may archive or restore this document".into(),
+            ));
+        }
         let integration_id = doc.integration.map(|i| i.to_string()).unwrap_or_default();
         let payload = if archive {
             Payload::DocumentArchived(DocumentArchived {

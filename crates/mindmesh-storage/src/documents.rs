@@ -341,11 +341,9 @@ impl Documents {
         }
     }
 
-    async fn term_key(&self, tenant: TenantId) -> Result<SecretKey> {
-        self.keystore
-            .index_key(tenant)
-            .await?
-            .derive("storage/search-terms")
+    /// The tenant's key for search terms, derived from its index key.
+    fn term_key(index_key: &SecretKey) -> Result<SecretKey> {
+        index_key.derive("storage/search-terms")
     }
 
     /// Stores a document: a native one is created or replaced; an imported one is
@@ -429,7 +427,7 @@ impl Documents {
 
         // Seal and index outside the transaction.
         let term_key = if self.find_index {
-            Some(self.term_key(tenant).await?)
+            Some(Self::term_key(&self.keystore.index_key(tenant).await?)?)
         } else {
             None
         };
@@ -856,7 +854,7 @@ impl Documents {
         let Some(index_key) = self.keystore.existing_index_key(tenant).await? else {
             return Ok(Vec::new());
         };
-        let term_key = index_key.derive("storage/search-terms")?;
+        let term_key = Self::term_key(&index_key)?;
         find::search(&self.db, &self.keystore, tenant, &term_key, query).await
     }
 

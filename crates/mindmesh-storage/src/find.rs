@@ -171,35 +171,19 @@ type WordMap = HashMap<String, Vec<u8>>;
 /// A term and its sealed postings.
 type TermRow = (String, Vec<u8>);
 
-fn prepare_blocking(
-    tenant: TenantId,
-    term_key: &SecretKey,
-    inputs: Vec<IndexInput>,
-    keys: &HashMap<KeyScope, (KeyId, SecretKey)>,
-) -> Result<Vec<(KeyScope, PreparedBlock)>> {
+/// `work` applied to shares of `items`, one share per core (up to 4), in order.
+fn on_every_core<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> R + Sync) -> Result<Vec<R>> {
     let threads = std::thread::available_parallelism()
         .map(std::num::NonZeroUsize::get)
         .unwrap_or(1)
         .clamp(1, 4);
-    let per = inputs.len().div_ceil(threads).max(1);
-    // Words of each document, a share of the documents per thread.
-    let partials: Vec<HashMap<KeyScope, (String, WordMap, i64)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = inputs
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
             .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || {
-                    let mut out: HashMap<KeyScope, (String, WordMap, i64)> = HashMap::new();
-                    for input in chunk {
-                        let (_, words_of, documents) = out
-                            .entry(input.scope.clone())
-                            .or_insert_with(|| (input.label.clone(), HashMap::new(), 0));
-                        for word in words(&input.text) {
-                            input.posting.encode(words_of.entry(word).or_default());
-                        }
-                        *documents += 1;
-                    }
-                    out
-                })
+            .map(|share| {
+                let work = &work;
+                s.spawn(move || work(share))
             })
             .collect();
         handles
@@ -207,7 +191,29 @@ fn prepare_blocking(
             .map(|h| h.join())
             .collect::<std::result::Result<_, _>>()
     })
-    .map_err(|_| Error::Internal("an indexing thread panicked".into()))?;
+    .map_err(|_| Error::Internal("an indexing thread panicked".into()))
+}
+
+fn prepare_blocking(
+    tenant: TenantId,
+    term_key: &SecretKey,
+    inputs: Vec<IndexInput>,
+    keys: &HashMap<KeyScope, (KeyId, SecretKey)>,
+) -> Result<Vec<(KeyScope, PreparedBlock)>> {
+    // Words of each document, a share of the documents per core.
+    let partials = on_every_core(&inputs, |share| {
+        let mut out: HashMap<KeyScope, (String, WordMap, i64)> = HashMap::new();
+        for input in share {
+            let (_, words_of, documents) = out
+                .entry(input.scope.clone())
+                .or_insert_with(|| (input.label.clone(), HashMap::new(), 0));
+            for word in words(&input.text) {
+                input.posting.encode(words_of.entry(word).or_default());
+            }
+            *documents += 1;
+        }
+        out
+    })?;
     let mut merged: HashMap<KeyScope, (String, WordMap, i64)> = HashMap::new();
     for partial in partials {
         for (scope, (label, words_of, documents)) in partial {
@@ -224,7 +230,7 @@ fn prepare_blocking(
             entry.2 += documents;
         }
     }
-    // Then each distinct word hashed and its postings sealed, a share per thread.
+    // Then each distinct word hashed and its postings sealed, a share per core.
     let mut out = Vec::with_capacity(merged.len());
     for (scope, (label, words_of, documents)) in merged {
         let (key_id, key) = keys
@@ -233,38 +239,20 @@ fn prepare_blocking(
             .ok_or_else(|| Error::Internal("no key for an index block".into()))?;
         let block = uuid::Uuid::now_v7().to_string();
         let entries: Vec<(String, Vec<u8>)> = words_of.into_iter().collect();
-        let per = entries.len().div_ceil(threads).max(1);
-        let rows: Vec<Result<Vec<TermRow>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = entries
-                .chunks(per)
-                .map(|chunk| {
-                    let (key, block) = (&key, &block);
-                    s.spawn(move || {
-                        let mac = term_key.mac_key();
-                        chunk
-                            .iter()
-                            .map(|(word, postings)| {
-                                let term = hex(&mac.sign(word.as_bytes())[..16]);
-                                let sealed =
-                                    key.seal(&postings_aad(tenant, block, &term), postings)?;
-                                Ok((term, sealed))
-                            })
-                            .collect::<Result<Vec<_>>>()
-                    })
+        let shares = on_every_core(&entries, |share| {
+            let mac = term_key.mac_key();
+            share
+                .iter()
+                .map(|(word, postings)| {
+                    let term = hex(&mac.sign(word.as_bytes())[..16]);
+                    let sealed = key.seal(&postings_aad(tenant, &block, &term), postings)?;
+                    Ok((term, sealed))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Internal("an indexing thread panicked".into()))
-                    })
-                })
-                .collect()
-        });
-        let mut all = Vec::new();
-        for part in rows {
-            all.extend(part?);
+                .collect::<Result<Vec<TermRow>>>()
+        })?;
+        let mut rows = Vec::with_capacity(entries.len());
+        for share in shares {
+            rows.extend(share?);
         }
         out.push((
             scope,
@@ -273,7 +261,7 @@ fn prepare_blocking(
                 label,
                 key_id,
                 documents,
-                rows: all,
+                rows,
             },
         ));
     }

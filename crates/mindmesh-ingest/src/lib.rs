@@ -1,43 +1,53 @@
 //! The ingest service: connects source tools (Google Drive, GitHub, local folders), imports their principals, documents and ACLs, and disconnects them (P03, P06).
 //!
-//! Not built yet beyond its database, outbox relay and gRPC surface: every RPC answers
-//! UNIMPLEMENTED until its issue is done.
+//! A tour, top-down:
+//! - [`connector`] — the contract every source provides: principals, pages of changed
+//!   documents with their grants and of deletions behind an opaque cursor, lazy content;
+//! - [`connectors`] — the connectors (and what each asks for, P03), how one is
+//!   connected and opened;
+//! - [`http`] and [`oauth`] — requests to the sources that respect their rate limits,
+//!   and their tokens (code exchange, refresh, service-account assertions);
+//! - [`sync`] — the engine: leases, schedule, pages applied and checkpointed;
+//! - [`sink`] — where a sync writes: storage and permissions over gRPC;
+//! - [`store`] — integrations, sealed credentials, imported items;
+//! - [`api`] — `IngestService`, the gRPC face.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod connector;
+pub mod connectors;
+pub mod http;
+pub mod oauth;
+pub mod sink;
+pub mod store;
+pub mod sync;
+
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::{
-    IngestService, IngestServiceServer,
-};
-use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::IngestServiceServer;
 use tonic::service::RoutesBuilder;
 
 /// The gRPC services this service serves.
 pub const GRPC_SERVICES: &[&str] = &["mindmesh.ingest.v1.IngestService"];
 
-/// Migrator of the ingest database: so far only the kit's tables (outbox, inbox, audit).
-pub struct Migrator;
+pub use store::migration::Migrator;
 
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        mindmesh_kit::migrations::service_common()
-    }
-}
-
-/// Starts the service's background tasks and adds its gRPC services to `routes`.
+/// Starts the service's background tasks (outbox relay, sync schedule) and adds its gRPC
+/// services to `routes`.
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
+    let sink = sink::Sink::new(ctx.clone())?;
+    let setup = connectors::Setup {
+        config: ctx.config.clone(),
+        http: http::Http::new(&ctx.config.ingest)?,
+    };
+    let store = store::Store::new(ctx.clone());
+    let engine = sync::Engine::new(ctx.clone(), store.clone(), sink, setup.clone());
     ctx.spawn_relay();
+    engine.spawn_scheduler();
     routes.add_service(api_service!(
-        IngestServiceServer::new(IngestServiceApi),
+        IngestServiceServer::new(api::IngestApi::new(ctx.clone(), store, engine, setup)),
         ctx
     ));
     Ok(())
 }
-
-/// `IngestService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IngestServiceApi;
-
-#[tonic::async_trait]
-impl IngestService for IngestServiceApi {}

@@ -40,6 +40,8 @@ pub struct Config {
     pub peers: PeersConfig,
     /// The storage service.
     pub storage: StorageConfig,
+    /// The ingest service.
+    pub ingest: IngestConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             peers: PeersConfig::default(),
             storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -303,6 +306,47 @@ impl Default for StorageConfig {
     }
 }
 
+/// The ingest service: how often and how hard it reads the source tools.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Seconds between two scheduled syncs of one integration.
+    pub sync_interval_secs: u64,
+    /// Syncs that run at the same time in one process (each integration syncs alone).
+    pub max_concurrent_syncs: usize,
+    /// Documents whose content is fetched from a source at the same time, per sync.
+    pub fetch_concurrency: usize,
+    /// Seconds one HTTP request to a source may take.
+    pub http_timeout_secs: u64,
+    /// Attempts of one HTTP request when the source is rate limiting or failing.
+    pub max_attempts: u32,
+    /// First wait of the exponential backoff, in milliseconds (doubled per attempt).
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in seconds (also caps a source's `Retry-After`).
+    pub max_backoff_secs: u64,
+    /// Largest response accepted from a source, in bytes (a JSON page or a file).
+    pub max_response_bytes: u64,
+    /// The directory under which local-folder integrations may read; unset: the
+    /// local-folder connector is off (an admin must not read arbitrary server paths).
+    pub local_folder_root: Option<PathBuf>,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            sync_interval_secs: 3600,
+            max_concurrent_syncs: 2,
+            fetch_concurrency: 8,
+            http_timeout_secs: 60,
+            max_attempts: 6,
+            initial_backoff_ms: 500,
+            max_backoff_secs: 60,
+            max_response_bytes: 64 * 1024 * 1024,
+            local_folder_root: None,
+        }
+    }
+}
+
 /// How the process runs (DESIGN.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -392,6 +436,22 @@ impl Config {
             return Err(Error::Config(
                 "storage.purge_interval_secs must be at least 1".into(),
             ));
+        }
+        let ingest = &self.ingest;
+        for (name, value) in [
+            ("ingest.sync_interval_secs", ingest.sync_interval_secs),
+            (
+                "ingest.max_concurrent_syncs",
+                ingest.max_concurrent_syncs as u64,
+            ),
+            ("ingest.fetch_concurrency", ingest.fetch_concurrency as u64),
+            ("ingest.http_timeout_secs", ingest.http_timeout_secs),
+            ("ingest.max_attempts", u64::from(ingest.max_attempts)),
+            ("ingest.max_response_bytes", ingest.max_response_bytes),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
         }
         if self.region.trim().is_empty() {
             return Err(Error::Config("region must not be empty".into()));

@@ -42,6 +42,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server whose configuration `configure` adjusts first.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -82,6 +87,7 @@ impl TestServer {
                 (Some(pg), Some(nats), Mode::Distributed)
             }
         };
+        configure(&mut config);
         // Loading first generates the embedded keys, so the test signs with the server's key.
         let keys = KeyMaterial::load(&config, mode).expect("keys");
         let issuer = TokenIssuer::new(
@@ -114,6 +120,29 @@ impl TestServer {
         };
         server.wait_until_serving().await;
         server
+    }
+
+    /// Stops the server (gracefully, as on SIGTERM) and starts it again on the same
+    /// databases, bus and keys, on a new port.
+    pub async fn restart(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server result");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        self.shutdown = CancellationToken::new();
+        let services = match self.backend {
+            Backend::Embedded => Vec::new(),
+            Backend::Distributed => Service::ALL.to_vec(),
+        };
+        self.handle = Some(tokio::spawn(mindmesh::serve(
+            self.config.clone(),
+            services,
+            listener,
+            self.shutdown.clone(),
+        )));
+        self.wait_until_serving().await;
     }
 
     async fn wait_until_serving(&self) {
@@ -338,3 +367,5 @@ impl Replica {
         }
     }
 }
+
+pub mod ingest;

@@ -1,0 +1,119 @@
+//! The connectors Mindmesh has, and how an integration of each kind is connected
+//! (settings checked, secrets set apart, an authorization code exchanged) and opened
+//! for a sync.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mindmesh_kit::config::Config;
+use mindmesh_kit::{Error, Result};
+
+use crate::connector::{Connector, ConnectorInfo, Credentials};
+use crate::http::Http;
+use crate::oauth::CredentialSink;
+
+/// Every connector kind, as `ListConnectors` shows them (P03).
+pub const ALL: &[ConnectorInfo] = &[local::INFO];
+
+/// The connector of `kind`.
+pub fn info(kind: &str) -> Result<&'static ConnectorInfo> {
+    ALL.iter()
+        .find(|c| c.kind == kind)
+        .ok_or_else(|| Error::invalid("kind", format!("unknown connector kind {:?}", short(kind))))
+}
+
+/// What an administrator hands over when connecting.
+#[derive(Clone, Default)]
+pub struct Grant {
+    /// An OAuth authorization code to exchange.
+    pub authorization_code: String,
+    /// The redirect URI the code was obtained with.
+    pub redirect_uri: String,
+    /// A ready access token, personal access token or service-account key.
+    pub access_token: String,
+    /// A refresh token accompanying `access_token`.
+    pub refresh_token: String,
+}
+
+/// What connecting needs from the service.
+#[derive(Clone)]
+pub struct Setup {
+    /// The process configuration.
+    pub config: Arc<Config>,
+    /// The HTTP client.
+    pub http: Http,
+}
+
+/// Checks `settings` for `info`, moves secret settings into the credentials and
+/// obtains tokens from `grant`. Returns the settings kept in the clear and the
+/// credentials to seal.
+pub async fn connect(
+    setup: &Setup,
+    info: &ConnectorInfo,
+    mut settings: BTreeMap<String, String>,
+    grant: Grant,
+) -> Result<(BTreeMap<String, String>, Credentials)> {
+    for key in settings.keys() {
+        if !info.setting_keys.contains(&key.as_str()) {
+            return Err(Error::invalid(
+                "settings",
+                format!(
+                    "{:?} is not a setting of {} (known: {})",
+                    short(key),
+                    info.kind,
+                    info.setting_keys.join(", ")
+                ),
+            ));
+        }
+    }
+    let mut credentials = Credentials::default();
+    for key in info.secret_setting_keys {
+        if let Some(value) = settings.remove(*key) {
+            credentials.secrets.insert((*key).to_owned(), value);
+        }
+    }
+    match info.kind {
+        "local_folder" => {
+            local::folder(&setup.config.ingest, &settings)?;
+            if !grant.authorization_code.is_empty() || !grant.access_token.is_empty() {
+                return Err(Error::invalid(
+                    "access_token",
+                    "the local-folder connector takes no credentials",
+                ));
+            }
+        }
+        other => {
+            return Err(Error::Internal(format!(
+                "connector {other} is listed but not wired"
+            )));
+        }
+    }
+    Ok((settings, credentials))
+}
+
+/// The connector of an integration, ready to sync.
+pub fn open(
+    setup: &Setup,
+    kind: &str,
+    settings: &BTreeMap<String, String>,
+    _credentials: Credentials,
+    _sink: Arc<dyn CredentialSink>,
+) -> Result<Arc<dyn Connector>> {
+    match kind {
+        "local_folder" => Ok(Arc::new(local::LocalFolder::new(local::folder(
+            &setup.config.ingest,
+            settings,
+        )?))),
+        other => Err(Error::FailedPrecondition(format!(
+            "connector {:?} is not available",
+            short(other)
+        ))),
+    }
+}
+
+/// At most 64 characters of something a caller sent, for an error message.
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,132 @@
+//! The ingest database schema: the kit's tables, then integrations, their sealed
+//! credentials, the items each integration has imported, and items skipped with a reason.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrator of the ingest database.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = mindmesh_kit::migrations::service_common();
+        all.push(Box::new(Integrations));
+        all
+    }
+}
+
+struct Integrations;
+
+impl MigrationName for Integrations {
+    fn name(&self) -> &str {
+        "m20261129_000100_ingest_integrations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Integrations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("integrations")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("tenant_id"))
+                    .col(string("kind"))
+                    .col(string("display_name"))
+                    // Non-secret settings as JSON (endpoint URLs, domain, …).
+                    .col(text("settings"))
+                    .col(string("status"))
+                    .col(timestamp_with_time_zone("connected_at"))
+                    .col(timestamp_with_time_zone_null("last_synced_at"))
+                    // When a sync last ended, successfully or not (the schedule's clock).
+                    .col(timestamp_with_time_zone_null("last_attempt_at"))
+                    .col(text("last_error"))
+                    // The connector's opaque position; null before the first sync.
+                    .col(text_null("cursor"))
+                    // Bumped by every full listing; items not seen in it are gone.
+                    .col(big_integer("generation"))
+                    .col(boolean("sync_requested"))
+                    .col(string_null("lease_owner"))
+                    .col(timestamp_with_time_zone_null("lease_until"))
+                    .col(string_null("cascade_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("integrations_tenant")
+                    .table("integrations")
+                    .col("tenant_id")
+                    .col("connected_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("credentials")
+                    .if_not_exists()
+                    .col(string("integration_id").primary_key())
+                    .col(string("tenant_id"))
+                    .col(string("key_id"))
+                    // Tokens and keys, sealed under the integration's data key (P01).
+                    .col(blob("secret_ct"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("items")
+                    .if_not_exists()
+                    .col(string("integration_id"))
+                    .col(string("external_id"))
+                    .col(string("tenant_id"))
+                    .col(string("document_id"))
+                    .col(string("source_version"))
+                    .col(big_integer("generation"))
+                    .primary_key(Index::create().col("integration_id").col("external_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("items_generation")
+                    .table("items")
+                    .col("integration_id")
+                    .col("generation")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("skipped_items")
+                    .if_not_exists()
+                    .col(string("integration_id"))
+                    .col(string("external_id"))
+                    .col(string("tenant_id"))
+                    .col(text("reason"))
+                    .col(timestamp_with_time_zone("recorded_at"))
+                    .primary_key(Index::create().col("integration_id").col("external_id"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["skipped_items", "items", "credentials", "integrations"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,592 @@
+//! The sync engine: one sync per integration at a time, on schedule, on request
+//! (`SyncIntegration`, `NotifyChange`), at most `ingest.max_concurrent_syncs` at once.
+//!
+//! A sync holds a lease on its integration (so replicas never sync one integration
+//! twice), reads every principal and hands them to permissions, then applies the
+//! source's pages one by one: content fetched with bounded concurrency only for new or
+//! changed versions and streamed to storage, grants set in permissions, deletions and
+//! lost access removed. After each page the items and the connector's cursor are
+//! committed together, so a sync stopped anywhere resumes at the page that was in
+//! flight. A full listing bumps a generation; what it did not see is removed at its end.
+//! A failed sync keeps its cursor and reports the error on `GetIntegration`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::{IntegrationId, TenantId};
+use mindmesh_kit::{Error, Result};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::connector::{Connector, Credentials, Page, SourceDocument};
+use crate::connectors::{self, Setup};
+use crate::oauth::CredentialSink;
+use crate::sink::{Outcome, Sink};
+use crate::store::{PageRecord, Store};
+
+/// How long a lease lasts without renewal; renewed before every page.
+const LEASE: Duration = Duration::from_secs(120);
+/// How often the scheduler looks for due integrations (it is also woken on request).
+const TICK: Duration = Duration::from_secs(10);
+/// Items removed per step of a full listing's sweep.
+const SWEEP_BATCH: u64 = 500;
+
+/// A sync's phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a slot.
+    #[default]
+    Queued,
+    /// Reading users, groups and memberships.
+    Principals,
+    /// Reading documents and their grants.
+    Documents,
+    /// Removing what a full listing did not see.
+    Deletions,
+    /// Finished.
+    Done,
+    /// Failed; see `error`.
+    Failed,
+}
+
+/// Where a running sync stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Phase.
+    pub phase: Phase,
+    /// Items done in this phase.
+    pub done: u64,
+    /// Items in this phase, where known (0: unknown).
+    pub total: u64,
+    /// Documents created.
+    pub created: u64,
+    /// Documents updated.
+    pub updated: u64,
+    /// Documents deleted.
+    pub deleted: u64,
+    /// Documents skipped (archived, unchanged, or unusable with a recorded reason).
+    pub skipped: u64,
+    /// Why it failed, without secrets.
+    pub error: String,
+}
+
+impl Progress {
+    /// True once the sync has ended.
+    pub fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::Failed)
+    }
+}
+
+struct Running {
+    progress: watch::Receiver<Progress>,
+    cancel: CancellationToken,
+}
+
+/// Runs and schedules syncs.
+pub struct Engine {
+    store: Store,
+    sink: Sink,
+    setup: Setup,
+    ctx: ServiceContext,
+    /// This replica's name in leases.
+    owner: String,
+    running: Mutex<HashMap<IntegrationId, Running>>,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+}
+
+impl Engine {
+    /// An engine over the service's store, writing through `sink`.
+    pub fn new(ctx: ServiceContext, store: Store, sink: Sink, setup: Setup) -> Arc<Self> {
+        Arc::new(Engine {
+            slots: Arc::new(Semaphore::new(ctx.config.ingest.max_concurrent_syncs)),
+            owner: uuid::Uuid::new_v4().to_string(),
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            store,
+            sink,
+            setup,
+            ctx,
+        })
+    }
+
+    /// Starts a sync of `id` (or joins the one running in this process) and returns its
+    /// progress.
+    pub fn sync(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        id: IntegrationId,
+        full: bool,
+    ) -> watch::Receiver<Progress> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = running.get(&id) {
+            return r.progress.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        let cancel = self.ctx.shutdown.child_token();
+        running.insert(
+            id,
+            Running {
+                progress: rx.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let engine = Arc::clone(self);
+        self.ctx.tasks.spawn(async move {
+            let outcome = async {
+                let _slot = engine
+                    .slots
+                    .acquire()
+                    .await
+                    .map_err(|_| Error::Unavailable("the service is stopping".into()))?;
+                engine.run(tenant, id, full, &tx, &cancel).await
+            }
+            .await;
+            let mut last = tx.borrow().clone();
+            match outcome {
+                Ok(()) => last.phase = Phase::Done,
+                Err(e) => {
+                    last.phase = Phase::Failed;
+                    last.error = e.to_string();
+                }
+            }
+            // Out of the map first, so that a new request after this one starts afresh.
+            engine
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            tx.send_replace(last);
+        });
+        rx
+    }
+
+    /// Stops the sync of `id` running in this process, if any, and waits until it ended.
+    pub async fn stop(&self, id: IntegrationId) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|r| (r.cancel.clone(), r.progress.clone()));
+        if let Some((cancel, mut progress)) = running {
+            cancel.cancel();
+            let _ = progress.wait_for(Progress::finished).await;
+        }
+    }
+
+    /// Wakes the scheduler (a sync was requested).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the schedule until shutdown: every due integration is synced.
+    pub fn spawn_scheduler(self: &Arc<Self>) {
+        let engine = Arc::clone(self);
+        let interval = chrono::Duration::seconds(
+            i64::try_from(self.ctx.config.ingest.sync_interval_secs).unwrap_or(i64::MAX / 2),
+        );
+        let shutdown = self.ctx.shutdown.clone();
+        self.ctx.tasks.spawn(async move {
+            loop {
+                match engine.store.due(chrono::Utc::now() - interval).await {
+                    Ok(due) => {
+                        for (tenant, id) in due {
+                            let running = engine
+                                .running
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .contains_key(&id);
+                            if !running {
+                                drop(engine.sync(tenant, id, false));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "looking for due syncs failed"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = engine.wake.notified() => {}
+                    () = tokio::time::sleep(TICK) => {}
+                }
+            }
+        });
+    }
+
+    async fn run(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        full: bool,
+        progress: &watch::Sender<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        if !self.renew(id).await? {
+            // Not ours to run: nothing is recorded on the integration.
+            return Err(Error::FailedPrecondition(
+                "a sync of this integration is already running, or it is being disconnected".into(),
+            ));
+        }
+        let result = self.run_leased(tenant, id, full, progress, cancel).await;
+        let recorded = match &result {
+            Ok(()) => self.store.finish(id, "").await,
+            // Stopped (shutdown, disconnect): not a failure of the integration.
+            Err(_) if cancel.is_cancelled() => Ok(()),
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant, integration_id = %id, error = %e, "sync failed");
+                self.store.finish(id, &e.to_string()).await
+            }
+        };
+        let released = self.store.release(id, &self.owner).await;
+        result.and(recorded).and(released)
+    }
+
+    async fn renew(&self, id: IntegrationId) -> Result<bool> {
+        let until = chrono::Utc::now()
+            + chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::minutes(2));
+        self.store.claim(id, &self.owner, until).await
+    }
+
+    async fn run_leased(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        full: bool,
+        progress: &watch::Sender<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        let started = std::time::Instant::now();
+        self.store.clear_request(id).await?;
+        let integration = self.store.get(tenant, id).await?;
+        let credentials = self.store.credentials(tenant, id).await?;
+        let saver = Arc::new(SaveCredentials {
+            store: self.store.clone(),
+            tenant,
+            id,
+        });
+        let connector = connectors::open(
+            &self.setup,
+            &integration.kind,
+            &integration.settings,
+            credentials,
+            saver,
+        )?;
+
+        progress.send_modify(|p| p.phase = Phase::Principals);
+        let principals = stopped_or(cancel, connector.principals()).await?;
+        let count = (principals.users.len() + principals.groups.len()) as u64;
+        self.sink.principals(tenant, id, principals).await?;
+        progress.send_modify(|p| {
+            p.done = count;
+            p.total = count;
+        });
+
+        progress.send_modify(|p| {
+            p.phase = Phase::Documents;
+            p.done = 0;
+            p.total = 0;
+        });
+        let mut position = self.store.position(id, full).await?;
+        if position.cursor.is_none() {
+            position.generation += 1;
+            self.store.start_listing(id, position.generation).await?;
+        }
+        let mut cursor = position.cursor;
+        let mut seen_cursors: HashSet<String> = HashSet::new();
+        let mut pages = 0u64;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Unavailable("the sync was stopped".into()));
+            }
+            if !self.renew(id).await? {
+                return Err(Error::FailedPrecondition(
+                    "the integration is being disconnected".into(),
+                ));
+            }
+            let page = stopped_or(cancel, connector.page(cursor.as_deref())).await?;
+            pages += 1;
+            let mut record = self
+                .apply(
+                    tenant,
+                    id,
+                    connector.as_ref(),
+                    &page,
+                    position.generation,
+                    full,
+                    progress,
+                )
+                .await?;
+            if page.listing_complete {
+                // The page's items first (still at the old cursor), then what the listing
+                // did not see goes, then the cursor moves on: a sync stopped during the
+                // sweep lists this last page again and sweeps the rest.
+                record.cursor = cursor.clone();
+                self.store.commit_page(tenant, id, &record).await?;
+                self.sweep(tenant, id, position.generation, progress)
+                    .await?;
+                progress.send_modify(|p| p.phase = Phase::Documents);
+                record = PageRecord {
+                    generation: position.generation,
+                    ..PageRecord::default()
+                };
+            }
+            record.cursor = page.cursor.clone();
+            self.store.commit_page(tenant, id, &record).await?;
+            if !page.more {
+                break;
+            }
+            match &page.cursor {
+                None => break,
+                // A source that hands out a cursor twice in one sync would never end.
+                Some(c) if !seen_cursors.insert(c.clone()) => {
+                    return Err(Error::Unavailable(format!(
+                        "{}: the source returned a page token it had returned before (a loop)",
+                        integration.kind
+                    )));
+                }
+                Some(_) => {}
+            }
+            cursor = page.cursor;
+        }
+        let p = progress.borrow().clone();
+        tracing::info!(
+            tenant_id = %tenant,
+            integration_id = %id,
+            pages,
+            created = p.created,
+            updated = p.updated,
+            deleted = p.deleted,
+            skipped = p.skipped,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "sync finished"
+        );
+        Ok(())
+    }
+
+    /// Applies one page to storage and permissions; returns what to record.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        connector: &dyn Connector,
+        page: &Page,
+        generation: i64,
+        full: bool,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<PageRecord> {
+        let max_content = self.ctx.config.storage.max_content_bytes;
+        // A document listed twice in a page: the last listing wins.
+        let mut documents: HashMap<&str, &SourceDocument> = HashMap::new();
+        for doc in &page.documents {
+            documents.insert(&doc.external_id, doc);
+        }
+        let ids: Vec<String> = documents
+            .keys()
+            .map(|s| (*s).to_owned())
+            .chain(page.removed.iter().cloned())
+            .collect();
+        let known = self.store.items(id, &ids).await?;
+        let mut record = PageRecord {
+            generation,
+            skipped: page
+                .skipped
+                .iter()
+                .map(|s| (s.external_id.clone(), s.reason.clone()))
+                .collect(),
+            ..PageRecord::default()
+        };
+        let mut acls = Vec::new();
+        let mut to_fetch = Vec::new();
+        let mut unchanged = 0u64;
+        for doc in documents.values() {
+            match known.get(&doc.external_id) {
+                // Stored already at this version (and, in a full sync, stored by this
+                // listing): only its grants may have changed.
+                Some(item)
+                    if item.version == doc.version && (!full || item.generation == generation) =>
+                {
+                    acls.push((item.document, doc.grants.clone()));
+                    record.items.push((
+                        doc.external_id.clone(),
+                        item.document,
+                        doc.version.clone(),
+                    ));
+                    unchanged += 1;
+                }
+                _ if doc.size_hint.is_some_and(|s| s > max_content) => {
+                    record.skipped.push((
+                        doc.external_id.clone(),
+                        format!("larger than storage.max_content_bytes ({max_content} bytes)"),
+                    ));
+                }
+                _ => to_fetch.push(*doc),
+            }
+        }
+
+        // Fetch with bounded concurrency, stream to storage as contents arrive.
+        let (tx, rx) = mpsc::channel(self.ctx.config.ingest.fetch_concurrency);
+        let fetch = async {
+            let mut skipped = Vec::new();
+            let fetches: Vec<_> = to_fetch
+                .iter()
+                .map(|doc| connector.content(doc).map(move |content| (*doc, content)))
+                .collect();
+            let mut contents = futures::stream::iter(fetches)
+                .buffer_unordered(self.ctx.config.ingest.fetch_concurrency);
+            while let Some((doc, content)) = contents.next().await {
+                match content {
+                    Ok(content) if content.bytes.len() as u64 > max_content => {
+                        skipped.push((
+                            doc.external_id.clone(),
+                            format!("larger than storage.max_content_bytes ({max_content} bytes)"),
+                        ));
+                    }
+                    Ok(content) => {
+                        if tx.send((doc.clone(), content)).await.is_err() {
+                            break; // storage gave up; its error is reported
+                        }
+                    }
+                    Err(e) if skippable(&e) => {
+                        skipped.push((doc.external_id.clone(), e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            drop(tx);
+            Ok(skipped)
+        };
+        let (stored, fetched) = tokio::join!(self.sink.put(tenant, id, rx), fetch);
+        record.skipped.extend(fetched?);
+        let stored = stored?;
+
+        let mut counts = (0u64, 0u64, unchanged + record.skipped.len() as u64);
+        for s in &stored {
+            let Some(doc) = documents.get(s.external_id.as_str()) else {
+                return Err(Error::Internal(
+                    "storage answered for a document not sent".into(),
+                ));
+            };
+            match s.outcome {
+                Outcome::Created => counts.0 += 1,
+                Outcome::Updated => counts.1 += 1,
+                Outcome::Unchanged | Outcome::SkippedArchived => counts.2 += 1,
+            }
+            match (s.outcome, s.document) {
+                // An archived document keeps what it had (P07). It stays an item at the
+                // version stored, so that once restored the next sync brings it up to
+                // date, and a full listing does not take it for deleted.
+                (Outcome::SkippedArchived, _) => {
+                    if let Some(item) = known.get(&s.external_id) {
+                        record.items.push((
+                            s.external_id.clone(),
+                            item.document,
+                            item.version.clone(),
+                        ));
+                    }
+                }
+                (_, Some(document)) => {
+                    acls.push((document, doc.grants.clone()));
+                    record
+                        .items
+                        .push((s.external_id.clone(), document, doc.version.clone()));
+                }
+                (_, None) => {
+                    return Err(Error::Internal(
+                        "storage answered without a document id".into(),
+                    ));
+                }
+            }
+        }
+        self.sink.acls(tenant, id, &acls).await?;
+
+        let mut deleted = 0u64;
+        for external_id in &page.removed {
+            if let Some(item) = known.get(external_id) {
+                self.sink.delete(tenant, item.document).await?;
+                deleted += 1;
+            }
+            record.removed.push(external_id.clone());
+        }
+        for (external_id, reason) in &record.skipped {
+            tracing::info!(tenant_id = %tenant, integration_id = %id, external_id = %external_id, reason = %reason, "item skipped");
+        }
+        progress.send_modify(|p| {
+            p.done += (page.documents.len() + page.removed.len()) as u64;
+            p.total = page.total_hint.unwrap_or(0).max(p.done);
+            p.created += counts.0;
+            p.updated += counts.1;
+            p.skipped += counts.2;
+            p.deleted += deleted;
+        });
+        Ok(record)
+    }
+
+    /// Removes from Mindmesh what the full listing `generation` did not see.
+    async fn sweep(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        generation: i64,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<()> {
+        progress.send_modify(|p| {
+            p.phase = Phase::Deletions;
+            p.done = 0;
+            p.total = 0;
+        });
+        loop {
+            let batch = self.store.unseen(id, generation, SWEEP_BATCH).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for (_, item) in &batch {
+                self.sink.delete(tenant, item.document).await?;
+            }
+            let gone: Vec<String> = batch.into_iter().map(|(e, _)| e).collect();
+            self.store.forget_items(id, &gone).await?;
+            progress.send_modify(|p| {
+                p.done += gone.len() as u64;
+                p.deleted += gone.len() as u64;
+            });
+        }
+    }
+}
+
+/// Errors of one document that skip it rather than fail the sync.
+fn skippable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::InvalidArgument { .. } | Error::ResourceExhausted(_) | Error::NotFound(_)
+    )
+}
+
+/// `work`, unless the sync is stopped first.
+async fn stopped_or<T>(
+    cancel: &CancellationToken,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        () = cancel.cancelled() => Err(Error::Unavailable("the sync was stopped".into())),
+        r = work => r,
+    }
+}
+
+/// Stores refreshed credentials of one integration, sealed.
+struct SaveCredentials {
+    store: Store,
+    tenant: TenantId,
+    id: IntegrationId,
+}
+
+#[async_trait::async_trait]
+impl CredentialSink for SaveCredentials {
+    async fn save(&self, credentials: &Credentials) -> Result<()> {
+        self.store
+            .save_credentials(self.tenant, self.id, credentials)
+            .await
+    }
+}

@@ -1,0 +1,555 @@
+//! IngestService with the local-folder connector, in embedded mode (SQLite + embedded
+//! bus) and distributed mode (PostgreSQL + NATS JetStream), end to end into the real
+//! storage and permissions services: full and incremental syncs (P02), connector
+//! listing (P03), disconnect (P06), archive (P07), hostile folders and requests.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::ingest::{self, set, sync_ok, titles};
+use common::{Backend, TestServer, authed, eventually};
+use mindmesh_kit::Service;
+use mindmesh_kit::auth::Role;
+use mindmesh_proto::mindmesh::ingest::v1 as pb;
+use mindmesh_proto::mindmesh::storage::v1 as storage;
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+
+/// A server whose local-folder root is a fresh directory; returns it and the root.
+async fn server(backend: Backend) -> (TestServer, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    let server = TestServer::start_with(backend, move |c| {
+        c.ingest.local_folder_root = Some(r);
+    })
+    .await;
+    (server, root)
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, content).unwrap();
+}
+
+fn manifest(dir: &Path, json: serde_json::Value) {
+    write(dir, "mindmesh-acl.json", &json.to_string());
+}
+
+/// Alice is in `eng`; Bob is in `platform`, a group inside `eng`; Carol in nothing.
+fn acme_manifest(dir: &Path, bob_in_platform: bool, alice_owns_notes: bool) {
+    let mut grants = vec![
+        serde_json::json!({"path": "handbook/", "to": "group:eng", "role": "reader"}),
+        serde_json::json!({"path": "public.md", "to": "domain:acme.example", "role": "reader"}),
+        serde_json::json!({"path": "lunch.txt", "to": "anyone", "role": "reader"}),
+    ];
+    if alice_owns_notes {
+        grants.push(serde_json::json!({"path": "notes.md", "to": "user:alice", "role": "owner"}));
+    }
+    manifest(
+        dir,
+        serde_json::json!({
+            "users": [
+                {"id": "alice", "email": "alice@acme.example", "name": "Alice"},
+                {"id": "bob", "email": "bob@acme.example", "name": "Bob"},
+                {"id": "carol", "email": "carol@elsewhere.example", "name": "Carol"}
+            ],
+            "groups": [
+                {"id": "eng", "name": "Engineering", "members": ["alice", "group:platform"]},
+                {"id": "platform", "name": "Platform", "members": if bob_in_platform { vec!["bob"] } else { vec![] }}
+            ],
+            "grants": grants
+        }),
+    );
+}
+
+async fn connect_folder(
+    ingest: &mut ingest::Ingest,
+    admin: &str,
+    path: &str,
+) -> Result<pb::Integration, tonic::Status> {
+    ingest
+        .connect_integration(authed(
+            pb::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: "Shared folder".into(),
+                settings: [("path".to_owned(), path.to_owned())].into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .map(|r| r.into_inner().integration.unwrap())
+}
+
+async fn full_then_incremental_sync(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "handbook/welcome.md", "welcome to engineering");
+    write(&dir, "handbook/oncall.md", "the on-call rota");
+    write(&dir, "public.md", "public to the domain");
+    write(&dir, "lunch.txt", "pizza on fridays");
+    write(&dir, "notes.md", "alice's notes");
+    write(&dir, "secret.md", "granted to nobody");
+    acme_manifest(&dir, true, true);
+
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
+    let (_, bob) = ingest::member(&server, tenant, &admin, "bob@acme.example").await;
+    let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    assert_eq!(integration.status, pb::IntegrationStatus::Active as i32);
+    assert_eq!(
+        integration.settings.get("path").map(String::as_str),
+        Some("acme")
+    );
+
+    let done = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(done.created + done.updated + done.skipped, 6, "{done:?}");
+
+    // P02: direct, nested group, domain and anyone grants, as the manifest says.
+    assert_eq!(
+        titles(&server, &alice).await,
+        set(&[
+            "welcome.md",
+            "oncall.md",
+            "public.md",
+            "lunch.txt",
+            "notes.md"
+        ])
+    );
+    assert_eq!(
+        titles(&server, &bob).await,
+        set(&["welcome.md", "oncall.md", "public.md", "lunch.txt"])
+    );
+    assert_eq!(titles(&server, &carol).await, set(&["lunch.txt"]));
+
+    // A second sync of an unchanged folder writes nothing.
+    let again = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        (again.created, again.updated, again.deleted),
+        (0, 0, 0),
+        "{again:?}"
+    );
+
+    // At the source: an edit, a deletion, an addition, a revoked grant, Bob out of the
+    // nested group.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write(
+        &dir,
+        "handbook/welcome.md",
+        "welcome to engineering, second edition",
+    );
+    std::fs::remove_file(dir.join("handbook/oncall.md")).unwrap();
+    write(&dir, "handbook/deploys.md", "how we deploy");
+    acme_manifest(&dir, false, false);
+    let done = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        (done.created, done.updated, done.deleted),
+        (1, 1, 1),
+        "{done:?}"
+    );
+
+    assert_eq!(
+        titles(&server, &alice).await,
+        set(&["welcome.md", "deploys.md", "public.md", "lunch.txt"])
+    );
+    assert_eq!(
+        titles(&server, &bob).await,
+        set(&["public.md", "lunch.txt"])
+    );
+    // The edit is what storage serves now.
+    let welcome = ingest::readable(&server, &alice)
+        .await
+        .into_iter()
+        .find(|d| d.title == "welcome.md")
+        .unwrap();
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    let got = docs
+        .get_document(authed(
+            storage::GetDocumentRequest {
+                document_id: welcome.id.clone(),
+                ..Default::default()
+            },
+            &alice,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.content, b"welcome to engineering, second edition");
+
+    let read = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    assert!(read.last_synced_at.is_some());
+    assert_eq!(read.last_error, "");
+    server.stop().await;
+}
+
+async fn p03_connectors_list_read_only_scopes_before_connecting(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (tenant, _) = server.create_tenant("Acme").await;
+    // Any member may see what a connector would ask for.
+    let member = server.token("someone", Some(tenant), &[Role::Member]);
+    let mut client = ingest::client(&server).await;
+    let connectors = client
+        .list_connectors(authed(pb::ListConnectorsRequest {}, &member))
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors;
+    let kinds: Vec<&str> = connectors.iter().map(|c| c.kind.as_str()).collect();
+    assert!(kinds.contains(&"local_folder"), "{kinds:?}");
+    for c in &connectors {
+        assert!(!c.collects.is_empty(), "{} lists what it collects", c.kind);
+        assert!(!c.display_name.is_empty());
+        for scope in &c.scopes {
+            assert!(
+                scope.ends_with(".readonly") || scope.ends_with(":read"),
+                "{}: scope {scope} is not read-only",
+                c.kind
+            );
+        }
+    }
+    // Without a token: refused.
+    let err = client
+        .list_connectors(pb::ListConnectorsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
+async fn p06_disconnect_erases_what_the_folder_brought(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "handbook/welcome.md", "welcome");
+    write(&dir, "lunch.txt", "pizza");
+    acme_manifest(&dir, true, false);
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(titles(&server, &alice).await.len(), 2);
+
+    // Only an admin disconnects.
+    let err = client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &alice,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    let cascade = client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    assert!(uuid::Uuid::parse_str(&cascade).is_ok());
+    // Asking again answers the same cascade.
+    let again = client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    assert_eq!(again, cascade);
+
+    // Storage and permissions erase it (the event cascades over the bus).
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ingest::readable(&server, &service).await.is_empty()
+        })
+        .await,
+        "storage still holds the folder's documents"
+    );
+    assert!(titles(&server, &alice).await.is_empty());
+
+    // Ingest itself: no credentials, no items; disconnected, and no sync any more.
+    let db = server.service_db(Service::Ingest).await;
+    for table in ["credentials", "items"] {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get("", "n").unwrap();
+        assert_eq!(n, 0, "{table} still has rows");
+    }
+    let read = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    assert_eq!(read.status, pb::IntegrationStatus::Disconnected as i32);
+    let err = client
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    server.stop().await;
+}
+
+async fn p07_an_archived_file_stays_out_after_resync(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "lunch.txt", "pizza on fridays");
+    acme_manifest(&dir, true, false);
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let lunch = ingest::readable(&server, &alice).await.pop().unwrap();
+
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    // Archiving is done by a person: an admin account.
+    let (ada, _) = ingest::member(&server, tenant, &admin, "ada@acme.example").await;
+    let admin = server.token(&ada, Some(tenant), &[Role::Admin]);
+    docs.archive_document(authed(
+        storage::ArchiveDocumentRequest {
+            document_id: lunch.id.clone(),
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write(&dir, "lunch.txt", "tacos on fridays");
+    let done = sync_ok(&mut client, &admin, &integration.id, true).await;
+    assert_eq!((done.created, done.updated), (0, 0), "{done:?}");
+    assert_eq!(done.skipped, 1, "{done:?}");
+    assert!(
+        titles(&server, &alice).await.is_empty(),
+        "archived stays out"
+    );
+    let archived = docs
+        .get_document(authed(
+            storage::GetDocumentRequest {
+                document_id: lunch.id.clone(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(archived.content, b"pizza on fridays", "not re-imported");
+    server.stop().await;
+}
+
+async fn hostile_folders_and_requests_get_clear_errors(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "lunch.txt", "pizza");
+    acme_manifest(&dir, true, false);
+    // A link out of the folder is never followed.
+    let outside = root.path().join("outside.txt");
+    std::fs::write(&outside, "not to be imported").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("link.txt")).unwrap();
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
+    let mut client = ingest::client(&server).await;
+
+    for (path, field) in [
+        ("../acme", "settings.path"),
+        ("/etc", "settings.path"),
+        ("", "settings.path"),
+        ("missing", "settings.path"),
+    ] {
+        let err = connect_folder(&mut client, &admin, path).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path}: {err:?}");
+        assert!(err.message().contains(field), "{path}: {}", err.message());
+    }
+    let bad = |kind: &str, name: &str| pb::ConnectIntegrationRequest {
+        kind: kind.into(),
+        display_name: name.into(),
+        settings: [("path".to_owned(), "acme".to_owned())].into(),
+        ..Default::default()
+    };
+    for (request, field) in [
+        (bad("dropbox", "x"), "kind"),
+        (bad("local_folder", ""), "display_name"),
+        (bad("local_folder", &"x".repeat(201)), "display_name"),
+    ] {
+        let err = client
+            .connect_integration(authed(request, &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains(field), "{}", err.message());
+    }
+    let mut unknown_setting = bad("local_folder", "x");
+    unknown_setting
+        .settings
+        .insert("colour".into(), "blue".into());
+    let err = client
+        .connect_integration(authed(unknown_setting, &admin))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("colour"), "{}", err.message());
+    // A member may not connect.
+    let err = client
+        .connect_integration(authed(bad("local_folder", "x"), &carol))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    for id in ["", "nope"] {
+        let err = client
+            .get_integration(authed(
+                pb::GetIntegrationRequest {
+                    integration_id: id.into(),
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("integration_id"));
+    }
+    let err = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: uuid::Uuid::new_v4().to_string(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        titles(&server, &carol).await,
+        set(&["lunch.txt"]),
+        "the link was not imported"
+    );
+
+    // A broken manifest fails the sync, says why, and loses nothing imported.
+    write(&dir, "mindmesh-acl.json", "{\"users\": [");
+    let all = ingest::sync(&mut client, &admin, &integration.id, false).await;
+    let last = all.last().unwrap();
+    assert_eq!(last.phase, pb::SyncPhase::Failed as i32);
+    assert!(last.error.contains("mindmesh-acl.json"), "{}", last.error);
+    let read = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    assert_eq!(read.status, pb::IntegrationStatus::Failing as i32);
+    assert!(
+        read.last_error.contains("mindmesh-acl.json"),
+        "{}",
+        read.last_error
+    );
+    assert_eq!(titles(&server, &carol).await, set(&["lunch.txt"]));
+
+    // Mended, it syncs again.
+    acme_manifest(&dir, true, false);
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+
+    // NotifyChange schedules once; a second before the sync starts is not scheduled twice.
+    let notify = |id: &str| pb::NotifyChangeRequest {
+        integration_id: id.into(),
+        resource_id: "lunch.txt".into(),
+    };
+    let service = server.token("webhooks", Some(tenant), &[Role::Service]);
+    let first = client
+        .notify_change(authed(notify(&integration.id), &service))
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = first.scheduled; // the scheduler may already have taken it
+    let err = client
+        .notify_change(authed(notify(&uuid::Uuid::new_v4().to_string()), &service))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    server.stop().await;
+}
+
+/// A folder that is not there any more (an unmounted share) fails the sync; it does not
+/// read as "every file deleted".
+async fn a_vanished_folder_fails_instead_of_deleting(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "lunch.txt", "pizza");
+    acme_manifest(&dir, true, false);
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    std::fs::rename(&dir, root.path().join("moved")).unwrap();
+    let all = ingest::sync(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(all.last().unwrap().phase, pb::SyncPhase::Failed as i32);
+    assert_eq!(titles(&server, &carol).await, set(&["lunch.txt"]));
+    server.stop().await;
+}
+
+both_modes!(
+    full_then_incremental_sync,
+    p03_connectors_list_read_only_scopes_before_connecting,
+    p06_disconnect_erases_what_the_folder_brought,
+    p07_an_archived_file_stays_out_after_resync,
+    hostile_folders_and_requests_get_clear_errors,
+    a_vanished_folder_fails_instead_of_deleting,
+);

@@ -318,7 +318,9 @@ async fn request_token(http: &Http, call: &Call) -> Result<Token> {
         .await
         .map_err(|e| match e {
             // The endpoint refused the grant: the integration must be authorised again.
-            Error::FailedPrecondition(m) => Error::Unauthenticated(m),
+            Error::FailedPrecondition(m) => {
+                Error::Unauthenticated(format!("{m}; reconnect the integration"))
+            }
             e => e,
         })?
         .json(&call.name)?;

@@ -2,6 +2,7 @@
 //! (settings checked, secrets set apart, an authorization code exchanged) and opened
 //! for a sync.
 
+pub mod drive;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use crate::http::Http;
 use crate::oauth::CredentialSink;
 
 /// Every connector kind, as `ListConnectors` shows them (P03).
-pub const ALL: &[ConnectorInfo] = &[local::INFO];
+pub const ALL: &[ConnectorInfo] = &[drive::INFO, local::INFO];
 
 /// The connector of `kind`.
 pub fn info(kind: &str) -> Result<&'static ConnectorInfo> {
@@ -84,6 +85,7 @@ pub async fn connect(
                 ));
             }
         }
+        "google_drive" => drive::connect(&setup.http, &settings, &mut credentials, grant).await?,
         other => {
             return Err(Error::Internal(format!(
                 "connector {other} is listed but not wired"
@@ -98,10 +100,16 @@ pub fn open(
     setup: &Setup,
     kind: &str,
     settings: &BTreeMap<String, String>,
-    _credentials: Credentials,
-    _sink: Arc<dyn CredentialSink>,
+    credentials: Credentials,
+    sink: Arc<dyn CredentialSink>,
 ) -> Result<Arc<dyn Connector>> {
     match kind {
+        "google_drive" => Ok(Arc::new(drive::open(
+            &setup.http,
+            settings,
+            credentials,
+            sink,
+        )?)),
         "local_folder" => Ok(Arc::new(local::LocalFolder::new(local::folder(
             &setup.config.ingest,
             settings,

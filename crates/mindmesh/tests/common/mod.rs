@@ -368,4 +368,5 @@ impl Replica {
     }
 }
 
+pub mod fake_google;
 pub mod ingest;

@@ -1,0 +1,1208 @@
+//! Google Drive (Drive API v3) and its directory (Admin SDK Directory API v1).
+//!
+//! - **Principals**: `users.list`, `groups.list` and `members.list` of the Directory API,
+//!   nested groups included (a member of type `GROUP`). Users and groups are named by
+//!   their email, lower-cased: that is how Drive permissions name them.
+//! - **Documents**: a full listing is `files.list` (`trashed = false`, every drive the
+//!   user can see: `corpora=allDrives`, `supportsAllDrives`, `includeItemsFromAllDrives`),
+//!   paged by `nextPageToken` until it is absent. Each file's grants come from
+//!   `permissions.list` (user, group, domain and anyone permissions; link-only domain or
+//!   anyone permissions — `allowFileDiscovery: false` — and `deleted` ones grant nothing
+//!   here), read as a user allowed to (owner or writer). Google Docs, Sheets and Slides
+//!   are exported as text (`files.export`), other files downloaded (`alt=media`).
+//! - **Changes**: before a full listing, `changes.getStartPageToken` is taken for the
+//!   user's own log and for each shared drive's log (`drives.list`); afterwards,
+//!   `changes.list` from those tokens until `newStartPageToken`. A change that is
+//!   `removed` (deleted, or access lost) or trashed removes the file.
+//! - **Whole-domain crawls** (a service-account key with domain-wide delegation): Drive
+//!   answers as the user whose token is used and lists only what that user can see, so
+//!   every user of the directory is impersonated in turn (in directory-id order, so the
+//!   cursor names a user by id, never by email); a file seen twice is stored once.
+//!   A user's listing yields the files whose permissions that user can read; a file
+//!   nobody in the domain may share is not imported in this mode.
+//! - **Tokens**: authorization-code exchange and refresh at `token_url`, or JWT-bearer
+//!   assertions signed with the service account's key; revoked at `revoke_url` on
+//!   disconnect.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use mindmesh_kit::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::connector::{
+    Access, Connector, ConnectorInfo, Content, Credentials, Grantee, Page, Principals, Skipped,
+    SourceDocument, SourceGrant, SourceGroup, SourceMembership, SourceUser,
+};
+use crate::connectors::Grant;
+use crate::http::{Answer, Auth, Call, Http, base_url, endpoint};
+use crate::oauth::{self, CredentialSink, Forget, Renewal, ServiceAccount, TokenSource};
+
+/// The scopes the connector asks for: read-only, and no more (P03).
+pub const SCOPES: &[&str] = &[
+    "https://www.googleapis.com/auth/drive.readonly",
+    "https://www.googleapis.com/auth/admin.directory.user.readonly",
+    "https://www.googleapis.com/auth/admin.directory.group.readonly",
+    "https://www.googleapis.com/auth/admin.directory.group.member.readonly",
+];
+
+/// What the connector is.
+pub const INFO: ConnectorInfo = ConnectorInfo {
+    kind: "google_drive",
+    display_name: "Google Drive",
+    scopes: SCOPES,
+    collects: &[
+        "file names, contents (Google Docs, Sheets and Slides as text) and links",
+        "who each file is shared with (users, groups, domain, anyone)",
+        "users (email and name), groups and group memberships from the directory",
+    ],
+    setting_keys: &[
+        "client_id",
+        "client_secret",
+        "admin_email",
+        "customer",
+        "drive_url",
+        "directory_url",
+        "token_url",
+        "revoke_url",
+    ],
+    secret_setting_keys: &["client_secret"],
+};
+
+const DRIVE_URL: &str = "https://www.googleapis.com/drive/v3";
+const DIRECTORY_URL: &str = "https://admin.googleapis.com/admin/directory/v1";
+const TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+const REVOKE_URL: &str = "https://oauth2.googleapis.com/revoke";
+/// Files per `files.list` / `changes.list` page (Drive's maximum).
+const PAGE_SIZE: &str = "1000";
+/// Pages of one paged listing before it is taken for a loop.
+const MAX_PAGES: usize = 100_000;
+
+const FILE_FIELDS: &str = "id,name,mimeType,version,modifiedTime,webViewLink,size,trashed,\
+                           driveId,ownedByMe,owners(emailAddress),capabilities(canEdit,canShare)";
+
+/// Where the connector's endpoints are.
+#[derive(Clone, Debug)]
+struct Endpoints {
+    drive: reqwest::Url,
+    directory: reqwest::Url,
+    token: reqwest::Url,
+    revoke: reqwest::Url,
+}
+
+impl Endpoints {
+    fn from(settings: &BTreeMap<String, String>) -> Result<Self> {
+        let get = |key: &'static str, default: &str| {
+            base_url(
+                key,
+                settings.get(key).map(String::as_str).unwrap_or(default),
+            )
+        };
+        Ok(Endpoints {
+            drive: get("drive_url", DRIVE_URL)?,
+            directory: get("directory_url", DIRECTORY_URL)?,
+            token: get("token_url", TOKEN_URL)?,
+            revoke: get("revoke_url", REVOKE_URL)?,
+        })
+    }
+}
+
+/// Checks the settings and obtains credentials: an authorization code exchanged, a
+/// ready token (with its refresh token), or a service-account key (in `access_token`,
+/// with `admin_email` to read the directory as).
+pub async fn connect(
+    http: &Http,
+    settings: &BTreeMap<String, String>,
+    credentials: &mut Credentials,
+    grant: Grant,
+) -> Result<()> {
+    let endpoints = Endpoints::from(settings)?;
+    let client_id = settings.get("client_id").cloned().unwrap_or_default();
+    let client_secret = credentials
+        .secrets
+        .get("client_secret")
+        .cloned()
+        .unwrap_or_default();
+    if grant.access_token.trim_start().starts_with('{') {
+        // A service-account key: checked now, used to mint tokens at every sync.
+        ServiceAccount::from_json("access_token", &grant.access_token)?;
+        if settings.get("admin_email").is_none_or(|e| !e.contains('@')) {
+            return Err(Error::invalid(
+                "settings.admin_email",
+                "is required with a service-account key: the directory is read as this admin",
+            ));
+        }
+        credentials
+            .secrets
+            .insert("service_account_key".into(), grant.access_token);
+        return Ok(());
+    }
+    if !grant.authorization_code.is_empty() {
+        if client_id.is_empty() || client_secret.is_empty() {
+            return Err(Error::invalid(
+                "settings.client_id",
+                "client_id and client_secret are required to exchange an authorization code",
+            ));
+        }
+        if grant.redirect_uri.is_empty() {
+            return Err(Error::invalid(
+                "redirect_uri",
+                "is required with an authorization code",
+            ));
+        }
+        let token = oauth::exchange_code(
+            http,
+            "google drive",
+            &endpoints.token,
+            &client_id,
+            &client_secret,
+            &grant.authorization_code,
+            &grant.redirect_uri,
+        )
+        .await?;
+        if let Some(scope) = &token.scope {
+            check_granted_scopes(scope)?;
+        }
+        credentials.access_token = token.access_token;
+        credentials.refresh_token = token.refresh_token.unwrap_or_default();
+        credentials.expires_at = token.expires_at;
+        return Ok(());
+    }
+    if grant.access_token.is_empty() {
+        return Err(Error::invalid(
+            "authorization_code",
+            "set authorization_code, or access_token (a token or a service-account key)",
+        ));
+    }
+    if !grant.refresh_token.is_empty() && (client_id.is_empty() || client_secret.is_empty()) {
+        return Err(Error::invalid(
+            "settings.client_id",
+            "client_id and client_secret are required to refresh the token",
+        ));
+    }
+    credentials.access_token = grant.access_token;
+    credentials.refresh_token = grant.refresh_token;
+    Ok(())
+}
+
+/// P03: a token that grants more than reading is refused, so that Mindmesh never holds
+/// write access to a customer's Drive.
+fn check_granted_scopes(granted: &str) -> Result<()> {
+    for scope in granted.split_whitespace() {
+        let google_api = scope.starts_with("https://www.googleapis.com/auth/");
+        if google_api && !scope.ends_with(".readonly") {
+            return Err(Error::invalid(
+                "authorization_code",
+                format!(
+                    "the authorization grants {scope}, which is not read-only; authorize only \
+                     the scopes ListConnectors lists"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How the connector reads: as one user (OAuth) or as every user of the domain.
+enum Mode {
+    User(Arc<TokenSource>),
+    Domain {
+        account: ServiceAccount,
+        admin: Arc<TokenSource>,
+        /// Token sources of impersonated users, by email.
+        users: tokio::sync::Mutex<HashMap<String, Arc<TokenSource>>>,
+    },
+}
+
+/// A connected Google Drive.
+pub struct GoogleDrive {
+    http: Http,
+    endpoints: Endpoints,
+    customer: String,
+    mode: Mode,
+    /// Directory users by directory id (email, in order), read by `principals`.
+    directory: tokio::sync::Mutex<BTreeMap<String, String>>,
+}
+
+/// Opens the connector of an integration.
+pub fn open(
+    http: &Http,
+    settings: &BTreeMap<String, String>,
+    credentials: Credentials,
+    sink: Arc<dyn CredentialSink>,
+) -> Result<GoogleDrive> {
+    let endpoints = Endpoints::from(settings)?;
+    let scopes = SCOPES.join(" ");
+    let mode = if let Some(key) = credentials.secrets.get("service_account_key") {
+        let account = ServiceAccount::from_json("service_account_key", key)?;
+        let admin_email = settings.get("admin_email").cloned().unwrap_or_default();
+        let admin = TokenSource::new(
+            "google directory",
+            Credentials::default(),
+            Renewal::ServiceAccount {
+                token_url: endpoints.token.clone(),
+                account: account.clone(),
+                scopes: scopes.clone(),
+                subject: Some(admin_email),
+            },
+            Arc::new(Forget),
+        );
+        Mode::Domain {
+            account,
+            admin: Arc::new(admin),
+            users: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    } else {
+        let renewal = match (
+            credentials.refresh_token.is_empty(),
+            settings.get("client_id"),
+            credentials.secrets.get("client_secret"),
+        ) {
+            (false, Some(id), Some(secret)) => Renewal::RefreshToken {
+                token_url: endpoints.token.clone(),
+                client_id: id.clone(),
+                client_secret: secret.clone(),
+            },
+            _ => Renewal::None,
+        };
+        Mode::User(Arc::new(TokenSource::new(
+            "google drive",
+            credentials,
+            renewal,
+            sink,
+        )))
+    };
+    Ok(GoogleDrive {
+        http: http.clone(),
+        endpoints,
+        customer: settings
+            .get("customer")
+            .cloned()
+            .unwrap_or_else(|| "my_customer".into()),
+        mode,
+        directory: tokio::sync::Mutex::new(BTreeMap::new()),
+    })
+}
+
+// --- Wire format (only the fields Mindmesh reads) ---
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserList {
+    #[serde(default)]
+    users: Vec<DirUser>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirUser {
+    id: String,
+    primary_email: String,
+    #[serde(default)]
+    name: Option<DirName>,
+    #[serde(default)]
+    suspended: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirName {
+    #[serde(default)]
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupList {
+    #[serde(default)]
+    groups: Vec<DirGroup>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DirGroup {
+    id: String,
+    email: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<DirMember>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DirMember {
+    #[serde(default)]
+    email: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileList {
+    #[serde(default)]
+    files: Vec<File>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct File {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    mime_type: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    modified_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    web_view_link: String,
+    #[serde(default)]
+    size: Option<String>,
+    #[serde(default)]
+    trashed: bool,
+    #[serde(default)]
+    owned_by_me: bool,
+    #[serde(default)]
+    owners: Vec<Owner>,
+    #[serde(default)]
+    capabilities: Option<Capabilities>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Owner {
+    #[serde(default)]
+    email_address: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Capabilities {
+    #[serde(default)]
+    can_edit: bool,
+    #[serde(default)]
+    can_share: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PermissionList {
+    #[serde(default)]
+    permissions: Vec<Permission>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Permission {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    email_address: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    allow_file_discovery: bool,
+    #[serde(default)]
+    deleted: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartToken {
+    start_page_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DriveList {
+    #[serde(default)]
+    drives: Vec<SharedDrive>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SharedDrive {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChangeList {
+    #[serde(default)]
+    changes: Vec<Change>,
+    next_page_token: Option<String>,
+    new_start_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Change {
+    #[serde(default)]
+    file_id: String,
+    #[serde(default)]
+    removed: bool,
+    #[serde(default)]
+    file: Option<File>,
+}
+
+// --- The cursor ---
+
+/// Where a Drive sync stands. Users are named by directory id, never by email.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Cursor {
+    /// `list` during a full listing, `changes` after it.
+    phase: String,
+    /// Whole-domain crawl: the directory id of the user being listed.
+    #[serde(default)]
+    user: String,
+    /// The `files.list` page token of the current user's listing.
+    #[serde(default)]
+    page_token: Option<String>,
+    /// Change logs: the user's own (drive empty) and one per shared drive.
+    #[serde(default)]
+    logs: Vec<Log>,
+    /// The change log being read.
+    #[serde(default)]
+    log: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Log {
+    /// Directory id of the user the log is read as (empty: the connected user).
+    user: String,
+    /// Shared drive id; empty for the user's own log.
+    drive: String,
+    /// Page token to read from.
+    token: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|_| Error::Internal("cursor does not encode".into()))
+    }
+}
+
+/// A Drive file as a source document, or why it is not one.
+enum Listed {
+    Document(Box<SourceDocument>),
+    Skipped(Skipped),
+    /// Not a document (a folder), or not this user's to describe.
+    Ignored,
+}
+
+impl GoogleDrive {
+    /// The token source acting as the user with directory id `user` (empty: the
+    /// connected user, or the admin in a domain crawl).
+    async fn tokens(&self, user: &str) -> Result<Arc<TokenSource>> {
+        match &self.mode {
+            Mode::User(tokens) => Ok(Arc::clone(tokens)),
+            Mode::Domain { admin, .. } if user.is_empty() => Ok(Arc::clone(admin)),
+            Mode::Domain { account, users, .. } => {
+                let email = self
+                    .directory
+                    .lock()
+                    .await
+                    .get(user)
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Unavailable("google drive: a listed user left the directory".into())
+                    })?;
+                let mut users = users.lock().await;
+                let tokens = users.entry(email.clone()).or_insert_with(|| {
+                    Arc::new(TokenSource::new(
+                        "google drive",
+                        Credentials::default(),
+                        Renewal::ServiceAccount {
+                            token_url: self.endpoints.token.clone(),
+                            account: account.clone(),
+                            scopes: SCOPES[0].to_owned(),
+                            subject: Some(email),
+                        },
+                        Arc::new(Forget),
+                    ))
+                });
+                Ok(Arc::clone(tokens))
+            }
+        }
+    }
+
+    async fn get(&self, name: &str, url: reqwest::Url, user: &str) -> Result<Answer> {
+        let tokens = self.tokens(user).await?;
+        self.http
+            .send(
+                &Call::get(format!("google {name}"), url),
+                Auth::Bearer(&tokens),
+            )
+            .await
+    }
+
+    /// Every page of a listing: `fetch(page_token)` until no `nextPageToken`.
+    async fn all_pages<T, F, Fut>(&self, name: &str, mut fetch: F) -> Result<Vec<T>>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+    {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let (items, next) = fetch(token.take()).await?;
+            out.extend(items);
+            match next.filter(|t| !t.is_empty()) {
+                None => return Ok(out),
+                Some(next) if !seen.insert(next.clone()) => {
+                    return Err(Error::Unavailable(format!(
+                        "google {name}: the source returned a page token it had returned before (a loop)"
+                    )));
+                }
+                Some(next) => token = Some(next),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "google {name}: more than {MAX_PAGES} pages"
+        )))
+    }
+
+    fn directory_url(&self, segments: &[&str], query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = endpoint(&self.endpoints.directory, segments);
+        url.query_pairs_mut().extend_pairs(query);
+        url
+    }
+
+    fn drive_url(&self, segments: &[&str], query: &[(&str, &str)]) -> reqwest::Url {
+        let mut url = endpoint(&self.endpoints.drive, segments);
+        url.query_pairs_mut().extend_pairs(query);
+        url
+    }
+
+    /// The users a crawl reads as: every directory user (domain mode), or the connected
+    /// user alone (named by the empty id).
+    async fn crawl_users(&self) -> Vec<String> {
+        match self.mode {
+            Mode::User(_) => vec![String::new()],
+            Mode::Domain { .. } => self.directory.lock().await.keys().cloned().collect(),
+        }
+    }
+
+    /// Starts a full listing: the start tokens of every change log first, so that
+    /// nothing changed during the listing is missed.
+    async fn start_listing(&self) -> Result<Cursor> {
+        let mut logs = Vec::new();
+        let mut drives_seen = BTreeSet::new();
+        for user in self.crawl_users().await {
+            let start: StartToken = self
+                .get(
+                    "drive changes.getStartPageToken",
+                    self.drive_url(
+                        &["changes", "startPageToken"],
+                        &[("supportsAllDrives", "true")],
+                    ),
+                    &user,
+                )
+                .await?
+                .json("google drive changes.getStartPageToken")?;
+            logs.push(Log {
+                user: user.clone(),
+                drive: String::new(),
+                token: start.start_page_token,
+            });
+            let drives = self
+                .all_pages("drive drives.list", |token| {
+                    let user = user.clone();
+                    async move {
+                        let mut query = vec![("pageSize", "100")];
+                        if let Some(t) = &token {
+                            query.push(("pageToken", t));
+                        }
+                        let list: DriveList = self
+                            .get(
+                                "drive drives.list",
+                                self.drive_url(&["drives"], &query),
+                                &user,
+                            )
+                            .await?
+                            .json("google drive drives.list")?;
+                        Ok((list.drives, list.next_page_token))
+                    }
+                })
+                .await?;
+            for drive in drives {
+                if !drives_seen.insert(drive.id.clone()) {
+                    continue;
+                }
+                let start: StartToken = self
+                    .get(
+                        "drive changes.getStartPageToken",
+                        self.drive_url(
+                            &["changes", "startPageToken"],
+                            &[("supportsAllDrives", "true"), ("driveId", &drive.id)],
+                        ),
+                        &user,
+                    )
+                    .await?
+                    .json("google drive changes.getStartPageToken")?;
+                logs.push(Log {
+                    user: user.clone(),
+                    drive: drive.id,
+                    token: start.start_page_token,
+                });
+            }
+        }
+        Ok(Cursor {
+            phase: "list".into(),
+            user: self
+                .crawl_users()
+                .await
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+            page_token: None,
+            logs,
+            log: 0,
+        })
+    }
+
+    /// One `files.list` page of the listing at `cursor`.
+    async fn list_page(&self, mut cursor: Cursor) -> Result<Page> {
+        let mut query = vec![
+            (
+                "q",
+                "trashed = false and mimeType != 'application/vnd.google-apps.folder'".to_owned(),
+            ),
+            ("pageSize", PAGE_SIZE.to_owned()),
+            ("corpora", "allDrives".to_owned()),
+            ("supportsAllDrives", "true".to_owned()),
+            ("includeItemsFromAllDrives", "true".to_owned()),
+            ("fields", format!("nextPageToken,files({FILE_FIELDS})")),
+        ];
+        if let Some(token) = &cursor.page_token {
+            query.push(("pageToken", token.clone()));
+        }
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let list: FileList = self
+            .get(
+                "drive files.list",
+                self.drive_url(&["files"], &query),
+                &cursor.user,
+            )
+            .await?
+            .json("google drive files.list")?;
+        let mut page = Page::default();
+        for file in list.files {
+            self.add(&mut page, &cursor.user, file).await?;
+        }
+        match list.next_page_token.filter(|t| !t.is_empty()) {
+            Some(next) => {
+                if cursor.page_token.as_deref() == Some(next.as_str()) {
+                    return Err(Error::Unavailable(
+                        "google drive files.list: the next page token is this page's (a loop)"
+                            .into(),
+                    ));
+                }
+                cursor.page_token = Some(next);
+            }
+            None => {
+                // This user's listing is done: the next user's, or the change logs.
+                let users = self.crawl_users().await;
+                let next_user = users.iter().find(|u| **u > cursor.user).cloned();
+                cursor.page_token = None;
+                match next_user {
+                    Some(user) if !cursor.user.is_empty() => cursor.user = user,
+                    _ => {
+                        cursor.phase = "changes".into();
+                        cursor.user = String::new();
+                        page.listing_complete = true;
+                    }
+                }
+            }
+        }
+        page.more = true;
+        page.cursor = Some(cursor.encode()?);
+        Ok(page)
+    }
+
+    /// One `changes.list` page of the change log at `cursor.log`.
+    async fn changes_page(&self, mut cursor: Cursor) -> Result<Page> {
+        let mut page = Page::default();
+        let Some(log) = cursor.logs.get(cursor.log).cloned() else {
+            // Every log read to its end: start over at the first next time.
+            cursor.log = 0;
+            page.cursor = Some(cursor.encode()?);
+            return Ok(page);
+        };
+        let fields =
+            format!("nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))");
+        let mut query = vec![
+            ("pageToken", log.token.as_str()),
+            ("pageSize", PAGE_SIZE),
+            ("supportsAllDrives", "true"),
+            ("fields", fields.as_str()),
+        ];
+        if log.drive.is_empty() {
+            query.push(("includeItemsFromAllDrives", "false"));
+        } else {
+            query.push(("includeItemsFromAllDrives", "true"));
+            query.push(("driveId", log.drive.as_str()));
+        }
+        let list: ChangeList = self
+            .get(
+                "drive changes.list",
+                self.drive_url(&["changes"], &query),
+                &log.user,
+            )
+            .await?
+            .json("google drive changes.list")?;
+        for change in list.changes {
+            match change.file {
+                Some(file) if !change.removed && !file.trashed => {
+                    self.add(&mut page, &log.user, file).await?;
+                }
+                _ if change.file_id.is_empty() => {}
+                _ => page.removed.push(change.file_id),
+            }
+        }
+        match (list.next_page_token, list.new_start_page_token) {
+            (Some(next), _) if !next.is_empty() => {
+                if next == log.token {
+                    return Err(Error::Unavailable(
+                        "google drive changes.list: the next page token is this page's (a loop)"
+                            .into(),
+                    ));
+                }
+                cursor.logs[cursor.log].token = next;
+                page.more = true;
+            }
+            (_, Some(start)) if !start.is_empty() => {
+                cursor.logs[cursor.log].token = start;
+                cursor.log += 1;
+                page.more = cursor.log < cursor.logs.len();
+                if !page.more {
+                    cursor.log = 0;
+                }
+            }
+            _ => {
+                return Err(Error::Unavailable(
+                    "google drive changes.list: the answer has neither nextPageToken nor newStartPageToken".into(),
+                ));
+            }
+        }
+        page.cursor = Some(cursor.encode()?);
+        Ok(page)
+    }
+
+    /// Adds a listed file to `page`: as a document with its grants, skipped with a
+    /// reason, or not at all.
+    async fn add(&self, page: &mut Page, user: &str, file: File) -> Result<()> {
+        match self.describe(user, file).await? {
+            Listed::Document(doc) => page.documents.push(*doc),
+            Listed::Skipped(s) => page.skipped.push(s),
+            Listed::Ignored => {}
+        }
+        Ok(())
+    }
+
+    async fn describe(&self, user: &str, file: File) -> Result<Listed> {
+        if file.id.is_empty() || file.id.len() > 256 {
+            return Ok(Listed::Skipped(Skipped {
+                external_id: file.id.chars().take(64).collect(),
+                reason: "a file id that is empty or longer than 256 bytes".into(),
+            }));
+        }
+        if file.mime_type == "application/vnd.google-apps.folder" {
+            return Ok(Listed::Ignored);
+        }
+        let google_native = file.mime_type.starts_with("application/vnd.google-apps.");
+        if google_native && export_type(&file.mime_type).is_none() {
+            return Ok(Listed::Skipped(Skipped {
+                external_id: file.id,
+                reason: format!("a {} has no text export", short(&file.mime_type)),
+            }));
+        }
+        let capabilities = file.capabilities.clone();
+        let may_read_permissions = file.owned_by_me
+            || capabilities
+                .as_ref()
+                .is_some_and(|c| c.can_share || c.can_edit);
+        let grants = if may_read_permissions {
+            self.permissions(user, &file.id).await?
+        } else {
+            match &self.mode {
+                // The connected user can read it, and that is all that is known.
+                Mode::User(_) => vec![SourceGrant {
+                    grantee: Grantee::User(self.connected_email().await?),
+                    access: Access::Reader,
+                }],
+                // Another user of the domain, one allowed to, will describe it.
+                Mode::Domain { .. } => return Ok(Listed::Ignored),
+            }
+        };
+        let modified_at = file.modified_time.unwrap_or_else(Utc::now);
+        let version = file
+            .version
+            .clone()
+            .unwrap_or_else(|| modified_at.to_rfc3339());
+        let size_hint = if google_native {
+            None
+        } else {
+            file.size.as_deref().and_then(|s| s.parse().ok())
+        };
+        Ok(Listed::Document(Box::new(SourceDocument {
+            owner: file
+                .owners
+                .first()
+                .map(|o| o.email_address.to_lowercase())
+                .unwrap_or_default(),
+            mime_type: export_type(&file.mime_type)
+                .unwrap_or(&file.mime_type)
+                .to_owned(),
+            title: file.name,
+            url: file.web_view_link,
+            modified_at,
+            version,
+            grants,
+            size_hint,
+            content_ref: serde_json::to_string(&ContentRef {
+                user: user.to_owned(),
+                mime_type: file.mime_type,
+            })
+            .map_err(|_| Error::Internal("content reference does not encode".into()))?,
+            external_id: file.id,
+        })))
+    }
+
+    /// The connected user's email (single-user mode), from Drive's `about`.
+    async fn connected_email(&self) -> Result<String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct About {
+            user: AboutUser,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct AboutUser {
+            email_address: String,
+        }
+        let mut directory = self.directory.lock().await;
+        if let Some(email) = directory.get("") {
+            return Ok(email.clone());
+        }
+        let about: About = self
+            .get(
+                "drive about.get",
+                self.drive_url(&["about"], &[("fields", "user(emailAddress)")]),
+                "",
+            )
+            .await?
+            .json("google drive about.get")?;
+        let email = about.user.email_address.to_lowercase();
+        directory.insert(String::new(), email.clone());
+        Ok(email)
+    }
+
+    async fn permissions(&self, user: &str, file: &str) -> Result<Vec<SourceGrant>> {
+        let permissions = self
+            .all_pages("drive permissions.list", |token| async move {
+                let mut query = vec![
+                    ("supportsAllDrives", "true"),
+                    ("pageSize", "100"),
+                    (
+                        "fields",
+                        "nextPageToken,permissions(id,type,emailAddress,domain,role,allowFileDiscovery,deleted)",
+                    ),
+                ];
+                if let Some(t) = &token {
+                    query.push(("pageToken", t));
+                }
+                let list: PermissionList = self
+                    .get(
+                        "drive permissions.list",
+                        self.drive_url(&["files", file, "permissions"], &query),
+                        user,
+                    )
+                    .await?
+                    .json("google drive permissions.list")?;
+                Ok((list.permissions, list.next_page_token))
+            })
+            .await?;
+        let mut grants: Vec<SourceGrant> = permissions
+            .into_iter()
+            .filter(|p| !p.deleted)
+            .filter_map(|p| {
+                let access = match p.role.as_str() {
+                    "owner" | "organizer" => Access::Owner,
+                    "fileOrganizer" | "writer" => Access::Writer,
+                    "commenter" | "reader" => Access::Reader,
+                    _ => return None,
+                };
+                let grantee = match p.kind.as_str() {
+                    "user" if !p.email_address.is_empty() => {
+                        Grantee::User(p.email_address.to_lowercase())
+                    }
+                    "group" if !p.email_address.is_empty() => {
+                        Grantee::Group(p.email_address.to_lowercase())
+                    }
+                    // Link-only sharing is not discovery: it grants nothing here.
+                    "domain" if p.allow_file_discovery && !p.domain.is_empty() => {
+                        Grantee::Domain(p.domain.to_lowercase())
+                    }
+                    "anyone" if p.allow_file_discovery => Grantee::Anyone,
+                    _ => return None,
+                };
+                Some(SourceGrant { grantee, access })
+            })
+            .collect();
+        grants.sort();
+        grants.dedup();
+        Ok(grants)
+    }
+}
+
+/// What `content` needs: who to read as, and the file's Drive type.
+#[derive(Serialize, Deserialize)]
+struct ContentRef {
+    user: String,
+    mime_type: String,
+}
+
+/// The text type a Google-native file is exported as.
+fn export_type(mime_type: &str) -> Option<&'static str> {
+    match mime_type {
+        "application/vnd.google-apps.document" => Some("text/plain"),
+        "application/vnd.google-apps.presentation" => Some("text/plain"),
+        "application/vnd.google-apps.spreadsheet" => Some("text/csv"),
+        _ => None,
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+#[async_trait::async_trait]
+impl Connector for GoogleDrive {
+    async fn principals(&self) -> Result<Principals> {
+        let customer = self.customer.as_str();
+        let users = self
+            .all_pages("directory users.list", |token| async move {
+                let mut query = vec![
+                    ("customer", customer),
+                    ("maxResults", "500"),
+                    ("projection", "basic"),
+                ];
+                if let Some(t) = &token {
+                    query.push(("pageToken", t));
+                }
+                let list: UserList = self
+                    .get(
+                        "directory users.list",
+                        self.directory_url(&["users"], &query),
+                        "",
+                    )
+                    .await?
+                    .json("google directory users.list")?;
+                Ok((list.users, list.next_page_token))
+            })
+            .await?;
+        let groups = self
+            .all_pages("directory groups.list", |token| async move {
+                let mut query = vec![("customer", customer), ("maxResults", "200")];
+                if let Some(t) = &token {
+                    query.push(("pageToken", t));
+                }
+                let list: GroupList = self
+                    .get(
+                        "directory groups.list",
+                        self.directory_url(&["groups"], &query),
+                        "",
+                    )
+                    .await?
+                    .json("google directory groups.list")?;
+                Ok((list.groups, list.next_page_token))
+            })
+            .await?;
+
+        let mut principals = Principals::default();
+        let mut directory = BTreeMap::new();
+        let mut user_emails = HashSet::new();
+        for u in users {
+            let email = u.primary_email.to_lowercase();
+            if u.suspended || !email.contains('@') || !user_emails.insert(email.clone()) {
+                continue;
+            }
+            directory.insert(u.id, email.clone());
+            principals.users.push(SourceUser {
+                external_id: email.clone(),
+                email,
+                display_name: u.name.map(|n| n.full_name).unwrap_or_default(),
+            });
+        }
+        let mut group_emails = HashSet::new();
+        for g in &groups {
+            let email = g.email.to_lowercase();
+            if group_emails.insert(email.clone()) {
+                principals.groups.push(SourceGroup {
+                    external_id: email.clone(),
+                    email,
+                    name: g.name.clone(),
+                });
+            }
+        }
+        let mut edges = BTreeSet::new();
+        for g in &groups {
+            let group_key = g.id.as_str();
+            let members = self
+                .all_pages("directory members.list", |token| async move {
+                    let mut query = vec![("maxResults", "200")];
+                    if let Some(t) = &token {
+                        query.push(("pageToken", t));
+                    }
+                    let list: MemberList = self
+                        .get(
+                            "directory members.list",
+                            self.directory_url(&["groups", group_key, "members"], &query),
+                            "",
+                        )
+                        .await?
+                        .json("google directory members.list")?;
+                    Ok((list.members, list.next_page_token))
+                })
+                .await?;
+            for m in members {
+                let email = m.email.to_lowercase();
+                if !email.contains('@') {
+                    continue; // CUSTOMER (everyone in the domain) or a malformed entry
+                }
+                let member_is_group = match m.kind.as_str() {
+                    "GROUP" => true,
+                    "USER" => false,
+                    _ => continue,
+                };
+                // A member from outside the directory is still a principal.
+                if member_is_group && group_emails.insert(email.clone()) {
+                    principals.groups.push(SourceGroup {
+                        external_id: email.clone(),
+                        email: email.clone(),
+                        name: String::new(),
+                    });
+                } else if !member_is_group && user_emails.insert(email.clone()) {
+                    principals.users.push(SourceUser {
+                        external_id: email.clone(),
+                        email: email.clone(),
+                        display_name: String::new(),
+                    });
+                }
+                edges.insert(SourceMembership {
+                    group: g.email.to_lowercase(),
+                    member: email,
+                    member_is_group,
+                });
+            }
+        }
+        principals.memberships = edges.into_iter().collect();
+        let mut known = self.directory.lock().await;
+        let connected = known.remove("");
+        *known = directory;
+        if let Some(email) = connected {
+            known.insert(String::new(), email);
+        }
+        Ok(principals)
+    }
+
+    async fn page(&self, cursor: Option<&str>) -> Result<Page> {
+        let cursor = match cursor {
+            None => self.start_listing().await?,
+            Some(c) => serde_json::from_str(c)
+                .map_err(|_| Error::Internal("google drive: malformed cursor".into()))?,
+        };
+        if cursor.phase == "list" {
+            self.list_page(cursor).await
+        } else {
+            self.changes_page(cursor).await
+        }
+    }
+
+    async fn content(&self, document: &SourceDocument) -> Result<Content> {
+        let reference: ContentRef = serde_json::from_str(&document.content_ref)
+            .map_err(|_| Error::Internal("google drive: malformed content reference".into()))?;
+        let (name, url) = match export_type(&reference.mime_type) {
+            Some(export) => (
+                "drive files.export",
+                self.drive_url(
+                    &["files", &document.external_id, "export"],
+                    &[("mimeType", export)],
+                ),
+            ),
+            None => (
+                "drive files.get",
+                self.drive_url(
+                    &["files", &document.external_id],
+                    &[("alt", "media"), ("supportsAllDrives", "true")],
+                ),
+            ),
+        };
+        let answer = self.get(name, url, &reference.user).await?;
+        Ok(Content {
+            bytes: answer.body,
+            mime_type: None,
+        })
+    }
+
+    async fn revoke(&self) -> Result<()> {
+        let Mode::User(tokens) = &self.mode else {
+            return Ok(()); // service-account tokens expire on their own
+        };
+        let credentials = tokens.credentials().await;
+        let token = if credentials.refresh_token.is_empty() {
+            credentials.access_token
+        } else {
+            credentials.refresh_token
+        };
+        if token.is_empty() {
+            return Ok(());
+        }
+        let call = Call::post_form(
+            "google token revocation",
+            self.endpoints.revoke.clone(),
+            vec![("token".into(), token)],
+        );
+        self.http.send(&call, Auth::None).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_read_only_google_scopes_are_accepted() {
+        assert!(check_granted_scopes(&SCOPES.join(" ")).is_ok());
+        assert!(
+            check_granted_scopes("openid email https://www.googleapis.com/auth/drive.readonly")
+                .is_ok()
+        );
+        let err = check_granted_scopes("https://www.googleapis.com/auth/drive").unwrap_err();
+        assert!(err.to_string().contains("not read-only"), "{err}");
+    }
+
+    #[test]
+    fn every_requested_scope_is_read_only() {
+        for scope in SCOPES {
+            assert!(scope.ends_with(".readonly"), "{scope}");
+        }
+    }
+}

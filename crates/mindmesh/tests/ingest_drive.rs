@@ -1,0 +1,798 @@
+//! The Google Drive connector against a fake of Google's APIs speaking their wire format,
+//! end to end into the real storage and permissions services, in embedded mode (SQLite +
+//! embedded bus) and distributed mode (PostgreSQL + NATS JetStream): full and incremental
+//! syncs (P02), a sync killed half-way and resumed, rate-limit storms and token expiry,
+//! read-only scopes (P03), disconnect (P06), hostile answers, whole-domain crawls.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::fake_google::{self, Answer, FakeGoogle, Fault, Perm, World, blob, doc};
+use common::ingest::{self, set, sync_ok, titles};
+use common::{Backend, TestServer, authed, eventually};
+use mindmesh_kit::Service;
+use mindmesh_kit::auth::Role;
+use mindmesh_proto::mindmesh::ingest::v1 as pb;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use tonic::Code;
+
+const ADMIN: &str = "admin@acme.example";
+const ALICE: &str = "alice@acme.example";
+const BOB: &str = "bob@acme.example";
+const CAROL: &str = "carol@acme.example";
+
+/// Acme's directory: Alice in `eng`; Bob in `platform`, a group inside `eng`; Carol in
+/// nothing. Shared drive `team` has the admin and Alice.
+fn acme() -> World {
+    let mut w = World {
+        page_size: 2,
+        oauth_user: ADMIN.into(),
+        client_id: "client-1".into(),
+        client_secret: "s3cret-client".into(),
+        granted_scope: "https://www.googleapis.com/auth/drive.readonly https://www.googleapis.com/auth/admin.directory.user.readonly".into(),
+        ..World::default()
+    };
+    for (id, email) in [("100", ADMIN), ("101", ALICE), ("102", BOB), ("103", CAROL)] {
+        w.users.push((
+            id.into(),
+            email.into(),
+            email.split('@').next().unwrap().into(),
+            false,
+        ));
+    }
+    w.admins.insert(ADMIN.into());
+    w.groups.push((
+        "g1".into(),
+        "eng@acme.example".into(),
+        "Engineering".into(),
+        vec![
+            (ALICE.into(), "USER"),
+            ("platform@acme.example".into(), "GROUP"),
+        ],
+    ));
+    w.groups.push((
+        "g2".into(),
+        "platform@acme.example".into(),
+        "Platform".into(),
+        vec![(BOB.into(), "USER")],
+    ));
+    w.drives
+        .insert("team".into(), [ADMIN.to_owned(), ALICE.to_owned()].into());
+    w.put(doc(
+        "f-plan",
+        "Roadmap",
+        ADMIN,
+        "the roadmap",
+        vec![Perm::group("eng@acme.example", "reader")],
+    ));
+    w.put(blob(
+        "f-bob",
+        "Bob's notes.txt",
+        ADMIN,
+        b"for bob",
+        vec![Perm::user(BOB, "commenter")],
+    ));
+    w.put(doc(
+        "f-domain",
+        "Handbook",
+        ADMIN,
+        "for everyone at acme",
+        vec![Perm::domain("acme.example", true)],
+    ));
+    w.put(doc(
+        "f-link",
+        "Link only",
+        ADMIN,
+        "whoever has the link",
+        vec![Perm::domain("acme.example", false)],
+    ));
+    w.put(doc(
+        "f-public",
+        "Press kit",
+        ADMIN,
+        "public",
+        vec![Perm::anyone(true)],
+    ));
+    w.put(doc("f-mine", "Admin's private", ADMIN, "private", vec![]));
+    let mut team = doc("f-team", "Team charter", ADMIN, "drive members", vec![]);
+    team.drive = Some("team".into());
+    w.put(team);
+    w.put(fake_google::File {
+        mime_type: "application/vnd.google-apps.folder".into(),
+        ..doc("f-folder", "A folder", ADMIN, "", vec![])
+    });
+    w.put(fake_google::File {
+        mime_type: "application/vnd.google-apps.form".into(),
+        ..doc("f-form", "A form", ADMIN, "", vec![])
+    });
+    w
+}
+
+fn oauth_request(fake: &FakeGoogle) -> pb::ConnectIntegrationRequest {
+    let mut settings = fake.settings();
+    settings.insert("client_id".into(), "client-1".into());
+    settings.insert("client_secret".into(), "s3cret-client".into());
+    pb::ConnectIntegrationRequest {
+        kind: "google_drive".into(),
+        display_name: "Acme Drive".into(),
+        settings,
+        authorization_code: "good-code".into(),
+        redirect_uri: "https://app.example/oauth/callback".into(),
+        ..Default::default()
+    }
+}
+
+/// Fast retries, so that storms take milliseconds.
+async fn server(backend: Backend) -> TestServer {
+    TestServer::start_with(backend, |c| {
+        c.ingest.initial_backoff_ms = 5;
+        c.ingest.max_backoff_secs = 2;
+        c.ingest.max_attempts = 5;
+        c.ingest.max_response_bytes = 1024 * 1024;
+    })
+    .await
+}
+
+/// Documents storage holds for the tenant (as the service sees them).
+async fn stored(server: &TestServer, tenant: mindmesh_kit::ids::TenantId) -> usize {
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    ingest::readable(server, &service).await.len()
+}
+
+struct People {
+    alice: String,
+    bob: String,
+    carol: String,
+    outsider: String,
+}
+
+async fn people(server: &TestServer, tenant: mindmesh_kit::ids::TenantId, admin: &str) -> People {
+    People {
+        alice: ingest::member(server, tenant, admin, ALICE).await.1,
+        bob: ingest::member(server, tenant, admin, BOB).await.1,
+        carol: ingest::member(server, tenant, admin, CAROL).await.1,
+        outsider: ingest::member(server, tenant, admin, "dan@elsewhere.example")
+            .await
+            .1,
+    }
+}
+
+async fn drive_full_then_incremental_sync(backend: Backend) {
+    let server = server(backend).await;
+    let fake = FakeGoogle::start(acme()).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    // The client secret is a secret: sealed with the tokens, never shown.
+    assert!(!integration.settings.contains_key("client_secret"));
+    assert_eq!(
+        integration.settings.get("client_id").map(String::as_str),
+        Some("client-1")
+    );
+
+    // The first sync may be the one connecting started: counted in storage, not here.
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(stored(&server, tenant).await, 7);
+
+    // P02: group (nested), direct, discoverable domain, anyone; link-only grants nothing.
+    let common = ["Handbook", "Press kit"];
+    let with = |extra: &[&'static str]| set(&[&common[..], extra].concat());
+    assert_eq!(
+        titles(&server, &p.alice).await,
+        with(&["Roadmap", "Team charter"])
+    );
+    assert_eq!(
+        titles(&server, &p.bob).await,
+        with(&["Roadmap", "Bob's notes.txt"])
+    );
+    assert_eq!(titles(&server, &p.carol).await, with(&[]));
+    assert_eq!(titles(&server, &p.outsider).await, set(&["Press kit"]));
+    // The form has no text export: skipped with a reason.
+    let db = server.service_db(Service::Ingest).await;
+    let reason = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT reason FROM skipped_items WHERE external_id = 'f-form'",
+        ))
+        .await
+        .unwrap()
+        .expect("the form is recorded as skipped");
+    let reason: String = reason.try_get("", "reason").unwrap();
+    assert!(reason.contains("no text export"), "{reason}");
+    // Paging: files.list was followed until nextPageToken was absent.
+    let listed = fake.seen("/drive/v3/files");
+    // Eight files (the folder is not listed), two per page: four pages, the last
+    // without nextPageToken.
+    assert_eq!(listed.len(), 4, "{} files.list pages", listed.len());
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.query.get("corpora").map(String::as_str) == Some("allDrives"))
+    );
+
+    // At the source: an edit, a deletion, a trashing, an addition, a new grant to
+    // Carol, Bob's grant revoked, the platform group out of eng, a change in the shared
+    // drive.
+    fake.with(|w| {
+        w.edit("f-plan", |f| {
+            f.content = b"the roadmap, revised".to_vec();
+            f.perms.push(Perm::user(CAROL, "reader"));
+        });
+        w.delete("f-public");
+        w.edit("f-domain", |f| f.trashed = true);
+        w.edit("f-bob", |f| f.perms.clear());
+        w.put(doc(
+            "f-new",
+            "Offsite",
+            ADMIN,
+            "the offsite",
+            vec![Perm::user(BOB, "writer")],
+        ));
+        w.groups[0].3.retain(|(m, _)| m != "platform@acme.example");
+        w.edit("f-team", |f| f.name = "Team charter v2".into());
+    });
+    let files_list_before = fake.seen("/drive/v3/files").len();
+    let done = sync_ok(&mut client, &admin, &integration.id, false).await;
+    // Created: the offsite; updated: the roadmap, Bob's notes (grant revoked), the charter;
+    // deleted: the press kit (deleted) and the handbook (trashed).
+    assert_eq!(
+        (done.created, done.updated, done.deleted),
+        (1, 3, 2),
+        "{done:?}"
+    );
+    // Incremental: read from the change logs, not listed again.
+    assert_eq!(fake.seen("/drive/v3/files").len(), files_list_before);
+    assert!(
+        fake.seen("/drive/v3/changes")
+            .iter()
+            .any(|s| s.query.get("driveId").map(String::as_str) == Some("team"))
+    );
+
+    assert_eq!(
+        titles(&server, &p.alice).await,
+        set(&["Roadmap", "Team charter v2"])
+    );
+    assert_eq!(titles(&server, &p.bob).await, set(&["Offsite"]));
+    assert_eq!(titles(&server, &p.carol).await, set(&["Roadmap"]));
+    assert!(titles(&server, &p.outsider).await.is_empty());
+    let roadmap = ingest::readable(&server, &p.carol).await.pop().unwrap();
+    let mut docs =
+        mindmesh_proto::mindmesh::storage::v1::storage_service_client::StorageServiceClient::new(
+            server.channel().await,
+        );
+    let got = docs
+        .get_document(authed(
+            mindmesh_proto::mindmesh::storage::v1::GetDocumentRequest {
+                document_id: roadmap.id,
+                ..Default::default()
+            },
+            &p.carol,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.content, b"the roadmap, revised");
+
+    // A full resync agrees with the incremental one.
+    let done = sync_ok(&mut client, &admin, &integration.id, true).await;
+    assert_eq!((done.created, done.deleted), (0, 0), "{done:?}");
+    assert_eq!(
+        titles(&server, &p.alice).await,
+        set(&["Roadmap", "Team charter v2"])
+    );
+    server.stop().await;
+}
+
+async fn a_sync_killed_half_way_resumes_where_it_stopped(backend: Backend) {
+    let mut server = server(backend).await;
+    let mut world = acme();
+    world.page_size = 5;
+    world.files.clear();
+    for i in 0..40 {
+        world.put(doc(
+            &format!("f-{i:02}"),
+            &format!("Doc {i:02}"),
+            ADMIN,
+            &format!("text {i}"),
+            vec![Perm::domain("acme.example", true)],
+        ));
+    }
+    // The fifth page hangs: the process is stopped while it is in flight.
+    world.faults.push(Fault {
+        matches: "pageToken=offset-20".into(),
+        answer: Answer::Hang,
+        times: 1,
+    });
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let alice = ingest::member(&server, tenant, &admin, ALICE).await.1;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    let stuck = eventually(Duration::from_secs(30), || async {
+        fake.seen("/drive/v3/files")
+            .iter()
+            .any(|s| s.query.get("pageToken").map(String::as_str) == Some("offset-20"))
+    })
+    .await;
+    assert!(stuck, "the sync did not reach the fifth page");
+    let before = ingest::readable(&server, &alice).await.len();
+    assert!(
+        (15..=20).contains(&before),
+        "{before} documents before the stop"
+    );
+
+    server.restart().await;
+    let mut client = ingest::client(&server).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+
+    // Nothing missing, nothing twice.
+    let all = ingest::readable(&server, &alice).await;
+    assert_eq!(all.len(), 40);
+    let unique: std::collections::BTreeSet<_> = all.iter().map(|d| d.title.clone()).collect();
+    assert_eq!(unique.len(), 40);
+    // No page fetched twice beyond the one in flight.
+    let mut pages: HashMap<String, usize> = HashMap::new();
+    for s in fake.seen("/drive/v3/files") {
+        *pages
+            .entry(s.query.get("pageToken").cloned().unwrap_or_default())
+            .or_default() += 1;
+    }
+    for (token, n) in &pages {
+        let expected = if token == "offset-20" { 2 } else { 1 };
+        assert_eq!(*n, expected, "page {token:?} fetched {n} times");
+    }
+    assert_eq!(pages.len(), 8, "{pages:?}");
+    // Content was fetched once per document, plus at most the pages in flight.
+    let exports = fake.seen("/export").len();
+    assert!(exports <= 45, "{exports} exports for 40 documents");
+    server.stop().await;
+}
+
+async fn rate_limit_storms_and_token_expiry(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme();
+    let rate = |reason: &str| json!({"error": {"code": 403, "message": "Rate Limit Exceeded", "errors": [{"domain": "usageLimits", "reason": reason, "message": "Rate Limit Exceeded"}]}});
+    world.faults = vec![
+        Fault {
+            matches: "/admin/directory/v1/users".into(),
+            answer: Answer::Status(
+                503,
+                json!({"error": {"code": 503, "message": "Backend Error"}}),
+                None,
+            ),
+            times: 1,
+        },
+        Fault {
+            matches: "/drive/v3/files?".into(),
+            answer: Answer::Status(
+                429,
+                json!({"error": {"code": 429, "message": "Too Many Requests"}}),
+                Some("1"),
+            ),
+            times: 1,
+        },
+        Fault {
+            matches: "/drive/v3/files?".into(),
+            answer: Answer::Status(
+                429,
+                json!({"error": {"code": 429, "message": "Too Many Requests"}}),
+                Some("0"),
+            ),
+            times: 2,
+        },
+        Fault {
+            matches: "/permissions".into(),
+            answer: Answer::Status(403, rate("userRateLimitExceeded"), None),
+            times: 3,
+        },
+        Fault {
+            matches: "/export".into(),
+            answer: Answer::Status(403, rate("rateLimitExceeded"), None),
+            times: 2,
+        },
+    ];
+    // The access token stops working mid-sync: refreshed once, and the sync goes on.
+    world.expire_tokens_after = Some(12);
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(stored(&server, tenant).await, 7);
+    assert_eq!(titles(&server, &p.alice).await.len(), 4);
+    let refreshes = fake.with(|w| {
+        w.grants
+            .iter()
+            .filter(|(g, _)| g == "refresh_token")
+            .count()
+    });
+    assert_eq!(refreshes, 1, "one refresh after the token expired");
+    // Retry-After: 1 was honoured: the retry came at least a second later.
+    let lists = fake.seen("/drive/v3/files");
+    let gap = lists[1].at.duration_since(lists[0].at);
+    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
+
+    // A storm longer than the retry budget fails the sync with a clear status; the
+    // checkpoint and what was imported stay.
+    fake.with(|w| {
+        w.edit("f-plan", |f| f.content = b"changed".to_vec());
+        w.faults.push(Fault {
+            matches: "/drive/v3/changes".into(),
+            answer: Answer::Status(429, json!({"error": {"code": 429}}), Some("0")),
+            times: 100,
+        });
+    });
+    let all = ingest::sync(&mut client, &admin, &integration.id, false).await;
+    let last = all.last().unwrap();
+    assert_eq!(last.phase, pb::SyncPhase::Failed as i32);
+    assert!(
+        last.error.contains("rate limiting") && last.error.contains("gave up after 5 attempts"),
+        "{}",
+        last.error
+    );
+    assert_eq!(titles(&server, &p.alice).await.len(), 4);
+    let read = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    assert_eq!(read.status, pb::IntegrationStatus::Failing as i32);
+    assert!(
+        read.last_error.contains("rate limiting"),
+        "{}",
+        read.last_error
+    );
+
+    // Once the storm is over the next sync picks up the change from the checkpoint.
+    fake.with(|w| w.faults.clear());
+    let done = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(done.updated, 1, "{done:?}");
+
+    // Credentials revoked at the source: refreshing fails, and the sync says so.
+    fake.with(|w| {
+        w.refresh_tokens.clear();
+        for (_, valid) in w.tokens.values_mut() {
+            *valid = false;
+        }
+    });
+    let all = ingest::sync(&mut client, &admin, &integration.id, false).await;
+    let last = all.last().unwrap();
+    assert_eq!(last.phase, pb::SyncPhase::Failed as i32);
+    assert!(last.error.contains("reconnect"), "{}", last.error);
+    assert!(
+        !last.error.contains("refresh-"),
+        "no token in errors: {}",
+        last.error
+    );
+    server.stop().await;
+}
+
+async fn p03_drive_asks_only_read_only_scopes_and_refuses_write_grants(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme();
+    world.granted_scope =
+        "https://www.googleapis.com/auth/drive https://www.googleapis.com/auth/drive.readonly"
+            .into();
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let mut client = ingest::client(&server).await;
+    let member = server.token("m", Some(tenant), &[Role::Member]);
+    let drive = client
+        .list_connectors(authed(pb::ListConnectorsRequest {}, &member))
+        .await
+        .unwrap()
+        .into_inner()
+        .connectors
+        .into_iter()
+        .find(|c| c.kind == "google_drive")
+        .unwrap();
+    assert!(
+        drive.scopes.iter().all(|s| s.ends_with(".readonly")),
+        "{:?}",
+        drive.scopes
+    );
+    assert!(drive.scopes.iter().any(|s| s.ends_with("drive.readonly")));
+    assert!(drive.setting_keys.contains(&"drive_url".to_owned()));
+    assert!(drive.collects.iter().any(|c| c.contains("shared with")));
+
+    let err = client
+        .connect_integration(authed(oauth_request(&fake), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("not read-only"), "{}", err.message());
+    // A bad code is refused with the provider's error code, and nothing is stored.
+    fake.with(|w| w.granted_scope = "https://www.googleapis.com/auth/drive.readonly".into());
+    let mut bad = oauth_request(&fake);
+    bad.authorization_code = "stolen-code".into();
+    let err = client
+        .connect_integration(authed(bad, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("invalid_grant"), "{}", err.message());
+    let listed = client
+        .list_integrations(authed(pb::ListIntegrationsRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .integrations;
+    assert!(listed.is_empty());
+    server.stop().await;
+}
+
+async fn p06_drive_disconnect_revokes_the_token_and_erases(backend: Backend) {
+    let server = server(backend).await;
+    let fake = FakeGoogle::start(acme()).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert!(!titles(&server, &p.alice).await.is_empty());
+
+    // P01: the tokens are sealed in the ingest database.
+    let db = server.service_db(Service::Ingest).await;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT secret_ct FROM credentials",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let sealed: Vec<u8> = rows[0].try_get("", "secret_ct").unwrap();
+    let refresh = fake.with(|w| w.refresh_tokens.keys().next().cloned().unwrap());
+    for secret in [
+        refresh.as_bytes(),
+        b"s3cret-client".as_slice(),
+        b"ya29.fake".as_slice(),
+    ] {
+        assert!(
+            !sealed.windows(secret.len()).any(|w| w == secret),
+            "a secret is stored in the clear"
+        );
+    }
+
+    let cascade = client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    assert!(!cascade.is_empty());
+    assert!(
+        fake.with(|w| w.revoked.contains(&refresh)),
+        "the refresh token was revoked at Google"
+    );
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ingest::readable(&server, &service).await.is_empty()
+        })
+        .await,
+        "storage still holds the integration's documents"
+    );
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT secret_ct FROM credentials",
+        ))
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "credentials deleted");
+    server.stop().await;
+}
+
+async fn hostile_drive_answers_fail_or_skip_with_a_reason(backend: Backend) {
+    let server = server(backend).await;
+    let fake = FakeGoogle::start(acme()).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let imported = titles(&server, &p.alice).await;
+    assert_eq!(imported.len(), 4);
+
+    let cases: Vec<(Answer, &str, &str)> = vec![
+        (
+            Answer::Raw(r#"{"files": 5}"#),
+            "files.list",
+            "unexpected field type",
+        ),
+        (
+            Answer::Raw(r#"{"files": [{"id": "x", "name": "#),
+            "files.list",
+            "truncated",
+        ),
+        (Answer::Raw("<html>oops</html>"), "files.list", "not JSON"),
+        (
+            Answer::Raw(r#"{"files": [], "nextPageToken": "loop"}"#),
+            "files.list",
+            "loop",
+        ),
+        (
+            Answer::Huge(2 * 1024 * 1024),
+            "files.list",
+            "ingest.max_response_bytes",
+        ),
+    ];
+    for (answer, call, expected) in cases {
+        fake.with(|w| {
+            w.faults = vec![Fault {
+                matches: "/drive/v3/files?".into(),
+                answer: answer.clone(),
+                times: 1000,
+            }];
+        });
+        let all = ingest::sync(&mut client, &admin, &integration.id, true).await;
+        let last = all.last().unwrap();
+        assert_eq!(last.phase, pb::SyncPhase::Failed as i32, "{answer:?}");
+        assert!(
+            last.error.contains(call) && last.error.contains(expected),
+            "{answer:?}: {}",
+            last.error
+        );
+        // Nothing already imported is lost.
+        assert_eq!(titles(&server, &p.alice).await, imported, "{answer:?}");
+    }
+
+    // An oversize file is skipped with a reason; the others are imported.
+    fake.with(|w| {
+        w.faults = vec![Fault {
+            matches: "/drive/v3/files/f-plan/export".into(),
+            answer: Answer::Huge(2 * 1024 * 1024),
+            times: 1000,
+        }];
+        w.edit("f-plan", |f| f.content = b"new".to_vec());
+        w.edit("f-team", |f| f.content = b"new".to_vec());
+    });
+    let done = sync_ok(&mut client, &admin, &integration.id, true).await;
+    assert_eq!(done.updated, 1, "{done:?}");
+    let db = server.service_db(Service::Ingest).await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT reason FROM skipped_items WHERE external_id = 'f-plan'",
+        ))
+        .await
+        .unwrap()
+        .expect("recorded");
+    let reason: String = row.try_get("", "reason").unwrap();
+    assert!(reason.contains("max_response_bytes"), "{reason}");
+    server.stop().await;
+}
+
+async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
+    let server = server(backend).await;
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/service-account-test-key.pem"
+    ))
+    .unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let public = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let public = ring::signature::KeyPair::public_key(&public)
+        .as_ref()
+        .to_vec();
+    let mut world = acme();
+    world.service_account_key = Some(public);
+    world.files.clear();
+    world.put(doc(
+        "a-1",
+        "Alice's plan",
+        ALICE,
+        "alice",
+        vec![Perm::user(BOB, "writer")],
+    ));
+    world.put(doc("a-2", "Alice's diary", ALICE, "private", vec![]));
+    world.put(doc(
+        "b-1",
+        "Bob's runbook",
+        BOB,
+        "bob",
+        vec![Perm::group("eng@acme.example", "reader")],
+    ));
+    let mut team = doc("t-1", "Team charter", ADMIN, "team", vec![]);
+    team.drive = Some("team".into());
+    world.put(team);
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let key = json!({
+        "type": "service_account",
+        "client_email": "mindmesh@acme-project.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    let mut settings = fake.settings();
+    settings.insert("admin_email".into(), ADMIN.into());
+    let integration = ingest::connect(
+        &mut client,
+        &admin,
+        pb::ConnectIntegrationRequest {
+            kind: "google_drive".into(),
+            display_name: "Acme domain".into(),
+            settings,
+            access_token: key.to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    // Alice's plan is listed by Alice and by Bob (a writer): stored once.
+    assert_eq!(stored(&server, tenant).await, 4);
+    let subjects: std::collections::BTreeSet<String> =
+        fake.with(|w| w.grants.iter().map(|(_, s)| s.clone()).collect());
+    assert!(
+        subjects.contains(ALICE) && subjects.contains(BOB) && subjects.contains(ADMIN),
+        "{subjects:?}"
+    );
+    let scopes = fake.with(|w| w.asserted_scopes.clone());
+    assert!(
+        scopes
+            .iter()
+            .all(|s| s.split(' ').all(|s| s.ends_with(".readonly"))),
+        "{scopes:?}"
+    );
+    assert_eq!(
+        titles(&server, &p.alice).await,
+        set(&[
+            "Alice's plan",
+            "Alice's diary",
+            "Bob's runbook",
+            "Team charter"
+        ])
+    );
+    assert_eq!(
+        titles(&server, &p.bob).await,
+        set(&["Alice's plan", "Bob's runbook"])
+    );
+    assert!(titles(&server, &p.carol).await.is_empty());
+    // The key is a secret: not among the settings, sealed in the database.
+    assert!(
+        integration
+            .settings
+            .values()
+            .all(|v| !v.contains("PRIVATE KEY"))
+    );
+    server.stop().await;
+}
+
+both_modes!(
+    drive_full_then_incremental_sync,
+    a_sync_killed_half_way_resumes_where_it_stopped,
+    rate_limit_storms_and_token_expiry,
+    p03_drive_asks_only_read_only_scopes_and_refuses_write_grants,
+    p06_drive_disconnect_revokes_the_token_and_erases,
+    hostile_drive_answers_fail_or_skip_with_a_reason,
+    a_whole_domain_crawl_impersonates_each_user,
+);

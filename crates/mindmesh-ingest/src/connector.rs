@@ -154,6 +154,12 @@ pub struct Page {
     /// Where to continue after this page, persisted once the page is applied; `None`
     /// starts a full listing next time (a source without a change log).
     pub cursor: Option<String>,
+    /// External-id prefixes whose items are all still there, unchanged (a source said
+    /// "not modified" for them): they count as seen by the current listing.
+    pub unchanged: Vec<String>,
+    /// This page starts a new full listing (for sources that list everything on every
+    /// sync, keeping their own state in the cursor between syncs).
+    pub new_listing: bool,
     /// This page ended a full listing: whatever the listing did not show is gone.
     pub listing_complete: bool,
     /// More pages are available now.

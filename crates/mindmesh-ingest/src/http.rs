@@ -39,6 +39,8 @@ pub struct Call {
     pub headers: HeaderMap,
     /// A form body, for token endpoints.
     pub form: Option<Vec<(String, String)>>,
+    /// A JSON body.
+    pub json: Option<serde_json::Value>,
 }
 
 impl Call {
@@ -50,6 +52,7 @@ impl Call {
             url,
             headers: HeaderMap::new(),
             form: None,
+            json: None,
         }
     }
 
@@ -65,6 +68,24 @@ impl Call {
             url,
             headers: HeaderMap::new(),
             form: Some(form),
+            json: None,
+        }
+    }
+
+    /// A request with `method` and a JSON body to `url`.
+    pub fn with_json(
+        name: impl Into<String>,
+        method: Method,
+        url: reqwest::Url,
+        json: serde_json::Value,
+    ) -> Self {
+        Call {
+            name: name.into(),
+            method,
+            url,
+            headers: HeaderMap::new(),
+            form: None,
+            json: Some(json),
         }
     }
 
@@ -173,6 +194,9 @@ impl Http {
                 .headers(call.headers.clone());
             if let Some(form) = &call.form {
                 request = request.form(form);
+            }
+            if let Some(json) = &call.json {
+                request = request.json(json);
             }
             if let Auth::Bearer(tokens) = auth {
                 request = request.bearer_auth(tokens.access_token(self).await?);

@@ -308,6 +308,10 @@ impl Engine {
             }
             let page = stopped_or(cancel, connector.page(cursor.as_deref())).await?;
             pages += 1;
+            if page.new_listing && cursor.is_some() {
+                position.generation += 1;
+                self.store.start_listing(id, position.generation).await?;
+            }
             let mut record = self
                 .apply(
                     tenant,
@@ -392,6 +396,7 @@ impl Engine {
         let known = self.store.items(id, &ids).await?;
         let mut record = PageRecord {
             generation,
+            unchanged: page.unchanged.clone(),
             skipped: page
                 .skipped
                 .iter()

@@ -3,6 +3,7 @@
 //! for a sync.
 
 pub mod drive;
+pub mod github;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use crate::http::Http;
 use crate::oauth::CredentialSink;
 
 /// Every connector kind, as `ListConnectors` shows them (P03).
-pub const ALL: &[ConnectorInfo] = &[drive::INFO, local::INFO];
+pub const ALL: &[ConnectorInfo] = &[drive::INFO, github::INFO, local::INFO];
 
 /// The connector of `kind`.
 pub fn info(kind: &str) -> Result<&'static ConnectorInfo> {
@@ -86,6 +87,7 @@ pub async fn connect(
             }
         }
         "google_drive" => drive::connect(&setup.http, &settings, &mut credentials, grant).await?,
+        "github" => github::connect(&setup.http, &settings, &mut credentials, grant).await?,
         other => {
             return Err(Error::Internal(format!(
                 "connector {other} is listed but not wired"
@@ -104,6 +106,12 @@ pub fn open(
     sink: Arc<dyn CredentialSink>,
 ) -> Result<Arc<dyn Connector>> {
     match kind {
+        "github" => Ok(Arc::new(github::open(
+            &setup.http,
+            settings,
+            credentials,
+            sink,
+        )?)),
         "google_drive" => Ok(Arc::new(drive::open(
             &setup.http,
             settings,

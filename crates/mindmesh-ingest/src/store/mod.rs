@@ -16,7 +16,7 @@ use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
 use mindmesh_kit::{Error, Result, events, outbox};
 use mindmesh_proto::mindmesh::events::v1 as ev;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
 
 use crate::connector::Credentials;
@@ -108,6 +108,8 @@ pub struct PageRecord {
     pub removed: Vec<String>,
     /// Items skipped: external id → reason.
     pub skipped: Vec<(String, String)>,
+    /// External-id prefixes whose items the source reported unchanged: seen.
+    pub unchanged: Vec<String>,
     /// The cursor after the page (`None`: a full listing next time).
     pub cursor: Option<String>,
     /// The generation the items were seen in.
@@ -546,6 +548,23 @@ impl Store {
                     .from_table("items")
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
                     .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        for prefix in &page.unchanged {
+            let escaped = prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            txn.execute(
+                &Query::update()
+                    .table("items")
+                    .value("generation", page.generation)
+                    .and_where(Expr::col("integration_id").eq(id.to_string()))
+                    .and_where(
+                        Expr::col("external_id").like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
+                    )
                     .to_owned(),
             )
             .await?;

@@ -38,7 +38,12 @@ use crate::http::{Answer, Auth, Call, Http, base_url, endpoint};
 use crate::oauth::{self, CredentialSink, Renewal, TokenSource};
 
 /// The read-only permissions the connector's GitHub App asks for (P03).
-pub const SCOPES: &[&str] = &["metadata:read", "contents:read", "issues:read", "members:read"];
+pub const SCOPES: &[&str] = &[
+    "metadata:read",
+    "contents:read",
+    "issues:read",
+    "members:read",
+];
 
 /// What the connector is.
 pub const INFO: ConnectorInfo = ConnectorInfo {
@@ -68,7 +73,9 @@ fn org(settings: &BTreeMap<String, String>) -> Result<String> {
     let org = settings.get("org").map(String::as_str).unwrap_or_default();
     if org.is_empty()
         || org.len() > 100
-        || !org.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !org
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(Error::invalid(
             "settings.org",
@@ -86,15 +93,25 @@ pub async fn connect(
     grant: Grant,
 ) -> Result<()> {
     org(settings)?;
-    base_url("settings.api_url", settings.get("api_url").map(String::as_str).unwrap_or(API_URL))?;
+    base_url(
+        "settings.api_url",
+        settings
+            .get("api_url")
+            .map(String::as_str)
+            .unwrap_or(API_URL),
+    )?;
     let oauth_url = base_url(
         "settings.oauth_url",
-        settings.get("oauth_url").map(String::as_str).unwrap_or(OAUTH_URL),
+        settings
+            .get("oauth_url")
+            .map(String::as_str)
+            .unwrap_or(OAUTH_URL),
     )?;
     if !grant.authorization_code.is_empty() {
-        let (Some(client_id), Some(client_secret)) =
-            (settings.get("client_id"), credentials.secrets.get("client_secret"))
-        else {
+        let (Some(client_id), Some(client_secret)) = (
+            settings.get("client_id"),
+            credentials.secrets.get("client_secret"),
+        ) else {
             return Err(Error::invalid(
                 "settings.client_id",
                 "client_id and client_secret are required to exchange an authorization code",
@@ -132,7 +149,11 @@ pub async fn connect(
 /// P03: classic OAuth scopes that write (`repo`, `admin:org`, …) are refused; GitHub App
 /// tokens carry no scopes, and `read:` scopes read.
 fn check_granted_scopes(granted: &str) -> Result<()> {
-    for scope in granted.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()) {
+    for scope in granted
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if !scope.starts_with("read:") {
             return Err(Error::invalid(
                 "authorization_code",
@@ -162,12 +183,24 @@ pub fn open(
     credentials: Credentials,
     sink: Arc<dyn CredentialSink>,
 ) -> Result<GitHub> {
-    let api = base_url("settings.api_url", settings.get("api_url").map(String::as_str).unwrap_or(API_URL))?;
+    let api = base_url(
+        "settings.api_url",
+        settings
+            .get("api_url")
+            .map(String::as_str)
+            .unwrap_or(API_URL),
+    )?;
     let oauth = base_url(
         "settings.oauth_url",
-        settings.get("oauth_url").map(String::as_str).unwrap_or(OAUTH_URL),
+        settings
+            .get("oauth_url")
+            .map(String::as_str)
+            .unwrap_or(OAUTH_URL),
     )?;
-    let client = match (settings.get("client_id"), credentials.secrets.get("client_secret")) {
+    let client = match (
+        settings.get("client_id"),
+        credentials.secrets.get("client_secret"),
+    ) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,
     };
@@ -404,8 +437,14 @@ impl GitHub {
         let org_group = format!("org:{}", self.org);
         let mut grants = Vec::new();
         match repo.visibility.as_deref() {
-            Some("public") => grants.push(SourceGrant { grantee: Grantee::Anyone, access: Access::Reader }),
-            None if !repo.private => grants.push(SourceGrant { grantee: Grantee::Anyone, access: Access::Reader }),
+            Some("public") => grants.push(SourceGrant {
+                grantee: Grantee::Anyone,
+                access: Access::Reader,
+            }),
+            None if !repo.private => grants.push(SourceGrant {
+                grantee: Grantee::Anyone,
+                access: Access::Reader,
+            }),
             Some("internal") => grants.push(SourceGrant {
                 grantee: Grantee::Group(org_group.clone()),
                 access: Access::Reader,
@@ -413,14 +452,21 @@ impl GitHub {
             _ => {}
         }
         if let Some(access) = role_access(base_permission) {
-            grants.push(SourceGrant { grantee: Grantee::Group(org_group), access });
+            grants.push(SourceGrant {
+                grantee: Grantee::Group(org_group),
+                access,
+            });
         }
         let (owner, name) = repo
             .full_name
             .split_once('/')
             .ok_or_else(|| Error::Unavailable("github repos: a full_name without owner".into()))?;
         let collaborators: Vec<Collaborator> = self
-            .all("collaborators", &["repos", owner, name, "collaborators"], &[("affiliation", "direct")])
+            .all(
+                "collaborators",
+                &["repos", owner, name, "collaborators"],
+                &[("affiliation", "direct")],
+            )
             .await?;
         for c in collaborators {
             let access = match &c.permissions {
@@ -428,12 +474,20 @@ impl GitHub {
                 Some(p) if p.push => Access::Writer,
                 _ => role_access(&c.role_name).unwrap_or(Access::Reader),
             };
-            grants.push(SourceGrant { grantee: Grantee::User(c.id.to_string()), access });
+            grants.push(SourceGrant {
+                grantee: Grantee::User(c.id.to_string()),
+                access,
+            });
         }
-        let teams: Vec<Team> = self.all("repository teams", &["repos", owner, name, "teams"], &[]).await?;
+        let teams: Vec<Team> = self
+            .all("repository teams", &["repos", owner, name, "teams"], &[])
+            .await?;
         for t in teams {
             let access = role_access(&t.permission).unwrap_or(Access::Reader);
-            grants.push(SourceGrant { grantee: Grantee::Group(t.id.to_string()), access });
+            grants.push(SourceGrant {
+                grantee: Grantee::Group(t.id.to_string()),
+                access,
+            });
         }
         grants.sort();
         grants.dedup();
@@ -496,7 +550,10 @@ impl GitHub {
         if cursor.issues_page == 0 {
             let mut call = self.call(
                 "git trees",
-                self.url(&["repos", owner, name, "git", "trees", &repo.default_branch], &[("recursive", "1")]),
+                self.url(
+                    &["repos", owner, name, "git", "trees", &repo.default_branch],
+                    &[("recursive", "1")],
+                ),
             );
             if same_grants && !previous.tree_etag.is_empty() {
                 call = call.header("if-none-match", &previous.tree_etag);
@@ -520,10 +577,16 @@ impl GitHub {
                         if entry.kind != "blob" || !is_markdown(&entry.path) {
                             continue;
                         }
-                        if entry.size.is_some_and(|s| s > MAX_FILE_BYTES) || entry.path.len() > 400 {
+                        if entry.size.is_some_and(|s| s > MAX_FILE_BYTES) || entry.path.len() > 400
+                        {
                             page.skipped.push(crate::connector::Skipped {
-                                external_id: format!("{id}/{}", entry.path.chars().take(100).collect::<String>()),
-                                reason: format!("larger than {MAX_FILE_BYTES} bytes, or a path over 400 bytes"),
+                                external_id: format!(
+                                    "{id}/{}",
+                                    entry.path.chars().take(100).collect::<String>()
+                                ),
+                                reason: format!(
+                                    "larger than {MAX_FILE_BYTES} bytes, or a path over 400 bytes"
+                                ),
                             });
                             continue;
                         }
@@ -533,7 +596,10 @@ impl GitHub {
                             version: entry.sha.clone(),
                             title,
                             mime_type: "text/markdown".into(),
-                            url: format!("{}/blob/{}/{}", repo.html_url, repo.default_branch, entry.path),
+                            url: format!(
+                                "{}/blob/{}/{}",
+                                repo.html_url, repo.default_branch, entry.path
+                            ),
                             modified_at: Utc::now(),
                             owner: String::new(),
                             grants: grants.clone(),
@@ -542,7 +608,9 @@ impl GitHub {
                                 repo: repo.full_name.clone(),
                                 sha: entry.sha,
                             })
-                            .map_err(|_| Error::Internal("content reference does not encode".into()))?,
+                            .map_err(|_| {
+                                Error::Internal("content reference does not encode".into())
+                            })?,
                         });
                     }
                     state.tree_etag = a.header("etag").unwrap_or_default().to_owned();
@@ -567,7 +635,10 @@ impl GitHub {
                 query.push(("since", since));
             }
             let answer = self
-                .get(self.call("issues", self.url(&["repos", owner, name, "issues"], &query)))
+                .get(self.call(
+                    "issues",
+                    self.url(&["repos", owner, name, "issues"], &query),
+                ))
                 .await?;
             let issues: Vec<Issue> = answer.json("github issues")?;
             let more = has_next(&answer) && !issues.is_empty();
@@ -593,7 +664,9 @@ impl GitHub {
             }
             if more {
                 if cursor.issues_page >= MAX_PAGES {
-                    return Err(Error::Unavailable("github issues: more than 10000 pages".into()));
+                    return Err(Error::Unavailable(
+                        "github issues: more than 10000 pages".into(),
+                    ));
                 }
                 cursor.issues_page += 1;
             } else {
@@ -629,7 +702,9 @@ fn has_next(answer: &Answer) -> bool {
 
 fn is_markdown(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower.ends_with(".md") || lower.ends_with(".markdown") || lower.rsplit('/').next() == Some("readme")
+    lower.ends_with(".md")
+        || lower.ends_with(".markdown")
+        || lower.rsplit('/').next() == Some("readme")
 }
 
 /// GitHub's role names, as access.
@@ -645,7 +720,9 @@ fn role_access(role: &str) -> Option<Access> {
 #[async_trait::async_trait]
 impl Connector for GitHub {
     async fn principals(&self) -> Result<Principals> {
-        let members: Vec<Member> = self.all("members", &["orgs", &self.org, "members"], &[]).await?;
+        let members: Vec<Member> = self
+            .all("members", &["orgs", &self.org, "members"], &[])
+            .await?;
         let mut principals = Principals::default();
         let org_group = format!("org:{}", self.org);
         principals.groups.push(SourceGroup {
@@ -678,7 +755,9 @@ impl Connector for GitHub {
                 member_is_group: false,
             });
         }
-        let teams: Vec<Team> = self.all("teams", &["orgs", &self.org, "teams"], &[]).await?;
+        let teams: Vec<Team> = self
+            .all("teams", &["orgs", &self.org, "teams"], &[])
+            .await?;
         let team_ids: BTreeSet<u64> = teams.iter().map(|t| t.id).collect();
         let mut edges = BTreeSet::new();
         for t in &teams {
@@ -697,7 +776,11 @@ impl Connector for GitHub {
                 });
             }
             let members: Vec<Member> = self
-                .all("team members", &["orgs", &self.org, "teams", &t.slug, "members"], &[])
+                .all(
+                    "team members",
+                    &["orgs", &self.org, "teams", &t.slug, "members"],
+                    &[],
+                )
                 .await?;
             for m in members {
                 // Outside collaborators on a team are principals too.
@@ -736,23 +819,38 @@ impl Connector for GitHub {
         let reference: ContentRef = serde_json::from_str(&document.content_ref)
             .map_err(|_| Error::Internal("github: malformed content reference".into()))?;
         match reference {
-            ContentRef::Issue { body } => Ok(Content { bytes: body.into_bytes(), mime_type: None }),
+            ContentRef::Issue { body } => Ok(Content {
+                bytes: body.into_bytes(),
+                mime_type: None,
+            }),
             ContentRef::Blob { repo, sha } => {
                 let (owner, name) = repo
                     .split_once('/')
                     .ok_or_else(|| Error::Internal("github: malformed repository name".into()))?;
                 let blob: Blob = self
-                    .get(self.call("git blobs", self.url(&["repos", owner, name, "git", "blobs", &sha], &[])))
+                    .get(self.call(
+                        "git blobs",
+                        self.url(&["repos", owner, name, "git", "blobs", &sha], &[]),
+                    ))
                     .await?
                     .json("github git blobs")?;
                 if blob.encoding != "base64" {
-                    return Err(Error::invalid("file", format!("blob encoding {:?} is not base64", blob.encoding.chars().take(20).collect::<String>())));
+                    return Err(Error::invalid(
+                        "file",
+                        format!(
+                            "blob encoding {:?} is not base64",
+                            blob.encoding.chars().take(20).collect::<String>()
+                        ),
+                    ));
                 }
                 let compact: String = blob.content.split_whitespace().collect();
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(compact)
                     .map_err(|_| Error::invalid("file", "blob content is not valid base64"))?;
-                Ok(Content { bytes, mime_type: None })
+                Ok(Content {
+                    bytes,
+                    mime_type: None,
+                })
             }
         }
     }
@@ -762,7 +860,8 @@ impl Connector for GitHub {
             return Ok(()); // a token an administrator made: they revoke it at GitHub
         };
         let token = self.tokens.credentials().await.access_token;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{client_secret}"));
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{client_id}:{client_secret}"));
         let call = Call::with_json(
             "github token revocation",
             reqwest::Method::DELETE,

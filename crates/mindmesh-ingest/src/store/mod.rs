@@ -563,7 +563,8 @@ impl Store {
                     .value("generation", page.generation)
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
                     .and_where(
-                        Expr::col("external_id").like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
+                        Expr::col("external_id")
+                            .like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
                     )
                     .to_owned(),
             )

@@ -13,10 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -88,36 +86,9 @@ pub struct File {
     pub trashed: bool,
 }
 
-/// What a scripted fault answers.
-#[derive(Clone, Debug)]
-pub enum Answer {
-    /// A status with a JSON body and a `Retry-After` header when set.
-    Status(u16, Value, Option<&'static str>),
-    /// Never answers (until the client gives up or goes away).
-    Hang,
-    /// A 200 with this raw body.
-    Raw(&'static str),
-    /// A 200 whose body is this many bytes.
-    Huge(usize),
-}
-
-/// A fault: requests whose path and query contain `matches` get `answer`, `times` times.
-#[derive(Clone, Debug)]
-pub struct Fault {
-    pub matches: String,
-    pub answer: Answer,
-    pub times: usize,
-}
-
-/// One request the fake received.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    /// The user the request acted as.
-    pub user: String,
-    pub at: std::time::Instant,
-}
+// Re-exported for the tests that script faults.
+#[allow(unused_imports)]
+pub use super::fake_http::{Answer, Fault, Seen};
 
 /// A directory group: (id, email, name, members as (email, "USER" | "GROUP")).
 pub type Group = (String, String, String, Vec<(String, &'static str)>);
@@ -258,7 +229,7 @@ impl World {
         })
     }
 
-    fn new_token(&mut self, user: &str) -> String {
+    pub fn new_token(&mut self, user: &str) -> String {
         self.next_token += 1;
         let token = format!("ya29.fake-{}", self.next_token);
         self.tokens.insert(token.clone(), (user.to_owned(), true));
@@ -396,52 +367,18 @@ async fn enter(
                 "Request had invalid authentication credentials.",
             ));
         }
-        let mut sorted: Vec<_> = query.iter().collect();
-        sorted.sort();
-        let full = format!(
-            "{path}?{}",
-            sorted
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("&")
-        );
+        let full = super::fake_http::request_key(path, query);
         w.seen.push(Seen {
             path: path.to_owned(),
             query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             user: user.clone(),
             at: std::time::Instant::now(),
         });
-        let fault = w
-            .faults
-            .iter_mut()
-            .find(|f| f.times > 0 && full.contains(&f.matches))
-            .map(|f| {
-                f.times -= 1;
-                f.answer.clone()
-            });
-        (user, fault)
+        (user, super::fake_http::take_fault(&mut w.faults, &full))
     };
     match fault {
         None => Ok(user),
-        Some(Answer::Status(code, body, retry_after)) => {
-            let mut response =
-                (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response();
-            if let Some(after) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", after.parse().unwrap());
-            }
-            Err(response)
-        }
-        Some(Answer::Hang) => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Err(StatusCode::GATEWAY_TIMEOUT.into_response())
-        }
-        Some(Answer::Raw(body)) => {
-            Err((StatusCode::OK, [("content-type", "application/json")], body).into_response())
-        }
-        Some(Answer::Huge(n)) => Err((StatusCode::OK, Body::from(vec![b' '; n])).into_response()),
+        Some(answer) => Err(super::fake_http::respond(answer).await),
     }
 }
 

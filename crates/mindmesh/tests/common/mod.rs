@@ -368,5 +368,7 @@ impl Replica {
     }
 }
 
+pub mod fake_github;
 pub mod fake_google;
+pub mod fake_http;
 pub mod ingest;

@@ -10,6 +10,7 @@
 //! - [`sync`] — the engine: leases, schedule, pages applied and checkpointed;
 //! - [`sink`] — where a sync writes: storage and permissions over gRPC;
 //! - [`store`] — integrations, sealed credentials, imported items;
+//! - [`events`] — the deletion cascades ingest takes part in;
 //! - [`api`] — `IngestService`, the gRPC face.
 
 #![forbid(unsafe_code)]
@@ -17,11 +18,14 @@
 pub mod api;
 pub mod connector;
 pub mod connectors;
+pub mod events;
 pub mod http;
 pub mod oauth;
 pub mod sink;
 pub mod store;
 pub mod sync;
+
+use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
@@ -44,6 +48,11 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::
     let store = store::Store::new(ctx.clone());
     let engine = sync::Engine::new(ctx.clone(), store.clone(), sink, setup.clone());
     ctx.spawn_relay();
+    ctx.spawn_consumer(Arc::new(events::IngestEvents::new(
+        ctx.clone(),
+        store.clone(),
+        engine.clone(),
+    )));
     engine.spawn_scheduler();
     routes.add_service(api_service!(
         IngestServiceServer::new(api::IngestApi::new(ctx.clone(), store, engine, setup)),

@@ -545,7 +545,72 @@ async fn a_vanished_folder_fails_instead_of_deleting(backend: Backend) {
     server.stop().await;
 }
 
+/// P08 for ingest: deleting the tenant erases its integrations, credentials, items and
+/// keys.
+async fn p08_deleting_the_tenant_erases_its_integrations(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let dir = root.path().join("acme");
+    write(&dir, "lunch.txt", "pizza");
+    acme_manifest(&dir, true, false);
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let (other, other_admin) = server.create_tenant("Other").await;
+    let mut client = ingest::client(&server).await;
+    for admin in [&admin, &other_admin] {
+        let integration = connect_folder(&mut client, admin, "acme").await.unwrap();
+        sync_ok(&mut client, admin, &integration.id, false).await;
+    }
+    let operator = server.token("op", None, &[Role::Operator]);
+    let mut accounts = mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient::new(server.channel().await);
+    accounts
+        .delete_tenant(authed(
+            mindmesh_proto::mindmesh::permissions::v1::DeleteTenantRequest {
+                tenant_id: tenant.to_string(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap();
+    let db = server.service_db(Service::Ingest).await;
+    let keys = mindmesh_kit::db::connect(&server.config.keystore_url(Service::Ingest), 2)
+        .await
+        .unwrap();
+    let count =
+        |conn: &sea_orm::DatabaseConnection, table: &str, tenant: mindmesh_kit::ids::TenantId| {
+            let conn = conn.clone();
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = '{tenant}'");
+            async move {
+                let row = conn
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        conn.get_database_backend(),
+                        sql,
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                row.try_get_by_index::<i64>(0).unwrap()
+            }
+        };
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            count(&db, "integrations", tenant).await == 0
+        })
+        .await,
+        "the tenant's integrations are erased"
+    );
+    for table in ["credentials", "items"] {
+        assert_eq!(count(&db, table, tenant).await, 0, "{table}");
+        assert!(
+            count(&db, table, other).await > 0,
+            "{table} of the other tenant kept"
+        );
+    }
+    assert_eq!(count(&keys, "tenant_keys", tenant).await, 0);
+    assert_eq!(count(&db, "integrations", other).await, 1);
+    server.stop().await;
+}
+
 both_modes!(
+    p08_deleting_the_tenant_erases_its_integrations,
     full_then_incremental_sync,
     p03_connectors_list_read_only_scopes_before_connecting,
     p06_disconnect_erases_what_the_folder_brought,

@@ -867,6 +867,57 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Marks every integration of `tenant` as being erased (no lease is granted from
+    /// here) and returns their ids.
+    pub async fn forbid_syncs(&self, tenant: TenantId) -> Result<Vec<IntegrationId>> {
+        self.ctx
+            .db
+            .execute(
+                &Query::update()
+                    .table("integrations")
+                    .value("cascade_id", CascadeId::new().to_string())
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("cascade_id").is_null())
+                    .to_owned(),
+            )
+            .await?;
+        self.ctx
+            .db
+            .query_all(
+                &Query::select()
+                    .column("id")
+                    .from("integrations")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .iter()
+            .map(|r| parse(&r.try_get::<String>("", "id")?))
+            .collect()
+    }
+
+    /// Deletes everything of `tenant` in `txn`; returns how many rows of each table.
+    pub async fn erase_tenant<C: ConnectionTrait>(
+        txn: &C,
+        tenant: TenantId,
+    ) -> Result<HashMap<String, u64>> {
+        let mut counts = HashMap::new();
+        for table in ["credentials", "items", "skipped_items", "integrations"] {
+            let result = txn
+                .execute(
+                    &Query::delete()
+                        .from_table(table)
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .to_owned(),
+                )
+                .await?;
+            counts.insert(table.to_owned(), result.rows_affected());
+        }
+        Ok(counts)
+    }
+}
+
 fn credentials_aad(tenant: TenantId, id: IntegrationId) -> Vec<u8> {
     field_aad(tenant, "credentials", "secret_ct", &id.to_string())
 }

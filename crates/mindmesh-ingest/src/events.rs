@@ -1,0 +1,80 @@
+//! What the ingest service consumes: the deletion cascades it takes part in.
+//!
+//! - `account.deletion_requested` for a whole tenant: every integration of the tenant
+//!   stops syncing, its keys are destroyed (the sealed credentials open nowhere), and
+//!   its integrations, credentials, items and skip records are deleted;
+//! - for one person, and `subject.erasure_requested`: ingest keeps nothing keyed to a
+//!   person (credentials belong to the tenant's integrations), so it only attests.
+//!
+//! Each effect commits with the inbox entry and a signed `deletion.completed`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mindmesh_kit::bus::consume::EventHandler;
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::{Error, Result, events, inbox};
+use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use sea_orm::TransactionTrait;
+
+use crate::store::Store;
+use crate::sync::Engine;
+
+/// The service's durable consumer name.
+pub const CONSUMER: &str = "ingest";
+
+/// Applies the deletion cascades to ingest's own data.
+pub struct IngestEvents {
+    ctx: ServiceContext,
+    store: Store,
+    engine: Arc<Engine>,
+}
+
+impl IngestEvents {
+    /// A handler over the service's store, stopping syncs through `engine`.
+    pub fn new(ctx: ServiceContext, store: Store, engine: Arc<Engine>) -> Self {
+        IngestEvents { ctx, store, engine }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventHandler for IngestEvents {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        let (cascade, whole_tenant) = match &envelope.payload {
+            Some(Payload::AccountDeletionRequested(d)) => (&d.cascade_id, d.user_id.is_empty()),
+            Some(Payload::SubjectErasureRequested(e)) => (&e.cascade_id, false),
+            _ => return Ok(()),
+        };
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::Bus(format!("{} without tenant", envelope.r#type)))?;
+        if inbox::handled(self.store.db(), CONSUMER, &envelope.id).await? {
+            return Ok(());
+        }
+        let mut counts = HashMap::new();
+        let mut destroyed = Vec::new();
+        if whole_tenant {
+            // No sync of the tenant may write again: leases refused, running ones stopped.
+            for id in self.store.forbid_syncs(tenant).await? {
+                self.engine.stop(id).await;
+            }
+            destroyed = self.ctx.keystore.shred_tenant(tenant).await?;
+        }
+        let txn = self.store.db().begin().await?;
+        if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            return Ok(());
+        }
+        if whole_tenant {
+            counts = Store::erase_tenant(&txn, tenant).await?;
+        }
+        self.ctx
+            .attest(&txn, Some(tenant), cascade, counts.clone(), &destroyed)
+            .await?;
+        txn.commit().await?;
+        self.ctx.relay.wake();
+        if whole_tenant {
+            tracing::info!(tenant_id = %tenant, cascade_id = %cascade, integrations = counts.get("integrations").copied().unwrap_or(0), "tenant's integrations erased");
+        }
+        Ok(())
+    }
+}

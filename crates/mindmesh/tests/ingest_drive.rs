@@ -358,6 +358,8 @@ async fn a_sync_killed_half_way_resumes_where_it_stopped(backend: Backend) {
 async fn rate_limit_storms_and_token_expiry(backend: Backend) {
     let server = server(backend).await;
     let mut world = acme();
+    // Every file's permissions from permissions.list (paged), so that its limits count.
+    world.no_inline_permissions = true;
     let rate = |reason: &str| json!({"error": {"code": 403, "message": "Rate Limit Exceeded", "errors": [{"domain": "usageLimits", "reason": reason, "message": "Rate Limit Exceeded"}]}});
     world.faults = vec![
         Fault {

@@ -79,8 +79,13 @@ const PAGE_SIZE: &str = "1000";
 /// Pages of one paged listing before it is taken for a loop.
 const MAX_PAGES: usize = 100_000;
 
+/// The permission fields read, inline in a file or from `permissions.list`.
+const PERMISSION_FIELDS: &str = "id,type,emailAddress,domain,role,allowFileDiscovery,deleted";
+/// Drive lists a file's permissions inline when the user may share it (not for items of
+/// shared drives): then no `permissions.list` call is needed.
 const FILE_FIELDS: &str = "id,name,mimeType,version,modifiedTime,webViewLink,size,trashed,\
-                           driveId,ownedByMe,owners(emailAddress),capabilities(canEdit,canShare)";
+                           driveId,ownedByMe,owners(emailAddress),capabilities(canEdit,canShare),\
+                           permissions(id,type,emailAddress,domain,role,allowFileDiscovery,deleted)";
 
 /// Where the connector's endpoints are.
 #[derive(Clone, Debug)]
@@ -377,6 +382,8 @@ struct File {
     owners: Vec<Owner>,
     #[serde(default)]
     capabilities: Option<Capabilities>,
+    #[serde(default)]
+    permissions: Option<Vec<Permission>>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -403,7 +410,7 @@ struct PermissionList {
     next_page_token: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Permission {
     #[serde(rename = "type")]
@@ -815,7 +822,7 @@ impl GoogleDrive {
         Ok(())
     }
 
-    async fn describe(&self, user: &str, file: File) -> Result<Listed> {
+    async fn describe(&self, user: &str, mut file: File) -> Result<Listed> {
         if file.id.is_empty() || file.id.len() > 256 {
             return Ok(Listed::Skipped(Skipped {
                 external_id: file.id.chars().take(64).collect(),
@@ -838,7 +845,10 @@ impl GoogleDrive {
                 .as_ref()
                 .is_some_and(|c| c.can_share || c.can_edit);
         let grants = if may_read_permissions {
-            self.permissions(user, &file.id).await?
+            match file.permissions.take() {
+                Some(inline) => grants(inline),
+                None => grants(self.permissions(user, &file.id).await?),
+            }
         } else {
             match &self.mode {
                 // The connected user can read it, and that is all that is known.
@@ -913,62 +923,65 @@ impl GoogleDrive {
         Ok(email)
     }
 
-    async fn permissions(&self, user: &str, file: &str) -> Result<Vec<SourceGrant>> {
-        let permissions = self
-            .all_pages("drive permissions.list", |token| async move {
-                let mut query = vec![
-                    ("supportsAllDrives", "true"),
-                    ("pageSize", "100"),
-                    (
-                        "fields",
-                        "nextPageToken,permissions(id,type,emailAddress,domain,role,allowFileDiscovery,deleted)",
-                    ),
-                ];
-                if let Some(t) = &token {
-                    query.push(("pageToken", t));
-                }
-                let list: PermissionList = self
-                    .get(
-                        "drive permissions.list",
-                        self.drive_url(&["files", file, "permissions"], &query),
-                        user,
-                    )
-                    .await?
-                    .json("google drive permissions.list")?;
-                Ok((list.permissions, list.next_page_token))
-            })
-            .await?;
-        let mut grants: Vec<SourceGrant> = permissions
-            .into_iter()
-            .filter(|p| !p.deleted)
-            .filter_map(|p| {
-                let access = match p.role.as_str() {
-                    "owner" | "organizer" => Access::Owner,
-                    "fileOrganizer" | "writer" => Access::Writer,
-                    "commenter" | "reader" => Access::Reader,
-                    _ => return None,
-                };
-                let grantee = match p.kind.as_str() {
-                    "user" if !p.email_address.is_empty() => {
-                        Grantee::User(p.email_address.to_lowercase())
-                    }
-                    "group" if !p.email_address.is_empty() => {
-                        Grantee::Group(p.email_address.to_lowercase())
-                    }
-                    // Link-only sharing is not discovery: it grants nothing here.
-                    "domain" if p.allow_file_discovery && !p.domain.is_empty() => {
-                        Grantee::Domain(p.domain.to_lowercase())
-                    }
-                    "anyone" if p.allow_file_discovery => Grantee::Anyone,
-                    _ => return None,
-                };
-                Some(SourceGrant { grantee, access })
-            })
-            .collect();
-        grants.sort();
-        grants.dedup();
-        Ok(grants)
+    async fn permissions(&self, user: &str, file: &str) -> Result<Vec<Permission>> {
+        let fields = format!("nextPageToken,permissions({PERMISSION_FIELDS})");
+        let fields = fields.as_str();
+        self.all_pages("drive permissions.list", |token| async move {
+            let mut query = vec![
+                ("supportsAllDrives", "true"),
+                ("pageSize", "100"),
+                ("fields", fields),
+            ];
+            if let Some(t) = &token {
+                query.push(("pageToken", t));
+            }
+            let list: PermissionList = self
+                .get(
+                    "drive permissions.list",
+                    self.drive_url(&["files", file, "permissions"], &query),
+                    user,
+                )
+                .await?
+                .json("google drive permissions.list")?;
+            Ok((list.permissions, list.next_page_token))
+        })
+        .await
     }
+}
+
+/// The grants Drive permissions give: user, group, discoverable domain and anyone
+/// permissions that are not deleted.
+fn grants(permissions: Vec<Permission>) -> Vec<SourceGrant> {
+    let mut grants: Vec<SourceGrant> = permissions
+        .into_iter()
+        .filter(|p| !p.deleted)
+        .filter_map(|p| {
+            let access = match p.role.as_str() {
+                "owner" | "organizer" => Access::Owner,
+                "fileOrganizer" | "writer" => Access::Writer,
+                "commenter" | "reader" => Access::Reader,
+                _ => return None,
+            };
+            let grantee = match p.kind.as_str() {
+                "user" if !p.email_address.is_empty() => {
+                    Grantee::User(p.email_address.to_lowercase())
+                }
+                "group" if !p.email_address.is_empty() => {
+                    Grantee::Group(p.email_address.to_lowercase())
+                }
+                // Link-only sharing is not discovery: it grants nothing here.
+                "domain" if p.allow_file_discovery && !p.domain.is_empty() => {
+                    Grantee::Domain(p.domain.to_lowercase())
+                }
+                "anyone" if p.allow_file_discovery => Grantee::Anyone,
+                _ => return None,
+            };
+            Some(SourceGrant { grantee, access })
+        })
+        .collect();
+    grants.sort();
+    grants.dedup();
+    grants
 }
 
 /// What `content` needs: who to read as, and the file's Drive type.

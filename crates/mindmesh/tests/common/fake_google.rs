@@ -109,6 +109,8 @@ pub struct World {
     pub seq: u64,
     /// Largest page the fake answers, whatever the client asks.
     pub page_size: usize,
+    /// Never list permissions inline (as for items Drive does not describe so).
+    pub no_inline_permissions: bool,
     /// The user an authorization code or refresh token acts as.
     pub oauth_user: String,
     pub client_id: String,
@@ -210,8 +212,48 @@ impl World {
                 .is_some_and(|d| self.drives.get(d).is_some_and(|m| m.contains(user)))
     }
 
-    fn file_json(&self, user: &str, f: &File) -> Value {
+    /// Every permission of `f`, as `permissions.list` answers them.
+    fn permissions_json(&self, f: &File) -> Vec<Value> {
+        let mut all = vec![
+            json!({"kind": "drive#permission", "id": format!("p-{}", f.owner), "type": "user", "emailAddress": f.owner, "role": "owner"}),
+        ];
+        // A shared drive's members hold inherited permissions on its files.
+        if let Some(members) = f.drive.as_ref().and_then(|d| self.drives.get(d)) {
+            for m in members {
+                all.push(json!({"kind": "drive#permission", "id": format!("p-{m}"), "type": "user", "emailAddress": m, "role": "organizer"}));
+            }
+        }
+        for (i, p) in f.perms.iter().enumerate() {
+            let mut v = json!({"kind": "drive#permission", "id": format!("p{i}"), "type": p.kind, "role": p.role, "deleted": p.deleted});
+            match p.kind {
+                "user" | "group" => v["emailAddress"] = json!(p.email),
+                "domain" => {
+                    v["domain"] = json!(p.domain);
+                    v["allowFileDiscovery"] = json!(p.discoverable);
+                }
+                _ => v["allowFileDiscovery"] = json!(p.discoverable),
+            }
+            all.push(v);
+        }
+        all
+    }
+
+    /// A file as `files.list` answers it. Its permissions are inline when asked for,
+    /// as Drive does, only for files the user can share outside shared drives.
+    fn file_json(&self, user: &str, f: &File, fields: &str) -> Value {
         let share = self.can_share(user, f);
+        let mut v = self.file_core(user, f, share);
+        if share
+            && f.drive.is_none()
+            && fields.contains("permissions(")
+            && !self.no_inline_permissions
+        {
+            v["permissions"] = Value::Array(self.permissions_json(f));
+        }
+        v
+    }
+
+    fn file_core(&self, user: &str, f: &File, share: bool) -> Value {
         json!({
             "kind": "drive#file",
             "id": f.id,
@@ -623,7 +665,13 @@ async fn files(State(world): State<Shared>, headers: HeaderMap, Query(q): Q) -> 
             !(query.contains("mimeType != 'application/vnd.google-apps.folder'")
                 && f.mime_type == "application/vnd.google-apps.folder")
         })
-        .map(|f| w.file_json(&user, f))
+        .map(|f| {
+            w.file_json(
+                &user,
+                f,
+                q.get("fields").map(String::as_str).unwrap_or_default(),
+            )
+        })
         .collect();
     let (page, next) = paged(&visible, &q, "pageSize", w.page_size);
     axum::Json(json!({"kind": "drive#fileList", "files": page, "nextPageToken": next}))
@@ -644,7 +692,7 @@ async fn file_media(
     match w.files.get(&id) {
         Some(f) if w.can_see(&user, f) => {
             if q.get("alt").map(String::as_str) != Some("media") {
-                return axum::Json(w.file_json(&user, f)).into_response();
+                return axum::Json(w.file_json(&user, f, "")).into_response();
             }
             if f.mime_type.starts_with("application/vnd.google-apps.") {
                 return error(
@@ -732,27 +780,7 @@ async fn permissions(
             "The user does not have sufficient permissions for this file.",
         );
     }
-    let mut all = vec![
-        json!({"kind": "drive#permission", "id": format!("p-{}", f.owner), "type": "user", "emailAddress": f.owner, "role": "owner"}),
-    ];
-    // A shared drive's members hold inherited permissions on its files.
-    if let Some(members) = f.drive.as_ref().and_then(|d| w.drives.get(d)) {
-        for m in members {
-            all.push(json!({"kind": "drive#permission", "id": format!("p-{m}"), "type": "user", "emailAddress": m, "role": "organizer"}));
-        }
-    }
-    for (i, p) in f.perms.iter().enumerate() {
-        let mut v = json!({"kind": "drive#permission", "id": format!("p{i}"), "type": p.kind, "role": p.role, "deleted": p.deleted});
-        match p.kind {
-            "user" | "group" => v["emailAddress"] = json!(p.email),
-            "domain" => {
-                v["domain"] = json!(p.domain);
-                v["allowFileDiscovery"] = json!(p.discoverable);
-            }
-            _ => v["allowFileDiscovery"] = json!(p.discoverable),
-        }
-        all.push(v);
-    }
+    let all = w.permissions_json(f);
     let (page, next) = paged(&all, &q, "pageSize", w.page_size);
     axum::Json(json!({"kind": "drive#permissionList", "permissions": page, "nextPageToken": next}))
         .into_response()
@@ -812,7 +840,7 @@ async fn changes(State(world): State<Shared>, headers: HeaderMap, Query(q): Q) -
     let changes: Vec<Value> = page
         .iter()
         .map(|(_, id, _)| match w.files.get(id) {
-            Some(f) if w.can_see(&user, f) || f.trashed => json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": false, "file": w.file_json(&user, f)}),
+            Some(f) if w.can_see(&user, f) || f.trashed => json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": false, "file": w.file_json(&user, f, q.get("fields").map(String::as_str).unwrap_or_default())}),
             _ => json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": true}),
         })
         .collect();

@@ -32,6 +32,7 @@ bench: services ## Run the benchmarks (release build); prints each figure beside
 	$(CARGO) bench --locked -p mindmesh-permissions --features bench-compare --bench permissions
 	$(CARGO) bench --locked -p mindmesh --bench permissions_grpc
 	$(CARGO) bench --locked -p mindmesh --bench storage
+	$(CARGO) bench --locked -p mindmesh --bench ingest
 	$(CARGO) bench --locked -p mindmesh --bench foundation
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse

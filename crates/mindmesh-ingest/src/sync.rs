@@ -80,6 +80,32 @@ impl Progress {
     }
 }
 
+/// Where a sync's time went (logged when it finishes).
+#[derive(Debug, Default)]
+struct Timings {
+    /// Reading principals and handing them to permissions.
+    principals: Duration,
+    /// Waiting for the source's pages (listings, change logs, grants).
+    listing: Duration,
+    /// Fetching contents and storing them (overlapped: storage encrypts and writes
+    /// while the next contents arrive).
+    content_and_store: Duration,
+    /// Setting grants in permissions.
+    grants: Duration,
+    /// Removing deleted documents.
+    deletions: Duration,
+    /// Ingest's own bookkeeping (items, cursor).
+    bookkeeping: Duration,
+}
+
+/// `work`'s result, its time added to `into`.
+async fn timed<T>(into: &mut Duration, work: impl std::future::Future<Output = T>) -> T {
+    let start = std::time::Instant::now();
+    let out = work.await;
+    *into += start.elapsed();
+    out
+}
+
 struct Running {
     progress: watch::Receiver<Progress>,
     cancel: CancellationToken,
@@ -276,9 +302,12 @@ impl Engine {
         )?;
 
         progress.send_modify(|p| p.phase = Phase::Principals);
+        let mut timings = Timings::default();
+        let principal_start = std::time::Instant::now();
         let principals = stopped_or(cancel, connector.principals()).await?;
         let count = (principals.users.len() + principals.groups.len()) as u64;
         self.sink.principals(tenant, id, principals).await?;
+        timings.principals = principal_start.elapsed();
         progress.send_modify(|p| {
             p.done = count;
             p.total = count;
@@ -306,7 +335,11 @@ impl Engine {
                     "the integration is being disconnected".into(),
                 ));
             }
-            let page = stopped_or(cancel, connector.page(cursor.as_deref())).await?;
+            let page = timed(
+                &mut timings.listing,
+                stopped_or(cancel, connector.page(cursor.as_deref())),
+            )
+            .await?;
             pages += 1;
             if page.new_listing && cursor.is_some() {
                 position.generation += 1;
@@ -321,6 +354,7 @@ impl Engine {
                     position.generation,
                     full,
                     progress,
+                    &mut timings,
                 )
                 .await?;
             if page.listing_complete {
@@ -328,9 +362,16 @@ impl Engine {
                 // did not see goes, then the cursor moves on: a sync stopped during the
                 // sweep lists this last page again and sweeps the rest.
                 record.cursor = cursor.clone();
-                self.store.commit_page(tenant, id, &record).await?;
-                self.sweep(tenant, id, position.generation, progress)
-                    .await?;
+                timed(
+                    &mut timings.bookkeeping,
+                    self.store.commit_page(tenant, id, &record),
+                )
+                .await?;
+                timed(
+                    &mut timings.deletions,
+                    self.sweep(tenant, id, position.generation, progress),
+                )
+                .await?;
                 progress.send_modify(|p| p.phase = Phase::Documents);
                 record = PageRecord {
                     generation: position.generation,
@@ -338,7 +379,11 @@ impl Engine {
                 };
             }
             record.cursor = page.cursor.clone();
-            self.store.commit_page(tenant, id, &record).await?;
+            timed(
+                &mut timings.bookkeeping,
+                self.store.commit_page(tenant, id, &record),
+            )
+            .await?;
             if !page.more {
                 break;
             }
@@ -365,6 +410,12 @@ impl Engine {
             deleted = p.deleted,
             skipped = p.skipped,
             elapsed_ms = started.elapsed().as_millis() as u64,
+            principals_ms = timings.principals.as_millis() as u64,
+            listing_ms = timings.listing.as_millis() as u64,
+            content_and_store_ms = timings.content_and_store.as_millis() as u64,
+            grants_ms = timings.grants.as_millis() as u64,
+            deletions_ms = timings.deletions.as_millis() as u64,
+            bookkeeping_ms = timings.bookkeeping.as_millis() as u64,
             "sync finished"
         );
         Ok(())
@@ -381,6 +432,7 @@ impl Engine {
         generation: i64,
         full: bool,
         progress: &watch::Sender<Progress>,
+        timings: &mut Timings,
     ) -> Result<PageRecord> {
         let max_content = self.ctx.config.storage.max_content_bytes;
         // A document listed twice in a page: the last listing wins.
@@ -393,7 +445,7 @@ impl Engine {
             .map(|s| (*s).to_owned())
             .chain(page.removed.iter().cloned())
             .collect();
-        let known = self.store.items(id, &ids).await?;
+        let known = timed(&mut timings.bookkeeping, self.store.items(id, &ids)).await?;
         let mut record = PageRecord {
             generation,
             unchanged: page.unchanged.clone(),
@@ -464,7 +516,10 @@ impl Engine {
             drop(tx);
             Ok(skipped)
         };
-        let (stored, fetched) = tokio::join!(self.sink.put(tenant, id, rx), fetch);
+        let (stored, fetched) = timed(&mut timings.content_and_store, async {
+            tokio::join!(self.sink.put(tenant, id, rx), fetch)
+        })
+        .await;
         record.skipped.extend(fetched?);
         let stored = stored?;
 
@@ -506,9 +561,10 @@ impl Engine {
                 }
             }
         }
-        self.sink.acls(tenant, id, &acls).await?;
+        timed(&mut timings.grants, self.sink.acls(tenant, id, &acls)).await?;
 
         let mut deleted = 0u64;
+        let deletions_start = std::time::Instant::now();
         for external_id in &page.removed {
             if let Some(item) = known.get(external_id) {
                 self.sink.delete(tenant, item.document).await?;
@@ -516,6 +572,7 @@ impl Engine {
             }
             record.removed.push(external_id.clone());
         }
+        timings.deletions += deletions_start.elapsed();
         for (external_id, reason) in &record.skipped {
             tracing::info!(tenant_id = %tenant, integration_id = %id, external_id = %external_id, reason = %reason, "item skipped");
         }

@@ -1,0 +1,414 @@
+//! `make bench`: a full Google Drive sync of 10,000 files (4 KiB each, mixed grants,
+//! 200 users, 50 groups) from a local fake of Google's APIs, end to end into storage and
+//! permissions, in embedded mode (SQLite, embedded bus) and distributed mode
+//! (PostgreSQL, NATS), each figure beside baselines measured in the same run:
+//!
+//! - **fetch only**: the same listing and 10,000 exports read from the fake with the same
+//!   concurrency, nothing stored (the source's ceiling on this machine);
+//! - **store only**: the same documents streamed straight to `PutDocuments`, and their
+//!   grants to `SetDocumentAcls` (the sink's ceiling);
+//! - the sync's own account of where its time went (principals, listing, content and
+//!   store, grants, bookkeeping), from its log line.
+//!
+//! `MINDMESH_BENCH_FILES` shrinks the run; `MINDMESH_BENCH_ONLY=sqlite|postgresql` runs
+//! one mode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up should stop
+
+mod support;
+
+// The tests' fake of Google's APIs (it names its sibling as `super::fake_http`).
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/common/fake_google.rs"]
+mod fake_google;
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/common/fake_http.rs"]
+mod fake_http;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fake_google::{FakeGoogle, Perm, World, doc};
+use futures::StreamExt;
+use mindmesh_kit::auth::Role;
+use mindmesh_kit::ids::{IntegrationId, TenantId};
+use mindmesh_proto::mindmesh::ingest::v1 as pb;
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
+use mindmesh_proto::mindmesh::storage::v1 as store;
+use support::{BenchServer, authed};
+
+const CONTENT_BYTES: usize = 4 * 1024;
+const USERS: usize = 200;
+const GROUPS: usize = 50;
+const ADMIN: &str = "admin@bench.example";
+/// Contents fetched at once: the ingest default (`ingest.fetch_concurrency`).
+const CONCURRENCY: usize = 8;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn user(i: usize) -> String {
+    format!("u{i:03}@bench.example")
+}
+
+fn group(i: usize) -> String {
+    format!("g{i:02}@bench.example")
+}
+
+/// The directory and the files: each file shared with one user and one group, every
+/// tenth with the whole domain; groups nest (group i inside group i/2).
+fn world(files: usize) -> World {
+    let mut w = World {
+        page_size: 1000,
+        oauth_user: ADMIN.into(),
+        ..World::default()
+    };
+    w.users
+        .push(("1".into(), ADMIN.into(), "Admin".into(), false));
+    for i in 0..USERS {
+        w.users
+            .push(((100 + i).to_string(), user(i), format!("User {i}"), false));
+    }
+    w.admins.insert(ADMIN.into());
+    for g in 0..GROUPS {
+        let mut members: Vec<(String, &'static str)> = (0..USERS)
+            .filter(|u| u % GROUPS == g)
+            .map(|u| (user(u), "USER"))
+            .collect();
+        members.extend(
+            (1..GROUPS)
+                .filter(|child| child / 2 == g && *child != g)
+                .map(|child| (group(child), "GROUP")),
+        );
+        w.groups
+            .push((format!("gid{g}"), group(g), format!("Group {g}"), members));
+    }
+    let body: String = "lorem ipsum dolor sit amet ".repeat(CONTENT_BYTES / 27 + 1);
+    for i in 0..files {
+        let mut perms = vec![
+            Perm::user(&user(i % USERS), "reader"),
+            Perm::group(&group(i % GROUPS), "reader"),
+        ];
+        if i % 10 == 0 {
+            perms.push(Perm::domain("bench.example", true));
+        }
+        let text = format!("{i:08} {}", &body[..CONTENT_BYTES - 9]);
+        w.put(doc(
+            &format!("file-{i:05}"),
+            &format!("Document {i}"),
+            ADMIN,
+            &text,
+            perms,
+        ));
+    }
+    w
+}
+
+/// Baseline: the listing and every export from the fake, `CONCURRENCY` at a time.
+async fn fetch_only(fake: &FakeGoogle, token: &str) -> (usize, Duration) {
+    let client = reqwest::Client::new();
+    let base = format!("http://{}/drive/v3", fake.addr);
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    let mut page_token: Option<String> = None;
+    loop {
+        let mut query = vec![
+            ("q", "trashed = false"),
+            ("pageSize", "1000"),
+            ("corpora", "allDrives"),
+            ("supportsAllDrives", "true"),
+            ("includeItemsFromAllDrives", "true"),
+            (
+                "fields",
+                "nextPageToken,files(id,permissions(id,type,emailAddress,role))",
+            ),
+        ];
+        if let Some(t) = &page_token {
+            query.push(("pageToken", t));
+        }
+        let url = reqwest::Url::parse_with_params(&format!("{base}/files"), &query).unwrap();
+        let page: serde_json::Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for f in page["files"].as_array().unwrap() {
+            ids.push(f["id"].as_str().unwrap().to_owned());
+        }
+        match page["nextPageToken"].as_str() {
+            Some(t) => page_token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    let fetched = futures::stream::iter(ids.iter())
+        .map(|id| {
+            let url = reqwest::Url::parse_with_params(
+                &format!("{base}/files/{id}/export"),
+                &[("mimeType", "text/plain")],
+            )
+            .unwrap();
+            let request = client.get(url).bearer_auth(token);
+            async move { request.send().await.unwrap().bytes().await.unwrap().len() }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(fetched.iter().all(|n| *n >= CONTENT_BYTES));
+    (ids.len(), start.elapsed())
+}
+
+/// Baseline: the documents straight to `PutDocuments` (one stream per 1,000, as the
+/// sync sends a page), then their grants to `SetDocumentAcls`.
+async fn store_only(server: &BenchServer, tenant: TenantId, files: usize) -> (Duration, Duration) {
+    let token = server
+        .issuer
+        .issue(
+            "bench",
+            Some(tenant),
+            &[Role::Service],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let integration = IntegrationId::new();
+    let mut storage =
+        store::storage_service_client::StorageServiceClient::new(server.channel.clone())
+            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(64 * 1024 * 1024);
+    let body = "x".repeat(CONTENT_BYTES);
+    let start = Instant::now();
+    let mut ids = Vec::with_capacity(files);
+    for chunk in (0..files).collect::<Vec<_>>().chunks(1000) {
+        let messages: Vec<store::PutDocumentsRequest> = chunk
+            .iter()
+            .flat_map(|i| {
+                [
+                    store::put_documents_request::Item::Header(store::DocumentHeader {
+                        integration_id: integration.to_string(),
+                        external_id: format!("base-{i}"),
+                        source_version: "1".into(),
+                        title: format!("Document {i}"),
+                        mime_type: "text/plain".into(),
+                        source_url: String::new(),
+                        modified_at: None,
+                        owner: ADMIN.into(),
+                        size_bytes: CONTENT_BYTES as u64,
+                    }),
+                    store::put_documents_request::Item::Chunk(body.as_bytes().to_vec()),
+                ]
+            })
+            .map(|item| store::PutDocumentsRequest { item: Some(item) })
+            .collect();
+        let results = storage
+            .put_documents(authed(tokio_stream::iter(messages), &token))
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        ids.extend(results.into_iter().map(|r| r.document_id));
+    }
+    let stored = start.elapsed();
+    let mut permissions =
+        perm::permissions_service_client::PermissionsServiceClient::new(server.channel.clone())
+            .max_encoding_message_size(64 * 1024 * 1024);
+    let start = Instant::now();
+    for (c, chunk) in ids.chunks(1000).enumerate() {
+        let acls = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, id)| {
+                let i = c * 1000 + j;
+                perm::DocumentAcl {
+                    document_id: id.clone(),
+                    integration_id: integration.to_string(),
+                    grants: vec![
+                        perm::Grant {
+                            grantee_kind: perm::GranteeKind::User as i32,
+                            grantee: user(i % USERS),
+                            role: perm::Role::Reader as i32,
+                        },
+                        perm::Grant {
+                            grantee_kind: perm::GranteeKind::Group as i32,
+                            grantee: group(i % GROUPS),
+                            role: perm::Role::Reader as i32,
+                        },
+                    ],
+                }
+            })
+            .collect();
+        permissions
+            .set_document_acls(authed(perm::SetDocumentAclsRequest { acls }, &token))
+            .await
+            .unwrap();
+    }
+    (stored, start.elapsed())
+}
+
+/// The sync's own "sync finished" log fields, captured.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(buf).into_owned());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn run(distributed: bool, files: usize, log: &Captured) {
+    let label = if distributed {
+        "distributed (PostgreSQL + NATS)"
+    } else {
+        "embedded (SQLite + embedded bus)"
+    };
+    println!("\n{label}");
+    let fake = FakeGoogle::start(world(files)).await;
+    let token = fake.with(|w| w.new_token(ADMIN));
+    let server = BenchServer::start(distributed).await;
+    let operator = server
+        .issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
+        .unwrap();
+    let mut accounts =
+        perm::account_service_client::AccountServiceClient::new(server.channel.clone());
+    let tenant: TenantId = accounts
+        .create_tenant(authed(
+            perm::CreateTenantRequest {
+                name: "Bench".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let admin = server
+        .issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+
+    let (listed, took) = fetch_only(&fake, &token).await;
+    assert_eq!(listed, files);
+    let fetch_rate = files as f64 / took.as_secs_f64();
+    println!(
+        "  {:<54} {fetch_rate:>8.0} docs/s  ({:>6.2} s)",
+        "baseline: fetch only (listing + exports)",
+        took.as_secs_f64()
+    );
+    let (stored, acls) = store_only(&server, tenant, files).await;
+    let store_rate = files as f64 / (stored + acls).as_secs_f64();
+    println!(
+        "  {:<54} {store_rate:>8.0} docs/s  ({:>6.2} s: store {:.2} s, grants {:.2} s)",
+        "baseline: store only (PutDocuments + SetDocumentAcls)",
+        (stored + acls).as_secs_f64(),
+        stored.as_secs_f64(),
+        acls.as_secs_f64()
+    );
+
+    let mut ingest = pb::ingest_service_client::IngestServiceClient::new(server.channel.clone());
+    log.0.lock().unwrap().clear();
+    let start = Instant::now();
+    let integration = ingest
+        .connect_integration(authed(
+            pb::ConnectIntegrationRequest {
+                kind: "google_drive".into(),
+                display_name: "Bench Drive".into(),
+                settings: fake.settings(),
+                access_token: token.clone(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    // Connecting starts the first sync; this joins it.
+    let mut stream = ingest
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        last = Some(p);
+    }
+    let took = start.elapsed();
+    let last = last.unwrap();
+    assert_eq!(last.phase, pb::SyncPhase::Done as i32, "{}", last.error);
+    assert_eq!(last.created, files as u64, "{last:?}");
+    let rate = files as f64 / took.as_secs_f64();
+    println!(
+        "  {:<54} {rate:>8.0} docs/s  ({:>6.2} s)   {:>4.2}× fetch only, {:>4.2}× store only",
+        "full sync, connect to done",
+        took.as_secs_f64(),
+        rate / fetch_rate,
+        rate / store_rate
+    );
+    let lines = log.0.lock().unwrap().clone();
+    if let Some(line) = lines.iter().find(|l| l.contains("sync finished")) {
+        let fields: Vec<&str> = line
+            .split_whitespace()
+            .filter(|f| f.contains("_ms="))
+            .collect();
+        println!("  where the sync's time went: {}", fields.join(" "));
+    }
+    server.stop().await;
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("mindmesh_ingest=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    let files = env_or("MINDMESH_BENCH_FILES", 10_000);
+    let only = std::env::var("MINDMESH_BENCH_ONLY").unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "ingest: full Google Drive sync of {files} files of {CONTENT_BYTES} bytes, {USERS} users, {GROUPS} groups"
+    );
+    runtime.block_on(async {
+        if only.is_empty() || only == "sqlite" {
+            run(false, files, &log).await;
+        }
+        if only.is_empty() || only == "postgresql" {
+            run(true, files, &log).await;
+        }
+    });
+}

@@ -3,7 +3,9 @@
 //! processes on the real PostgreSQL (a database per service) and the real NATS JetStream.
 //! A user created through the permissions process reaches the retention process as an
 //! event; both processes stop cleanly on SIGTERM. A storage process asks a separate
-//! permissions process before every read, with its own short-lived service tokens.
+//! permissions process before every read, with its own short-lived service tokens. An
+//! ingest process syncs a folder into separate storage and permissions processes, and
+//! its disconnect erases it there.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
@@ -16,6 +18,7 @@ use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::crypto::{SecretKey, SigningKey};
 use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::retention::v1 as retention;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
@@ -478,4 +481,201 @@ async fn storage_asks_a_separate_permissions_process_before_every_read() {
     let err = storage.get_document(get(&members[0])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     stop(storage_process).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_syncs_into_separate_storage_and_permissions_processes() {
+    let deployment = Deployment::new();
+    migrate(&deployment);
+    let folders = tempfile::tempdir().unwrap();
+    let dir = folders.path().join("acme");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("handbook.md"), "how we work").unwrap();
+    std::fs::write(dir.join("salaries.md"), "nobody's business").unwrap();
+    std::fs::write(
+        dir.join("mindmesh-acl.json"),
+        r#"{"users": [{"id": "ada", "email": "ada@example.com"}],
+            "grants": [{"path": "handbook.md", "to": "user:ada", "role": "reader"}]}"#,
+    )
+    .unwrap();
+
+    let (permissions_process, permissions_addr) = deployment.serve("permissions", &[]);
+    let jwt = format!(
+        "keys.jwt_private_key_file={}",
+        deployment.jwt_file.display()
+    );
+    let to_permissions = format!("peers.permissions_url=http://{permissions_addr}");
+    let (storage_process, storage_addr) =
+        deployment.serve("storage", &["--set", &to_permissions, "--set", &jwt]);
+    let root = format!("ingest.local_folder_root={}", folders.path().display());
+    // Without storage's address, ingest refuses to start and says why.
+    let out = deployment
+        .command(&[
+            "serve",
+            "--service",
+            "ingest",
+            "--set",
+            "listen=127.0.0.1:0",
+            "--set",
+            &to_permissions,
+            "--set",
+            &jwt,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("peers.storage_url"), "{stderr}");
+    let to_storage = format!("peers.storage_url=http://{storage_addr}");
+    let (ingest_process, ingest_addr) = deployment.serve(
+        "ingest",
+        &[
+            "--set",
+            &to_permissions,
+            "--set",
+            &to_storage,
+            "--set",
+            &jwt,
+            "--set",
+            &root,
+        ],
+    );
+
+    let operator = deployment
+        .issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
+        .unwrap();
+    let mut accounts =
+        pb::account_service_client::AccountServiceClient::new(connect(&permissions_addr).await);
+    let tenant: TenantId = accounts
+        .create_tenant(authed(
+            pb::CreateTenantRequest {
+                name: "Acme".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let admin = deployment
+        .issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let ada = accounts
+        .create_user(authed(
+            pb::CreateUserRequest {
+                first_name: "Ada".into(),
+                last_name: "L".into(),
+                email: "ada@example.com".into(),
+                picture_url: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let ada = deployment
+        .issuer
+        .issue(
+            &ada.id,
+            Some(tenant),
+            &[Role::Member],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+
+    let mut ingest =
+        ingest_pb::ingest_service_client::IngestServiceClient::new(connect(&ingest_addr).await);
+    let integration = ingest
+        .connect_integration(authed(
+            ingest_pb::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: "Shared".into(),
+                settings: [("path".to_owned(), "acme".to_owned())].into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    let mut progress = ingest
+        .sync_integration(authed(
+            ingest_pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = progress.message().await.unwrap() {
+        last = Some(p);
+    }
+    assert_eq!(last.unwrap().phase, ingest_pb::SyncPhase::Done as i32);
+
+    let storage =
+        storage::storage_service_client::StorageServiceClient::new(connect(&storage_addr).await);
+    let titles = |token: String| {
+        let mut storage = storage.clone();
+        async move {
+            storage
+                .list_documents(authed(storage::ListDocumentsRequest::default(), &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .documents
+                .into_iter()
+                .map(|d| d.title)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(titles(ada.clone()).await, vec!["handbook.md".to_owned()]);
+
+    // Disconnecting erases it in the storage process too, over NATS.
+    ingest
+        .disconnect_integration(authed(
+            ingest_pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let service = deployment
+        .issuer
+        .issue(
+            "ingest",
+            Some(tenant),
+            &[Role::Service],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !titles(service.clone()).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "storage kept the disconnected folder's documents"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop(ingest_process).await;
+    stop(storage_process).await;
+    stop(permissions_process).await;
 }

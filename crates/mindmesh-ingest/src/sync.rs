@@ -85,7 +85,8 @@ impl Progress {
 struct Timings {
     /// Reading principals and handing them to permissions.
     principals: Duration,
-    /// Waiting for the source's pages (listings, change logs, grants).
+    /// Waiting for the source's pages (listings, change logs, grants); the next page is
+    /// read while the current one is applied, so only what was not hidden counts.
     listing: Duration,
     /// Fetching contents and storing them (overlapped: storage encrypts and writes
     /// while the next contents arrive).
@@ -326,6 +327,8 @@ impl Engine {
         let mut cursor = position.cursor;
         let mut seen_cursors: HashSet<String> = HashSet::new();
         let mut pages = 0u64;
+        // The next page is read from the source while this one is applied and committed.
+        let mut prefetched: Option<Prefetch> = None;
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Unavailable("the sync was stopped".into()));
@@ -335,16 +338,25 @@ impl Engine {
                     "the integration is being disconnected".into(),
                 ));
             }
-            let page = timed(
-                &mut timings.listing,
-                stopped_or(cancel, connector.page(cursor.as_deref())),
-            )
-            .await?;
+            let page = match prefetched.take() {
+                Some(next) => timed(&mut timings.listing, stopped_or(cancel, next.page())).await?,
+                None => {
+                    timed(
+                        &mut timings.listing,
+                        stopped_or(cancel, connector.page(cursor.as_deref())),
+                    )
+                    .await?
+                }
+            };
             pages += 1;
             if page.new_listing && cursor.is_some() {
                 position.generation += 1;
                 self.store.start_listing(id, position.generation).await?;
             }
+            prefetched = match (&page.cursor, page.more) {
+                (Some(next), true) => Some(Prefetch::start(Arc::clone(&connector), next.clone())),
+                _ => None,
+            };
             let mut record = self
                 .apply(
                     tenant,
@@ -615,6 +627,30 @@ impl Engine {
                 p.deleted += gone.len() as u64;
             });
         }
+    }
+}
+
+/// The next page, read by a task of its own while the current one is applied; dropped
+/// (a sync that stops or fails), the read is abandoned.
+struct Prefetch(tokio::task::JoinHandle<Result<Page>>);
+
+impl Prefetch {
+    fn start(connector: Arc<dyn Connector>, cursor: String) -> Self {
+        Prefetch(tokio::spawn(
+            async move { connector.page(Some(&cursor)).await },
+        ))
+    }
+
+    async fn page(mut self) -> Result<Page> {
+        (&mut self.0)
+            .await
+            .map_err(|_| Error::Internal("reading the next page stopped".into()))?
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -187,3 +187,45 @@ mod tests {
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }
+
+/// Keeps PostgreSQL's planner statistics of one table fresh under bulk writes.
+///
+/// PostgreSQL plans from statistics that autovacuum refreshes only after a delay; a
+/// table that grew tenfold within a minute gets sequential scans for what an index
+/// answers (measured: deleting the grants of 1,000 documents by id went from 6 ms to
+/// 800 ms as a first sync filled the table). Writers report the rows they wrote; every
+/// `every` rows the table is analyzed. SQLite is left alone: without statistics its
+/// planner prefers indexes.
+#[derive(Debug)]
+pub struct FreshStats {
+    table: &'static str,
+    every: u64,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl FreshStats {
+    /// Statistics of `table`, refreshed every `every` rows written.
+    pub const fn new(table: &'static str, every: u64) -> Self {
+        FreshStats {
+            table,
+            every,
+            written: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `rows` written to the table through `db`; analyzes it when due.
+    pub async fn wrote(&self, db: &DatabaseConnection, rows: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if rows == 0 || db.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let total = self.written.fetch_add(rows, Ordering::Relaxed) + rows;
+        if total < self.every {
+            return Ok(());
+        }
+        self.written.store(0, Ordering::Relaxed);
+        db.execute_unprepared(&format!("ANALYZE {}", self.table))
+            .await?;
+        Ok(())
+    }
+}

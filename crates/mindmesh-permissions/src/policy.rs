@@ -103,6 +103,8 @@ pub struct Policy {
     slots: Mutex<HashMap<TenantId, Arc<Slot>>>,
     /// The principal set of each integration as this replica last wrote or read it.
     synced: Mutex<HashMap<(TenantId, IntegrationId), Arc<sync::StoredSet>>>,
+    /// Planner statistics of `grants`, refreshed as syncs fill it.
+    grant_stats: mindmesh_kit::db::FreshStats,
 }
 
 impl Policy {
@@ -112,6 +114,7 @@ impl Policy {
             blind: BlindIndex::new(ctx.keystore.clone()),
             ctx,
             slots: Mutex::new(HashMap::new()),
+            grant_stats: mindmesh_kit::db::FreshStats::new("grants", 10_000),
             synced: Mutex::new(HashMap::new()),
         }
     }
@@ -596,6 +599,9 @@ impl Policy {
         }
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.grant_stats
+            .wrote(&self.ctx.db, rows.len() as u64)
+            .await?;
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match guard.as_mut() {
             Some(index) if slot.patchable() && index.revision() + 1 == revision => {

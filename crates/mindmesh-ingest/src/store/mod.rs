@@ -7,10 +7,12 @@
 pub mod migration;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::db::FreshStats;
 use mindmesh_kit::db::now;
 use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
@@ -120,6 +122,8 @@ pub struct PageRecord {
 #[derive(Clone)]
 pub struct Store {
     ctx: ServiceContext,
+    /// Planner statistics of `items`, refreshed as syncs fill it.
+    item_stats: Arc<FreshStats>,
 }
 
 const COLUMNS: [&str; 9] = [
@@ -137,7 +141,10 @@ const COLUMNS: [&str; 9] = [
 impl Store {
     /// The store of the service behind `ctx`.
     pub fn new(ctx: ServiceContext) -> Self {
-        Store { ctx }
+        Store {
+            ctx,
+            item_stats: Arc::new(FreshStats::new("items", 10_000)),
+        }
     }
 
     /// The database.
@@ -617,6 +624,9 @@ impl Store {
         )
         .await?;
         txn.commit().await?;
+        self.item_stats
+            .wrote(&self.ctx.db, page.items.len() as u64)
+            .await?;
         Ok(())
     }
 

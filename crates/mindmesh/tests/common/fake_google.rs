@@ -185,19 +185,34 @@ impl World {
     }
 
     fn can_see(&self, user: &str, f: &File) -> bool {
+        self.can_see_in(user, None, f)
+    }
+
+    /// `can_see`, with the user's groups when already known (a listing computes them
+    /// once, not once per file).
+    fn can_see_in(&self, user: &str, groups: Option<&BTreeSet<String>>, f: &File) -> bool {
         if f.trashed {
             return false;
         }
         if let Some(drive) = &f.drive {
             return self.drives.get(drive).is_some_and(|m| m.contains(user));
         }
-        let groups = self.groups_of(user);
-        f.owner == user
-            || f.perms.iter().any(|p| {
-                !p.deleted
-                    && ((p.kind == "user" && p.email == user)
-                        || (p.kind == "group" && groups.contains(&p.email)))
-            })
+        if f.owner == user {
+            return true;
+        }
+        let computed;
+        let groups = match groups {
+            Some(g) => g,
+            None => {
+                computed = self.groups_of(user);
+                &computed
+            }
+        };
+        f.perms.iter().any(|p| {
+            !p.deleted
+                && ((p.kind == "user" && p.email == user)
+                    || (p.kind == "group" && groups.contains(&p.email)))
+        })
     }
 
     fn can_share(&self, user: &str, f: &File) -> bool {
@@ -657,23 +672,19 @@ async fn files(State(world): State<Shared>, headers: HeaderMap, Query(q): Q) -> 
         q.get("includeItemsFromAllDrives").map(String::as_str),
         Some("true")
     );
-    let visible: Vec<Value> = w
+    let groups = w.groups_of(&user);
+    let visible: Vec<&File> = w
         .files
         .values()
-        .filter(|f| w.can_see(&user, f))
+        .filter(|f| w.can_see_in(&user, Some(&groups), f))
         .filter(|f| {
             !(query.contains("mimeType != 'application/vnd.google-apps.folder'")
                 && f.mime_type == "application/vnd.google-apps.folder")
         })
-        .map(|f| {
-            w.file_json(
-                &user,
-                f,
-                q.get("fields").map(String::as_str).unwrap_or_default(),
-            )
-        })
         .collect();
     let (page, next) = paged(&visible, &q, "pageSize", w.page_size);
+    let fields = q.get("fields").map(String::as_str).unwrap_or_default();
+    let page: Vec<Value> = page.iter().map(|f| w.file_json(&user, f, fields)).collect();
     axum::Json(json!({"kind": "drive#fileList", "files": page, "nextPageToken": next}))
         .into_response()
 }

@@ -477,6 +477,20 @@ pub fn base_url(setting: &'static str, value: &str) -> Result<reqwest::Url> {
     Ok(url)
 }
 
+/// The endpoint base URL the setting `field` (`settings.<key>`) names, or `default`;
+/// checked as [`base_url`] does.
+pub fn setting_url(
+    settings: &std::collections::BTreeMap<String, String>,
+    field: &'static str,
+    default: &str,
+) -> Result<reqwest::Url> {
+    let key = field.strip_prefix("settings.").unwrap_or(field);
+    base_url(
+        field,
+        settings.get(key).map(String::as_str).unwrap_or(default),
+    )
+}
+
 /// `base` joined with `path` segments, each percent-encoded.
 pub fn endpoint(base: &reqwest::Url, segments: &[&str]) -> reqwest::Url {
     let mut url = base.clone();

@@ -148,7 +148,7 @@ impl Engine {
         id: IntegrationId,
         full: bool,
     ) -> watch::Receiver<Progress> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.running();
         if let Some(r) = running.get(&id) {
             return r.progress.clone();
         }
@@ -181,11 +181,7 @@ impl Engine {
                 }
             }
             // Out of the map first, so that a new request after this one starts afresh.
-            engine
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            engine.running().remove(&id);
             tx.send_replace(last);
         });
         rx
@@ -194,15 +190,19 @@ impl Engine {
     /// Stops the sync of `id` running in this process, if any, and waits until it ended.
     pub async fn stop(&self, id: IntegrationId) {
         let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .running()
             .get(&id)
             .map(|r| (r.cancel.clone(), r.progress.clone()));
         if let Some((cancel, mut progress)) = running {
             cancel.cancel();
             let _ = progress.wait_for(Progress::finished).await;
         }
+    }
+
+    /// The syncs running in this process. A poisoned lock still guards a consistent map
+    /// (every change is one insert or one remove), so it is used as it is.
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<IntegrationId, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Wakes the scheduler (a sync was requested).
@@ -222,11 +222,7 @@ impl Engine {
                 match engine.store.due(chrono::Utc::now() - interval).await {
                     Ok(due) => {
                         for (tenant, id) in due {
-                            let running = engine
-                                .running
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .contains_key(&id);
+                            let running = engine.running().contains_key(&id);
                             if !running {
                                 drop(engine.sync(tenant, id, false));
                             }

@@ -441,18 +441,7 @@ async fn rate_limit_storms_and_token_expiry(backend: Backend) {
         last.error
     );
     assert_eq!(titles(&server, &p.alice).await.len(), 4);
-    let read = client
-        .get_integration(authed(
-            pb::GetIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .integration
-        .unwrap();
+    let read = ingest::integration(&mut client, &admin, &integration.id).await;
     assert_eq!(read.status, pb::IntegrationStatus::Failing as i32);
     assert!(
         read.last_error.contains("rate limiting"),

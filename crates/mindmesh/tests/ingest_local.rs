@@ -185,18 +185,7 @@ async fn full_then_incremental_sync(backend: Backend) {
         .into_inner();
     assert_eq!(got.content, b"welcome to engineering, second edition");
 
-    let read = client
-        .get_integration(authed(
-            pb::GetIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .integration
-        .unwrap();
+    let read = ingest::integration(&mut client, &admin, &integration.id).await;
     assert!(read.last_synced_at.is_some());
     assert_eq!(read.last_error, "");
     server.stop().await;
@@ -312,18 +301,7 @@ async fn p06_disconnect_erases_what_the_folder_brought(backend: Backend) {
         let n: i64 = row.try_get("", "n").unwrap();
         assert_eq!(n, 0, "{table} still has rows");
     }
-    let read = client
-        .get_integration(authed(
-            pb::GetIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .integration
-        .unwrap();
+    let read = ingest::integration(&mut client, &admin, &integration.id).await;
     assert_eq!(read.status, pb::IntegrationStatus::Disconnected as i32);
     let err = client
         .sync_integration(authed(
@@ -482,18 +460,7 @@ async fn hostile_folders_and_requests_get_clear_errors(backend: Backend) {
     let last = all.last().unwrap();
     assert_eq!(last.phase, pb::SyncPhase::Failed as i32);
     assert!(last.error.contains("mindmesh-acl.json"), "{}", last.error);
-    let read = client
-        .get_integration(authed(
-            pb::GetIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .integration
-        .unwrap();
+    let read = ingest::integration(&mut client, &admin, &integration.id).await;
     assert_eq!(read.status, pb::IntegrationStatus::Failing as i32);
     assert!(
         read.last_error.contains("mindmesh-acl.json"),

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mindmesh_proto::mindmesh::ingest::v1 as ingest;
+use mindmesh_proto::mindmesh::dsar::v1 as dsar;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -173,13 +173,13 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
 
     // Not built yet: UNIMPLEMENTED, never a fake success.
     let operator = token(&data, "operator");
-    let mut request = tonic::Request::new(ingest::ListConnectorsRequest {});
+    let mut request = tonic::Request::new(dsar::ListRequestsRequest::default());
     request.metadata_mut().insert(
         "authorization",
         format!("Bearer {operator}").parse().unwrap(),
     );
-    let status = ingest::ingest_service_client::IngestServiceClient::new(channel.clone())
-        .list_connectors(request)
+    let status = dsar::dsar_service_client::DsarServiceClient::new(channel.clone())
+        .list_requests(request)
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

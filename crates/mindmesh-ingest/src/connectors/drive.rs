@@ -36,7 +36,7 @@ use crate::connector::{
     SourceDocument, SourceGrant, SourceGroup, SourceMembership, SourceUser,
 };
 use crate::connectors::Grant;
-use crate::http::{Answer, Auth, Call, Http, base_url, endpoint};
+use crate::http::{Answer, Auth, Call, Http, endpoint, setting_url};
 use crate::oauth::{self, CredentialSink, Forget, Renewal, ServiceAccount, TokenSource};
 
 /// The scopes the connector asks for: read-only, and no more (P03).
@@ -98,17 +98,11 @@ struct Endpoints {
 
 impl Endpoints {
     fn from(settings: &BTreeMap<String, String>) -> Result<Self> {
-        let get = |key: &'static str, default: &str| {
-            base_url(
-                key,
-                settings.get(key).map(String::as_str).unwrap_or(default),
-            )
-        };
         Ok(Endpoints {
-            drive: get("drive_url", DRIVE_URL)?,
-            directory: get("directory_url", DIRECTORY_URL)?,
-            token: get("token_url", TOKEN_URL)?,
-            revoke: get("revoke_url", REVOKE_URL)?,
+            drive: setting_url(settings, "settings.drive_url", DRIVE_URL)?,
+            directory: setting_url(settings, "settings.directory_url", DIRECTORY_URL)?,
+            token: setting_url(settings, "settings.token_url", TOKEN_URL)?,
+            revoke: setting_url(settings, "settings.revoke_url", REVOKE_URL)?,
         })
     }
 }

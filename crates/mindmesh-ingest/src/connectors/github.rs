@@ -34,7 +34,7 @@ use crate::connector::{
     SourceDocument, SourceGrant, SourceGroup, SourceMembership, SourceUser,
 };
 use crate::connectors::Grant;
-use crate::http::{Answer, Auth, Call, Http, base_url, endpoint};
+use crate::http::{Answer, Auth, Call, Http, endpoint, setting_url};
 use crate::oauth::{self, CredentialSink, Renewal, TokenSource};
 
 /// The read-only permissions the connector's GitHub App asks for (P03).
@@ -93,20 +93,8 @@ pub async fn connect(
     grant: Grant,
 ) -> Result<()> {
     org(settings)?;
-    base_url(
-        "settings.api_url",
-        settings
-            .get("api_url")
-            .map(String::as_str)
-            .unwrap_or(API_URL),
-    )?;
-    let oauth_url = base_url(
-        "settings.oauth_url",
-        settings
-            .get("oauth_url")
-            .map(String::as_str)
-            .unwrap_or(OAUTH_URL),
-    )?;
+    setting_url(settings, "settings.api_url", API_URL)?;
+    let oauth_url = setting_url(settings, "settings.oauth_url", OAUTH_URL)?;
     if !grant.authorization_code.is_empty() {
         let (Some(client_id), Some(client_secret)) = (
             settings.get("client_id"),
@@ -183,20 +171,8 @@ pub fn open(
     credentials: Credentials,
     sink: Arc<dyn CredentialSink>,
 ) -> Result<GitHub> {
-    let api = base_url(
-        "settings.api_url",
-        settings
-            .get("api_url")
-            .map(String::as_str)
-            .unwrap_or(API_URL),
-    )?;
-    let oauth = base_url(
-        "settings.oauth_url",
-        settings
-            .get("oauth_url")
-            .map(String::as_str)
-            .unwrap_or(OAUTH_URL),
-    )?;
+    let api = setting_url(settings, "settings.api_url", API_URL)?;
+    let oauth = setting_url(settings, "settings.oauth_url", OAUTH_URL)?;
     let client = match (
         settings.get("client_id"),
         credentials.secrets.get("client_secret"),

@@ -843,18 +843,13 @@ impl Store {
             // Another call finished it meanwhile.
             return Ok(());
         }
-        let mut counts = HashMap::new();
-        for table in ["credentials", "items", "skipped_items"] {
-            let result = txn
-                .execute(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .to_owned(),
-                )
-                .await?;
-            counts.insert(table.to_owned(), result.rows_affected());
-        }
+        let counts = delete_rows(
+            &txn,
+            &["credentials", "items", "skipped_items"],
+            "integration_id",
+            id.to_string(),
+        )
+        .await?;
         outbox::enqueue(
             &txn,
             &events::envelope(
@@ -912,20 +907,37 @@ impl Store {
         txn: &C,
         tenant: TenantId,
     ) -> Result<HashMap<String, u64>> {
-        let mut counts = HashMap::new();
-        for table in ["credentials", "items", "skipped_items", "integrations"] {
-            let result = txn
-                .execute(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .to_owned(),
-                )
-                .await?;
-            counts.insert(table.to_owned(), result.rows_affected());
-        }
-        Ok(counts)
+        delete_rows(
+            txn,
+            &["credentials", "items", "skipped_items", "integrations"],
+            "tenant_id",
+            tenant.to_string(),
+        )
+        .await
     }
+}
+
+/// Deletes the rows of each of `tables` whose `column` is `value`; returns how many of
+/// each (the counts a `deletion.completed` reports).
+async fn delete_rows<C: ConnectionTrait>(
+    txn: &C,
+    tables: &[&'static str],
+    column: &'static str,
+    value: String,
+) -> Result<HashMap<String, u64>> {
+    let mut counts = HashMap::new();
+    for table in tables {
+        let result = txn
+            .execute(
+                &Query::delete()
+                    .from_table(*table)
+                    .and_where(Expr::col(column).eq(value.clone()))
+                    .to_owned(),
+            )
+            .await?;
+        counts.insert((*table).to_owned(), result.rows_affected());
+    }
+    Ok(counts)
 }
 
 fn credentials_aad(tenant: TenantId, id: IntegrationId) -> Vec<u8> {

@@ -35,6 +35,22 @@ pub async fn connect(
         .expect("integration")
 }
 
+/// The integration `id` as `GetIntegration` answers it.
+pub async fn integration(ingest: &mut Ingest, admin: &str, id: &str) -> pb::Integration {
+    ingest
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: id.into(),
+            },
+            admin,
+        ))
+        .await
+        .expect("get integration")
+        .into_inner()
+        .integration
+        .expect("integration")
+}
+
 /// Runs a sync to its end; returns every progress message, the last one final.
 pub async fn sync(ingest: &mut Ingest, admin: &str, id: &str, full: bool) -> Vec<pb::SyncProgress> {
     let mut stream = ingest

@@ -71,7 +71,12 @@ impl EventHandler for PermissionEvents {
                     .integration_id
                     .parse()
                     .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
-                // Crypto-shred first: idempotent, so a redelivery finds nothing to destroy.
+                // No more writes for it, then crypto-shred: both idempotent, so a
+                // redelivery finds nothing to do.
+                self.policy
+                    .mark_disconnected(tenant, integration)
+                    .await
+                    .map_err(Error::from)?;
                 let destroyed = self
                     .ctx
                     .keystore

@@ -213,6 +213,23 @@ impl StorageApi {
         docs: Vec<NewDocument>,
     ) -> Result<Vec<pb::PutResult>> {
         let mut results = Vec::with_capacity(docs.len());
+        // A disconnected integration's documents are erased; none is stored again.
+        let integrations: std::collections::BTreeSet<IntegrationId> = docs
+            .iter()
+            .filter_map(|d| match &d.origin {
+                Origin::Imported { integration, .. } => Some(*integration),
+                Origin::Native { .. } => None,
+            })
+            .collect();
+        if let Some(gone) = self
+            .documents
+            .disconnected_among(tenant, &integrations)
+            .await?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "header.integration_id: integration {gone} is disconnected; nothing more is stored for it"
+            )));
+        }
         let external: Vec<String> = docs
             .iter()
             .map(|d| match &d.origin {

@@ -80,6 +80,12 @@ impl EventHandler for StorageEvents {
                 .map(ErasureScope::Owner),
             _ => None,
         };
+        if let Some(ErasureScope::Integration(integration)) = &scope {
+            // Before anything is erased: a late write of the integration is refused.
+            self.documents
+                .mark_disconnected(tenant, *integration)
+                .await?;
+        }
         // Keys first, then batches; an interrupted erasure resumes on redelivery.
         let erasure = match &scope {
             Some(scope) => self

@@ -16,6 +16,7 @@ use common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
@@ -286,6 +287,73 @@ async fn p06_disconnect_erases_what_the_folder_brought(backend: Backend) {
         "storage still holds the folder's documents"
     );
     assert!(titles(&server, &alice).await.is_empty());
+
+    // A late write for the disconnected integration (a sync elsewhere that had not
+    // stopped yet) is refused by storage and permissions alike: nothing outlives the
+    // cascade.
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    let late = vec![
+        storage::PutDocumentsRequest {
+            item: Some(storage::put_documents_request::Item::Header(
+                storage::DocumentHeader {
+                    integration_id: integration.id.clone(),
+                    external_id: "late.txt".into(),
+                    source_version: "1".into(),
+                    title: "late".into(),
+                    size_bytes: 4,
+                    ..Default::default()
+                },
+            )),
+        },
+        storage::PutDocumentsRequest {
+            item: Some(storage::put_documents_request::Item::Chunk(
+                b"late".to_vec(),
+            )),
+        },
+    ];
+    let err = docs
+        .put_documents(authed(tokio_stream::iter(late), &service))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("integration_id") && err.message().contains("disconnected"),
+        "{}",
+        err.message()
+    );
+    let mut permissions =
+        perm::permissions_service_client::PermissionsServiceClient::new(server.channel().await);
+    let err = permissions
+        .sync_principals(authed(
+            perm::SyncPrincipalsRequest {
+                integration_id: integration.id.clone(),
+                ..Default::default()
+            },
+            &service,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = permissions
+        .set_document_acls(authed(
+            perm::SetDocumentAclsRequest {
+                acls: vec![perm::DocumentAcl {
+                    document_id: uuid::Uuid::new_v4().to_string(),
+                    integration_id: integration.id.clone(),
+                    grants: Vec::new(),
+                }],
+            },
+            &service,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("acls.integration_id"),
+        "{}",
+        err.message()
+    );
 
     // Ingest itself: no credentials, no items; disconnected, and no sync any more.
     let db = server.service_db(Service::Ingest).await;

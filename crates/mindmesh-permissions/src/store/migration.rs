@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Graph));
         all.push(Box::new(StaffGrants));
         all.push(Box::new(PrincipalSyncs));
+        all.push(Box::new(DisconnectedIntegrations));
         all
     }
 }
@@ -302,6 +303,45 @@ impl MigrationTrait for PrincipalSyncs {
             .drop_table(
                 Table::drop()
                     .table("principal_syncs")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Integrations whose disconnect permissions has carried out: no principal or grant is
+/// written for them again (a late write of a sync that was still running would outlive
+/// the cascade).
+struct DisconnectedIntegrations;
+
+impl MigrationName for DisconnectedIntegrations {
+    fn name(&self) -> &str {
+        "m20261129_000500_permissions_disconnected_integrations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DisconnectedIntegrations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("disconnected_integrations")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .primary_key(Index::create().col("tenant_id").col("integration_id"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("disconnected_integrations")
                     .if_exists()
                     .to_owned(),
             )

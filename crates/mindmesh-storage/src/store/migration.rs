@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(NativeSources));
         all.push(Box::new(Restrictions));
         all.push(Box::new(PostingBlocks));
+        all.push(Box::new(DisconnectedIntegrations));
         all
     }
 }
@@ -424,5 +425,44 @@ impl MigrationTrait for PostingBlocks {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Integrations whose disconnect storage has carried out: nothing more is stored for
+/// them (a late write of a sync that was still running would outlive the cascade).
+struct DisconnectedIntegrations;
+
+impl MigrationName for DisconnectedIntegrations {
+    fn name(&self) -> &str {
+        "m20261129_000700_storage_disconnected_integrations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DisconnectedIntegrations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("disconnected_integrations")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .col(timestamp_with_time_zone("disconnected_at"))
+                    .primary_key(Index::create().col("tenant_id").col("integration_id"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("disconnected_integrations")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -115,7 +115,7 @@ impl Answer {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::Unavailable(format!(
                 "{call}: the source answered a malformed body ({})",
-                e.classify_kind()
+                decode_failure(&e)
             ))
         })
     }
@@ -126,18 +126,13 @@ impl Answer {
     }
 }
 
-trait ClassifyKind {
-    fn classify_kind(&self) -> &'static str;
-}
-
-impl ClassifyKind for serde_json::Error {
-    fn classify_kind(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "unexpected field type or missing field",
-            serde_json::error::Category::Eof => "truncated",
-        }
+/// What was wrong with a body that did not decode, in words (never its content).
+fn decode_failure(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "unexpected field type or missing field",
+        serde_json::error::Category::Eof => "truncated",
     }
 }
 

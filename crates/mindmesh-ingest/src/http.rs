@@ -537,6 +537,31 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever a source sends back, reading it never panics, and what is repeated
+        /// from it in a message is a short identifier.
+        #[test]
+        fn answers_from_sources_never_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..512), text in ".{0,200}") {
+            for reason in [google_reason(&body), oauth_error(&body)].into_iter().flatten() {
+                proptest::prop_assert!(identifier(&reason).is_some());
+            }
+            let _ = is_github_secondary_limit(&body);
+            let _ = base_url("settings.x", &text);
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let mut headers = HeaderMap::new();
+                headers.insert("retry-after", value);
+                let _ = retry_after(&headers);
+            }
+            if let Some(id) = identifier(&text) {
+                proptest::prop_assert!(id.len() <= 64 && !id.contains(' '));
+            }
+            let as_json = format!("{{\"error\": {:?}}}", text);
+            if let Some(code) = oauth_error(as_json.as_bytes()) {
+                proptest::prop_assert!(identifier(&code).is_some());
+            }
+        }
+    }
+
     #[test]
     fn retry_after_reads_seconds_and_dates() {
         let mut headers = HeaderMap::new();

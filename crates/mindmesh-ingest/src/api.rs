@@ -345,7 +345,7 @@ impl IngestService for IngestApi {
         if integration.status == IntegrationStatus::Disconnected {
             return Err(Error::FailedPrecondition("the integration is disconnected".into()).into());
         }
-        let mut progress = self.engine.sync(tenant, id, req.full);
+        let mut progress = self.engine.sync(tenant, id, req.full)?;
         // Every change is sent; a slow reader sees the latest state, never a stale one.
         let stream = self.stream(move |tx| async move {
             loop {

@@ -110,6 +110,8 @@ async fn timed<T>(into: &mut Duration, work: impl std::future::Future<Output = T
 struct Running {
     progress: watch::Receiver<Progress>,
     cancel: CancellationToken,
+    /// It re-reads everything (ignoring the checkpoint).
+    full: bool,
 }
 
 /// Runs and schedules syncs.
@@ -141,16 +143,24 @@ impl Engine {
     }
 
     /// Starts a sync of `id` (or joins the one running in this process) and returns its
-    /// progress.
+    /// progress. A full sync asked for while an incremental one runs is refused rather
+    /// than quietly joined: the caller asks again once it has finished.
     pub fn sync(
         self: &Arc<Self>,
         tenant: TenantId,
         id: IntegrationId,
         full: bool,
-    ) -> watch::Receiver<Progress> {
+    ) -> Result<watch::Receiver<Progress>> {
         let mut running = self.running();
         if let Some(r) = running.get(&id) {
-            return r.progress.clone();
+            if full && !r.full {
+                return Err(Error::FailedPrecondition(
+                    "full: an incremental sync of this integration is running; ask for the full \
+                     sync when it has finished"
+                        .into(),
+                ));
+            }
+            return Ok(r.progress.clone());
         }
         let (tx, rx) = watch::channel(Progress::default());
         let cancel = self.ctx.shutdown.child_token();
@@ -159,6 +169,7 @@ impl Engine {
             Running {
                 progress: rx.clone(),
                 cancel: cancel.clone(),
+                full,
             },
         );
         let engine = Arc::clone(self);
@@ -184,7 +195,7 @@ impl Engine {
             engine.running().remove(&id);
             tx.send_replace(last);
         });
-        rx
+        Ok(rx)
     }
 
     /// Stops the sync of `id` running in this process, if any, and waits until it ended.
@@ -224,6 +235,7 @@ impl Engine {
                         for (tenant, id) in due {
                             let running = engine.running().contains_key(&id);
                             if !running {
+                                // Not running here, so an incremental sync always starts.
                                 drop(engine.sync(tenant, id, false));
                             }
                         }

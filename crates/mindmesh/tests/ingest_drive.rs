@@ -327,6 +327,37 @@ async fn a_sync_killed_half_way_resumes_where_it_stopped(backend: Backend) {
         (15..=20).contains(&before),
         "{before} documents before the stop"
     );
+    // Meanwhile: an incremental request joins the running sync; a full one is refused
+    // (asked again once this one has finished), never quietly turned into a join.
+    let joined = client
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: false,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.phase, pb::SyncPhase::Documents as i32);
+    assert!(joined.done >= 15, "{joined:?}");
+    let err = client
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: true,
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("full"), "{}", err.message());
 
     server.restart().await;
     let mut client = ingest::client(&server).await;

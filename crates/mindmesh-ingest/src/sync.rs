@@ -20,6 +20,7 @@ use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::{Error, Result};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::connector::{Connector, Credentials, Page, SourceDocument};
 use crate::connectors::{self, Setup};
@@ -173,28 +174,40 @@ impl Engine {
             },
         );
         let engine = Arc::clone(self);
-        self.ctx.tasks.spawn(async move {
-            let outcome = async {
-                let _slot = engine
-                    .slots
-                    .acquire()
-                    .await
-                    .map_err(|_| Error::Unavailable("the service is stopping".into()))?;
-                engine.run(tenant, id, full, &tx, &cancel).await
-            }
-            .await;
-            let mut last = tx.borrow().clone();
-            match outcome {
-                Ok(()) => last.phase = Phase::Done,
-                Err(e) => {
-                    last.phase = Phase::Failed;
-                    last.error = e.to_string();
+        // One span per sync (exported with the service's traces), its own root: a sync
+        // outlives the request that started it.
+        let span = tracing::info_span!(
+            parent: None,
+            "sync",
+            tenant_id = %tenant,
+            integration_id = %id,
+            full
+        );
+        self.ctx.tasks.spawn(
+            async move {
+                let outcome = async {
+                    let _slot = engine
+                        .slots
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::Unavailable("the service is stopping".into()))?;
+                    engine.run(tenant, id, full, &tx, &cancel).await
                 }
+                .await;
+                let mut last = tx.borrow().clone();
+                match outcome {
+                    Ok(()) => last.phase = Phase::Done,
+                    Err(e) => {
+                        last.phase = Phase::Failed;
+                        last.error = e.to_string();
+                    }
+                }
+                // Out of the map first, so that a new request after this one starts afresh.
+                engine.running().remove(&id);
+                tx.send_replace(last);
             }
-            // Out of the map first, so that a new request after this one starts afresh.
-            engine.running().remove(&id);
-            tx.send_replace(last);
-        });
+            .instrument(span),
+        );
         Ok(rx)
     }
 

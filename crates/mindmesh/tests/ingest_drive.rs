@@ -809,7 +809,57 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     server.stop().await;
 }
 
+async fn p07_an_archived_drive_file_stays_out_after_its_next_change(backend: Backend) {
+    let server = server(backend).await;
+    let fake = FakeGoogle::start(acme()).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let press_kit = ingest::readable(&server, &p.alice)
+        .await
+        .into_iter()
+        .find(|d| d.title == "Press kit")
+        .unwrap();
+    // An admin (a person, who may read it: it is shared with anyone) archives it.
+    let (ada, _) = ingest::member(&server, tenant, &admin, "ada@acme.example").await;
+    let ada = server.token(&ada, Some(tenant), &[Role::Admin]);
+    let mut docs =
+        mindmesh_proto::mindmesh::storage::v1::storage_service_client::StorageServiceClient::new(
+            server.channel().await,
+        );
+    docs.archive_document(authed(
+        mindmesh_proto::mindmesh::storage::v1::ArchiveDocumentRequest {
+            document_id: press_kit.id.clone(),
+        },
+        &ada,
+    ))
+    .await
+    .unwrap();
+    // At the source it changes; the change log brings it; it is not re-imported.
+    fake.with(|w| w.edit("f-public", |f| f.content = b"public, revised".to_vec()));
+    let done = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!((done.created, done.updated), (0, 0), "{done:?}");
+    assert_eq!(done.skipped, 1, "{done:?}");
+    assert!(!titles(&server, &p.alice).await.contains("Press kit"));
+    let kept = docs
+        .get_document(authed(
+            mindmesh_proto::mindmesh::storage::v1::GetDocumentRequest {
+                document_id: press_kit.id.clone(),
+                ..Default::default()
+            },
+            &ada,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.content, b"public", "the archived version is kept");
+    server.stop().await;
+}
+
 both_modes!(
+    p07_an_archived_drive_file_stays_out_after_its_next_change,
     drive_full_then_incremental_sync,
     a_sync_killed_half_way_resumes_where_it_stopped,
     rate_limit_storms_and_token_expiry,

@@ -8,7 +8,8 @@
 //! - **store only**: the same documents streamed straight to `PutDocuments`, and their
 //!   grants to `SetDocumentAcls` (the sink's ceiling);
 //! - the sync's own account of where its time went (principals, listing, content and
-//!   store, grants, bookkeeping), from its log line.
+//!   store, grants, bookkeeping), from its log line, and what sealing the contents alone
+//!   costs, for scale.
 //!
 //! `MINDMESH_BENCH_FILES` shrinks the run; `MINDMESH_BENCH_ONLY=sqlite|postgresql` runs
 //! one mode.
@@ -251,6 +252,18 @@ async fn store_only(server: &BenchServer, tenant: TenantId, files: usize) -> (Du
     (stored, start.elapsed())
 }
 
+/// How long sealing every content takes (what encryption costs in a sync).
+fn encrypt_only(files: usize) -> Duration {
+    let key = mindmesh_kit::crypto::SecretKey::generate().unwrap();
+    let content = vec![b'x'; CONTENT_BYTES];
+    let start = Instant::now();
+    for i in 0..files {
+        let sealed = key.seal(format!("doc-{i}").as_bytes(), &content).unwrap();
+        std::hint::black_box(sealed);
+    }
+    start.elapsed()
+}
+
 /// The sync's own "sync finished" log fields, captured.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<String>>>);
@@ -325,6 +338,13 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
         (stored + acls).as_secs_f64(),
         stored.as_secs_f64(),
         acls.as_secs_f64()
+    );
+    let encrypt = encrypt_only(files);
+    println!(
+        "  {:<54} {:>8.0} docs/s  ({:>6.2} s)",
+        "for scale: AES-256-GCM seal of the contents, 1 thread",
+        files as f64 / encrypt.as_secs_f64(),
+        encrypt.as_secs_f64()
     );
 
     let mut ingest = pb::ingest_service_client::IngestServiceClient::new(server.channel.clone());

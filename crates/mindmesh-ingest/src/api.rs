@@ -32,8 +32,9 @@ const MAX_SETTINGS: usize = 32;
 const MAX_SETTING_BYTES: usize = 16 * 1024;
 /// Longest credential handed over at connect time.
 const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
-/// How long a disconnect waits for a sync on another replica to notice and stop.
-const DISCONNECT_WAIT: Duration = Duration::from_secs(150);
+/// How long a disconnect waits for a sync on another replica to notice and stop (it
+/// notices within a heartbeat; a crashed one's lease runs out).
+const DISCONNECT_WAIT: Duration = Duration::from_secs(2 * crate::sync::LEASE.as_secs());
 
 /// The ingest service's gRPC face.
 #[derive(Clone)]

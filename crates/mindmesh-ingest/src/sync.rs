@@ -28,8 +28,11 @@ use crate::oauth::CredentialSink;
 use crate::sink::{Outcome, Sink};
 use crate::store::{PageRecord, Store};
 
-/// How long a lease lasts without renewal; renewed before every page.
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a lease lasts without renewal: how long a crashed sync keeps others out.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a running sync renews its lease (also before every page); when it cannot
+/// (the integration is being disconnected), it stops at once.
+const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How often the scheduler looks for due integrations (it is also woken on request).
 const TICK: Duration = Duration::from_secs(10);
 /// Items removed per step of a full listing's sweep.
@@ -278,7 +281,28 @@ impl Engine {
                 "a sync of this integration is already running, or it is being disconnected".into(),
             ));
         }
-        let result = self.run_leased(tenant, id, full, progress, cancel).await;
+        // The lease is renewed while the sync runs; losing it (a disconnect, here or on
+        // another replica) stops the sync where it is: what it had not committed is
+        // erased with the rest, or fetched again by the next sync.
+        let lease_lost = async {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                match self.renew(id).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(integration_id = %id, error = %e, "renewing the sync lease failed; will retry")
+                    }
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = self.run_leased(tenant, id, full, progress, cancel) => result,
+            () = lease_lost => {
+                cancel.cancel();
+                Err(Error::FailedPrecondition("the integration is being disconnected".into()))
+            }
+        };
         let recorded = match &result {
             Ok(()) => self.store.finish(id, "").await,
             // Stopped (shutdown, disconnect): not a failure of the integration.

@@ -858,6 +858,64 @@ async fn p07_an_archived_drive_file_stays_out_after_its_next_change(backend: Bac
     server.stop().await;
 }
 
+/// Distributed only (replicas share PostgreSQL and NATS): a disconnect through one
+/// replica stops a sync running on another within a heartbeat, instead of waiting for its
+/// lease to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_stops_a_sync_running_on_another_replica() {
+    let server = server(Backend::Distributed).await;
+    let replica = server.replica(Service::ALL.to_vec()).await;
+    let mut world = acme();
+    world.faults.push(Fault {
+        matches: "pageToken=offset-4".into(),
+        answer: Answer::Hang,
+        times: 1,
+    });
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    // Connected through the replica, whose scheduler starts the first sync at once.
+    let mut on_replica =
+        pb::ingest_service_client::IngestServiceClient::new(replica.channel().await);
+    let integration = ingest::connect(&mut on_replica, &admin, oauth_request(&fake)).await;
+    let stuck = eventually(Duration::from_secs(30), || async {
+        fake.seen("/drive/v3/files")
+            .iter()
+            .any(|s| s.query.get("pageToken").map(String::as_str) == Some("offset-4"))
+    })
+    .await;
+    assert!(stuck, "the sync did not reach the hanging page");
+
+    let mut client = ingest::client(&server).await;
+    let started = std::time::Instant::now();
+    client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    // Within a heartbeat (10 s) and well before the lease (30 s) would have run out.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the disconnect waited {:?}",
+        started.elapsed()
+    );
+    let read = ingest::integration(&mut on_replica, &admin, &integration.id).await;
+    assert_eq!(read.status, pb::IntegrationStatus::Disconnected as i32);
+    assert_eq!(read.last_error, "", "a stopped sync is not a failed one");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            stored(&server, tenant).await == 0
+        })
+        .await,
+        "storage still holds the integration's documents"
+    );
+    replica.stop().await;
+    server.stop().await;
+}
+
 both_modes!(
     p07_an_archived_drive_file_stays_out_after_its_next_change,
     drive_full_then_incremental_sync,

@@ -379,6 +379,8 @@ impl Engine {
                 return Err(Error::Unavailable("the sync was stopped".into()));
             }
             if !self.renew(id).await? {
+                // Being disconnected: a stop, not a failure of the integration.
+                cancel.cancel();
                 return Err(Error::FailedPrecondition(
                     "the integration is being disconnected".into(),
                 ));

@@ -885,7 +885,22 @@ async fn a_disconnect_stops_a_sync_running_on_another_replica() {
     .await;
     assert!(stuck, "the sync did not reach the hanging page");
 
-    let mut client = ingest::client(&server).await;
+    // Which process runs it? Asking the replica for a full sync is refused when its own
+    // incremental sync runs there. The disconnect goes through the other one.
+    let on_main = ingest::client(&server).await;
+    let probe = on_replica
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: true,
+            },
+            &admin,
+        ))
+        .await;
+    let mut client = match probe {
+        Err(status) if status.code() == Code::FailedPrecondition => on_main,
+        _ => on_replica.clone(),
+    };
     let started = std::time::Instant::now();
     client
         .disconnect_integration(authed(

@@ -101,6 +101,8 @@ impl Call {
 /// A successful answer, its body read within the size limit.
 #[derive(Debug)]
 pub struct Answer {
+    /// The call it answers (what errors about it are called).
+    pub call: String,
     /// HTTP status (2xx, or 304 for a conditional request).
     pub status: StatusCode,
     /// Headers (`ETag`, `Link`…).
@@ -111,10 +113,11 @@ pub struct Answer {
 
 impl Answer {
     /// The body as JSON of type `T`; a body that does not decode fails naming the call.
-    pub fn json<T: serde::de::DeserializeOwned>(&self, call: &str) -> Result<T> {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Error::Unavailable(format!(
-                "{call}: the source answered a malformed body ({})",
+                "{}: the source answered a malformed body ({})",
+                self.call,
                 decode_failure(&e)
             ))
         })
@@ -261,6 +264,7 @@ impl Http {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             let body = self.body(call, response).await?;
             return Ok(Verdict::Done(Answer {
+                call: call.name.clone(),
                 status,
                 headers,
                 body,

@@ -323,7 +323,7 @@ async fn request_token(http: &Http, call: &Call) -> Result<Token> {
             }
             e => e,
         })?
-        .json(&call.name)?;
+        .json()?;
     // GitHub answers errors with 200 and an `error` field.
     if let Some(error) = answer.error.filter(|e| !e.is_empty()) {
         return Err(Error::Unauthenticated(format!(

@@ -615,7 +615,7 @@ impl GoogleDrive {
                     &user,
                 )
                 .await?
-                .json("google drive changes.getStartPageToken")?;
+                .json()?;
             logs.push(Log {
                 user: user.clone(),
                 drive: String::new(),
@@ -636,7 +636,7 @@ impl GoogleDrive {
                                 &user,
                             )
                             .await?
-                            .json("google drive drives.list")?;
+                            .json()?;
                         Ok((list.drives, list.next_page_token))
                     }
                 })
@@ -655,7 +655,7 @@ impl GoogleDrive {
                         &user,
                     )
                     .await?
-                    .json("google drive changes.getStartPageToken")?;
+                    .json()?;
                 logs.push(Log {
                     user: user.clone(),
                     drive: drive.id,
@@ -701,7 +701,7 @@ impl GoogleDrive {
                 &cursor.user,
             )
             .await?
-            .json("google drive files.list")?;
+            .json()?;
         let mut page = Page::default();
         for file in list.files {
             self.add(&mut page, &cursor.user, file).await?;
@@ -766,7 +766,7 @@ impl GoogleDrive {
                 &log.user,
             )
             .await?
-            .json("google drive changes.list")?;
+            .json()?;
         for change in list.changes {
             match change.file {
                 Some(file) if !change.removed && !file.trashed => {
@@ -911,7 +911,7 @@ impl GoogleDrive {
                 "",
             )
             .await?
-            .json("google drive about.get")?;
+            .json()?;
         let email = about.user.email_address.to_lowercase();
         directory.insert(String::new(), email.clone());
         Ok(email)
@@ -936,7 +936,7 @@ impl GoogleDrive {
                     user,
                 )
                 .await?
-                .json("google drive permissions.list")?;
+                .json()?;
             Ok((list.permissions, list.next_page_token))
         })
         .await
@@ -1020,7 +1020,7 @@ impl Connector for GoogleDrive {
                         "",
                     )
                     .await?
-                    .json("google directory users.list")?;
+                    .json()?;
                 Ok((list.users, list.next_page_token))
             })
             .await?;
@@ -1037,7 +1037,7 @@ impl Connector for GoogleDrive {
                         "",
                     )
                     .await?
-                    .json("google directory groups.list")?;
+                    .json()?;
                 Ok((list.groups, list.next_page_token))
             })
             .await?;
@@ -1084,7 +1084,7 @@ impl Connector for GoogleDrive {
                             "",
                         )
                         .await?
-                        .json("google directory members.list")?;
+                        .json()?;
                     Ok((list.members, list.next_page_token))
                 })
                 .await?;

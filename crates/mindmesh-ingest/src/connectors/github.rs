@@ -162,6 +162,9 @@ pub struct GitHub {
     org: String,
     client: Option<(String, String)>,
     tokens: Arc<TokenSource>,
+    /// The grants of the repository being read, by its id: read once for its files and
+    /// all its pages of issues (a connector serves one sync).
+    repo_grants: tokio::sync::Mutex<Option<(u64, Vec<SourceGrant>)>>,
 }
 
 /// Opens the connector of an integration.
@@ -194,6 +197,7 @@ pub fn open(
         tokens: Arc::new(TokenSource::new("github", credentials, renewal, sink)),
         api,
         client,
+        repo_grants: tokio::sync::Mutex::new(None),
     })
 }
 
@@ -395,7 +399,7 @@ impl GitHub {
             q.push(("per_page", PER_PAGE));
             q.push(("page", &page));
             let answer = self.get(self.call(name, self.url(segments, &q))).await?;
-            let items: Vec<T> = answer.json(&format!("github {name}"))?;
+            let items: Vec<T> = answer.json()?;
             let more = has_next(&answer);
             if items.is_empty() || !more {
                 out.extend(items);
@@ -406,6 +410,19 @@ impl GitHub {
         Err(Error::Unavailable(format!(
             "github {name}: more than {MAX_PAGES} pages"
         )))
+    }
+
+    /// The grants of `repo`, read from GitHub the first time this sync asks for them.
+    async fn grants_of(&self, repo: &Repo, base_permission: &str) -> Result<Vec<SourceGrant>> {
+        let mut cached = self.repo_grants.lock().await;
+        if let Some((id, grants)) = cached.as_ref()
+            && *id == repo.id
+        {
+            return Ok(grants.clone());
+        }
+        let grants = self.grants(repo, base_permission).await?;
+        *cached = Some((repo.id, grants.clone()));
+        Ok(grants)
     }
 
     /// The grants of a repository.
@@ -475,7 +492,7 @@ impl GitHub {
         let org: Org = self
             .get(self.call("orgs", self.url(&["orgs", &self.org], &[])))
             .await?
-            .json("github orgs")?;
+            .json()?;
         let mut repos: Vec<Repo> = self
             .all("repos", &["orgs", &self.org, "repos"], &[("type", "all")])
             .await?;
@@ -513,7 +530,7 @@ impl GitHub {
             return Ok(page);
         };
         let id = repo.id.to_string();
-        let grants = self.grants(&repo, &cursor.base_permission).await?;
+        let grants = self.grants_of(&repo, &cursor.base_permission).await?;
         let fingerprint = fingerprint(&grants);
         let previous = cursor.state.get(&id).cloned().unwrap_or_default();
         // Changed grants: everything of the repository goes again, with them.
@@ -545,7 +562,7 @@ impl GitHub {
                     page.unchanged.push(format!("{id}/"));
                 }
                 Some(a) => {
-                    let tree: Tree = a.json("github git trees")?;
+                    let tree: Tree = a.json()?;
                     if tree.truncated {
                         tracing::warn!(repo_id = %id, "github tree truncated; some files are not imported");
                     }
@@ -616,7 +633,7 @@ impl GitHub {
                     self.url(&["repos", owner, name, "issues"], &query),
                 ))
                 .await?;
-            let issues: Vec<Issue> = answer.json("github issues")?;
+            let issues: Vec<Issue> = answer.json()?;
             let more = has_next(&answer) && !issues.is_empty();
             for issue in issues {
                 if issue.pull_request.is_some() {
@@ -714,7 +731,7 @@ impl Connector for GitHub {
             let user: User = self
                 .get(self.call("users", self.url(&["users", &m.login], &[])))
                 .await?
-                .json("github users")?;
+                .json()?;
             let email = user
                 .email
                 .filter(|e| e.contains('@'))
@@ -809,7 +826,7 @@ impl Connector for GitHub {
                         self.url(&["repos", owner, name, "git", "blobs", &sha], &[]),
                     ))
                     .await?
-                    .json("github git blobs")?;
+                    .json()?;
                 if blob.encoding != "base64" {
                     return Err(Error::invalid(
                         "file",

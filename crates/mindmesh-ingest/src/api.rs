@@ -64,9 +64,8 @@ impl IngestApi {
         tenant: TenantId,
         id: IntegrationId,
     ) -> Result<String> {
-        let integration = self.store.get(tenant, id).await?;
-        let (cascade, done) = self.store.begin_disconnect(tenant, id).await?;
-        if done {
+        let (integration, cascade) = self.store.begin_disconnect(tenant, id).await?;
+        if integration.status == IntegrationStatus::Disconnected {
             return Ok(cascade.to_string());
         }
         // From here no sync takes or renews a lease: stop ours, wait for any other.

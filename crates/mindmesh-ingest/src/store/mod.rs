@@ -753,13 +753,13 @@ impl Store {
 
     /// The first step of a disconnect: records its cascade id, which stops every sync of
     /// the integration at its next page (no lease is granted or renewed from here).
-    /// Returns the cascade id and whether the integration is already disconnected; a
-    /// second call returns the same cascade.
+    /// Returns the integration as it was and the cascade id; a second call returns the
+    /// same cascade.
     pub async fn begin_disconnect(
         &self,
         tenant: TenantId,
         id: IntegrationId,
-    ) -> Result<(CascadeId, bool)> {
+    ) -> Result<(Integration, CascadeId)> {
         let current = self.get(tenant, id).await?;
         self.ctx
             .db
@@ -785,10 +785,7 @@ impl Store {
             .await?
             .ok_or(Error::NotFound("integration"))?;
         let cascade: Option<String> = row.try_get("", "cascade_id")?;
-        Ok((
-            parse(&cascade.unwrap_or_default())?,
-            current.status == Status::Disconnected,
-        ))
+        Ok((current, parse(&cascade.unwrap_or_default())?))
     }
 
     /// True while a sync holds the integration's lease.
@@ -870,9 +867,7 @@ impl Store {
         self.ctx.relay.wake();
         Ok(())
     }
-}
 
-impl Store {
     /// Marks every integration of `tenant` as being erased (no lease is granted from
     /// here) and returns their ids.
     pub async fn forbid_syncs(&self, tenant: TenantId) -> Result<Vec<IntegrationId>> {

@@ -139,6 +139,20 @@ async fn server(backend: Backend) -> TestServer {
     .await
 }
 
+/// Why ingest skipped the item `external_id` (it must have).
+async fn skip_reason(server: &TestServer, external_id: &str) -> String {
+    let db = server.service_db(Service::Ingest).await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT reason FROM skipped_items WHERE external_id = '{external_id}'"),
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{external_id} is recorded as skipped"));
+    row.try_get("", "reason").unwrap()
+}
+
 /// Documents storage holds for the tenant (as the service sees them).
 async fn stored(server: &TestServer, tenant: mindmesh_kit::ids::TenantId) -> usize {
     let service = server.token("ingest", Some(tenant), &[Role::Service]);
@@ -195,16 +209,7 @@ async fn drive_full_then_incremental_sync(backend: Backend) {
     assert_eq!(titles(&server, &p.carol).await, with(&[]));
     assert_eq!(titles(&server, &p.outsider).await, set(&["Press kit"]));
     // The form has no text export: skipped with a reason.
-    let db = server.service_db(Service::Ingest).await;
-    let reason = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT reason FROM skipped_items WHERE external_id = 'f-form'",
-        ))
-        .await
-        .unwrap()
-        .expect("the form is recorded as skipped");
-    let reason: String = reason.try_get("", "reason").unwrap();
+    let reason = skip_reason(&server, "f-form").await;
     assert!(reason.contains("no text export"), "{reason}");
     // Paging: files.list was followed until nextPageToken was absent.
     let listed = fake.seen("/drive/v3/files");
@@ -692,16 +697,7 @@ async fn hostile_drive_answers_fail_or_skip_with_a_reason(backend: Backend) {
     });
     let done = sync_ok(&mut client, &admin, &integration.id, true).await;
     assert_eq!(done.updated, 1, "{done:?}");
-    let db = server.service_db(Service::Ingest).await;
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT reason FROM skipped_items WHERE external_id = 'f-plan'",
-        ))
-        .await
-        .unwrap()
-        .expect("recorded");
-    let reason: String = row.try_get("", "reason").unwrap();
+    let reason = skip_reason(&server, "f-plan").await;
     assert!(reason.contains("max_response_bytes"), "{reason}");
     server.stop().await;
 }

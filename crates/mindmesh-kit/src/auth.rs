@@ -101,6 +101,9 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
+    /// Not valid before, seconds since the epoch; absent: valid from `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issuer.
     pub iss: String,
 }
@@ -187,6 +190,7 @@ impl TokenIssuer {
             roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             iat: now,
             exp: now + ttl.as_secs(),
+            nbf: None,
             iss: self.issuer.clone(),
         })
     }
@@ -250,11 +254,15 @@ impl ServiceTokens {
     }
 }
 
-/// Checks tokens.
+/// Checks tokens: signature, issuer, expiry, `nbf`, an `iat` that is not in the future,
+/// and a lifetime (`exp - iat`) of at most `auth.max_token_lifetime_secs`, so that a
+/// token minted for a century, or dated ahead to outlive its stated lifetime, is refused.
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     leeway: u64,
+    /// Longest lifetime accepted, in seconds.
+    max_lifetime: u64,
     /// Tokens already verified, by SHA-256 of the token, with their expiry: a signature
     /// check costs tens of microseconds, a lookup well under one. Bounded; the expiry is
     /// checked on every use.
@@ -265,16 +273,24 @@ pub struct TokenVerifier {
 const VERIFIED_CACHE: usize = 10_000;
 
 impl TokenVerifier {
-    /// A verifier for tokens signed by the Ed25519 key whose public half is `public_key`.
-    pub fn new(public_key: &[u8; 32], issuer: &str, leeway: Duration) -> Self {
+    /// A verifier for tokens signed by the Ed25519 key whose public half is `public_key`,
+    /// tolerating `leeway` of clock skew and lifetimes up to `max_lifetime`.
+    pub fn new(
+        public_key: &[u8; 32],
+        issuer: &str,
+        leeway: Duration,
+        max_lifetime: Duration,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "iat"]);
+        validation.validate_nbf = true;
         validation.leeway = leeway.as_secs();
         TokenVerifier {
             key: DecodingKey::from_ed_der(public_key),
             validation,
             leeway: leeway.as_secs(),
+            max_lifetime: max_lifetime.as_secs(),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -298,7 +314,7 @@ impl TokenVerifier {
                 Err(Error::Unauthenticated("token expired".into()))
             };
         }
-        let (caller, exp) = self.verify_signature(token)?;
+        let (caller, exp) = self.verify_signature(token, now)?;
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE {
                 // Forget expired entries first; if still full, start over.
@@ -312,16 +328,30 @@ impl TokenVerifier {
         Ok(caller)
     }
 
-    fn verify_signature(&self, token: &str) -> Result<(Caller, u64)> {
+    fn verify_signature(&self, token: &str, now: u64) -> Result<(Caller, u64)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     Error::Unauthenticated("token expired".into())
                 }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    Error::Unauthenticated("token not valid yet (nbf)".into())
+                }
                 _ => Error::Unauthenticated("invalid token".into()),
             },
         )?;
         let claims = data.claims;
+        if claims.iat > now.saturating_add(self.leeway) {
+            return Err(Error::Unauthenticated(
+                "invalid token: issued in the future (iat)".into(),
+            ));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
+            return Err(Error::Unauthenticated(format!(
+                "invalid token: lifetime longer than auth.max_token_lifetime_secs ({} s)",
+                self.max_lifetime
+            )));
+        }
         let tenant = claims
             .tenant
             .as_deref()
@@ -390,12 +420,59 @@ pub fn now_secs() -> u64 {
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn verifier_for(key: &SigningKey) -> TokenVerifier {
+        TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0), DAY)
+    }
+
     fn pair() -> (TokenIssuer, TokenVerifier) {
         let key = SigningKey::generate().unwrap();
-        (
-            TokenIssuer::new(&key, "mindmesh"),
-            TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0)),
-        )
+        (TokenIssuer::new(&key, "mindmesh"), verifier_for(&key))
+    }
+
+    fn claims(iat: u64, exp: u64, nbf: Option<u64>) -> Claims {
+        Claims {
+            sub: "u".into(),
+            tenant: None,
+            roles: vec!["admin".into()],
+            exp,
+            iat,
+            nbf,
+            iss: "mindmesh".into(),
+        }
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_dated_ahead_or_too_long_lived_fail() {
+        let (issuer, verifier) = pair();
+        let now = now_secs();
+        let sign = |c: &Claims| issuer.issue_claims(c).unwrap();
+        let refused = |c: Claims| verifier.verify(&sign(&c)).unwrap_err().to_string();
+        assert!(refused(claims(now, now + 600, Some(now + 300))).contains("nbf"));
+        assert!(refused(claims(now + 300, now + 600, None)).contains("iat"));
+        let century = 100 * 365 * DAY.as_secs();
+        assert!(refused(claims(now, now + century, None)).contains("max_token_lifetime"));
+        assert!(
+            refused(claims(now - 400 * DAY.as_secs(), now + 600, None))
+                .contains("max_token_lifetime"),
+            "a token dated back to stretch its lifetime"
+        );
+        // Within the bounds: accepted, including an nbf already passed.
+        assert!(
+            verifier
+                .verify(&sign(&claims(now, now + 600, None)))
+                .is_ok()
+        );
+        assert!(
+            verifier
+                .verify(&sign(&claims(
+                    now - 10,
+                    now + DAY.as_secs() - 10,
+                    Some(now - 5)
+                )))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -422,14 +499,7 @@ mod tests {
         let (issuer, verifier) = pair();
         let now = now_secs();
         let expired = issuer
-            .issue_claims(&Claims {
-                sub: "u".into(),
-                tenant: None,
-                roles: vec!["admin".into()],
-                exp: now - 120,
-                iat: now - 3600,
-                iss: "mindmesh".into(),
-            })
+            .issue_claims(&claims(now - 3600, now - 120, None))
             .unwrap();
         assert!(
             verifier
@@ -445,7 +515,7 @@ mod tests {
         assert!(verifier.verify(&foreign).is_err());
         assert!(verifier.verify("not.a.token").is_err());
         let key = SigningKey::generate().unwrap();
-        let verifier = TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0));
+        let verifier = verifier_for(&key);
         let elsewhere = TokenIssuer::new(&key, "elsewhere");
         let token = elsewhere
             .issue("u", None, &[Role::Operator], Duration::from_secs(60))
@@ -481,7 +551,7 @@ mod tests {
     #[test]
     fn service_tokens_verify_are_reused_and_bound_to_their_tenant() {
         let key = SigningKey::generate().unwrap();
-        let verifier = TokenVerifier::new(&key.public_key(), "mindmesh", Duration::from_secs(0));
+        let verifier = verifier_for(&key);
         let tokens = ServiceTokens::new(
             Arc::new(TokenIssuer::new(&key, "mindmesh")),
             "storage",
@@ -512,12 +582,8 @@ mod tests {
         let now = now_secs();
         let token = issuer
             .issue_claims(&Claims {
-                sub: "u".into(),
-                tenant: None,
                 roles: vec!["superuser".into()],
-                exp: now + 60,
-                iat: now,
-                iss: "mindmesh".into(),
+                ..claims(now, now + 60, None)
             })
             .unwrap();
         assert!(verifier.verify(&token).is_err());

@@ -205,8 +205,11 @@ pub struct AuthConfig {
     pub issuer: String,
     /// Lifetime of tokens issued by `mindmesh token`, in seconds.
     pub token_ttl_secs: u64,
-    /// Clock skew tolerated when checking `exp`, in seconds.
+    /// Clock skew tolerated when checking `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Longest token lifetime (`exp - iat`) accepted, in seconds; longer tokens are
+    /// refused, so that a leaked token cannot be one that never expires.
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -215,6 +218,7 @@ impl Default for AuthConfig {
             issuer: "mindmesh".to_owned(),
             token_ttl_secs: 3600,
             leeway_secs: 5,
+            max_token_lifetime_secs: 86_400,
         }
     }
 }
@@ -452,6 +456,13 @@ impl Config {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
+        }
+        if self.auth.token_ttl_secs == 0
+            || self.auth.token_ttl_secs > self.auth.max_token_lifetime_secs
+        {
+            return Err(Error::Config(
+                "auth.token_ttl_secs must be between 1 and auth.max_token_lifetime_secs".into(),
+            ));
         }
         if self.region.trim().is_empty() {
             return Err(Error::Config("region must not be empty".into()));

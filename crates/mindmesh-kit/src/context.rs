@@ -46,6 +46,7 @@ impl Shared {
             &keys.jwt_public,
             &config.auth.issuer,
             Duration::from_secs(config.auth.leeway_secs),
+            Duration::from_secs(config.auth.max_token_lifetime_secs),
         );
         let token_issuer = keys
             .jwt_private

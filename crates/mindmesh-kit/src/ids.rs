@@ -7,6 +7,26 @@ use uuid::Uuid;
 
 use crate::error::Error;
 
+/// A string that is not an id in its hyphenated form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a UUID in its hyphenated form")]
+pub struct InvalidId;
+
+/// `value` as a UUID, only in the one textual form every service writes and compares:
+/// 8-4-4-4-12 hex digits (either case). The braced, hyphen-less and `urn:uuid:` forms
+/// that `Uuid::parse_str` also takes are refused, so one id has one spelling everywhere.
+pub fn canonical_uuid(value: &str) -> Option<Uuid> {
+    let hyphens_in_place = value.len() == 36
+        && value
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-'));
+    if !hyphens_in_place {
+        return None;
+    }
+    Uuid::try_parse(value).ok()
+}
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -35,9 +55,12 @@ macro_rules! id_type {
                 if value.is_empty() {
                     return Err(Error::invalid(field, "is required"));
                 }
-                Uuid::parse_str(value)
-                    .map(Self)
-                    .map_err(|_| Error::invalid(field, "is not a valid UUID"))
+                canonical_uuid(value).map(Self).ok_or_else(|| {
+                    Error::invalid(
+                        field,
+                        "is not a UUID in its hyphenated form (8-4-4-4-12 hex digits)",
+                    )
+                })
             }
         }
 
@@ -54,9 +77,9 @@ macro_rules! id_type {
         }
 
         impl FromStr for $name {
-            type Err = uuid::Error;
+            type Err = InvalidId;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                canonical_uuid(s).map(Self).ok_or(InvalidId)
             }
         }
 
@@ -121,5 +144,35 @@ mod tests {
         assert!(err.to_string().contains("required"), "{err}");
         let id = TenantId::new();
         assert_eq!(TenantId::parse_field("x", &id.to_string()).unwrap(), id);
+        assert_eq!(
+            TenantId::parse_field("x", &id.to_string().to_uppercase()).unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn only_the_hyphenated_form_is_an_id() {
+        let id = DocumentId::new();
+        let uuid = id.as_uuid();
+        for other_spelling in [
+            format!("{{{uuid}}}"),
+            uuid.simple().to_string(),
+            uuid.urn().to_string(),
+            format!(" {uuid}"),
+            format!("{uuid}\n"),
+        ] {
+            assert!(
+                DocumentId::parse_field("document_id", &other_spelling).is_err(),
+                "{other_spelling}"
+            );
+            assert!(
+                other_spelling.parse::<DocumentId>().is_err(),
+                "{other_spelling}"
+            );
+        }
+        assert_eq!(id.to_string().parse::<DocumentId>().unwrap(), id);
+        // Hyphens in the wrong places, or a non-hex digit.
+        assert!(canonical_uuid("0123456-78901-2345-6789-0123456789ab").is_none());
+        assert!(canonical_uuid("g1234567-8901-2345-6789-0123456789ab").is_none());
     }
 }

@@ -599,8 +599,8 @@ impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
         request: Request<pb::RevokeStaffAccessRequest>,
     ) -> Result<Response<pb::RevokeStaffAccessResponse>, Status> {
         let caller = Caller::from_request(&request)?;
-        let id = uuid::Uuid::parse_str(&request.get_ref().grant_id)
-            .map_err(|_| mindmesh_kit::Error::invalid("grant_id", "is not a valid UUID"))?;
+        let id = mindmesh_kit::ids::canonical_uuid(&request.get_ref().grant_id)
+            .ok_or_else(|| mindmesh_kit::Error::invalid("grant_id", "is not a valid UUID"))?;
         let grant = self.staff.revoke(&caller, id).await?;
         Ok(Response::new(pb::RevokeStaffAccessResponse {
             grant: Some(staff_grant_to_proto(grant)),
@@ -616,7 +616,7 @@ impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
         let limit = page_size(req.page_size, 100, 1000)?;
         let before = match req.page_token.as_str() {
             "" => None,
-            token => Some(uuid::Uuid::parse_str(token).map_err(|_| {
+            token => Some(mindmesh_kit::ids::canonical_uuid(token).ok_or_else(|| {
                 mindmesh_kit::Error::invalid("page_token", "is not a token this service issued")
             })?),
         };

@@ -295,6 +295,12 @@ pub fn issue_token(
     if roles.is_empty() {
         bail!("give at least one --role");
     }
+    if ttl.as_secs() == 0 || ttl.as_secs() > config.auth.max_token_lifetime_secs {
+        bail!(
+            "--ttl must be between 1 and auth.max_token_lifetime_secs ({} s): servers refuse longer-lived tokens",
+            config.auth.max_token_lifetime_secs
+        );
+    }
     let needs_tenant = roles
         .iter()
         .any(|r| !matches!(r, Role::Operator | Role::Service));

@@ -527,6 +527,7 @@ async fn tokens_are_required_and_checked(backend: Backend) {
             roles: vec!["admin".into()],
             exp: now - 600,
             iat: now - 1200,
+            nbf: None,
             iss: "mindmesh".into(),
         })
         .unwrap();

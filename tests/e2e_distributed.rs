@@ -562,6 +562,9 @@ async fn ingest_syncs_into_separate_storage_and_permissions_processes() {
         .id
         .parse()
         .unwrap();
+    // Each tenant's folders live below `<root>/<tenant id>/`.
+    std::fs::create_dir(folders.path().join(tenant.to_string())).unwrap();
+    std::fs::rename(&dir, folders.path().join(tenant.to_string()).join("acme")).unwrap();
     let admin = deployment
         .issuer
         .issue(

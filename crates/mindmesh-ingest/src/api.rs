@@ -111,6 +111,7 @@ impl IngestApi {
         let revoked = async {
             connectors::open(
                 &self.setup,
+                integration.tenant,
                 &integration.kind,
                 &integration.settings,
                 credentials,
@@ -263,7 +264,7 @@ impl IngestService for IngestApi {
             refresh_token: req.refresh_token,
         };
         let (settings, credentials) =
-            connectors::connect(&self.setup, info, settings, grant).await?;
+            connectors::connect(&self.setup, tenant, info, settings, grant).await?;
         let audit = AuditRecord::by(&caller, "integration.connect", Some(tenant), "")
             .with_details(format!("kind={}", info.kind));
         let integration = self

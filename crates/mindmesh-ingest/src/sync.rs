@@ -341,6 +341,7 @@ impl Engine {
         });
         let connector = connectors::open(
             &self.setup,
+            tenant,
             &integration.kind,
             &integration.settings,
             credentials,

@@ -330,8 +330,9 @@ pub struct IngestConfig {
     pub max_backoff_secs: u64,
     /// Largest response accepted from a source, in bytes (a JSON page or a file).
     pub max_response_bytes: u64,
-    /// The directory under which local-folder integrations may read; unset: the
-    /// local-folder connector is off (an admin must not read arbitrary server paths).
+    /// The directory under which local-folder integrations may read, each tenant only
+    /// below `<root>/<tenant id>/`; unset: the local-folder connector is off (an admin
+    /// must not read arbitrary server paths).
     pub local_folder_root: Option<PathBuf>,
 }
 

@@ -90,7 +90,8 @@ async fn connect_folder(
 
 async fn full_then_incremental_sync(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "handbook/welcome.md", "welcome to engineering");
     write(&dir, "handbook/oncall.md", "the on-call rota");
     write(&dir, "public.md", "public to the domain");
@@ -99,7 +100,6 @@ async fn full_then_incremental_sync(backend: Backend) {
     write(&dir, "secret.md", "granted to nobody");
     acme_manifest(&dir, true, true);
 
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
     let (_, bob) = ingest::member(&server, tenant, &admin, "bob@acme.example").await;
     let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
@@ -228,11 +228,11 @@ async fn p03_connectors_list_read_only_scopes_before_connecting(backend: Backend
 
 async fn p06_disconnect_erases_what_the_folder_brought(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "handbook/welcome.md", "welcome");
     write(&dir, "lunch.txt", "pizza");
     acme_manifest(&dir, true, false);
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
     let mut client = ingest::client(&server).await;
     let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
@@ -387,10 +387,10 @@ async fn p06_disconnect_erases_what_the_folder_brought(backend: Backend) {
 
 async fn p07_an_archived_file_stays_out_after_resync(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "lunch.txt", "pizza on fridays");
     acme_manifest(&dir, true, false);
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (_, alice) = ingest::member(&server, tenant, &admin, "alice@acme.example").await;
     let mut client = ingest::client(&server).await;
     let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
@@ -436,14 +436,14 @@ async fn p07_an_archived_file_stays_out_after_resync(backend: Backend) {
 
 async fn hostile_folders_and_requests_get_clear_errors(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "lunch.txt", "pizza");
     acme_manifest(&dir, true, false);
     // A link out of the folder is never followed.
     let outside = root.path().join("outside.txt");
     std::fs::write(&outside, "not to be imported").unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("link.txt")).unwrap();
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
     let mut client = ingest::client(&server).await;
 
@@ -565,15 +565,15 @@ async fn hostile_folders_and_requests_get_clear_errors(backend: Backend) {
 /// read as "every file deleted".
 async fn a_vanished_folder_fails_instead_of_deleting(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "lunch.txt", "pizza");
     acme_manifest(&dir, true, false);
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (_, carol) = ingest::member(&server, tenant, &admin, "carol@elsewhere.example").await;
     let mut client = ingest::client(&server).await;
     let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
     sync_ok(&mut client, &admin, &integration.id, false).await;
-    std::fs::rename(&dir, root.path().join("moved")).unwrap();
+    std::fs::rename(&dir, root.path().join(tenant.to_string()).join("moved")).unwrap();
     let all = ingest::sync(&mut client, &admin, &integration.id, false).await;
     assert_eq!(all.last().unwrap().phase, pb::SyncPhase::Failed as i32);
     assert_eq!(titles(&server, &carol).await, set(&["lunch.txt"]));
@@ -584,11 +584,14 @@ async fn a_vanished_folder_fails_instead_of_deleting(backend: Backend) {
 /// keys.
 async fn p08_deleting_the_tenant_erases_its_integrations(backend: Backend) {
     let (server, root) = server(backend).await;
-    let dir = root.path().join("acme");
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
     write(&dir, "lunch.txt", "pizza");
     acme_manifest(&dir, true, false);
-    let (tenant, admin) = server.create_tenant("Acme").await;
     let (other, other_admin) = server.create_tenant("Other").await;
+    let other_dir = root.path().join(other.to_string()).join("acme");
+    write(&other_dir, "lunch.txt", "pizza");
+    acme_manifest(&other_dir, true, false);
     let mut client = ingest::client(&server).await;
     for admin in [&admin, &other_admin] {
         let integration = connect_folder(&mut client, admin, "acme").await.unwrap();
@@ -644,7 +647,136 @@ async fn p08_deleting_the_tenant_erases_its_integrations(backend: Backend) {
     server.stop().await;
 }
 
+/// Tenant isolation and links: each tenant reads only below `<root>/<its id>/`, and no
+/// link is followed — not one there at connect time, however the path spells it
+/// (`link/`, `link/.`, `link/..`), nor one put there between connect and sync.
+async fn a_hostile_folder_tree_never_reaches_outside_the_tenants_folder(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let (a, admin_a) = server.create_tenant("Acme").await;
+    let (b, admin_b) = server.create_tenant("Bravo").await;
+    let a_dir = root.path().join(a.to_string()).join("acme");
+    write(&a_dir, "acme-secret.md", "tenant a's file");
+    write(
+        &a_dir,
+        "mindmesh-acl.json",
+        &serde_json::json!({"grants": [{"path": "*", "to": "anyone", "role": "reader"}]})
+            .to_string(),
+    );
+    // Outside every tenant's folder: a directory with a file, as /etc would be.
+    let outside = root.path().join("outside");
+    write(&outside, "gshadow", "root:*::");
+    let b_dir = root.path().join(b.to_string());
+    write(&b_dir, "own/readme.md", "bravo's own");
+    write(
+        &b_dir,
+        "own/mindmesh-acl.json",
+        &serde_json::json!({"grants": [{"path": "*", "to": "anyone", "role": "reader"}]})
+            .to_string(),
+    );
+    // A manifest deeper down is not a document either.
+    write(&b_dir, "own/sub/mindmesh-acl.json", "{}");
+    std::os::unix::fs::symlink(&outside, b_dir.join("link")).unwrap();
+    std::os::unix::fs::symlink(&a_dir, b_dir.join("sibling")).unwrap();
+    std::os::unix::fs::symlink(&outside, b_dir.join("own/escape")).unwrap();
+    let mut client = ingest::client(&server).await;
+
+    // Another tenant's folder, the whole root, and every spelling of a link: refused.
+    let a_path = format!("{a}/acme");
+    for path in [
+        "acme",
+        a_path.as_str(),
+        ".",
+        "./",
+        "link",
+        "link/",
+        "link/.",
+        "link/..",
+        "link/../own",
+        "sibling",
+        "sibling/",
+        "own/escape",
+        "own/escape/.",
+        "own//sub",
+        "../",
+    ] {
+        let err = connect_folder(&mut client, &admin_b, path)
+            .await
+            .map(|i| i.id)
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{path:?}: {err:?}");
+        assert!(
+            err.message().contains("settings.path"),
+            "{path:?}: {}",
+            err.message()
+        );
+    }
+
+    // Its own folder works; the links inside it and every manifest stay out.
+    let own = connect_folder(&mut client, &admin_b, "own/").await.unwrap();
+    sync_ok(&mut client, &admin_b, &own.id, false).await;
+    let service_b = server.token("ingest", Some(b), &[Role::Service]);
+    let imported: std::collections::BTreeSet<String> = ingest::readable(&server, &service_b)
+        .await
+        .into_iter()
+        .map(|d| d.title)
+        .collect();
+    assert_eq!(imported, set(&["readme.md"]));
+
+    // A link put in place of a file or a folder between connect and sync is not followed.
+    write(&b_dir, "own/docs/plan.md", "the plan");
+    sync_ok(&mut client, &admin_b, &own.id, false).await;
+    std::fs::rename(b_dir.join("own/docs"), b_dir.join("docs-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, b_dir.join("own/docs")).unwrap();
+    std::fs::remove_file(b_dir.join("own/readme.md")).unwrap();
+    std::os::unix::fs::symlink(outside.join("gshadow"), b_dir.join("own/readme.md")).unwrap();
+    sync_ok(&mut client, &admin_b, &own.id, false).await;
+    for doc in ingest::readable(&server, &service_b).await {
+        let got =
+            storage::storage_service_client::StorageServiceClient::new(server.channel().await)
+                .get_document(authed(
+                    storage::GetDocumentRequest {
+                        document_id: doc.id.clone(),
+                        ..Default::default()
+                    },
+                    &service_b,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+        assert!(
+            !String::from_utf8_lossy(&got.content).contains("root:"),
+            "{} holds a file from outside",
+            doc.title
+        );
+    }
+    // The folder itself replaced by a link: the sync fails, nothing is read through it.
+    std::fs::rename(b_dir.join("own"), b_dir.join("own-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, b_dir.join("own")).unwrap();
+    let all = ingest::sync(&mut client, &admin_b, &own.id, false).await;
+    assert_eq!(all.last().unwrap().phase, pb::SyncPhase::Failed as i32);
+    assert!(
+        ingest::readable(&server, &service_b)
+            .await
+            .iter()
+            .all(|d| d.title != "gshadow"),
+        "nothing from outside"
+    );
+
+    // Tenant a still reads its own folder.
+    let own_a = connect_folder(&mut client, &admin_a, "acme").await.unwrap();
+    sync_ok(&mut client, &admin_a, &own_a.id, false).await;
+    let service_a = server.token("ingest", Some(a), &[Role::Service]);
+    let titles_a: Vec<String> = ingest::readable(&server, &service_a)
+        .await
+        .into_iter()
+        .map(|d| d.title)
+        .collect();
+    assert_eq!(titles_a, ["acme-secret.md"]);
+    server.stop().await;
+}
+
 both_modes!(
+    a_hostile_folder_tree_never_reaches_outside_the_tenants_folder,
     p08_deleting_the_tenant_erases_its_integrations,
     full_then_incremental_sync,
     p03_connectors_list_read_only_scopes_before_connecting,

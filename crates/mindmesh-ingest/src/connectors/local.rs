@@ -17,16 +17,24 @@
 //! A grant's `path` is a file, a folder (ending in `/`, everything below it) or `*`;
 //! `to` is `user:<id>`, `group:<id>`, `domain:<domain>` or `anyone`. Files are listed in
 //! path order, in pages; there is no change log, so every sync is a full listing (an
-//! unchanged file is neither read nor rewritten). Symbolic links and hidden entries are
-//! not followed: nothing outside the folder is ever read.
+//! unchanged file is neither read nor rewritten).
+//!
+//! Each tenant reads only below `ingest.local_folder_root/<tenant id>/`, and everything
+//! below the root is opened through [`super::beneath`]: symbolic links are never
+//! followed, at connect time or at any sync, and a file is read only if it is still the
+//! one listed. Hidden entries are skipped; manifests (at any depth) are never imported.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use mindmesh_kit::config::IngestConfig;
+use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::{Error, Result};
 use serde::Deserialize;
+
+use super::beneath::{Beneath, FileId, Refused};
 
 use crate::connector::{
     Access, Connector, ConnectorInfo, Content, Grantee, Page, Principals, Skipped, SourceDocument,
@@ -53,72 +61,121 @@ const PAGE: usize = 500;
 /// Largest manifest read.
 const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 
-/// The folder of an integration, checked against `ingest.local_folder_root`.
-pub fn folder(config: &IngestConfig, settings: &BTreeMap<String, String>) -> Result<PathBuf> {
-    let root = config.local_folder_root.as_ref().ok_or_else(|| {
-        Error::FailedPrecondition(
-            "the local-folder connector is off: set ingest.local_folder_root".into(),
-        )
-    })?;
-    let path = settings.get("path").map(String::as_str).unwrap_or_default();
-    if path.is_empty() {
-        return Err(Error::invalid("settings.path", "is required"));
+/// Where an integration's folder is: `ingest.local_folder_root/<tenant id>/<path>`.
+/// Each tenant has a subtree of its own, and `path` names a folder inside it by plain
+/// folder names only (no `.`, `..`, empty or absolute parts).
+#[derive(Clone, Debug)]
+pub struct Location {
+    root: PathBuf,
+    steps: Vec<String>,
+}
+
+impl Location {
+    /// The location of `settings.path` for `tenant`, checked by its spelling.
+    pub fn of(
+        config: &IngestConfig,
+        tenant: TenantId,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let root = config.local_folder_root.as_ref().ok_or_else(|| {
+            Error::FailedPrecondition(
+                "the local-folder connector is off: set ingest.local_folder_root".into(),
+            )
+        })?;
+        let path = settings.get("path").map(String::as_str).unwrap_or_default();
+        if path.is_empty() {
+            return Err(Error::invalid("settings.path", "is required"));
+        }
+        let trimmed = path.strip_suffix('/').unwrap_or(path);
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0']))
+        {
+            return Err(Error::invalid(
+                "settings.path",
+                "must name a folder of your tenant's folder by plain folder names \
+                 (no leading /, no . or .. parts)",
+            ));
+        }
+        let mut steps = vec![tenant.to_string()];
+        steps.extend(parts.iter().map(|p| (*p).to_owned()));
+        Ok(Location {
+            root: root.clone(),
+            steps,
+        })
     }
-    let relative = Path::new(path);
-    if relative.is_absolute()
-        || relative
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(Error::invalid(
-            "settings.path",
-            "must be a relative path below ingest.local_folder_root, without ..",
-        ));
+
+    /// Opens the folder, refusing any link on the way below the root (at connect time
+    /// and again at every sync).
+    pub fn open(&self) -> Result<Beneath> {
+        let steps: Vec<&str> = self.steps.iter().map(String::as_str).collect();
+        Beneath::open(&self.root, &steps).map_err(|refused| match refused {
+            Refused::Io(kind) => {
+                Error::Unavailable(format!("local folder: opening the folder: {kind}"))
+            }
+            _ => Error::invalid(
+                "settings.path",
+                "is not a folder of your tenant's folder (ingest.local_folder_root/<tenant id>/), \
+                 or a link is on its way",
+            ),
+        })
     }
-    let folder = root.join(relative);
-    let meta = std::fs::symlink_metadata(&folder).map_err(|_| {
-        Error::invalid(
-            "settings.path",
-            "is not a folder below ingest.local_folder_root",
-        )
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::invalid(
-            "settings.path",
-            "is not a folder below ingest.local_folder_root",
-        ));
-    }
-    Ok(folder)
+}
+
+/// Checks that `settings` name a folder `tenant` may connect.
+pub fn check(
+    config: &IngestConfig,
+    tenant: TenantId,
+    settings: &BTreeMap<String, String>,
+) -> Result<()> {
+    Location::of(config, tenant, settings)?.open().map(drop)
 }
 
 /// A connected local folder.
 pub struct LocalFolder {
-    folder: PathBuf,
+    location: Location,
+    /// Largest file read (storage's limit); larger ones are skipped with that reason.
+    max_file_bytes: u64,
 }
 
 impl LocalFolder {
-    /// The connector over `folder`.
-    pub fn new(folder: PathBuf) -> Self {
-        LocalFolder { folder }
+    /// The connector over the folder at `location`, reading files of at most
+    /// `max_file_bytes`.
+    pub fn new(location: Location, max_file_bytes: u64) -> Self {
+        LocalFolder {
+            location,
+            max_file_bytes,
+        }
     }
 
-    fn manifest(&self) -> Result<Manifest> {
-        let path = self.folder.join(MANIFEST);
-        match std::fs::symlink_metadata(&path) {
-            Err(_) => return Ok(Manifest::default()),
-            Ok(m) if !m.is_file() => {
+    /// The folder, opened afresh: a link put on its way since it was connected fails
+    /// the sync here.
+    async fn opened(&self) -> Result<Arc<Beneath>> {
+        let location = self.location.clone();
+        blocking(move || location.open().map(Arc::new)).await
+    }
+
+    async fn manifest(&self, folder: &Arc<Beneath>) -> Result<Manifest> {
+        let folder = folder.clone();
+        let read = blocking(move || Ok(folder.read(MANIFEST, None, MAX_MANIFEST_BYTES))).await?;
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(Refused::Missing) => return Ok(Manifest::default()),
+            Err(Refused::NotPlain) => {
                 return Err(Error::invalid("manifest", "is not a regular file"));
             }
-            Ok(m) if m.len() > MAX_MANIFEST_BYTES => {
+            Err(Refused::TooLarge) => {
                 return Err(Error::ResourceExhausted(format!(
                     "local folder: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes"
                 )));
             }
-            Ok(_) => {}
-        }
-        let bytes = std::fs::read(&path).map_err(|e| {
-            Error::Unavailable(format!("local folder: reading {MANIFEST}: {}", e.kind()))
-        })?;
+            Err(Refused::Io(kind)) => {
+                return Err(Error::Unavailable(format!(
+                    "local folder: reading {MANIFEST}: {kind}"
+                )));
+            }
+        };
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::FailedPrecondition(format!(
                 "local folder: {MANIFEST} does not decode (line {}, column {})",
@@ -127,40 +184,27 @@ impl LocalFolder {
             ))
         })
     }
+}
 
-    /// Every file below the folder, by relative path, in order.
-    fn files(&self) -> Result<Vec<(String, std::fs::Metadata)>> {
-        let mut out = Vec::new();
-        let mut stack = vec![(self.folder.clone(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| {
-                Error::Unavailable(format!("local folder: listing a folder: {}", e.kind()))
-            })?;
-            for entry in entries {
-                let entry = entry.map_err(|e| {
-                    Error::Unavailable(format!("local folder: listing a folder: {}", e.kind()))
-                })?;
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    continue; // not UTF-8: no id it could have
-                };
-                if name.starts_with('.') || (prefix.is_empty() && name == MANIFEST) {
-                    continue;
-                }
-                // symlink_metadata: a link is neither a file nor a folder here.
-                let Ok(meta) = entry.path().symlink_metadata() else {
-                    continue;
-                };
-                let relative = format!("{prefix}{name}");
-                if meta.is_dir() {
-                    stack.push((entry.path(), format!("{relative}/")));
-                } else if meta.is_file() {
-                    out.push((relative, meta));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
-    }
+/// Runs blocking file-system work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Error::Internal("reading the folder stopped".into()))?
+}
+
+/// True for a manifest at any depth: manifests describe grants, they are not documents.
+fn is_manifest(path: &str) -> bool {
+    path.rsplit('/').next() == Some(MANIFEST)
+}
+
+/// What a listed file's content reference holds: where it is and which file it was.
+#[derive(serde::Serialize, Deserialize)]
+struct ContentRef {
+    path: String,
+    file: FileId,
 }
 
 #[derive(Default, Deserialize)]
@@ -246,7 +290,8 @@ struct Cursor {
 #[async_trait::async_trait]
 impl Connector for LocalFolder {
     async fn principals(&self) -> Result<Principals> {
-        let manifest = self.manifest()?;
+        let folder = self.opened().await?;
+        let manifest = self.manifest(&folder).await?;
         let mut memberships = Vec::new();
         for group in &manifest.groups {
             for member in &group.members {
@@ -296,31 +341,38 @@ impl Connector for LocalFolder {
                     .after
             }
         };
-        let manifest = self.manifest()?;
+        let folder = self.opened().await?;
+        let manifest = self.manifest(&folder).await?;
         let grants: Vec<(&ManifestGrant, SourceGrant)> = manifest
             .grants
             .iter()
             .map(|g| Ok((g, g.grant()?)))
             .collect::<Result<_>>()?;
-        let folder = self.folder.clone();
-        let files = tokio::task::spawn_blocking(move || LocalFolder { folder }.files())
-            .await
-            .map_err(|_| Error::Internal("listing the folder stopped".into()))??;
+        let files = blocking(move || {
+            folder.files(is_manifest).map_err(|refused| match refused {
+                Refused::Io(kind) => {
+                    Error::Unavailable(format!("local folder: listing a folder: {kind}"))
+                }
+                _ => Error::Unavailable(
+                    "local folder: a folder changed into a link or vanished while being listed"
+                        .into(),
+                ),
+            })
+        })
+        .await?;
         let total = files.len() as u64;
         let rest: Vec<_> = files
             .into_iter()
-            .filter(|(path, _)| after.is_empty() || *path > after)
+            .filter(|f| after.is_empty() || f.path > after)
             .collect();
         let more = rest.len() > PAGE;
         let mut page = Page {
             total_hint: Some(total),
             ..Page::default()
         };
-        for (path, meta) in rest.into_iter().take(PAGE) {
-            let modified: DateTime<Utc> = meta
-                .modified()
-                .map(DateTime::<Utc>::from)
-                .unwrap_or_else(|_| Utc::now());
+        for file in rest.into_iter().take(PAGE) {
+            let path = file.path;
+            let modified = DateTime::<Utc>::from_timestamp_nanos(file.modified_ns);
             let mut doc_grants: Vec<SourceGrant> = grants
                 .iter()
                 .filter(|(g, _)| g.covers(&path))
@@ -337,19 +389,19 @@ impl Connector for LocalFolder {
             }
             let title = path.rsplit('/').next().unwrap_or(&path).to_owned();
             page.documents.push(SourceDocument {
-                version: format!(
-                    "{}-{}",
-                    modified.timestamp_nanos_opt().unwrap_or_default(),
-                    meta.len()
-                ),
+                version: format!("{}-{}", file.modified_ns, file.len),
                 mime_type: mime_type(&title).to_owned(),
                 title,
                 url: String::new(),
                 modified_at: modified,
                 owner: String::new(),
                 grants: doc_grants,
-                size_hint: Some(meta.len()),
-                content_ref: path.clone(),
+                size_hint: Some(file.len),
+                content_ref: serde_json::to_string(&ContentRef {
+                    path: path.clone(),
+                    file: file.id,
+                })
+                .map_err(|_| Error::Internal("content reference does not encode".into()))?,
                 external_id: path,
             });
         }
@@ -373,16 +425,24 @@ impl Connector for LocalFolder {
     }
 
     async fn content(&self, document: &SourceDocument) -> Result<Content> {
-        let path = self.folder.join(&document.content_ref);
-        // Links are not followed, even if one replaced the file since it was listed.
-        let meta = tokio::fs::symlink_metadata(&path)
-            .await
-            .map_err(|_| Error::invalid("file", "disappeared before it was read"))?;
-        if !meta.is_file() {
-            return Err(Error::invalid("file", "is no longer a regular file"));
-        }
-        let bytes = tokio::fs::read(&path).await.map_err(|e| {
-            Error::Unavailable(format!("local folder: reading a file: {}", e.kind()))
+        let reference: ContentRef = serde_json::from_str(&document.content_ref)
+            .map_err(|_| Error::Internal("local folder: malformed content reference".into()))?;
+        let folder = self.opened().await?;
+        let limit = self.max_file_bytes;
+        let read =
+            blocking(move || Ok(folder.read(&reference.path, Some(reference.file), limit))).await?;
+        let bytes = read.map_err(|refused| match refused {
+            Refused::Missing => Error::invalid("file", "disappeared before it was read"),
+            Refused::NotPlain => Error::invalid(
+                "file",
+                "is no longer the regular file that was listed (a link or another file took its place)",
+            ),
+            Refused::TooLarge => Error::ResourceExhausted(format!(
+                "larger than storage.max_content_bytes ({limit} bytes)"
+            )),
+            Refused::Io(kind) => {
+                Error::Unavailable(format!("local folder: reading a file: {kind}"))
+            }
         })?;
         Ok(Content {
             bytes,

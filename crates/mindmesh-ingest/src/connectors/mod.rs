@@ -2,6 +2,7 @@
 //! (settings checked, secrets set apart, an authorization code exchanged) and opened
 //! for a sync.
 
+pub mod beneath;
 pub mod drive;
 pub mod github;
 pub mod local;
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mindmesh_kit::config::Config;
+use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::{Error, Result};
 
 use crate::connector::{Connector, ConnectorInfo, Credentials};
@@ -48,11 +50,12 @@ pub struct Setup {
     pub http: Http,
 }
 
-/// Checks `settings` for `info`, moves secret settings into the credentials and
-/// obtains tokens from `grant`. Returns the settings kept in the clear and the
-/// credentials to seal.
+/// Checks `settings` for `info` (connected by `tenant`), moves secret settings into the
+/// credentials and obtains tokens from `grant`. Returns the settings kept apart from the
+/// credentials and the credentials to seal.
 pub async fn connect(
     setup: &Setup,
+    tenant: TenantId,
     info: &ConnectorInfo,
     mut settings: BTreeMap<String, String>,
     grant: Grant,
@@ -78,7 +81,7 @@ pub async fn connect(
     }
     match info.kind {
         "local_folder" => {
-            local::folder(&setup.config.ingest, &settings)?;
+            local::check(&setup.config.ingest, tenant, &settings)?;
             if !grant.authorization_code.is_empty() || !grant.access_token.is_empty() {
                 return Err(Error::invalid(
                     "access_token",
@@ -97,9 +100,10 @@ pub async fn connect(
     Ok((settings, credentials))
 }
 
-/// The connector of an integration, ready to sync.
+/// The connector of an integration of `tenant`, ready to sync.
 pub fn open(
     setup: &Setup,
+    tenant: TenantId,
     kind: &str,
     settings: &BTreeMap<String, String>,
     credentials: Credentials,
@@ -118,10 +122,10 @@ pub fn open(
             credentials,
             sink,
         )?)),
-        "local_folder" => Ok(Arc::new(local::LocalFolder::new(local::folder(
-            &setup.config.ingest,
-            settings,
-        )?))),
+        "local_folder" => Ok(Arc::new(local::LocalFolder::new(
+            local::Location::of(&setup.config.ingest, tenant, settings)?,
+            setup.config.storage.max_content_bytes,
+        ))),
         other => Err(Error::FailedPrecondition(format!(
             "connector {:?} is not available",
             short(other)

@@ -335,14 +335,53 @@ impl Accounts {
         self.shape(tenant, view, user).await
     }
 
-    /// Changes a user: admins, or the user themself.
+    /// Changes a user, as asked through `UpdateUser`: the tenant's admin may change
+    /// every field; the user themself (member role) their names and picture, not their
+    /// email — it links the account to source identities (P05), so an address nobody
+    /// proved must never do that. Nobody else may, whatever their token's `sub`.
     pub async fn update_user(&self, caller: &Caller, id: UserId, patch: UserPatch) -> Result<User> {
-        let tenant = caller.tenant()?;
-        if !(caller.has_any(&[Role::Admin, Role::Service]) || caller.subject == id.to_string()) {
+        let editor = if caller.has(Role::Admin) {
+            Editor::Admin
+        } else if caller.has(Role::Member) && caller.subject == id.to_string() {
+            Editor::Themself
+        } else {
             return Err(Error::PermissionDenied(
-                "only an admin or the user themself may change a user".into(),
+                "only the tenant's admin or the user themself (member role) may change a user"
+                    .into(),
             ));
-        }
+        };
+        self.change_user(caller, editor, id, patch).await
+    }
+
+    /// Corrects a user for a data-subject request (P12): a tenant admin may correct any
+    /// field; dsar (service role) carrying out the person's request may not re-point
+    /// the email, which nobody has proven yet.
+    pub async fn rectify_user(
+        &self,
+        caller: &Caller,
+        id: UserId,
+        patch: UserPatch,
+    ) -> Result<User> {
+        let editor = if caller.has(Role::Admin) {
+            Editor::Admin
+        } else if caller.has(Role::Service) {
+            Editor::SubjectRequest
+        } else {
+            return Err(Error::PermissionDenied(
+                "rectification is carried out by dsar or the tenant's admin".into(),
+            ));
+        };
+        self.change_user(caller, editor, id, patch).await
+    }
+
+    async fn change_user(
+        &self,
+        caller: &Caller,
+        editor: Editor,
+        id: UserId,
+        patch: UserPatch,
+    ) -> Result<User> {
+        let tenant = caller.tenant()?;
         let row = self.load(tenant, id).await?;
         let current = self.open(tenant, row.clone()).await?;
         let mut changed = Vec::new();
@@ -371,6 +410,11 @@ impl Accounts {
         let key = self.ctx.keystore.key(tenant, key_id).await?;
         let blind = self.policy.blind().keys(tenant).await?;
         let index = blind.email(&next.email);
+        // The same address in another case links the same identities; another address
+        // is a claim to be someone else at the source.
+        if index != row.email_index {
+            editor.may_change_email()?;
+        }
         if index != row.email_index
             && let Some(other) = self.find_by_index(tenant, &index).await?
             && other.id != row.id
@@ -604,6 +648,35 @@ impl Accounts {
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
+    }
+}
+
+/// Who changes a user, which decides whether the email may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Editor {
+    /// The tenant's admin: the authority on who an account is.
+    Admin,
+    /// The user, as a member.
+    Themself,
+    /// dsar, carrying out the person's rectification request.
+    SubjectRequest,
+}
+
+impl Editor {
+    fn may_change_email(self) -> Result<()> {
+        match self {
+            Editor::Admin => Ok(()),
+            Editor::Themself => Err(Error::PermissionDenied(
+                "email: only the tenant's admin may change an account's email, because it \
+                 links the account to the person's identities in connected tools"
+                    .into(),
+            )),
+            Editor::SubjectRequest => Err(Error::Kit(mindmesh_kit::Error::FailedPrecondition(
+                "email: a new email links the account to source identities and must be \
+                 proven by its owner first; the tenant's admin can change it with UpdateUser"
+                    .into(),
+            ))),
+        }
     }
 }
 

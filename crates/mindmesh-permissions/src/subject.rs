@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use mindmesh_kit::audit::AuditRecord;
-use mindmesh_kit::auth::{Caller, Role};
+use mindmesh_kit::auth::Caller;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keys::KeyScope;
@@ -34,15 +34,6 @@ impl PermissionsSubject {
             accounts,
             policy,
         }
-    }
-}
-
-/// The caller as the accounts code sees it when dsar acts for the person.
-fn acting_service(caller: &Caller, tenant: TenantId) -> Caller {
-    Caller {
-        subject: caller.subject.clone(),
-        tenant: Some(tenant),
-        roles: vec![Role::Service],
     }
 }
 
@@ -231,7 +222,7 @@ impl SubjectProvider for PermissionsSubject {
         let before = user.clone();
         let after = self
             .accounts
-            .update_user(&acting_service(caller, tenant), user.id, patch)
+            .rectify_user(caller, user.id, patch)
             .await
             .map_err(Error::from)?;
         self.ctx

@@ -884,7 +884,231 @@ async fn p18_audit_chain_detects_tampering(backend: Backend) {
     server.stop().await;
 }
 
+/// P02/P05: the email links an account to source identities, so it is a credential. A
+/// member who sets their own email to that of a source principal without an account
+/// (Carol, sole reader of a file) gains nothing: self-service email changes are refused
+/// on every path that can set one (update, create, rectification), other roles whose
+/// token happens to carry the user's id may not change the user at all, and only the
+/// tenant's admin sets an email.
+async fn p05_no_account_gains_a_source_identity_by_an_unproven_email(backend: Backend) {
+    use mindmesh_proto::mindmesh::ingest::v1 as ingest;
+    use mindmesh_proto::mindmesh::storage::v1 as storage;
+    use mindmesh_proto::mindmesh::subject::v1 as subject;
+
+    let root = tempfile::tempdir().unwrap();
+    let folders = root.path().to_path_buf();
+    let server =
+        TestServer::start_with(backend, move |c| c.ingest.local_folder_root = Some(folders)).await;
+    let mut c = client(&server).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("team");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("carol-only.md"), "for carol's eyes").unwrap();
+    std::fs::write(dir.join("shared.md"), "for alice").unwrap();
+    std::fs::write(
+        dir.join("mindmesh-acl.json"),
+        serde_json::json!({
+            "users": [
+                {"id": "alice", "email": "alice@acme.example"},
+                {"id": "carol", "email": "carol@acme.example"}
+            ],
+            "grants": [
+                {"path": "carol-only.md", "to": "user:carol", "role": "reader"},
+                {"path": "shared.md", "to": "user:alice", "role": "reader"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let alice = c
+        .create_user(authed(new_user("Alice", "A", "alice@acme.example"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let alice_token = server.token(&alice.id, Some(tenant), &[Role::Member]);
+    let mut ingest_client =
+        ingest::ingest_service_client::IngestServiceClient::new(server.channel().await);
+    let integration = ingest_client
+        .connect_integration(authed(
+            ingest::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: "Team".into(),
+                settings: [("path".to_owned(), "team".to_owned())].into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    common::ingest::sync_ok(&mut ingest_client, &admin, &integration.id, false).await;
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let carol_only = common::ingest::readable(&server, &service)
+        .await
+        .into_iter()
+        .find(|d| d.title == "carol-only.md")
+        .unwrap()
+        .id;
+    let docs = storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    let get = |token: String| {
+        let mut docs = docs.clone();
+        let id = carol_only.clone();
+        async move {
+            docs.get_document(authed(
+                storage::GetDocumentRequest {
+                    document_id: id,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+        }
+    };
+    assert_eq!(
+        get(alice_token.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Update: a member may rename themself, not re-point their email.
+    let status = c
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: alice.id.clone(),
+                email: Some("carol@acme.example".into()),
+                ..Default::default()
+            },
+            &alice_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(status.message().contains("email"), "{}", status.message());
+    let renamed = c
+        .update_user(authed(
+            pb::UpdateUserRequest {
+                user_id: alice.id.clone(),
+                first_name: Some("Alicia".into()),
+                ..Default::default()
+            },
+            &alice_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        (renamed.first_name.as_str(), renamed.email.as_str()),
+        ("Alicia", "alice@acme.example")
+    );
+    assert_eq!(
+        get(alice_token.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // Tokens whose `sub` is Alice's id but that are not Alice as a member, nor an admin.
+    for roles in [
+        &[Role::Operator][..],
+        &[Role::StaffAnalyst],
+        &[Role::StaffEngineer],
+        &[Role::Service],
+    ] {
+        let token = server.token(&alice.id, Some(tenant), roles);
+        let status = c
+            .update_user(authed(
+                pb::UpdateUserRequest {
+                    user_id: alice.id.clone(),
+                    last_name: Some("Changed".into()),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{roles:?}: {status:?}"
+        );
+    }
+
+    // Create: members create no accounts, with Carol's email or any other.
+    let status = c
+        .create_user(authed(
+            new_user("Carol", "C", "carol@acme.example"),
+            &alice_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    // Rectification: a member may not ask it directly, and a data-subject request
+    // carried out by dsar cannot re-point an email that nobody proved.
+    let mut subjects = subject::subject_data_client::SubjectDataClient::new(server.channel().await);
+    let rectify = |token: &str| {
+        authed(
+            subject::RectifyRequest {
+                service: Service::Permissions.to_proto() as i32,
+                subject_email: "alice@acme.example".into(),
+                request_id: "req-1".into(),
+                email: Some("carol@acme.example".into()),
+                ..Default::default()
+            },
+            token,
+        )
+    };
+    let status = subjects.rectify(rectify(&alice_token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let dsar = server.token("dsar", Some(tenant), &[Role::Service]);
+    let status = subjects.rectify(rectify(&dsar)).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("email"), "{}", status.message());
+    assert_eq!(
+        get(alice_token.clone()).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let read = c
+        .get_user(authed(
+            pb::GetUserRequest {
+                user_id: alice.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(
+        read.email, "alice@acme.example",
+        "no path changed the email"
+    );
+
+    // The tenant's admin is the authority on who an account is: an email set by them
+    // links (here Alice is, in truth, the person the source calls Carol).
+    c.update_user(authed(
+        pb::UpdateUserRequest {
+            user_id: alice.id.clone(),
+            email: Some("carol@acme.example".into()),
+            ..Default::default()
+        },
+        &admin,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        get(alice_token.clone()).await.unwrap().into_inner().content,
+        b"for carol's eyes"
+    );
+    server.stop().await;
+}
+
 both_modes!(
+    p05_no_account_gains_a_source_identity_by_an_unproven_email,
     happy_path,
     every_validation_error_names_its_field,
     tenant_isolation_and_roles,

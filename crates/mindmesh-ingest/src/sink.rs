@@ -119,6 +119,19 @@ impl Sink {
                 })
                 .collect(),
         };
+        // One call carries the whole set; say which limit it is over rather than let
+        // the connection fail with it.
+        let size = prost::Message::encoded_len(&request);
+        let limit = self.ctx.config.limits.max_message_bytes;
+        if size > limit {
+            return Err(Error::ResourceExhausted(format!(
+                "principals: {} users, {} groups and {} memberships encode to {size} bytes, \
+                 more than one SyncPrincipals call may carry (limits.max_message_bytes = {limit})",
+                request.users.len(),
+                request.groups.len(),
+                request.memberships.len()
+            )));
+        }
         let response = self
             .permissions
             .clone()

@@ -40,6 +40,16 @@ pub enum Error {
     /// Not built yet: the honest answer instead of a fake success.
     #[error("{0} is not implemented yet")]
     Unimplemented(&'static str),
+    /// A peer service refused the request for a reason the caller can act on (a field,
+    /// a limit, a state): its code and its message, which names the field or limit, are
+    /// passed on as they are. Peers follow the same rule: no secrets, no content.
+    #[error("{message}")]
+    Refused {
+        /// The peer's status code.
+        code: Code,
+        /// The peer's message.
+        message: String,
+    },
     /// The database failed.
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -78,6 +88,7 @@ impl Error {
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::Bus(_) => Code::Unavailable,
             Error::Unimplemented(_) => Code::Unimplemented,
+            Error::Refused { code, .. } => *code,
             Error::Db(e) if is_connection_error(e) => Code::Unavailable,
             Error::Db(_) | Error::Crypto(_) | Error::Config(_) | Error::Internal(_) => {
                 Code::Internal

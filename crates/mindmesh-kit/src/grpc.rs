@@ -65,17 +65,34 @@ pub fn peer_channel(setting: &str, url: Option<&str>) -> Result<tonic::transport
     Ok(endpoint.connect_lazy())
 }
 
-/// The error a failed call to the peer service `peer` becomes: unreachable or
-/// overloaded peers are UNAVAILABLE (retryable), a missing object keeps NOT_FOUND, and
-/// anything else is this service's internal error — the peer's message is kept for
-/// the log, never forwarded to the caller as ours.
+/// The error a failed call to the peer service `peer` becomes. Unreachable or
+/// overloaded peers are UNAVAILABLE (retryable). What the caller can act on — a field
+/// the peer refused, a limit, a state, something not found — keeps its code and the
+/// peer's message, which names the field or the limit. A message too large for the
+/// connection names `limits.max_message_bytes`. Anything else (the peer refusing this
+/// service's own token, a bug) is this service's internal error: the peer's message is
+/// kept for the log, never forwarded to the caller as ours.
 pub fn peer_error(peer: &str, status: &tonic::Status) -> Error {
     use tonic::Code;
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted => {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => {
             Error::Unavailable(format!("the {peer} service is unavailable"))
         }
-        Code::NotFound => Error::NotFound("document"),
+        // tonic's own verdict on a message over the size limit, on either side.
+        Code::OutOfRange if status.message().contains("message length too large") => {
+            Error::ResourceExhausted(format!(
+                "a message to or from the {peer} service is larger than limits.max_message_bytes"
+            ))
+        }
+        code @ (Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::ResourceExhausted
+        | Code::NotFound
+        | Code::AlreadyExists) => Error::Refused {
+            code,
+            message: status.message().to_owned(),
+        },
         code => {
             tracing::warn!(peer, ?code, message = status.message(), "peer call failed");
             Error::Internal(format!("the {peer} service answered {code:?}"))
@@ -104,6 +121,37 @@ macro_rules! api_service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_refusal_keeps_its_code_and_message() {
+        use tonic::{Code, Status};
+        let refused = peer_error(
+            "permissions",
+            &Status::invalid_argument("invalid at_least_revision: is ahead of the newest state"),
+        );
+        let status: Status = refused.into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("at_least_revision"));
+        for (code, expected) in [
+            (Code::FailedPrecondition, Code::FailedPrecondition),
+            (Code::ResourceExhausted, Code::ResourceExhausted),
+            (Code::NotFound, Code::NotFound),
+            (Code::Unavailable, Code::Unavailable),
+            (Code::PermissionDenied, Code::Internal),
+            (Code::Internal, Code::Internal),
+        ] {
+            let status: Status = peer_error("storage", &Status::new(code, "why")).into();
+            assert_eq!(status.code(), expected, "{code:?}");
+        }
+        let too_large = peer_error(
+            "permissions",
+            &Status::out_of_range(
+                "Error, encoded message length too large: found 9 bytes, the limit is: 4 bytes",
+            ),
+        );
+        assert_eq!(too_large.code(), Code::ResourceExhausted);
+        assert!(too_large.to_string().contains("limits.max_message_bytes"));
+    }
 
     #[test]
     fn page_sizes() {

@@ -180,10 +180,7 @@ fn progress_to_proto(p: &Progress) -> pb::SyncProgress {
 }
 
 fn check_connect(req: &pb::ConnectIntegrationRequest) -> Result<()> {
-    let name = req.display_name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::invalid("display_name", "must be 1–200 characters"));
-    }
+    mindmesh_kit::validate::line("display_name", &req.display_name, 200, true)?;
     if req.settings.len() > MAX_SETTINGS {
         return Err(Error::invalid(
             "settings",

@@ -158,9 +158,9 @@ impl Sink {
                     integration_id: integration.to_string(),
                     external_id: doc.external_id,
                     source_version: doc.version,
-                    title: doc.title,
-                    mime_type: content.mime_type.unwrap_or(doc.mime_type),
-                    source_url: doc.url,
+                    title: shown_title(&doc.title),
+                    mime_type: usable_mime_type(content.mime_type.unwrap_or(doc.mime_type)),
+                    source_url: usable_link(doc.url),
                     modified_at: Some(timestamp(doc.modified_at)),
                     owner: doc.owner,
                     size_bytes: content.bytes.len() as u64,
@@ -269,6 +269,40 @@ impl Sink {
     }
 }
 
+/// Longest title storage keeps, in characters.
+const MAX_TITLE_CHARS: usize = 1_000;
+/// Longest link storage keeps, in bytes.
+const MAX_LINK_BYTES: usize = 4_096;
+
+/// A source's title as storage takes it: what would deceive a reader (controls, bidi
+/// overrides, invisible characters) cleaned out, and cut to the length storage keeps.
+fn shown_title(title: &str) -> String {
+    mindmesh_kit::validate::clean_line(title)
+        .chars()
+        .take(MAX_TITLE_CHARS)
+        .collect()
+}
+
+/// A source's MIME type, or `application/octet-stream` where it is not one.
+fn usable_mime_type(mime: String) -> String {
+    match mindmesh_kit::validate::mime_type("mime_type", &mime) {
+        Ok(()) => mime,
+        Err(_) => "application/octet-stream".to_owned(),
+    }
+}
+
+/// A source's link to the item, kept only if it is a plain web link.
+fn usable_link(url: String) -> String {
+    let usable = url.len() <= MAX_LINK_BYTES
+        && mindmesh_kit::validate::url(
+            "source_url",
+            &url,
+            mindmesh_kit::validate::UrlRule::SourceLink,
+        )
+        .is_ok();
+    if usable { url } else { String::new() }
+}
+
 fn grant(g: &SourceGrant) -> perm::Grant {
     let (kind, grantee) = match &g.grantee {
         Grantee::User(id) => (perm::GranteeKind::User, id.clone()),
@@ -285,5 +319,26 @@ fn grant(g: &SourceGrant) -> perm::Grant {
         grantee_kind: kind as i32,
         grantee,
         role: role as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_source_says_is_made_safe_to_store() {
+        assert_eq!(shown_title("report\u{202e}fdp.exe\n"), "reportfdp.exe");
+        assert_eq!(shown_title(&"x".repeat(1500)).chars().count(), 1000);
+        assert_eq!(usable_mime_type("text/markdown".into()), "text/markdown");
+        assert_eq!(
+            usable_mime_type("text/html\r\nX: y".into()),
+            "application/octet-stream"
+        );
+        assert_eq!(usable_link("javascript:alert(1)".into()), "");
+        assert_eq!(
+            usable_link("https://github.com/o/r".into()),
+            "https://github.com/o/r"
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! - [`bus`], [`events`], [`outbox`], [`inbox`]: events over NATS JetStream or the
 //!   embedded log, written through a transactional outbox, applied exactly once.
 //! - [`auth`]: bearer JWTs, roles, the one interceptor; [`error`]: the one mapping from
-//!   errors to gRPC codes; [`grpc`]: paging and timestamp helpers.
+//!   errors to gRPC codes; [`grpc`]: paging and timestamp helpers; [`validate`]: the
+//!   checks of names, titles, MIME types, URLs and times that callers send.
 //! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face;
 //!   [`subject_api`]: the per-process `SubjectData` service.
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
@@ -41,6 +42,7 @@ pub mod service;
 pub mod subject_api;
 pub mod telemetry;
 pub mod testing;
+pub mod validate;
 
 pub use error::{Error, Result};
 pub use service::Service;

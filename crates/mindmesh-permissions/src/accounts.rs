@@ -750,22 +750,10 @@ fn require(caller: &Caller, roles: &[Role]) -> Result<()> {
     caller.require_any(roles).map_err(Error::from)
 }
 
-/// Trims and checks a required single-line text field.
+/// Trims and checks a required single-line text field: no control, bidirectional
+/// override, zero-width or tag characters (see `mindmesh_kit::validate`).
 pub fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if value.chars().count() > max {
-        return Err(Error::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
-    Ok(value.to_owned())
+    Ok(mindmesh_kit::validate::line(field, value, max, true)?)
 }
 
 /// Checks an email address: one `@`, a local part of at most 64 characters without
@@ -805,7 +793,8 @@ pub fn validate_email(value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
-/// Checks a picture URL: empty, or an absolute `https` URL with a host.
+/// Checks a picture URL: empty, or an absolute `https` URL of a public host, without
+/// credentials or whitespace (clients fetch it by themselves).
 pub fn validate_picture_url(value: &str) -> Result<String> {
     let value = value.trim();
     if value.is_empty() {
@@ -817,13 +806,11 @@ pub fn validate_picture_url(value: &str) -> Result<String> {
             format!("must be at most {MAX_PICTURE_URL} characters"),
         ));
     }
-    let url = url::Url::parse(value).map_err(|_| Error::invalid("picture_url", "is not a URL"))?;
-    if url.scheme() != "https" {
-        return Err(Error::invalid("picture_url", "must use https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(Error::invalid("picture_url", "must name a host"));
-    }
+    mindmesh_kit::validate::url(
+        "picture_url",
+        value,
+        mindmesh_kit::validate::UrlRule::PublicHttps,
+    )?;
     Ok(value.to_owned())
 }
 

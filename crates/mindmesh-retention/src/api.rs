@@ -47,6 +47,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         if at > now + chrono::Duration::minutes(5) {
             return Err(mindmesh_kit::Error::invalid("at", "must not be in the future").into());
         }
+        mindmesh_kit::validate::not_too_early("at", at)?;
         self.activity
             .touch(self.activity.db(), tenant, user, at)
             .await?;

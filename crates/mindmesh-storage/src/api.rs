@@ -373,17 +373,15 @@ fn bounded(field: &'static str, value: &str, max: usize) -> Result<()> {
 }
 
 fn check_title(field: &'static str, title: &str, required: bool) -> Result<()> {
-    let chars = title.chars().count();
-    if required && title.trim().is_empty() {
-        return Err(Error::invalid(field, "is required"));
+    mindmesh_kit::validate::line(field, title, MAX_TITLE_CHARS, required).map(drop)
+}
+
+/// A MIME type, where one is given (empty: unknown, or the default).
+fn check_mime_type(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Ok(());
     }
-    if chars > MAX_TITLE_CHARS {
-        return Err(Error::invalid(
-            field,
-            format!("is longer than {MAX_TITLE_CHARS} characters"),
-        ));
-    }
-    Ok(())
+    mindmesh_kit::validate::mime_type(field, value)
 }
 
 fn too_large(field: &str, size: u64, max: u64) -> Error {
@@ -418,9 +416,16 @@ fn check_header(header: &pb::DocumentHeader, index: usize, max_content: u64) -> 
         &header.source_version,
         MAX_ID_BYTES,
     )?;
-    bounded("header.mime_type", &header.mime_type, MAX_ID_BYTES)?;
+    check_mime_type("header.mime_type", &header.mime_type)?;
     bounded("header.owner", &header.owner, MAX_ID_BYTES)?;
     bounded("header.source_url", &header.source_url, MAX_URL_BYTES)?;
+    if !header.source_url.is_empty() {
+        mindmesh_kit::validate::url(
+            "header.source_url",
+            &header.source_url,
+            mindmesh_kit::validate::UrlRule::SourceLink,
+        )?;
+    }
     check_title("header.title", &header.title, false)?;
     if header.size_bytes > max_content {
         return Err(too_large(
@@ -544,7 +549,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let (tenant, user, _) = Self::writer(&caller)?;
         let req = request.into_inner();
         check_title("title", &req.title, true)?;
-        bounded("mime_type", &req.mime_type, MAX_ID_BYTES)?;
+        check_mime_type("mime_type", &req.mime_type)?;
         let size = req.content.len() as u64;
         if size > self.max_content() {
             return Err(too_large("content", size, self.max_content()).into());

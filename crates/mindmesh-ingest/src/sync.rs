@@ -7,7 +7,9 @@
 //! changed versions and streamed to storage, grants set in permissions, deletions and
 //! lost access removed. After each page the items and the connector's cursor are
 //! committed together, so a sync stopped anywhere resumes at the page that was in
-//! flight. A full listing bumps a generation; what it did not see is removed at its end.
+//! flight. A full listing bumps a generation; what it did not see is removed once every
+//! page of the sync is applied (a sweep recorded as due, so a stopped sync leaves it to
+//! the next), so progress only moves forward: principals, documents, deletions, done.
 //! A failed sync keeps its cursor and reports the error on `GetIntegration`.
 
 use std::collections::{HashMap, HashSet};
@@ -418,25 +420,9 @@ impl Engine {
                 )
                 .await?;
             if page.listing_complete {
-                // The page's items first (still at the old cursor), then what the listing
-                // did not see goes, then the cursor moves on: a sync stopped during the
-                // sweep lists this last page again and sweeps the rest.
-                record.cursor = cursor.clone();
-                timed(
-                    &mut timings.bookkeeping,
-                    self.store.commit_page(tenant, id, &record),
-                )
-                .await?;
-                timed(
-                    &mut timings.deletions,
-                    self.sweep(tenant, id, position.generation, progress),
-                )
-                .await?;
-                progress.send_modify(|p| p.phase = Phase::Documents);
-                record = PageRecord {
-                    generation: position.generation,
-                    ..PageRecord::default()
-                };
+                // What the listing did not see goes once every page is applied; recorded
+                // with this page, so that a sync stopped before then leaves it due.
+                record.sweep_due = Some(position.generation);
             }
             record.cursor = page.cursor.clone();
             timed(
@@ -459,6 +445,14 @@ impl Engine {
                 Some(_) => {}
             }
             cursor = page.cursor;
+        }
+        if let Some(generation) = self.store.sweep_due(id).await? {
+            timed(
+                &mut timings.deletions,
+                self.sweep(tenant, id, generation, progress),
+            )
+            .await?;
+            self.store.swept(id, generation).await?;
         }
         let p = progress.borrow().clone();
         tracing::info!(
@@ -638,7 +632,7 @@ impl Engine {
         }
         progress.send_modify(|p| {
             p.done += (page.documents.len() + page.removed.len()) as u64;
-            p.total = page.total_hint.unwrap_or(0).max(p.done);
+            p.total = p.total.max(page.total_hint.unwrap_or(0)).max(p.done);
             p.created += counts.0;
             p.updated += counts.1;
             p.skipped += counts.2;

@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Integrations));
+        all.push(Box::new(PendingSweeps));
         all
     }
 }
@@ -128,5 +129,42 @@ impl MigrationTrait for Integrations {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `integrations.sweep_generation`: a full listing that completed but whose sweep (the
+/// removal of what it did not see) has not run yet. The sweep runs at the end of a sync,
+/// after every page, so that progress only moves forward; recorded with the page that
+/// completed the listing, a sync stopped before its sweep leaves it to the next one.
+struct PendingSweeps;
+
+impl MigrationName for PendingSweeps {
+    fn name(&self) -> &str {
+        "m20261201_000100_ingest_pending_sweeps"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PendingSweeps {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("integrations")
+                    .add_column(big_integer_null("sweep_generation"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("integrations")
+                    .drop_column("sweep_generation")
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -116,6 +116,8 @@ pub struct PageRecord {
     pub cursor: Option<String>,
     /// The generation the items were seen in.
     pub generation: i64,
+    /// Set by the page that completes a full listing: that listing's sweep is due.
+    pub sweep_due: Option<i64>,
 }
 
 /// The ingest database.
@@ -615,17 +617,51 @@ impl Store {
             }
             txn.execute(&insert).await?;
         }
-        txn.execute(
-            &Query::update()
-                .table("integrations")
-                .value("cursor", page.cursor.clone())
-                .and_where(Expr::col("id").eq(id.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        let mut position = Query::update();
+        position
+            .table("integrations")
+            .value("cursor", page.cursor.clone())
+            .and_where(Expr::col("id").eq(id.to_string()));
+        if let Some(generation) = page.sweep_due {
+            position.value("sweep_generation", generation);
+        }
+        txn.execute(&position).await?;
         txn.commit().await?;
         self.item_stats
             .wrote(&self.ctx.db, page.items.len() as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// The completed full listing whose sweep has not run yet, if any.
+    pub async fn sweep_due(&self, id: IntegrationId) -> Result<Option<i64>> {
+        let row = self
+            .ctx
+            .db
+            .query_one(
+                &Query::select()
+                    .column("sweep_generation")
+                    .from("integrations")
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .to_owned(),
+            )
+            .await?
+            .ok_or(Error::NotFound("integration"))?;
+        Ok(row.try_get("", "sweep_generation")?)
+    }
+
+    /// Records that the sweep of `generation` is done (unless a later one is due).
+    pub async fn swept(&self, id: IntegrationId, generation: i64) -> Result<()> {
+        self.ctx
+            .db
+            .execute(
+                &Query::update()
+                    .table("integrations")
+                    .value("sweep_generation", Option::<i64>::None)
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .and_where(Expr::col("sweep_generation").eq(generation))
+                    .to_owned(),
+            )
             .await?;
         Ok(())
     }

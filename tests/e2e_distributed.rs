@@ -222,7 +222,14 @@ async fn a_user_created_in_one_process_reaches_retention_in_another() {
     migrate(&deployment); // idempotent
 
     let (permissions_process, permissions_addr) = deployment.serve("permissions", &[]);
-    let (retention_process, retention_addr) = deployment.serve("retention", &[]);
+    // Retention asks permissions which tenants exist, with tokens of its own.
+    let to_permissions = format!("peers.permissions_url=http://{permissions_addr}");
+    let jwt = format!(
+        "keys.jwt_private_key_file={}",
+        deployment.jwt_file.display()
+    );
+    let (retention_process, retention_addr) =
+        deployment.serve("retention", &["--set", &to_permissions, "--set", &jwt]);
     let permissions = connect(&permissions_addr).await;
     let retention_channel = connect(&retention_addr).await;
 

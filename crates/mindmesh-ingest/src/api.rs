@@ -16,6 +16,7 @@ use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::grpc::{page_size, timestamp};
 use mindmesh_kit::ids::{IntegrationId, TenantId};
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
 use pb::ingest_service_server::IngestService;
@@ -43,16 +44,25 @@ pub struct IngestApi {
     store: Store,
     engine: Arc<Engine>,
     setup: Setup,
+    /// Integrations are connected and synced only for a live tenant (P08).
+    tenants: Tenants,
 }
 
 impl IngestApi {
-    /// The API over the service's store and sync engine.
-    pub fn new(ctx: ServiceContext, store: Store, engine: Arc<Engine>, setup: Setup) -> Self {
+    /// The API over the service's store and sync engine, for live `tenants`.
+    pub fn new(
+        ctx: ServiceContext,
+        store: Store,
+        engine: Arc<Engine>,
+        setup: Setup,
+        tenants: Tenants,
+    ) -> Self {
         IngestApi {
             ctx,
             store,
             engine,
             setup,
+            tenants,
         }
     }
 
@@ -250,6 +260,7 @@ impl IngestService for IngestApi {
     ) -> std::result::Result<Response<pb::ConnectIntegrationResponse>, Status> {
         let caller = Caller::from_request(&request)?;
         let tenant = admin(&caller)?;
+        self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
         check_connect(&req)?;
         let info = connectors::info(&req.kind)?;
@@ -337,6 +348,7 @@ impl IngestService for IngestApi {
     ) -> std::result::Result<Response<ProgressStream>, Status> {
         let caller = Caller::from_request(&request)?;
         let tenant = admin_or_service(&caller)?;
+        self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
         let id = integration_id(&req.integration_id)?;
         let integration = self.store.get(tenant, id).await?;
@@ -378,6 +390,7 @@ impl IngestService for IngestApi {
     ) -> std::result::Result<Response<pb::NotifyChangeResponse>, Status> {
         let caller = Caller::from_request(&request)?;
         let tenant = admin_or_service(&caller)?;
+        self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
         let id = integration_id(&req.integration_id)?;
         if req.resource_id.len() > 1024 {

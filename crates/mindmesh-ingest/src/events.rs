@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
@@ -29,12 +30,19 @@ pub struct IngestEvents {
     ctx: ServiceContext,
     store: Store,
     engine: Arc<Engine>,
+    tenants: Tenants,
 }
 
 impl IngestEvents {
-    /// A handler over the service's store, stopping syncs through `engine`.
-    pub fn new(ctx: ServiceContext, store: Store, engine: Arc<Engine>) -> Self {
-        IngestEvents { ctx, store, engine }
+    /// A handler over the service's store, stopping syncs through `engine` and
+    /// recording erased `tenants`.
+    pub fn new(ctx: ServiceContext, store: Store, engine: Arc<Engine>, tenants: Tenants) -> Self {
+        IngestEvents {
+            ctx,
+            store,
+            engine,
+            tenants,
+        }
     }
 }
 
@@ -54,7 +62,11 @@ impl EventHandler for IngestEvents {
         let mut counts = HashMap::new();
         let mut destroyed = Vec::new();
         if whole_tenant {
-            // No sync of the tenant may write again: leases refused, running ones stopped.
+            // Nothing is connected for the tenant again, and no sync of it may write
+            // again: leases refused, running ones stopped.
+            self.tenants
+                .mark_erased(self.store.db(), tenant, cascade)
+                .await?;
             for id in self.store.forbid_syncs(tenant).await? {
                 self.engine.stop(id).await;
             }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::IngestServiceServer;
 use tonic::service::RoutesBuilder;
 
@@ -46,16 +47,24 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::
         http: http::Http::new(&ctx.config.ingest)?,
     };
     let store = store::Store::new(ctx.clone());
+    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     let engine = sync::Engine::new(ctx.clone(), store.clone(), sink, setup.clone());
     ctx.spawn_relay();
     ctx.spawn_consumer(Arc::new(events::IngestEvents::new(
         ctx.clone(),
         store.clone(),
         engine.clone(),
+        tenants.clone(),
     )));
     engine.spawn_scheduler();
     routes.add_service(api_service!(
-        IngestServiceServer::new(api::IngestApi::new(ctx.clone(), store, engine, setup)),
+        IngestServiceServer::new(api::IngestApi::new(
+            ctx.clone(),
+            store,
+            engine,
+            setup,
+            tenants
+        )),
         ctx
     ));
     Ok(())

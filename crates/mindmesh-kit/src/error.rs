@@ -106,6 +106,10 @@ fn is_connection_error(e: &sea_orm::DbErr) -> bool {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Status {
+        // A refusal says what to do about it, whatever its code.
+        if let Error::Refused { code, message } = err {
+            return Status::new(code, message);
+        }
         let code = err.code();
         match code {
             // Internal details (SQL, key ids) stay in the log; the caller gets a plain message.

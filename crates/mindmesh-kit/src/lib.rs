@@ -14,6 +14,8 @@
 //!   checks of names, titles, MIME types, URLs and times that callers send.
 //! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face;
 //!   [`subject_api`]: the per-process `SubjectData` service.
+//! - [`tenants`] and [`integrations`]: which tenants and which imported integrations a
+//!   service may still write for, so that nothing outlives a deletion (P06, P08).
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs.
 //! - [`testing`]: throwaway PostgreSQL databases and NATS streams for tests.
@@ -33,6 +35,7 @@ pub mod events;
 pub mod grpc;
 pub mod ids;
 pub mod inbox;
+pub mod integrations;
 pub mod keyfiles;
 pub mod keys;
 pub mod migrations;
@@ -41,6 +44,7 @@ pub mod server;
 pub mod service;
 pub mod subject_api;
 pub mod telemetry;
+pub mod tenants;
 pub mod testing;
 pub mod validate;
 

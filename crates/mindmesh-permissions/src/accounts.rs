@@ -17,6 +17,7 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
+use mindmesh_kit::tenants::{TenantAuthority, Tenants};
 use mindmesh_kit::{events, outbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested};
@@ -202,6 +203,8 @@ impl Accounts {
             .await?
             .rows_affected;
         let graph = self.policy.delete_tenant(&txn, id).await?;
+        // Every replica refuses the tenant's writes from the commit on (P08).
+        Tenants::record_erased(&txn, id, &cascade.to_string()).await?;
         tenant::Entity::delete_by_id(id.to_string())
             .exec(&txn)
             .await?;
@@ -677,6 +680,29 @@ impl Editor {
                     .into(),
             ))),
         }
+    }
+}
+
+/// The tenants table as the authority on which tenants exist, for this service's own
+/// [`Tenants`] (the other services ask `AccountService.GetTenant`).
+pub struct TenantRecords {
+    db: DatabaseConnection,
+}
+
+impl TenantRecords {
+    /// The records in `db`.
+    pub fn new(db: DatabaseConnection) -> Self {
+        TenantRecords { db }
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantAuthority for TenantRecords {
+    async fn exists(&self, tenant: TenantId) -> mindmesh_kit::Result<bool> {
+        Ok(tenant::Entity::find_by_id(tenant.to_string())
+            .one(&self.db)
+            .await?
+            .is_some())
     }
 }
 

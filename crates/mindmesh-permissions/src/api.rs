@@ -1,11 +1,14 @@
 //! The gRPC face of the permissions service: request validation, mapping between proto
 //! messages and domain types, and errors to status codes. No SQL here.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::{from_timestamp, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::integrations::Integrations;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -18,12 +21,14 @@ use crate::staff::{StaffAccess, StaffGrant};
 #[derive(Clone)]
 pub struct AccountApi {
     accounts: Accounts,
+    /// Accounts change only in a tenant that exists and is not being deleted.
+    tenants: Tenants,
 }
 
 impl AccountApi {
-    /// The API over `accounts`.
-    pub fn new(accounts: Accounts) -> Self {
-        AccountApi { accounts }
+    /// The API over `accounts`, writing only for live `tenants`.
+    pub fn new(accounts: Accounts, tenants: Tenants) -> Self {
+        AccountApi { accounts, tenants }
     }
 }
 
@@ -136,6 +141,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.tenants.require_live(caller.tenant()?).await?;
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
         let user = self
@@ -197,12 +203,31 @@ impl pb::account_service_server::AccountService for AccountApi {
 #[derive(Clone)]
 pub struct PermissionsApi {
     policy: Arc<Policy>,
+    /// Source principals and grants change only in a live tenant…
+    tenants: Tenants,
+    /// …and only for a connected integration of it (or native documents).
+    integrations: Integrations,
 }
 
 impl PermissionsApi {
-    /// The API over `policy`.
-    pub fn new(policy: Arc<Policy>) -> Self {
-        PermissionsApi { policy }
+    /// The API over `policy`, taking writes only for live `tenants` and connected
+    /// `integrations`.
+    pub fn new(policy: Arc<Policy>, tenants: Tenants, integrations: Integrations) -> Self {
+        PermissionsApi {
+            policy,
+            tenants,
+            integrations,
+        }
+    }
+
+    /// The tenant a write of the source's truth is for: the service role only (ingest,
+    /// and storage for native documents) — an admin does not rewrite what a source says
+    /// (P02) — and only a live tenant.
+    async fn source_writer(&self, caller: &Caller) -> Result<TenantId, Status> {
+        caller.require_any(&[Role::Service])?;
+        let tenant = caller.tenant()?;
+        self.tenants.require_live(tenant).await?;
+        Ok(tenant)
     }
 }
 
@@ -212,12 +237,6 @@ pub const MAX_BATCH_CHECK: usize = 1_000;
 pub const MAX_FILTER_READABLE: usize = 10_000;
 /// Largest `ListReadable` page.
 pub const MAX_LIST_READABLE_PAGE: u32 = 10_000;
-
-/// Writers of source ACLs: ingest (service) or a tenant admin.
-fn require_writer(caller: &Caller) -> Result<TenantId, Status> {
-    caller.require_any(&[Role::Service, Role::Admin])?;
-    Ok(caller.tenant()?)
-}
 
 /// Who may ask about `user`: services and admins about anyone in the tenant, members
 /// about themselves. Staff need the tenant's consent grant (not built yet): denied.
@@ -303,7 +322,7 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
         request: Request<pb::SyncPrincipalsRequest>,
     ) -> Result<Response<pb::SyncPrincipalsResponse>, Status> {
         let caller = Caller::from_request(&request)?;
-        let tenant = require_writer(&caller)?;
+        let tenant = self.source_writer(&caller).await?;
         let req = request.into_inner();
         let integration = IntegrationId::parse_field("integration_id", &req.integration_id)?;
         if integration.is_native() {
@@ -313,6 +332,9 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
             )
             .into());
         }
+        self.integrations
+            .require_writable(tenant, &BTreeSet::from([integration]), "integration_id")
+            .await?;
         let users = req
             .users
             .into_iter()
@@ -353,7 +375,7 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
         request: Request<pb::SetDocumentAclsRequest>,
     ) -> Result<Response<pb::SetDocumentAclsResponse>, Status> {
         let caller = Caller::from_request(&request)?;
-        let tenant = require_writer(&caller)?;
+        let tenant = self.source_writer(&caller).await?;
         let req = request.into_inner();
         if req.acls.len() > crate::policy::MAX_ACLS_PER_CALL {
             return Err(Status::resource_exhausted(format!(
@@ -376,6 +398,14 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
                     .collect::<Result<_, _>>()?,
             });
         }
+        let imported: BTreeSet<IntegrationId> = acls
+            .iter()
+            .map(|a| a.integration)
+            .filter(|i| !i.is_native())
+            .collect();
+        self.integrations
+            .require_writable(tenant, &imported, "acls.integration_id")
+            .await?;
         let revision = self.policy.set_document_acls(tenant, acls).await?;
         Ok(Response::new(pb::SetDocumentAclsResponse { revision }))
     }
@@ -532,12 +562,14 @@ impl pb::permissions_service_server::PermissionsService for PermissionsApi {
 #[derive(Clone)]
 pub struct StaffAccessApi {
     staff: StaffAccess,
+    /// Consent is given or withdrawn only in a live tenant.
+    tenants: Tenants,
 }
 
 impl StaffAccessApi {
-    /// The API over `staff`.
-    pub fn new(staff: StaffAccess) -> Self {
-        StaffAccessApi { staff }
+    /// The API over `staff`, writing only for live `tenants`.
+    pub fn new(staff: StaffAccess, tenants: Tenants) -> Self {
+        StaffAccessApi { staff, tenants }
     }
 }
 
@@ -578,6 +610,7 @@ impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
         request: Request<pb::GrantStaffAccessRequest>,
     ) -> Result<Response<pb::GrantStaffAccessResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.tenants.require_live(caller.tenant()?).await?;
         let req = request.into_inner();
         let role = staff_role_from_proto(req.role)?;
         let expires_at = req
@@ -599,6 +632,7 @@ impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
         request: Request<pb::RevokeStaffAccessRequest>,
     ) -> Result<Response<pb::RevokeStaffAccessResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.tenants.require_live(caller.tenant()?).await?;
         let id = mindmesh_kit::ids::canonical_uuid(&request.get_ref().grant_id)
             .ok_or_else(|| mindmesh_kit::Error::invalid("grant_id", "is not a valid UUID"))?;
         let grant = self.staff.revoke(&caller, id).await?;

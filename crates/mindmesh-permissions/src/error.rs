@@ -30,7 +30,19 @@ pub enum Error {
     ResourceExhausted(String),
     /// Shared infrastructure failed (database, bus, crypto, auth).
     #[error(transparent)]
-    Kit(#[from] mindmesh_kit::Error),
+    Kit(mindmesh_kit::Error),
+}
+
+/// The kit's errors, with a field the kit's checks refused kept as [`Error::Invalid`].
+impl From<mindmesh_kit::Error> for Error {
+    fn from(e: mindmesh_kit::Error) -> Self {
+        match e {
+            mindmesh_kit::Error::InvalidArgument { field, reason } => {
+                Error::Invalid { field, reason }
+            }
+            other => Error::Kit(other),
+        }
+    }
 }
 
 impl Error {

@@ -1,5 +1,7 @@
 //! What the permissions service consumes, and the attestations it publishes.
 //!
+//! - `integration.connected`: the integration is known; its principals and grants are
+//!   taken from here (see `mindmesh_kit::integrations`).
 //! - `integration.disconnected`: destroy the integration's data key (its principals'
 //!   sealed emails and names are unreadable from then on, in every copy), delete its
 //!   principals, memberships and grants, and attest with a signed `deletion.completed`.
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::IntegrationId;
+use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::keys::KeyScope;
 use mindmesh_kit::{Error, Result, Service, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
@@ -52,7 +55,8 @@ fn counts(removed: &Removed) -> HashMap<String, u64> {
 impl EventHandler for PermissionEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
         let relevant = match &envelope.payload {
-            Some(Payload::IntegrationDisconnected(_))
+            Some(Payload::IntegrationConnected(_))
+            | Some(Payload::IntegrationDisconnected(_))
             | Some(Payload::SubjectErasureRequested(_)) => true,
             // Our own deletion requests were carried out (and attested) by the RPC.
             Some(Payload::AccountDeletionRequested(_)) => {
@@ -66,6 +70,17 @@ impl EventHandler for PermissionEvents {
         let tenant = events::tenant(envelope)?
             .ok_or_else(|| Error::Bus("lifecycle event without tenant".into()))?;
         match &envelope.payload {
+            Some(Payload::IntegrationConnected(c)) => {
+                let integration: IntegrationId = c
+                    .integration_id
+                    .parse()
+                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+                let txn = self.ctx.db.begin().await?;
+                if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+                    Integrations::connected(&txn, tenant, integration).await?;
+                }
+                txn.commit().await?;
+            }
             Some(Payload::IntegrationDisconnected(d)) => {
                 let integration: IntegrationId = d
                     .integration_id
@@ -73,10 +88,7 @@ impl EventHandler for PermissionEvents {
                     .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
                 // No more writes for it, then crypto-shred: both idempotent, so a
                 // redelivery finds nothing to do.
-                self.policy
-                    .mark_disconnected(tenant, integration)
-                    .await
-                    .map_err(Error::from)?;
+                Integrations::disconnected(&self.ctx.db, tenant, integration).await?;
                 let destroyed = self
                     .ctx
                     .keystore

@@ -28,7 +28,9 @@ use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::subject_api::SubjectProvider;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::permissions::v1::{
     account_service_server::AccountServiceServer,
     permissions_service_server::PermissionsServiceServer,
@@ -70,21 +72,29 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Arc<dyn
     });
     let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
     let staff = staff::StaffAccess::new(ctx.clone());
+    let tenants = Tenants::new(
+        ctx.db.clone(),
+        Arc::new(accounts::TenantRecords::new(ctx.db.clone())),
+    );
     let subject = Arc::new(subject::PermissionsSubject::new(
         ctx.clone(),
         accounts.clone(),
         policy.clone(),
     ));
     routes.add_service(api_service!(
-        AccountServiceServer::new(api::AccountApi::new(accounts)),
+        AccountServiceServer::new(api::AccountApi::new(accounts, tenants.clone())),
         ctx
     ));
     routes.add_service(api_service!(
-        PermissionsServiceServer::new(api::PermissionsApi::new(policy)),
+        PermissionsServiceServer::new(api::PermissionsApi::new(
+            policy,
+            tenants.clone(),
+            Integrations::new(ctx.db.clone(), ctx.service),
+        )),
         ctx
     ));
     routes.add_service(api_service!(
-        StaffAccessServiceServer::new(api::StaffAccessApi::new(staff)),
+        StaffAccessServiceServer::new(api::StaffAccessApi::new(staff, tenants)),
         ctx
     ));
     Ok(subject)

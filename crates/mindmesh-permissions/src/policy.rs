@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
 };
@@ -278,8 +278,6 @@ impl Policy {
     ) -> Result<u64> {
         let started = std::time::Instant::now();
         validate_sync(&users, &groups, &memberships, integration)?;
-        self.refuse_disconnected(tenant, [integration], "integration_id")
-            .await?;
         let keys = self.blind.keys(tenant).await?;
         let (_, data_key) = self
             .ctx
@@ -545,12 +543,6 @@ impl Policy {
     /// Replaces the grants of each listed document. Returns the new revision.
     pub async fn set_document_acls(&self, tenant: TenantId, acls: Vec<DocumentAcl>) -> Result<u64> {
         validate_acls(&acls)?;
-        self.refuse_disconnected(
-            tenant,
-            acls.iter().map(|a| a.integration),
-            "acls.integration_id",
-        )
-        .await?;
         // Domain grants are matched by the tenant's blind index: make sure its key exists.
         self.blind.keys(tenant).await?;
         // A document listed twice: the last entry wins, as it would applied in order.
@@ -621,69 +613,6 @@ impl Policy {
         Ok(revision)
     }
 
-    /// Fails naming `field` when one of `integrations` is disconnected: nothing is
-    /// written for it again.
-    async fn refuse_disconnected(
-        &self,
-        tenant: TenantId,
-        integrations: impl IntoIterator<Item = IntegrationId>,
-        field: &'static str,
-    ) -> Result<()> {
-        let ids: std::collections::BTreeSet<String> =
-            integrations.into_iter().map(|i| i.to_string()).collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let row = self
-            .ctx
-            .db
-            .query_one(
-                &Query::select()
-                    .column("integration_id")
-                    .from("disconnected_integrations")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").is_in(ids))
-                    .limit(1)
-                    .to_owned(),
-            )
-            .await?;
-        match row {
-            None => Ok(()),
-            Some(row) => {
-                let gone: String = row.try_get("", "integration_id")?;
-                Err(mindmesh_kit::Error::FailedPrecondition(format!(
-                    "{field}: integration {gone} is disconnected; nothing more is written for it"
-                ))
-                .into())
-            }
-        }
-    }
-
-    /// Records that `integration` is disconnected, before anything of it is erased:
-    /// from here nothing is written for it (nor a new key made for it). Idempotent.
-    pub async fn mark_disconnected(
-        &self,
-        tenant: TenantId,
-        integration: IntegrationId,
-    ) -> Result<()> {
-        self.ctx
-            .db
-            .execute(
-                &Query::insert()
-                    .into_table("disconnected_integrations")
-                    .columns(["tenant_id", "integration_id"])
-                    .values_panic([tenant.to_string().into(), integration.to_string().into()])
-                    .on_conflict(
-                        OnConflict::columns(["tenant_id", "integration_id"])
-                            .do_nothing()
-                            .to_owned(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        Ok(())
-    }
-
     /// Deletes everything `integration` brought: its principals, memberships and grants,
     /// and destroys its data key. Runs in `txn` (the caller commits), bumping the revision.
     pub async fn delete_integration(
@@ -736,7 +665,6 @@ impl Policy {
             ("grants", Some(&mut removed.grants)),
             ("tenant_revisions", None),
             ("principal_syncs", None),
-            ("disconnected_integrations", None),
         ] {
             let n = txn
                 .execute(
@@ -751,6 +679,7 @@ impl Policy {
                 *count = n;
             }
         }
+        mindmesh_kit::integrations::Integrations::forget_tenant(txn, tenant).await?;
         self.forget_synced(tenant);
         Ok(removed)
     }

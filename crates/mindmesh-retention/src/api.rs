@@ -3,6 +3,7 @@
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::from_timestamp;
 use mindmesh_kit::ids::UserId;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -12,12 +13,14 @@ use crate::activity::Activity;
 #[derive(Clone)]
 pub struct RetentionApi {
     activity: Activity,
+    /// Activity is recorded only for a live tenant (P08).
+    tenants: Tenants,
 }
 
 impl RetentionApi {
-    /// The API over `activity`.
-    pub fn new(activity: Activity) -> Self {
-        RetentionApi { activity }
+    /// The API over `activity`, for live `tenants`.
+    pub fn new(activity: Activity, tenants: Tenants) -> Self {
+        RetentionApi { activity, tenants }
     }
 }
 
@@ -48,6 +51,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             return Err(mindmesh_kit::Error::invalid("at", "must not be in the future").into());
         }
         mindmesh_kit::validate::not_too_early("at", at)?;
+        self.tenants.require_live(tenant).await?;
         self.activity
             .touch(self.activity.db(), tenant, user, at)
             .await?;

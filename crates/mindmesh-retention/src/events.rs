@@ -4,6 +4,7 @@
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::grpc::from_timestamp;
 use mindmesh_kit::ids::UserId;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
@@ -17,12 +18,13 @@ pub const CONSUMER: &str = "retention";
 /// Applies `account.activity` and `account.deletion_requested`.
 pub struct RetentionEvents {
     activity: Activity,
+    tenants: Tenants,
 }
 
 impl RetentionEvents {
-    /// A handler writing to `activity`.
-    pub fn new(activity: Activity) -> Self {
-        RetentionEvents { activity }
+    /// A handler writing to `activity`, recording erased `tenants`.
+    pub fn new(activity: Activity, tenants: Tenants) -> Self {
+        RetentionEvents { activity, tenants }
     }
 }
 
@@ -60,6 +62,10 @@ impl EventHandler for RetentionEvents {
             }
             Some(Payload::AccountDeletionRequested(d)) => {
                 let user = if d.user_id.is_empty() {
+                    // The whole tenant: no activity of it is recorded again.
+                    self.tenants
+                        .mark_erased(&txn, tenant, &d.cascade_id)
+                        .await?;
                     None
                 } else {
                     Some(user_id(&d.user_id)?)

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use mindmesh_kit::api_service;
 use mindmesh_kit::bus::consume::ConsumerStats;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_proto::mindmesh::retention::v1::retention_service_server::RetentionServiceServer;
 use tonic::service::RoutesBuilder;
 
@@ -33,11 +34,15 @@ pub fn start(
     ctx: &ServiceContext,
     routes: &mut RoutesBuilder,
 ) -> mindmesh_kit::Result<Arc<ConsumerStats>> {
+    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let activity = activity::Activity::new(ctx.db.clone());
-    let stats = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(activity.clone())));
+    let stats = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
+        activity.clone(),
+        tenants.clone(),
+    )));
     routes.add_service(api_service!(
-        RetentionServiceServer::new(api::RetentionApi::new(activity)),
+        RetentionServiceServer::new(api::RetentionApi::new(activity, tenants)),
         ctx
     ));
     Ok(stats)

@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(AccountActivity));
+        all.push(mindmesh_kit::migrations::write_guards());
         all
     }
 }

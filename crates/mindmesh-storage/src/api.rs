@@ -10,6 +10,8 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::pseudonym_uuid;
 use mindmesh_kit::grpc::{from_timestamp, inbound, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::integrations::Integrations;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{DocumentArchived, DocumentRestored};
@@ -55,15 +57,28 @@ pub struct StorageApi {
     ctx: ServiceContext,
     documents: Documents,
     gate: Gate,
+    /// Writes are taken only for a tenant that exists and is not being deleted (P08).
+    tenants: Tenants,
+    /// Imported documents only for a connected integration of the caller's tenant.
+    integrations: Integrations,
 }
 
 impl StorageApi {
-    /// The API over `documents`, asking permissions through `gate`.
-    pub fn new(ctx: ServiceContext, documents: Documents, gate: Gate) -> Self {
+    /// The API over `documents`, asking permissions through `gate`, writing only for
+    /// live `tenants` and connected `integrations`.
+    pub fn new(
+        ctx: ServiceContext,
+        documents: Documents,
+        gate: Gate,
+        tenants: Tenants,
+        integrations: Integrations,
+    ) -> Self {
         StorageApi {
             ctx,
             documents,
             gate,
+            tenants,
+            integrations,
         }
     }
 
@@ -143,10 +158,12 @@ impl StorageApi {
     ) -> Result<(TenantId, Document, Option<(UserId, bool)>)> {
         if caller.has(Role::Service) {
             let tenant = caller.tenant()?;
+            self.tenants.require_live(tenant).await?;
             let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;
             return Ok((tenant, doc, None));
         }
         let (tenant, user, admin) = Self::writer(caller)?;
+        self.tenants.require_live(tenant).await?;
         let doc = self.readable_meta(tenant, user, id).await?;
         Ok((tenant, doc, Some((user, admin))))
     }
@@ -213,7 +230,8 @@ impl StorageApi {
         docs: Vec<NewDocument>,
     ) -> Result<Vec<pb::PutResult>> {
         let mut results = Vec::with_capacity(docs.len());
-        // A disconnected integration's documents are erased; none is stored again.
+        // Only for connected integrations of the tenant: a disconnected one's documents
+        // are erased, and none is stored again.
         let integrations: std::collections::BTreeSet<IntegrationId> = docs
             .iter()
             .filter_map(|d| match &d.origin {
@@ -221,15 +239,9 @@ impl StorageApi {
                 Origin::Native { .. } => None,
             })
             .collect();
-        if let Some(gone) = self
-            .documents
-            .disconnected_among(tenant, &integrations)
-            .await?
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "header.integration_id: integration {gone} is disconnected; nothing more is stored for it"
-            )));
-        }
+        self.integrations
+            .require_writable(tenant, &integrations, "header.integration_id")
+            .await?;
         let external: Vec<String> = docs
             .iter()
             .map(|d| match &d.origin {
@@ -487,8 +499,10 @@ impl pb::storage_service_server::StorageService for StorageApi {
         request: Request<Streaming<pb::PutDocumentsRequest>>,
     ) -> std::result::Result<Response<pb::PutDocumentsResponse>, Status> {
         let caller = Caller::from_request(&request)?;
-        caller.require_any(&[Role::Service, Role::Admin])?;
+        // The source's truth arrives from ingest only; people write native documents.
+        caller.require_any(&[Role::Service])?;
         let tenant = caller.tenant()?;
+        self.tenants.require_live(tenant).await?;
         let mut stream = request.into_inner();
         let mut pending = None;
         let mut results = Vec::new();
@@ -547,6 +561,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
     ) -> std::result::Result<Response<pb::CreateDocumentResponse>, Status> {
         let caller = Caller::from_request(&request)?;
         let (tenant, user, _) = Self::writer(&caller)?;
+        self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
         check_title("title", &req.title, true)?;
         check_mime_type("mime_type", &req.mime_type)?;
@@ -588,6 +603,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let caller = Caller::from_request(&request)?;
         // Admins may archive what they can read, but only owners and writers edit it.
         let (tenant, user, _admin) = Self::writer(&caller)?;
+        self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
         let id = document_id(&req.document_id)?;
         if let Some(title) = &req.title {

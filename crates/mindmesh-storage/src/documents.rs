@@ -1241,15 +1241,14 @@ impl Documents {
                 }
                 let txn = self.db.begin().await?;
                 if *scope == ErasureScope::Tenant {
-                    for table in ["tombstones", "disconnected_integrations"] {
-                        txn.execute(
-                            &Query::delete()
-                                .from_table(table)
-                                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                                .to_owned(),
-                        )
-                        .await?;
-                    }
+                    txn.execute(
+                        &Query::delete()
+                            .from_table("tombstones")
+                            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                            .to_owned(),
+                    )
+                    .await?;
+                    mindmesh_kit::integrations::Integrations::forget_tenant(&txn, tenant).await?;
                 }
                 txn.commit().await?;
                 return Ok(Some(erasure));
@@ -1305,66 +1304,6 @@ impl Documents {
                 })
                 .collect::<Result<_>>()?,
         }))
-    }
-
-    /// Records that `integration` is disconnected: from here no document of it is
-    /// stored again. Idempotent.
-    pub async fn mark_disconnected(
-        &self,
-        tenant: TenantId,
-        integration: IntegrationId,
-    ) -> Result<()> {
-        self.db
-            .execute(
-                &Query::insert()
-                    .into_table("disconnected_integrations")
-                    .columns(["tenant_id", "integration_id", "disconnected_at"])
-                    .values_panic([
-                        tenant.to_string().into(),
-                        integration.to_string().into(),
-                        mindmesh_kit::db::now().into(),
-                    ])
-                    .on_conflict(
-                        OnConflict::columns(["tenant_id", "integration_id"])
-                            .do_nothing()
-                            .to_owned(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// The first of `integrations` that is disconnected, if any.
-    pub async fn disconnected_among(
-        &self,
-        tenant: TenantId,
-        integrations: &BTreeSet<IntegrationId>,
-    ) -> Result<Option<IntegrationId>> {
-        if integrations.is_empty() {
-            return Ok(None);
-        }
-        let row = self
-            .db
-            .query_one(
-                &Query::select()
-                    .column("integration_id")
-                    .from("disconnected_integrations")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(
-                        Expr::col("integration_id")
-                            .is_in(integrations.iter().map(ToString::to_string)),
-                    )
-                    .limit(1)
-                    .to_owned(),
-            )
-            .await?;
-        row.map(|r| {
-            r.try_get::<String>("", "integration_id")?
-                .parse()
-                .map_err(|_| Error::Internal("malformed integration id".into()))
-        })
-        .transpose()
     }
 
     /// Forgets a finished erasure's progress, inside the transaction that attests it.

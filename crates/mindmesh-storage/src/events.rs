@@ -3,6 +3,7 @@
 //! documents and terms in resumable batches, and attest with a signed
 //! `deletion.completed` committed with the inbox entry.
 //!
+//! - `integration.connected`: the integration is known, and its documents taken;
 //! - `integration.disconnected`: the integration's documents;
 //! - `account.deletion_requested`: without a user, the whole tenant (every key, every
 //!   document, every tombstone); with one, that person's native documents and key;
@@ -13,6 +14,8 @@ use std::collections::HashMap;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::integrations::Integrations;
+use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
@@ -29,17 +32,34 @@ pub struct StorageEvents {
     ctx: ServiceContext,
     documents: Documents,
     gate: Gate,
+    tenants: Tenants,
 }
 
 impl StorageEvents {
     /// A handler over the service's context and documents, asking permissions through
-    /// `gate` who an email belongs to.
-    pub fn new(ctx: ServiceContext, documents: Documents, gate: Gate) -> Self {
+    /// `gate` who an email belongs to, and recording erased `tenants`.
+    pub fn new(ctx: ServiceContext, documents: Documents, gate: Gate, tenants: Tenants) -> Self {
         StorageEvents {
             ctx,
             documents,
             gate,
+            tenants,
         }
+    }
+
+    /// `integration.connected`: from here documents of it are taken.
+    async fn learn(&self, envelope: &Envelope, integration_id: &str) -> Result<()> {
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::Bus("integration.connected without tenant".into()))?;
+        let integration = integration_id
+            .parse()
+            .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+        let txn = self.documents.db().begin().await?;
+        if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            Integrations::connected(&txn, tenant, integration).await?;
+        }
+        txn.commit().await?;
+        Ok(())
     }
 }
 
@@ -47,6 +67,9 @@ impl StorageEvents {
 impl EventHandler for StorageEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
         let cascade = match &envelope.payload {
+            Some(Payload::IntegrationConnected(c)) => {
+                return self.learn(envelope, &c.integration_id).await;
+            }
             Some(Payload::IntegrationDisconnected(d)) => &d.cascade_id,
             Some(Payload::AccountDeletionRequested(d)) => &d.cascade_id,
             Some(Payload::SubjectErasureRequested(e)) => &e.cascade_id,
@@ -80,11 +103,17 @@ impl EventHandler for StorageEvents {
                 .map(ErasureScope::Owner),
             _ => None,
         };
-        if let Some(ErasureScope::Integration(integration)) = &scope {
-            // Before anything is erased: a late write of the integration is refused.
-            self.documents
-                .mark_disconnected(tenant, *integration)
-                .await?;
+        // Before anything is erased: a late write of the scope is refused.
+        match &scope {
+            Some(ErasureScope::Integration(integration)) => {
+                Integrations::disconnected(self.documents.db(), tenant, *integration).await?;
+            }
+            Some(ErasureScope::Tenant) => {
+                self.tenants
+                    .mark_erased(self.documents.db(), tenant, cascade)
+                    .await?;
+            }
+            _ => {}
         }
         // Keys first, then batches; an interrupted erasure resumes on redelivery.
         let erasure = match &scope {

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::subject_api::SubjectProvider;
+use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_proto::mindmesh::storage::v1::storage_service_server::StorageServiceServer;
 use tonic::service::RoutesBuilder;
 
@@ -35,19 +37,23 @@ pub fn start(
     routes: &mut RoutesBuilder,
 ) -> mindmesh_kit::Result<Arc<dyn SubjectProvider>> {
     let gate = access::Gate::new(ctx.clone())?;
+    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let documents = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone());
     ctx.spawn_consumer(Arc::new(events::StorageEvents::new(
         ctx.clone(),
         documents.clone(),
         gate.clone(),
+        tenants.clone(),
     )));
     spawn_purge(ctx, documents.clone());
     routes.add_service(api_service!(
         StorageServiceServer::new(api::StorageApi::new(
             ctx.clone(),
             documents.clone(),
-            gate.clone()
+            gate.clone(),
+            tenants,
+            Integrations::new(ctx.db.clone(), ctx.service),
         )),
         ctx
     ));

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use fake_google::{FakeGoogle, Perm, World, doc};
 use futures::StreamExt;
 use mindmesh_kit::auth::Role;
-use mindmesh_kit::ids::{IntegrationId, TenantId};
+use mindmesh_kit::ids::TenantId;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::storage::v1 as store;
@@ -168,17 +168,22 @@ async fn fetch_only(fake: &FakeGoogle, token: &str) -> (usize, Duration) {
 
 /// Baseline: the documents straight to `PutDocuments` (one stream per 1,000, as the
 /// sync sends a page), then their grants to `SetDocumentAcls`.
-async fn store_only(server: &BenchServer, tenant: TenantId, files: usize) -> (Duration, Duration) {
+async fn store_only(
+    server: &BenchServer,
+    tenant: TenantId,
+    admin: &str,
+    files: usize,
+) -> (Duration, Duration) {
     let token = server
         .issuer
         .issue(
-            "bench",
+            "ingest",
             Some(tenant),
             &[Role::Service],
             Duration::from_secs(3600),
         )
         .unwrap();
-    let integration = IntegrationId::new();
+    let integration = server.integration(tenant, admin).await;
     let mut storage =
         store::storage_service_client::StorageServiceClient::new(server.channel.clone())
             .max_encoding_message_size(64 * 1024 * 1024)
@@ -330,7 +335,7 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
         "baseline: fetch only (listing + exports)",
         took.as_secs_f64()
     );
-    let (stored, acls) = store_only(&server, tenant, files).await;
+    let (stored, acls) = store_only(&server, tenant, &admin, files).await;
     let store_rate = files as f64 / (stored + acls).as_secs_f64();
     println!(
         "  {:<54} {store_rate:>8.0} docs/s  ({:>6.2} s: store {:.2} s, grants {:.2} s)",

@@ -79,8 +79,7 @@ async fn run() {
     println!(
         "PermissionsService over gRPC, embedded mode, {USERS} users, {GROUPS} groups, {DOCS} documents"
     );
-    let d = dataset();
-    let snapshot = snapshot(&d);
+    let mut d = dataset();
     let server = BenchServer::start(false).await;
     let channel = server.channel.clone();
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
@@ -128,6 +127,9 @@ async fn run() {
             std::time::Duration::from_secs(7200),
         )
         .unwrap();
+    // The dataset's principals and grants come from one connected integration.
+    d.integration = server.integration(tenant, &admin).await;
+    let snapshot = snapshot(&d);
 
     // Accounts for the power user and a sample of others.
     let mut sample_users: Vec<usize> = vec![d.power_user];

@@ -285,6 +285,8 @@ async fn run(distributed: bool, words: &[String]) {
             Duration::from_secs(7200),
         )
         .unwrap();
+    // Imported through an integration ingest has announced, as a sync would.
+    let integration = server.integration(tenant, &admin).await;
     let mut storage = pb::storage_service_client::StorageServiceClient::new(channel.clone())
         .max_decoding_message_size(64 * 1024 * 1024);
     let items: Vec<pb::PutDocumentsRequest> = texts

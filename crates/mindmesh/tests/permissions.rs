@@ -97,7 +97,7 @@ async fn scene(server: &TestServer) -> Scene {
         ids.push(u.id);
     }
     let service = server.token("ingest", Some(tenant), &[Role::Service]);
-    let drive = IntegrationId::new();
+    let drive = server.integration(tenant, &admin).await;
     let mut c = PermissionsServiceClient::new(channel);
     c.sync_principals(authed(
         pb::SyncPrincipalsRequest {
@@ -292,7 +292,7 @@ async fn p05_one_person_across_integrations(backend: Backend) {
     let server = TestServer::start(backend).await;
     let s = scene(&server).await;
     let mut c = PermissionsServiceClient::new(server.channel().await);
-    let github = IntegrationId::new();
+    let github = server.integration(s.tenant, &s.admin).await;
     c.sync_principals(authed(
         pb::SyncPrincipalsRequest {
             integration_id: github.to_string(),

@@ -493,7 +493,359 @@ async fn sync_progress_only_moves_forward(backend: Backend) {
     server.stop().await;
 }
 
+/// Every tenant-scoped write a deleted tenant's admin (or service) could still send.
+async fn tenant_writes(
+    server: &TestServer,
+    tenant: TenantId,
+    admin: &str,
+    integration: &str,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    let channel = server.channel().await;
+    let ada = server.token(
+        &uuid::Uuid::now_v7().to_string(),
+        Some(tenant),
+        &[Role::Admin],
+    );
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let mut docs = storage::storage_service_client::StorageServiceClient::new(channel.clone());
+    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
+    let mut staff =
+        perm::staff_access_service_client::StaffAccessServiceClient::new(channel.clone());
+    let mut permissions =
+        perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
+    let mut retention_client =
+        retention::retention_service_client::RetentionServiceClient::new(channel.clone());
+    let mut client = ingest::client(server).await;
+    let expires = prost_types::Timestamp {
+        seconds: i64::try_from(now_secs()).unwrap() + 86_400,
+        nanos: 0,
+    };
+    let put = tokio_stream::iter(vec![
+        storage::PutDocumentsRequest {
+            item: Some(header(integration, "late.md", "Late", "text/plain", "")),
+        },
+        storage::PutDocumentsRequest {
+            item: Some(Item::Chunk(b"x".to_vec())),
+        },
+    ]);
+    vec![
+        (
+            "CreateDocument",
+            docs.create_document(authed(
+                storage::CreateDocumentRequest {
+                    title: "T".into(),
+                    mime_type: "text/plain".into(),
+                    content: b"x".to_vec(),
+                },
+                &ada,
+            ))
+            .await
+            .map(drop),
+        ),
+        (
+            "ConnectIntegration",
+            connect_folder(&mut client, admin, "Docs", "docs")
+                .await
+                .map(drop),
+        ),
+        (
+            "GrantStaffAccess",
+            staff
+                .grant_staff_access(authed(
+                    perm::GrantStaffAccessRequest {
+                        role: perm::StaffRole::Engineer as i32,
+                        reason: "debugging".into(),
+                        expires_at: Some(expires),
+                    },
+                    admin,
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "CreateUser",
+            accounts
+                .create_user(authed(
+                    perm::CreateUserRequest {
+                        first_name: "A".into(),
+                        last_name: "B".into(),
+                        email: "a@b.example".into(),
+                        picture_url: String::new(),
+                    },
+                    admin,
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "RecordActivity",
+            retention_client
+                .record_activity(authed(
+                    retention::RecordActivityRequest {
+                        user_id: uuid::Uuid::now_v7().to_string(),
+                        at: None,
+                    },
+                    admin,
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "PutDocuments",
+            docs.put_documents(authed(put, &service)).await.map(drop),
+        ),
+        (
+            "SyncPrincipals",
+            permissions
+                .sync_principals(authed(
+                    perm::SyncPrincipalsRequest {
+                        integration_id: integration.into(),
+                        ..Default::default()
+                    },
+                    &service,
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "SetDocumentAcls",
+            permissions
+                .set_document_acls(authed(
+                    perm::SetDocumentAclsRequest {
+                        acls: vec![perm::DocumentAcl {
+                            document_id: uuid::Uuid::now_v7().to_string(),
+                            integration_id: integration.into(),
+                            grants: vec![],
+                        }],
+                    },
+                    &service,
+                ))
+                .await
+                .map(drop),
+        ),
+    ]
+}
+
+/// Finding 4 (P08): a deleted tenant, or one that never existed, takes no write in any
+/// service — neither from its admin nor from a sync that started before the deletion.
+async fn a_deleted_or_unknown_tenant_takes_no_writes(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let (tenant, admin) = server.create_tenant("Doomed").await;
+    write(&folder(&root, tenant, "docs"), "a.md", "a");
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "Docs", "docs")
+        .await
+        .unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let (_, ada) = ingest::member(&server, tenant, &admin, "ada@doomed.example").await;
+    // Every service has met the tenant before it goes.
+    storage::storage_service_client::StorageServiceClient::new(server.channel().await)
+        .create_document(authed(
+            storage::CreateDocumentRequest {
+                title: "Before".into(),
+                mime_type: "text/plain".into(),
+                content: b"x".to_vec(),
+            },
+            &ada,
+        ))
+        .await
+        .unwrap();
+    let operator = server.token("op", None, &[Role::Operator]);
+    perm::account_service_client::AccountServiceClient::new(server.channel().await)
+        .delete_tenant(authed(
+            perm::DeleteTenantRequest {
+                tenant_id: tenant.to_string(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap();
+    let never = TenantId::new();
+    let never_admin = server.token("admin-1", Some(never), &[Role::Admin]);
+    for (who, tenant, admin) in [
+        ("deleted", tenant, admin.as_str()),
+        ("never created", never, never_admin.as_str()),
+    ] {
+        let refused_everywhere = common::eventually(std::time::Duration::from_secs(30), || async {
+            tenant_writes(&server, tenant, admin, &integration.id)
+                .await
+                .into_iter()
+                .all(|(_, r)| {
+                    r.is_err_and(|s| {
+                        matches!(
+                            s.code(),
+                            Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied
+                        )
+                    })
+                })
+        })
+        .await;
+        let answers: Vec<(&str, Option<Code>)> =
+            tenant_writes(&server, tenant, admin, &integration.id)
+                .await
+                .into_iter()
+                .map(|(rpc, r)| (rpc, r.err().map(|s| s.code())))
+                .collect();
+        assert!(refused_everywhere, "{who} tenant: {answers:?}");
+        for (rpc, code) in answers {
+            assert!(
+                matches!(code, Some(Code::NotFound | Code::FailedPrecondition)),
+                "{who} tenant, {rpc}: {code:?}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+/// Finding 5 (P02): the data plane (`PutDocuments`, `SetDocumentAcls`, `SyncPrincipals`)
+/// is ingest's alone — an admin may not rewrite what the source says — and only for an
+/// integration that exists, is the caller's tenant's, and is connected.
+async fn only_ingest_writes_the_source_truth_and_only_for_its_integrations(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let (a, admin_a) = server.create_tenant("Acme").await;
+    let (b, _) = server.create_tenant("Bravo").await;
+    let dir = folder(&root, a, "docs");
+    write(&dir, "private.md", "only carol");
+    write(
+        &dir,
+        "mindmesh-acl.json",
+        &serde_json::json!({
+            "users": [{"id": "carol", "email": "carol@acme.example"}],
+            "grants": [{"path": "private.md", "to": "user:carol", "role": "reader"}]
+        })
+        .to_string(),
+    );
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin_a, "Docs", "docs")
+        .await
+        .unwrap();
+    sync_ok(&mut client, &admin_a, &integration.id, false).await;
+    let service_a = server.token("ingest", Some(a), &[Role::Service]);
+    let private = ingest::readable(&server, &service_a).await.pop().unwrap();
+    let (_, bob) = ingest::member(&server, a, &admin_a, "bob@acme.example").await;
+    let channel = server.channel().await;
+    let mut permissions =
+        perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
+    let mut docs = storage::storage_service_client::StorageServiceClient::new(channel.clone());
+    let anyone = |integration: &str| perm::SetDocumentAclsRequest {
+        acls: vec![perm::DocumentAcl {
+            document_id: private.id.clone(),
+            integration_id: integration.into(),
+            grants: vec![perm::Grant {
+                grantee_kind: perm::GranteeKind::Anyone as i32,
+                grantee: String::new(),
+                role: perm::Role::Reader as i32,
+            }],
+        }],
+    };
+    let remap = |integration: &str| perm::SyncPrincipalsRequest {
+        integration_id: integration.into(),
+        users: vec![perm::PrincipalUser {
+            external_id: "carol".into(),
+            email: "bob@acme.example".into(),
+            display_name: "Carol".into(),
+        }],
+        ..Default::default()
+    };
+    let inject = |integration: &str| {
+        tokio_stream::iter(vec![
+            storage::PutDocumentsRequest {
+                item: Some(header(
+                    integration,
+                    "injected.md",
+                    "Injected",
+                    "text/plain",
+                    "",
+                )),
+            },
+            storage::PutDocumentsRequest {
+                item: Some(Item::Chunk(b"x".to_vec())),
+            },
+        ])
+    };
+    // An admin (or a member) is not the source.
+    for token in [&admin_a, &bob] {
+        let status = permissions
+            .set_document_acls(authed(anyone(&integration.id), token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let status = permissions
+            .sync_principals(authed(remap(&integration.id), token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let status = docs
+            .put_documents(authed(inject(&integration.id), token))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let get = docs
+        .get_document(authed(
+            storage::GetDocumentRequest {
+                document_id: private.id.clone(),
+                ..Default::default()
+            },
+            &bob,
+        ))
+        .await;
+    assert_eq!(
+        get.unwrap_err().code(),
+        Code::NotFound,
+        "nothing was rewritten"
+    );
+
+    // A service, for an integration that does not exist or is another tenant's.
+    let service_b = server.token("ingest", Some(b), &[Role::Service]);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for (token, id, what) in [
+        (&service_a, unknown.as_str(), "unknown"),
+        (&service_b, integration.id.as_str(), "another tenant's"),
+    ] {
+        let results = [
+            permissions
+                .set_document_acls(authed(anyone(id), token))
+                .await
+                .map(drop),
+            permissions
+                .sync_principals(authed(remap(id), token))
+                .await
+                .map(drop),
+            docs.put_documents(authed(inject(id), token))
+                .await
+                .map(drop),
+        ];
+        for result in results {
+            let status = result.unwrap_err();
+            assert!(
+                matches!(status.code(), Code::NotFound | Code::Unavailable),
+                "{what}: {status:?}"
+            );
+            assert!(
+                status.message().contains("integration_id"),
+                "{what}: {status:?}"
+            );
+        }
+    }
+    // Native documents keep their own sharing, through CreateDocument.
+    storage::storage_service_client::StorageServiceClient::new(channel)
+        .create_document(authed(
+            storage::CreateDocumentRequest {
+                title: "Mine".into(),
+                mime_type: "text/plain".into(),
+                content: b"x".to_vec(),
+            },
+            &bob,
+        ))
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
 both_modes!(
+    a_deleted_or_unknown_tenant_takes_no_writes,
+    only_ingest_writes_the_source_truth_and_only_for_its_integrations,
     a_peers_refusal_keeps_its_code_and_field,
     deceptive_names_urls_ids_times_and_tokens_are_refused,
     sync_progress_only_moves_forward,

@@ -257,7 +257,7 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
     ];
     let bob_doc = native(&mut storage, &members[1].1, "Bob's").await;
     let cy_doc = native(&mut storage, &members[2].1, "Cy's").await;
-    let drive = IntegrationId::new();
+    let drive = server.integration(tenant, &admin).await;
     let mut imported = Vec::new();
     for i in 0..3 {
         let content = format!("imported {i}");

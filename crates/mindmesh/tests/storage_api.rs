@@ -148,7 +148,7 @@ async fn scene(server: &TestServer) -> Scene {
         ids.push(user.id);
     }
     let service = server.token("ingest", Some(tenant), &[Role::Service]);
-    let drive = IntegrationId::new();
+    let drive = server.integration(tenant, &admin).await;
     let mut permissions =
         perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
     permissions

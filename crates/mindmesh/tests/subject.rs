@@ -11,7 +11,6 @@ mod common;
 use common::{Backend, TestServer, authed};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
-use mindmesh_kit::ids::IntegrationId;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
 use mindmesh_proto::mindmesh::subject::v1 as subject;
@@ -39,7 +38,7 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
         .user
         .unwrap();
     let service = server.token("dsar", Some(tenant), &[Role::Service]);
-    let drive = IntegrationId::new();
+    let drive = server.integration(tenant, &admin).await;
     pb::permissions_service_client::PermissionsServiceClient::new(channel.clone())
         .sync_principals(authed(
             pb::SyncPrincipalsRequest {

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(Integrations));
         all.push(Box::new(PendingSweeps));
+        all.push(mindmesh_kit::migrations::write_guards());
         all
     }
 }

@@ -13,6 +13,124 @@ pub fn service_common() -> Vec<Box<dyn MigrationTrait>> {
     vec![Box::new(OutboxInboxAudit)]
 }
 
+/// The tables that guard writes: `erased_tenants` (see [`crate::tenants`]) and
+/// `known_integrations` (see [`crate::integrations`]). A service that takes
+/// tenant-scoped writes appends it to its own migrations.
+pub fn write_guards() -> Box<dyn MigrationTrait> {
+    Box::new(WriteGuards)
+}
+
+/// A migration named `name` that fills `known_integrations` from what a service held
+/// before it learned integrations from events: `disconnected_integrations` (then
+/// dropped) as disconnected, and every `(integration_id, tenant_id)` pair the `sources`
+/// (SQL `SELECT`s of those two columns) yield as connected.
+pub fn adopt_known_integrations(
+    name: &'static str,
+    sources: &'static [&'static str],
+) -> Box<dyn MigrationTrait> {
+    Box::new(AdoptKnownIntegrations { name, sources })
+}
+
+struct AdoptKnownIntegrations {
+    name: &'static str,
+    sources: &'static [&'static str],
+}
+
+impl MigrationName for AdoptKnownIntegrations {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AdoptKnownIntegrations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        db.execute_unprepared(
+            "INSERT INTO known_integrations (integration_id, tenant_id, state, changed_at) \
+             SELECT integration_id, MIN(tenant_id), 'disconnected', CURRENT_TIMESTAMP \
+             FROM disconnected_integrations GROUP BY integration_id",
+        )
+        .await?;
+        if !self.sources.is_empty() {
+            db.execute_unprepared(&format!(
+                "INSERT INTO known_integrations (integration_id, tenant_id, state, changed_at) \
+                 SELECT s.integration_id, MIN(s.tenant_id), 'connected', CURRENT_TIMESTAMP \
+                 FROM ({}) s WHERE NOT EXISTS (SELECT 1 FROM known_integrations k \
+                 WHERE k.integration_id = s.integration_id) GROUP BY s.integration_id",
+                self.sources.join(" UNION ")
+            ))
+            .await?;
+        }
+        manager
+            .drop_table(Table::drop().table("disconnected_integrations").to_owned())
+            .await
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "known integrations cannot be turned back into disconnected_integrations".into(),
+        ))
+    }
+}
+
+struct WriteGuards;
+
+impl MigrationName for WriteGuards {
+    fn name(&self) -> &str {
+        "m20261201_000001_kit_write_guards"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WriteGuards {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("erased_tenants")
+                    .if_not_exists()
+                    .col(string("tenant_id").primary_key())
+                    .col(string("cascade_id"))
+                    .col(timestamp_with_time_zone("erased_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("known_integrations")
+                    .if_not_exists()
+                    .col(string("integration_id").primary_key())
+                    .col(string("tenant_id"))
+                    // `connected` or `disconnected`.
+                    .col(string("state"))
+                    .col(timestamp_with_time_zone("changed_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("known_integrations_tenant")
+                    .table("known_integrations")
+                    .col("tenant_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["known_integrations", "erased_tenants"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 struct OutboxInboxAudit;
 
 impl MigrationName for OutboxInboxAudit {

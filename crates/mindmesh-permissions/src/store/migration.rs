@@ -14,6 +14,15 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(StaffGrants));
         all.push(Box::new(PrincipalSyncs));
         all.push(Box::new(DisconnectedIntegrations));
+        all.push(mindmesh_kit::migrations::write_guards());
+        all.push(mindmesh_kit::migrations::adopt_known_integrations(
+            "m20261201_000100_permissions_known_integrations",
+            &[
+                "SELECT integration_id, tenant_id FROM principals",
+                "SELECT integration_id, tenant_id FROM grants \
+                 WHERE integration_id <> '00000000-0000-0000-0000-000000000000'",
+            ],
+        ));
         all
     }
 }

@@ -17,6 +17,14 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Restrictions));
         all.push(Box::new(PostingBlocks));
         all.push(Box::new(DisconnectedIntegrations));
+        all.push(mindmesh_kit::migrations::write_guards());
+        all.push(mindmesh_kit::migrations::adopt_known_integrations(
+            "m20261201_000100_storage_known_integrations",
+            &[
+                "SELECT integration_id, tenant_id FROM documents WHERE integration_id <> ''",
+                "SELECT integration_id, tenant_id FROM tombstones WHERE integration_id <> ''",
+            ],
+        ));
         all
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::TokenIssuer;
 use mindmesh_kit::config::{Config, Mode};
+use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
 use tokio_util::sync::CancellationToken;
@@ -122,6 +123,8 @@ impl BenchServer {
             ..Config::default()
         };
         config.limits.max_message_bytes = 16 * 1024 * 1024;
+        // Local folders for the integrations a benchmark connects (see `integration`).
+        config.ingest.local_folder_root = Some(dir.path().join("import"));
         let (pg, nats, services, mode) = if distributed {
             let pg = TestPostgres::new();
             let nats = TestNats::new(Duration::from_secs(30));
@@ -190,6 +193,57 @@ impl BenchServer {
             _pg: pg,
             _nats: nats,
         }
+    }
+
+    /// A connected integration of `tenant` (an empty local folder, connected by
+    /// `admin`, its first sync done), so that a benchmark can write principals, grants
+    /// and documents for it with a service token, as ingest does.
+    pub async fn integration(&self, tenant: TenantId, admin: &str) -> IntegrationId {
+        use mindmesh_proto::mindmesh::ingest::v1 as pb;
+        let root = self.config.ingest.local_folder_root.clone().unwrap();
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::create_dir_all(root.join(tenant.to_string()).join(&name)).unwrap();
+        let mut ingest = pb::ingest_service_client::IngestServiceClient::new(self.channel.clone());
+        let integration = ingest
+            .connect_integration(authed(
+                pb::ConnectIntegrationRequest {
+                    kind: "local_folder".into(),
+                    display_name: "Benchmark source".into(),
+                    settings: [("path".to_owned(), name)].into(),
+                    ..Default::default()
+                },
+                admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .integration
+            .unwrap();
+        // Its first sync (requested at connect) ends before the benchmark writes.
+        loop {
+            let mut progress = ingest
+                .sync_integration(authed(
+                    pb::SyncIntegrationRequest {
+                        integration_id: integration.id.clone(),
+                        full: false,
+                    },
+                    admin,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut last = None;
+            while let Some(p) = progress.message().await.unwrap() {
+                last = Some(p);
+            }
+            let last = last.unwrap();
+            if last.phase == pb::SyncPhase::Done as i32 {
+                break;
+            }
+            assert!(last.error.contains("already running"), "{}", last.error);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        integration.id.parse().unwrap()
     }
 
     pub async fn stop(self) {

@@ -12,7 +12,7 @@ use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::config::{Config, Mode};
 use mindmesh_kit::crypto::{SecretKey, SigningKey};
-use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
 use sea_orm::DatabaseConnection;
@@ -55,6 +55,8 @@ impl TestServer {
         config.bus.ack_wait_ms = 2000;
         config.bus.relay_interval_ms = 200;
         config.limits.shutdown_grace_secs = 5;
+        // Local folders for the integrations tests connect (see `integration`).
+        config.ingest.local_folder_root = Some(dir.path().join("import"));
         let (pg, nats, mode) = match backend {
             Backend::Embedded => (None, None, Mode::Embedded),
             Backend::Distributed => {
@@ -232,6 +234,35 @@ impl TestServer {
             .parse()
             .expect("tenant id");
         (tenant, self.token("admin-1", Some(tenant), &[Role::Admin]))
+    }
+
+    /// A connected integration of `tenant` — an empty local folder, its first sync done
+    /// — so that a test can write principals, grants and documents for it with a
+    /// service token, as ingest does. Storage and permissions take imported data only
+    /// for integrations ingest has announced.
+    pub async fn integration(&self, tenant: TenantId, admin: &str) -> IntegrationId {
+        let root = self
+            .config
+            .ingest
+            .local_folder_root
+            .clone()
+            .expect("a local-folder root");
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        std::fs::create_dir_all(root.join(tenant.to_string()).join(&name)).expect("folder");
+        let mut client = ingest::client(self).await;
+        let integration = ingest::connect(
+            &mut client,
+            admin,
+            mindmesh_proto::mindmesh::ingest::v1::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: "Test source".into(),
+                settings: [("path".to_owned(), name)].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        ingest::sync_ok(&mut client, admin, &integration.id, false).await;
+        integration.id.parse().expect("integration id")
     }
 }
 

@@ -1,0 +1,179 @@
+//! Which tenants a service may write for (P08): one that exists, and is not being
+//! deleted. The permissions service owns tenants; every other service asks it, and
+//! remembers a yes for [`FRESH_FOR`]. A tenant's deletion is also recorded in the
+//! service's own database (`erased_tenants`) *before* the service erases anything of
+//! it, and that record is read on every write, uncached — so a write that arrives after
+//! the erasure began (from a sync that started before the deletion, or on a replica
+//! that still remembers the tenant) is refused instead of outliving the cascade.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mindmesh_proto::mindmesh::permissions::v1 as pb;
+use pb::account_service_client::AccountServiceClient;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use tonic::transport::Channel;
+
+use crate::context::ServiceContext;
+use crate::error::{Error, Result};
+use crate::grpc::{peer_channel, peer_error};
+use crate::ids::TenantId;
+
+/// How long a tenant the owner confirmed is taken to exist without asking again.
+pub const FRESH_FOR: Duration = Duration::from_secs(30);
+
+/// Who says whether a tenant exists.
+#[async_trait::async_trait]
+pub trait TenantAuthority: Send + Sync + 'static {
+    /// True when `tenant` exists.
+    async fn exists(&self, tenant: TenantId) -> Result<bool>;
+}
+
+/// The permissions service, asked with this service's token for the tenant.
+pub struct AskPermissions {
+    ctx: ServiceContext,
+    accounts: AccountServiceClient<Channel>,
+}
+
+impl AskPermissions {
+    /// The permissions service at `peers.permissions_url`, asked by the service of `ctx`.
+    pub fn new(ctx: ServiceContext) -> Result<Self> {
+        let channel = peer_channel(
+            "peers.permissions_url",
+            ctx.config.peers.permissions_url.as_deref(),
+        )?;
+        if ctx.service_tokens.is_none() {
+            return Err(Error::Config(format!(
+                "the {} service asks the permissions service which tenants exist and needs \
+                 keys.jwt_private_key_file to sign its service tokens",
+                ctx.service
+            )));
+        }
+        Ok(AskPermissions {
+            ctx,
+            accounts: AccountServiceClient::new(channel),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl TenantAuthority for AskPermissions {
+    async fn exists(&self, tenant: TenantId) -> Result<bool> {
+        let request = self.ctx.service_request(
+            tenant,
+            pb::GetTenantRequest {
+                tenant_id: tenant.to_string(),
+            },
+        )?;
+        match self.accounts.clone().get_tenant(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => Err(peer_error("permissions", &status)),
+        }
+    }
+}
+
+/// The tenants one service may write for.
+#[derive(Clone)]
+pub struct Tenants {
+    db: DatabaseConnection,
+    authority: Arc<dyn TenantAuthority>,
+    /// Tenants the authority confirmed, with when.
+    confirmed: Arc<Mutex<HashMap<TenantId, Instant>>>,
+}
+
+impl Tenants {
+    /// The tenants of the service whose database is `db`, as `authority` knows them.
+    pub fn new(db: DatabaseConnection, authority: Arc<dyn TenantAuthority>) -> Self {
+        Tenants {
+            db,
+            authority,
+            confirmed: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Fails unless `tenant` exists and is not being deleted: NOT_FOUND either way (the
+    /// tenant comes from the caller's own token, so nothing leaks).
+    pub async fn require_live(&self, tenant: TenantId) -> Result<()> {
+        if erased(&self.db, tenant).await? {
+            return Err(Error::NotFound("tenant"));
+        }
+        let fresh = self
+            .confirmed
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&tenant).copied())
+            .is_some_and(|at| at.elapsed() < FRESH_FOR);
+        if fresh {
+            return Ok(());
+        }
+        if !self.authority.exists(tenant).await? {
+            self.forget(tenant);
+            return Err(Error::NotFound("tenant"));
+        }
+        if let Ok(mut confirmed) = self.confirmed.lock() {
+            if confirmed.len() >= 100_000 {
+                confirmed.retain(|_, at| at.elapsed() < FRESH_FOR);
+            }
+            confirmed.insert(tenant, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Forgets that `tenant` was confirmed (its deletion was seen).
+    pub fn forget(&self, tenant: TenantId) {
+        if let Ok(mut confirmed) = self.confirmed.lock() {
+            confirmed.remove(&tenant);
+        }
+    }
+
+    /// Records, before anything of it is erased, that `tenant` is being deleted: from
+    /// here no write for it is taken. Idempotent.
+    pub async fn mark_erased<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: TenantId,
+        cascade: &str,
+    ) -> Result<()> {
+        self.forget(tenant);
+        Self::record_erased(conn, tenant, cascade).await
+    }
+
+    /// [`Tenants::mark_erased`] inside a transaction of the caller's (which forgets the
+    /// tenant in every `Tenants` of the service by the record itself).
+    pub async fn record_erased<C: ConnectionTrait>(
+        conn: &C,
+        tenant: TenantId,
+        cascade: &str,
+    ) -> Result<()> {
+        conn.execute(
+            &Query::insert()
+                .into_table("erased_tenants")
+                .columns(["tenant_id", "cascade_id", "erased_at"])
+                .values_panic([
+                    tenant.to_string().into(),
+                    cascade.into(),
+                    crate::db::now().into(),
+                ])
+                .on_conflict(OnConflict::column("tenant_id").do_nothing().to_owned())
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn erased(db: &DatabaseConnection, tenant: TenantId) -> Result<bool> {
+    Ok(db
+        .query_one(
+            &Query::select()
+                .column("tenant_id")
+                .from("erased_tenants")
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .to_owned(),
+        )
+        .await?
+        .is_some())
+}

@@ -2,8 +2,9 @@
 //! read goes through the permissions service first — a document they may not read is
 //! NOT_FOUND, never PERMISSION_DENIED, so its existence does not leak. Services (ingest,
 //! dsar) act for the whole tenant. Staff are admitted only under the tenant's consent
-//! (P11): engineers see everything, support sees metadata without title, link or
-//! content, analysts see pseudonymized records; every staff access is audited.
+//! (P11): engineers see everything, support sees metadata without title, source id (a
+//! path is a title), link or content, analysts see pseudonymized records; every staff
+//! access is audited.
 
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
@@ -198,9 +199,11 @@ impl StorageApi {
         let mut meta = to_meta(doc);
         match reader {
             Reader::Service | Reader::User { .. } | Reader::Staff(StaffView::Full) => {}
+            // A source's id is often a path, which is the title (local folders, GitHub).
             Reader::Staff(StaffView::NoContent) => {
                 meta.title.clear();
                 meta.source_url.clear();
+                meta.external_id.clear();
             }
             Reader::Staff(StaffView::Pseudonymized) => {
                 let key = self.pseudonymizer(doc.tenant).await?;
@@ -214,7 +217,7 @@ impl StorageApi {
                 meta.id = pseudonym(&meta.id);
                 meta.integration_id = pseudonym(&meta.integration_id);
                 meta.owner = pseudonym(&meta.owner);
-                meta.external_id.clear();
+                meta.external_id = pseudonym(&meta.external_id);
                 meta.source_version.clear();
                 meta.title.clear();
                 meta.source_url.clear();

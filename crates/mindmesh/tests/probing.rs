@@ -843,7 +843,110 @@ async fn only_ingest_writes_the_source_truth_and_only_for_its_integrations(backe
     server.stop().await;
 }
 
+/// Finding 6 (P11): for local-folder and GitHub documents the source's id is a path,
+/// which is the title; support (under consent) gets neither, analysts a pseudonym.
+async fn p11_support_gets_no_source_path_and_analysts_a_pseudonym(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = folder(&root, tenant, "docs");
+    write(&dir, "public/welcome.md", "hello");
+    write(&dir, "carol-only.md", "for carol");
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "Docs", "docs")
+        .await
+        .unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let (ada, _) = ingest::member(&server, tenant, &admin, "ada@acme.example").await;
+    let ada_admin = server.token(&ada, Some(tenant), &[Role::Admin]);
+    let mut staff =
+        perm::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
+    for role in [perm::StaffRole::Support, perm::StaffRole::Analyst] {
+        staff
+            .grant_staff_access(authed(
+                perm::GrantStaffAccessRequest {
+                    role: role as i32,
+                    reason: "ticket 4711".into(),
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: i64::try_from(now_secs()).unwrap() + 3600,
+                        nanos: 0,
+                    }),
+                },
+                &ada_admin,
+            ))
+            .await
+            .unwrap();
+    }
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    let paths = ["public/welcome.md", "carol-only.md"];
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let real_ids: Vec<String> = ingest::readable(&server, &service)
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let mut seen = Vec::new();
+    for (who, roles) in [
+        ("support", Role::StaffSupport),
+        ("analyst", Role::StaffAnalyst),
+    ] {
+        let token = server.token(&format!("{who}-1"), Some(tenant), &[roles]);
+        let listed = docs
+            .list_documents(authed(storage::ListDocumentsRequest::default(), &token))
+            .await
+            .unwrap()
+            .into_inner()
+            .documents;
+        assert_eq!(listed.len(), 2, "{who}");
+        for id in &real_ids {
+            let got = docs
+                .get_document(authed(
+                    storage::GetDocumentRequest {
+                        document_id: id.clone(),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .document
+                .unwrap();
+            assert!(
+                got.title.is_empty() && !paths.iter().any(|p| got.external_id.contains(p)),
+                "{who}: {got:?}"
+            );
+        }
+        for meta in &listed {
+            assert!(meta.title.is_empty(), "{who}: {meta:?}");
+            for path in paths {
+                assert!(
+                    !meta.external_id.contains(path) && !format!("{meta:?}").contains(path),
+                    "{who} sees the path {path}: {meta:?}"
+                );
+            }
+            seen.push((who, meta.external_id.clone()));
+        }
+    }
+    // Support gets no source id at all; analysts a stable pseudonym, one per document.
+    let support: Vec<&String> = seen
+        .iter()
+        .filter(|(w, _)| *w == "support")
+        .map(|(_, e)| e)
+        .collect();
+    assert!(support.iter().all(|e| e.is_empty()), "{support:?}");
+    let analyst: std::collections::BTreeSet<&String> = seen
+        .iter()
+        .filter(|(w, _)| *w == "analyst")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(analyst.len(), 2, "{analyst:?}");
+    assert!(analyst.iter().all(|e| !e.is_empty()));
+    server.stop().await;
+}
+
 both_modes!(
+    p11_support_gets_no_source_path_and_analysts_a_pseudonym,
     a_deleted_or_unknown_tenant_takes_no_writes,
     only_ingest_writes_the_source_truth_and_only_for_its_integrations,
     a_peers_refusal_keeps_its_code_and_field,

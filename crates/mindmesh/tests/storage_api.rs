@@ -531,7 +531,7 @@ async fn p11_staff_see_only_what_their_consented_role_allows(backend: Backend) {
     assert!(doc.content.is_empty());
     let meta = doc.document.unwrap();
     assert_eq!(meta.id, s.budget);
-    assert!(meta.title.is_empty() && meta.source_url.is_empty());
+    assert!(meta.title.is_empty() && meta.source_url.is_empty() && meta.external_id.is_empty());
     assert_eq!(meta.size_bytes, 40);
     let listed = list(&mut storage, &support, pb::ListDocumentsRequest::default())
         .await
@@ -574,7 +574,12 @@ async fn p11_staff_see_only_what_their_consented_role_allows(backend: Backend) {
         .collect();
     for d in &a.documents {
         assert!(!real.contains(&d.id), "an analyst never sees a real id");
-        assert!(d.title.is_empty() && d.external_id.is_empty() && d.source_url.is_empty());
+        assert!(d.title.is_empty() && d.source_url.is_empty());
+        assert!(
+            !d.external_id.is_empty() && !d.external_id.starts_with("f-"),
+            "the source id is pseudonymized: {}",
+            d.external_id
+        );
         assert_ne!(d.owner, "d-ada");
         assert_ne!(d.integration_id, s.drive.to_string());
         assert_eq!(d.mime_type, "text/plain");

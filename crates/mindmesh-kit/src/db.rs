@@ -161,6 +161,25 @@ pub async fn drop_postgres_database(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// After values kept in the clear were overwritten (sealing what an older version
+/// stored): rewrites the database so that none of the old values lingers on disk.
+/// SQLite keeps overwritten pages in its free list and its write-ahead log, so the file
+/// is rebuilt (`VACUUM`) and the log emptied; PostgreSQL's `VACUUM` makes the dead row
+/// versions' space reusable (autovacuum would, later).
+pub async fn scrub(db: &DatabaseConnection) -> Result<()> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.execute_unprepared("VACUUM").await?;
+            db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
+        }
+        _ => {
+            db.execute_unprepared("VACUUM").await?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

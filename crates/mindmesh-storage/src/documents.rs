@@ -15,7 +15,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use mindmesh_kit::crypto::SecretKey;
+use mindmesh_kit::crypto::{MacKey, SecretKey};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
@@ -189,10 +189,11 @@ impl Filter {
 /// A position in the newest-first listing: (modification time in µs, id).
 pub type ListPosition = (i64, DocumentId);
 
-const META_COLUMNS: [&str; 14] = [
+const META_COLUMNS: [&str; 15] = [
     "id",
     "integration_id",
-    "external_id",
+    "source_index",
+    "external_id_ct",
     "source_version",
     "key_id",
     "title_ct",
@@ -221,6 +222,13 @@ fn of_tenant(
         }
     }
     Ok(out)
+}
+
+/// The blind index of an imported document's source: its integration and the source's
+/// id, under the tenant's source-index key. It finds a document (and its tombstone) by
+/// its source without the source's id, a path or a title, being stored in the clear.
+fn source_index(key: &MacKey, integration: &str, external_id: &str) -> String {
+    key.blind_index(&[integration.as_bytes(), external_id.as_bytes()])
 }
 
 fn parse_id<T: std::str::FromStr>(value: &str, what: &str) -> Result<T> {
@@ -279,11 +287,12 @@ fn source_key(origin: &Origin) -> SourceKey {
     }
 }
 
-const DOCUMENT_COLUMNS: [&str; 20] = [
+const DOCUMENT_COLUMNS: [&str; 21] = [
     "id",
     "tenant_id",
     "integration_id",
-    "external_id",
+    "source_index",
+    "external_id_ct",
     "source_version",
     "key_id",
     "title_ct",
@@ -344,6 +353,16 @@ impl Documents {
     /// The tenant's key for search terms, derived from its index key.
     fn term_key(index_key: &SecretKey) -> Result<SecretKey> {
         index_key.derive("storage/search-terms")
+    }
+
+    /// The tenant's key for source indexes, derived from its index key.
+    async fn source_index_key(&self, tenant: TenantId) -> Result<MacKey> {
+        Ok(self
+            .keystore
+            .index_key(tenant)
+            .await?
+            .derive("storage/source-ids")?
+            .mac_key())
     }
 
     /// Stores a document: a native one is created or replaced; an imported one is
@@ -426,6 +445,7 @@ impl Documents {
         }
 
         // Seal and index outside the transaction.
+        let source_keys = self.source_index_key(tenant).await?;
         let term_key = if self.find_index {
             Some(Self::term_key(&self.keystore.index_key(tenant).await?)?)
         } else {
@@ -448,14 +468,14 @@ impl Documents {
                     source_version,
                 } => (
                     integration.to_string(),
-                    external_id.clone(),
+                    Some(external_id.as_str()),
                     source_version.clone(),
                     KeyScope::Integration(integration.to_string()),
                     doc.source_owner.clone(),
                 ),
                 Origin::Native { owner, .. } => (
                     String::new(),
-                    String::new(),
+                    None,
                     String::new(),
                     KeyScope::Person(owner.to_string()),
                     owner.to_string(),
@@ -498,11 +518,19 @@ impl Documents {
                 });
             }
             stamps.push((scope, stamp));
+            let (source_index, external_id_ct) = match external_id {
+                Some(external_id) => (
+                    source_index(&source_keys, &integration, external_id),
+                    Some(seal("external_id", external_id.as_bytes())?),
+                ),
+                None => (String::new(), None),
+            };
             let values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
                 row.clone().into(),
                 tenant.to_string().into(),
                 integration.into(),
-                external_id.into(),
+                source_index.into(),
+                external_id_ct.into(),
                 source_version.into(),
                 key_id.to_string().into(),
                 seal("title", doc.title.as_bytes())?.into(),
@@ -549,7 +577,7 @@ impl Documents {
             )
             .await?;
         }
-        // 20 values a row: 400 rows stay under both databases' bind limits.
+        // 21 values a row: 400 rows stay under both databases' bind limits.
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let mut insert = Query::insert();
@@ -601,13 +629,23 @@ impl Documents {
                 Origin::Imported { .. } => None,
             })
             .collect();
-        let external: Vec<String> = docs
-            .iter()
-            .filter_map(|d| match &d.origin {
-                Origin::Imported { external_id, .. } => Some(external_id.clone()),
-                Origin::Native { .. } => None,
-            })
-            .collect();
+        // Imported sources by their index: (integration, index) → the source's id.
+        let source_keys = self.source_index_key(tenant).await?;
+        let mut by_index: std::collections::HashMap<(String, String), String> =
+            std::collections::HashMap::new();
+        for doc in docs {
+            if let Origin::Imported {
+                integration,
+                external_id,
+                ..
+            } = &doc.origin
+            {
+                let integration = integration.to_string();
+                let index = source_index(&source_keys, &integration, external_id);
+                by_index.insert((integration, index), external_id.clone());
+            }
+        }
+        let external: Vec<String> = by_index.keys().map(|(_, index)| index.clone()).collect();
         for chunk in native.chunks(500) {
             let rows = self
                 .db
@@ -643,20 +681,24 @@ impl Documents {
                 // is used rather than a scan of the tenant's rows.
                 let mut query = Query::select();
                 query
-                    .columns(["integration_id", "external_id"])
+                    .columns(["integration_id", "source_index"])
                     .from(table)
                     .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                     .and_where(Expr::col("integration_id").is_in(integrations.iter().cloned()))
-                    .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()));
+                    .and_where(Expr::col("source_index").is_in(chunk.iter().cloned()));
                 if !is_tombstone {
                     query.columns(["id", "source_version", "index_block"]);
                     query.and_where(Expr::col("integration_id").ne(""));
                 }
                 for row in self.db.query_all(&query).await? {
                     let integration: String = row.try_get("", "integration_id")?;
+                    let index: String = row.try_get("", "source_index")?;
+                    let Some(external_id) = by_index.get(&(integration.clone(), index)) else {
+                        continue; // the same index in another integration of the batch
+                    };
                     let key = SourceKey::Imported(
                         parse_id(&integration, "integration id")?,
-                        row.try_get("", "external_id")?,
+                        external_id.clone(),
                     );
                     if is_tombstone {
                         tombstoned.insert(key);
@@ -762,7 +804,12 @@ impl Documents {
             } else {
                 Some(parse_id(&integration, "integration id")?)
             },
-            external_id: row.try_get("", "external_id")?,
+            external_id: match row.try_get::<Option<Vec<u8>>>("", "external_id_ct")? {
+                Some(sealed) => String::from_utf8_lossy(&open("external_id", sealed)?).into_owned(),
+                // Native documents have none; a row of an older version keeps it in
+                // the clear until `seal_legacy` runs.
+                None => row.try_get("", "source_index")?,
+            },
             source_version: row.try_get("", "source_version")?,
             title: String::from_utf8_lossy(&open("title", row.try_get("", "title_ct")?)?)
                 .into_owned(),
@@ -1053,18 +1100,31 @@ impl Documents {
         )
         .await?;
         if let Some(integration) = doc.integration {
+            let integration = integration.to_string();
+            let index = source_index(
+                &self.source_index_key(tenant).await?,
+                &integration,
+                &doc.external_id,
+            );
             txn.execute(
                 &Query::insert()
                     .into_table("tombstones")
-                    .columns(["tenant_id", "integration_id", "external_id", "archived_at"])
+                    .columns([
+                        "tenant_id",
+                        "integration_id",
+                        "source_index",
+                        "archived_at",
+                        "legacy",
+                    ])
                     .values_panic([
                         tenant.to_string().into(),
-                        integration.to_string().into(),
-                        doc.external_id.into(),
+                        integration.into(),
+                        index.into(),
                         now.into(),
+                        false.into(),
                     ])
                     .on_conflict(
-                        OnConflict::columns(["tenant_id", "integration_id", "external_id"])
+                        OnConflict::columns(["tenant_id", "integration_id", "source_index"])
                             .do_nothing()
                             .to_owned(),
                     )
@@ -1100,12 +1160,18 @@ impl Documents {
         )
         .await?;
         if let Some(integration) = doc.integration {
+            let integration = integration.to_string();
+            let index = source_index(
+                &self.source_index_key(tenant).await?,
+                &integration,
+                &doc.external_id,
+            );
             txn.execute(
                 &Query::delete()
                     .from_table("tombstones")
                     .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .and_where(Expr::col("external_id").eq(doc.external_id))
+                    .and_where(Expr::col("integration_id").eq(integration))
+                    .and_where(Expr::col("source_index").eq(index))
                     .to_owned(),
             )
             .await?;
@@ -1304,6 +1370,115 @@ impl Documents {
                 })
                 .collect::<Result<_>>()?,
         }))
+    }
+
+    /// Seals what a version before sealed source ids kept in the clear: imported
+    /// documents' source ids (hashed into `source_index`, sealed into `external_id_ct`)
+    /// and tombstones (hashed). Runs at start, before the service serves; a document whose
+    /// key is gone is left for its erasure. Returns how many rows it sealed.
+    pub async fn seal_legacy(&self) -> Result<u64> {
+        let mut sealed = 0u64;
+        let mut unopenable: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let rows = self
+                .db
+                .query_all(
+                    &Query::select()
+                        .columns([
+                            "id",
+                            "tenant_id",
+                            "integration_id",
+                            "source_index",
+                            "key_id",
+                        ])
+                        .from("documents")
+                        .and_where(Expr::col("external_id_ct").is_null())
+                        .and_where(Expr::col("integration_id").ne(""))
+                        .and_where(Expr::col("id").is_not_in(unopenable.iter().cloned()))
+                        .limit(500)
+                        .to_owned(),
+                )
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let txn = self.db.begin().await?;
+            for row in rows {
+                let id: String = row.try_get("", "id")?;
+                let tenant: TenantId =
+                    parse_id(&row.try_get::<String>("", "tenant_id")?, "tenant id")?;
+                let integration: String = row.try_get("", "integration_id")?;
+                let plain: String = row.try_get("", "source_index")?;
+                let key_id: KeyId = parse_id(&row.try_get::<String>("", "key_id")?, "key id")?;
+                let key = match self.keystore.key(tenant, key_id).await {
+                    Ok(key) => key,
+                    Err(Error::NotFound(_)) => {
+                        unopenable.insert(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let index =
+                    source_index(&self.source_index_key(tenant).await?, &integration, &plain);
+                let ct = key.seal(
+                    &field_aad(tenant, "documents", "external_id", &id),
+                    plain.as_bytes(),
+                )?;
+                txn.execute(
+                    &Query::update()
+                        .table("documents")
+                        .value("source_index", index)
+                        .value("external_id_ct", ct)
+                        .and_where(Expr::col("id").eq(id))
+                        .to_owned(),
+                )
+                .await?;
+                sealed += 1;
+            }
+            txn.commit().await?;
+        }
+        loop {
+            let rows = self
+                .db
+                .query_all(
+                    &Query::select()
+                        .columns(["tenant_id", "integration_id", "source_index"])
+                        .from("tombstones")
+                        .and_where(Expr::col("legacy").eq(true))
+                        .limit(500)
+                        .to_owned(),
+                )
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let txn = self.db.begin().await?;
+            for row in rows {
+                let tenant: String = row.try_get("", "tenant_id")?;
+                let integration: String = row.try_get("", "integration_id")?;
+                let plain: String = row.try_get("", "source_index")?;
+                let keys = self
+                    .source_index_key(parse_id(&tenant, "tenant id")?)
+                    .await?;
+                txn.execute(
+                    &Query::update()
+                        .table("tombstones")
+                        .value("source_index", source_index(&keys, &integration, &plain))
+                        .value("legacy", false)
+                        .and_where(Expr::col("tenant_id").eq(tenant))
+                        .and_where(Expr::col("integration_id").eq(integration))
+                        .and_where(Expr::col("source_index").eq(plain))
+                        .to_owned(),
+                )
+                .await?;
+                sealed += 1;
+            }
+            txn.commit().await?;
+        }
+        if sealed > 0 {
+            mindmesh_kit::db::scrub(&self.db).await?;
+        }
+        Ok(sealed)
     }
 
     /// Forgets a finished erasure's progress, inside the transaction that attests it.

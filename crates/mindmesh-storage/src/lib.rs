@@ -30,6 +30,18 @@ pub const GRPC_SERVICES: &[&str] = &["mindmesh.storage.v1.StorageService"];
 
 pub use store::migration::Migrator;
 
+/// Readies the service's database before it serves: seals what an older version kept
+/// in the clear (see [`documents::Documents::seal_legacy`]).
+pub async fn prepare(ctx: &ServiceContext) -> mindmesh_kit::Result<()> {
+    let sealed = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone())
+        .seal_legacy()
+        .await?;
+    if sealed > 0 {
+        tracing::info!(rows = sealed, "source ids of an older version sealed");
+    }
+    Ok(())
+}
+
 /// Starts the service's background tasks and adds its gRPC services to `routes`;
 /// returns what it does for data-subject rights.
 pub fn start(

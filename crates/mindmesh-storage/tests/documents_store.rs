@@ -106,8 +106,9 @@ async fn rows_as_text(h: &Harness, backend: Backend) -> String {
     }
 }
 
-/// P01: titles, contents and source links are never in the database in the clear, and a
-/// ciphertext moved to another row does not open there.
+/// P01: titles, contents, source links and the source's ids (paths) are never in the
+/// database in the clear, tombstones included, and a ciphertext moved to another row
+/// does not open there.
 async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
     let h = harness(backend).await;
     let tenant = TenantId::new();
@@ -119,7 +120,7 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
                 tenant,
                 imported(
                     drive,
-                    "f1",
+                    "zqxcanarypath/plans.md",
                     "v1",
                     &format!("Plan {canary}"),
                     "zqxcanarybody quarterly numbers",
@@ -141,10 +142,19 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
         modified_at: Utc::now(),
     };
     let b = created(h.docs.put(tenant, native).await.unwrap());
-    assert_eq!(
-        h.docs.get(tenant, a).await.unwrap().title,
-        format!("Plan {canary}")
+    let archived = created(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "zqxcanaryarchived/old.md", "v1", "Old", "old"),
+            )
+            .await
+            .unwrap(),
     );
+    h.docs.archive(tenant, archived, None).await.unwrap();
+    let read = h.docs.get(tenant, a).await.unwrap();
+    assert_eq!(read.title, format!("Plan {canary}"));
+    assert_eq!(read.external_id, "zqxcanarypath/plans.md");
     assert_eq!(
         h.docs.get(tenant, b).await.unwrap().content,
         b"zqxcanarynativebody"
@@ -152,7 +162,14 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
 
     let text = rows_as_text(&h, backend).await;
     assert!(text.len() > 1000, "the scan read the stored rows");
-    for needle in [canary, "zqxcanarybody", "zqxcanarynative", "drive.example"] {
+    for needle in [
+        canary,
+        "zqxcanarybody",
+        "zqxcanarynative",
+        "drive.example",
+        "zqxcanarypath",
+        "zqxcanaryarchived",
+    ] {
         assert!(!text.contains(needle), "{needle} stored in the clear");
         assert!(
             !text.contains(&mindmesh_kit::crypto::hex(needle.as_bytes())),
@@ -172,6 +189,73 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
         h.docs.get(TenantId::new(), a).await.unwrap_err(),
         mindmesh_kit::Error::NotFound(_)
     ));
+}
+
+/// P01: what a version before sealed source ids kept in the clear — a document's source
+/// id and a tombstone's — is sealed when the service starts, and still finds its
+/// document (the next sync sees it unchanged) and keeps its tombstone (still archived).
+async fn p01_source_ids_an_older_version_kept_in_the_clear_are_sealed(backend: Backend) {
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let kept = created(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "zqxlegacy/kept.md", "v1", "Kept", "kept"),
+            )
+            .await
+            .unwrap(),
+    );
+    // As the older version wrote them: the id in the clear, no tombstone hash.
+    h.ctx
+        .db
+        .execute_unprepared(&format!(
+            "UPDATE documents SET source_index = 'zqxlegacy/kept.md', external_id_ct = NULL \
+             WHERE id = '{kept}'"
+        ))
+        .await
+        .unwrap();
+    h.ctx
+        .db
+        .execute_unprepared(&format!(
+            "INSERT INTO tombstones (tenant_id, integration_id, source_index, archived_at, legacy) \
+             VALUES ('{tenant}', '{drive}', 'zqxlegacy/archived.md', CURRENT_TIMESTAMP, TRUE)"
+        ))
+        .await
+        .unwrap();
+    assert!(rows_as_text(&h, backend).await.contains("zqxlegacy"));
+
+    assert_eq!(h.docs.seal_legacy().await.unwrap(), 2);
+    assert_eq!(h.docs.seal_legacy().await.unwrap(), 0, "once is enough");
+    assert_eq!(
+        h.docs.get(tenant, kept).await.unwrap().external_id,
+        "zqxlegacy/kept.md"
+    );
+    assert!(
+        !rows_as_text(&h, backend).await.contains("zqxlegacy"),
+        "nothing of it is left in the clear"
+    );
+    assert_eq!(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "zqxlegacy/kept.md", "v1", "Kept", "kept")
+            )
+            .await
+            .unwrap(),
+        PutOutcome::Unchanged(kept)
+    );
+    assert_eq!(
+        h.docs
+            .put(
+                tenant,
+                imported(drive, "zqxlegacy/archived.md", "v2", "A", "a")
+            )
+            .await
+            .unwrap(),
+        PutOutcome::SkippedArchived
+    );
 }
 
 /// P07: an archived item is not brought back by the next sync; restored, it syncs again.
@@ -747,6 +831,7 @@ both_backends!(
     p01_documents_are_sealed_and_bound_to_their_row,
     p07_archived_items_stay_out_of_the_next_sync,
     find_ranks_by_matched_words_without_plaintext,
+    p01_source_ids_an_older_version_kept_in_the_clear_are_sealed,
     disconnect_shreds_then_deletes,
     interrupted_erasure_resumes,
     batches_decide_like_single_puts_in_order,

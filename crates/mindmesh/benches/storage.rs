@@ -159,7 +159,7 @@ async fn run(distributed: bool, words: &[String]) {
                 "id",
                 "tenant_id",
                 "integration_id",
-                "external_id",
+                "source_index",
                 "source_version",
                 "key_id",
                 "title_ct",

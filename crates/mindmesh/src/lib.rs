@@ -92,6 +92,7 @@ async fn start_service(
             subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
         }
         Service::Storage => {
+            mindmesh_storage::prepare(&ctx).await?;
             subjects.insert(service, mindmesh_storage::start(&ctx, routes)?);
         }
         Service::Retention => {

@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
                 "SELECT integration_id, tenant_id FROM tombstones WHERE integration_id <> ''",
             ],
         ));
+        all.push(Box::new(SealedSourceIds));
         all
     }
 }
@@ -472,5 +473,57 @@ impl MigrationTrait for DisconnectedIntegrations {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// The source's id of an imported document (a file path, a repository path) is customer
+/// content: `documents.external_id` becomes `source_index`, a keyed hash that finds the
+/// document by its source (the unique index follows the rename), and the id itself is
+/// sealed in `external_id_ct`. Tombstones keep only the hash. Rows written before this
+/// (`external_id_ct` null, `tombstones.legacy` true) still hold the id in the clear
+/// until the service seals them at its next start (`Documents::seal_legacy`).
+struct SealedSourceIds;
+
+impl MigrationName for SealedSourceIds {
+    fn name(&self) -> &str {
+        "m20261201_000200_storage_sealed_source_ids"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SealedSourceIds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["documents", "tombstones"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .rename_column("external_id", "source_index")
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("documents")
+                    .add_column(blob_null("external_id_ct"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("tombstones")
+                    .add_column(boolean("legacy").default(true))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "sealed source ids cannot be put back in the clear".into(),
+        ))
     }
 }

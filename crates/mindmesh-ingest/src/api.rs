@@ -31,6 +31,8 @@ use crate::sync::{Engine, Phase, Progress};
 const MAX_SETTINGS: usize = 32;
 /// Longest setting value (a service-account key is a few KiB).
 const MAX_SETTING_BYTES: usize = 16 * 1024;
+/// Most skipped items `GetIntegration` shows.
+const MAX_SKIPPED_SHOWN: usize = 100;
 /// Longest credential handed over at connect time.
 const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 /// How long a disconnect waits for a sync on another replica to notice and stop (it
@@ -302,8 +304,16 @@ impl IngestService for IngestApi {
         let tenant = admin_or_service(&caller)?;
         let id = integration_id(&request.get_ref().integration_id)?;
         let integration = self.store.get(tenant, id).await?;
+        let skipped = self.store.skipped(tenant, id, MAX_SKIPPED_SHOWN).await?;
         Ok(Response::new(pb::GetIntegrationResponse {
             integration: Some(to_proto(&integration)),
+            skipped_items: skipped
+                .into_iter()
+                .map(|(external_id, reason)| pb::SkippedItem {
+                    external_id,
+                    reason,
+                })
+                .collect(),
         }))
     }
 

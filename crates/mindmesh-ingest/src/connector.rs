@@ -131,6 +131,9 @@ pub struct SourceDocument {
     pub size_hint: Option<u64>,
     /// What the connector needs to fetch the content (a URL, a path…); opaque.
     pub content_ref: String,
+    /// The group of documents it belongs to that a source can report unchanged as a
+    /// whole (a repository's files); empty for none. See [`Page::unchanged`].
+    pub group: String,
 }
 
 /// An item the connector could not use, and why (recorded; the sync goes on).
@@ -154,8 +157,9 @@ pub struct Page {
     /// Where to continue after this page, persisted once the page is applied; `None`
     /// starts a full listing next time (a source without a change log).
     pub cursor: Option<String>,
-    /// External-id prefixes whose items are all still there, unchanged (a source said
-    /// "not modified" for them): they count as seen by the current listing.
+    /// Groups (see [`SourceDocument::group`]) whose items are all still there,
+    /// unchanged (a source said "not modified" for them): they count as seen by the
+    /// current listing.
     pub unchanged: Vec<String>,
     /// This page starts a new full listing (for sources that list everything on every
     /// sync, keeping their own state in the cursor between syncs).

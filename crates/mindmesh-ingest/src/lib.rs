@@ -38,6 +38,18 @@ pub const GRPC_SERVICES: &[&str] = &["mindmesh.ingest.v1.IngestService"];
 
 pub use store::migration::Migrator;
 
+/// Readies the service's database before it serves: seals what an older version kept
+/// in the clear (see [`store::Store::seal_legacy`]).
+pub async fn prepare(ctx: &ServiceContext) -> mindmesh_kit::Result<()> {
+    let changed = store::Store::new(ctx.clone())
+        .seal_legacy(connectors::group_of)
+        .await?;
+    if changed > 0 {
+        tracing::info!(rows = changed, "records of an older version sealed");
+    }
+    Ok(())
+}
+
 /// Starts the service's background tasks (outbox relay, sync schedule) and adds its gRPC
 /// services to `routes`.
 pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {

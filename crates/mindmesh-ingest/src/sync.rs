@@ -28,7 +28,7 @@ use crate::connector::{Connector, Credentials, Page, SourceDocument};
 use crate::connectors::{self, Setup};
 use crate::oauth::CredentialSink;
 use crate::sink::{Outcome, Sink};
-use crate::store::{PageRecord, Store};
+use crate::store::{ItemRecord, PageRecord, Store};
 
 /// How long a lease lasts without renewal: how long a crashed sync keeps others out.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -367,7 +367,7 @@ impl Engine {
             p.done = 0;
             p.total = 0;
         });
-        let mut position = self.store.position(id, full).await?;
+        let mut position = self.store.position(tenant, id, full).await?;
         if position.cursor.is_none() {
             position.generation += 1;
             self.store.start_listing(id, position.generation).await?;
@@ -499,7 +499,7 @@ impl Engine {
             .map(|s| (*s).to_owned())
             .chain(page.removed.iter().cloned())
             .collect();
-        let known = timed(&mut timings.bookkeeping, self.store.items(id, &ids)).await?;
+        let known = timed(&mut timings.bookkeeping, self.store.items(tenant, id, &ids)).await?;
         let mut record = PageRecord {
             generation,
             unchanged: page.unchanged.clone(),
@@ -521,11 +521,12 @@ impl Engine {
                     if item.version == doc.version && (!full || item.generation == generation) =>
                 {
                     acls.push((item.document, doc.grants.clone()));
-                    record.items.push((
-                        doc.external_id.clone(),
-                        item.document,
-                        doc.version.clone(),
-                    ));
+                    record.items.push(ItemRecord {
+                        external_id: doc.external_id.clone(),
+                        group: doc.group.clone(),
+                        document: item.document,
+                        version: doc.version.clone(),
+                    });
                     unchanged += 1;
                 }
                 _ if doc.size_hint.is_some_and(|s| s > max_content) => {
@@ -595,18 +596,22 @@ impl Engine {
                 // date, and a full listing does not take it for deleted.
                 (Outcome::SkippedArchived, _) => {
                     if let Some(item) = known.get(&s.external_id) {
-                        record.items.push((
-                            s.external_id.clone(),
-                            item.document,
-                            item.version.clone(),
-                        ));
+                        record.items.push(ItemRecord {
+                            external_id: s.external_id.clone(),
+                            group: doc.group.clone(),
+                            document: item.document,
+                            version: item.version.clone(),
+                        });
                     }
                 }
                 (_, Some(document)) => {
                     acls.push((document, doc.grants.clone()));
-                    record
-                        .items
-                        .push((s.external_id.clone(), document, doc.version.clone()));
+                    record.items.push(ItemRecord {
+                        external_id: s.external_id.clone(),
+                        group: doc.group.clone(),
+                        document,
+                        version: doc.version.clone(),
+                    });
                 }
                 (_, None) => {
                     return Err(Error::Internal(
@@ -627,8 +632,10 @@ impl Engine {
             record.removed.push(external_id.clone());
         }
         timings.deletions += deletions_start.elapsed();
-        for (external_id, reason) in &record.skipped {
-            tracing::info!(tenant_id = %tenant, integration_id = %id, external_id = %external_id, reason = %reason, "item skipped");
+        // Which items, and why, is on GetIntegration; a source's ids (paths, titles) stay
+        // out of the log.
+        if !record.skipped.is_empty() {
+            tracing::info!(tenant_id = %tenant, integration_id = %id, skipped = record.skipped.len(), "items skipped");
         }
         progress.send_modify(|p| {
             p.done += (page.documents.len() + page.removed.len()) as u64;

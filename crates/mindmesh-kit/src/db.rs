@@ -162,10 +162,11 @@ pub async fn drop_postgres_database(url: &str) -> Result<()> {
 }
 
 /// After values kept in the clear were overwritten (sealing what an older version
-/// stored): rewrites the database so that none of the old values lingers on disk.
-/// SQLite keeps overwritten pages in its free list and its write-ahead log, so the file
-/// is rebuilt (`VACUUM`) and the log emptied; PostgreSQL's `VACUUM` makes the dead row
-/// versions' space reusable (autovacuum would, later).
+/// stored, once): rewrites the database so that none of the old values lingers in its
+/// files. SQLite keeps overwritten pages in its free list and its write-ahead log, so
+/// the file is rebuilt (`VACUUM`) and the log emptied; PostgreSQL keeps dead row
+/// versions until vacuumed, so every table is rewritten (`VACUUM FULL`). Copies made
+/// before (PostgreSQL's WAL archive, backups) keep them until they expire.
 pub async fn scrub(db: &DatabaseConnection) -> Result<()> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
@@ -174,7 +175,7 @@ pub async fn scrub(db: &DatabaseConnection) -> Result<()> {
                 .await?;
         }
         _ => {
-            db.execute_unprepared("VACUUM").await?;
+            db.execute_unprepared("VACUUM FULL").await?;
         }
     }
     Ok(())

@@ -316,6 +316,16 @@ impl Keystore {
         Ok(self.data_key(tenant, &KeyScope::Index).await?.1)
     }
 
+    /// The data key of `scope` if it exists; never creates one (for writers that must not
+    /// bring back a key a deletion destroyed).
+    pub async fn existing_data_key(
+        &self,
+        tenant: TenantId,
+        scope: &KeyScope,
+    ) -> Result<Option<(KeyId, SecretKey)>> {
+        self.find_data_key(tenant, scope).await
+    }
+
     /// The tenant's index key if it exists; never creates one (for readers, which must
     /// not leave keys behind for tenants they merely asked about).
     pub async fn existing_index_key(&self, tenant: TenantId) -> Result<Option<SecretKey>> {

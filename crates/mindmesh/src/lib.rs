@@ -87,7 +87,10 @@ async fn start_service(
         Service::Dsar => ServiceContext::open::<mindmesh_dsar::Migrator>(service, shared).await?,
     };
     match service {
-        Service::Ingest => mindmesh_ingest::start(&ctx, routes)?,
+        Service::Ingest => {
+            mindmesh_ingest::prepare(&ctx).await?;
+            mindmesh_ingest::start(&ctx, routes)?;
+        }
         Service::Permissions => {
             subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
         }

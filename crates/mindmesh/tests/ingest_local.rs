@@ -775,7 +775,133 @@ async fn a_hostile_folder_tree_never_reaches_outside_the_tenants_folder(backend:
     server.stop().await;
 }
 
+/// P01: what describes a folder's content — its path, its files' paths (which are their
+/// titles), the integration's display name, a skipped item's id — is stored nowhere in
+/// the clear, in ingest or in storage; GetIntegration still shows it.
+async fn p01_paths_and_names_are_not_stored_in_the_clear(backend: Backend) {
+    let (server, root) = server(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("zqxfolder");
+    write(&dir, "zqxsecretdir/plan.md", "the plan");
+    // A path longer than an id may be: skipped, with its (shortened) id recorded.
+    let long = format!("zqxlongpath/{}/{}/x.md", "a".repeat(250), "b".repeat(250));
+    write(&dir, &long, "long");
+    let mut client = ingest::client(&server).await;
+    let integration = client
+        .connect_integration(authed(
+            pb::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: "Zqxname Handbook".into(),
+                settings: [("path".to_owned(), "zqxfolder".to_owned())].into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let read = client
+        .get_integration(authed(
+            pb::GetIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let shown = read.integration.unwrap();
+    assert_eq!(shown.display_name, "Zqxname Handbook");
+    assert_eq!(
+        shown.settings.get("path").map(String::as_str),
+        Some("zqxfolder")
+    );
+    assert_eq!(read.skipped_items.len(), 1, "{:?}", read.skipped_items);
+    assert!(
+        read.skipped_items[0]
+            .external_id
+            .starts_with("zqxlongpath/")
+    );
+    assert!(read.skipped_items[0].reason.contains("512"));
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let stored = ingest::readable(&server, &service).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].external_id, "zqxsecretdir/plan.md");
+
+    let at_rest = common::at_rest(&server).await;
+    assert!(
+        !common::where_stored(&at_rest, &integration.id).is_empty(),
+        "the scan sees what is stored in the clear (ids)"
+    );
+    for canary in ["zqxfolder", "zqxsecretdir", "Zqxname", "zqxlongpath"] {
+        assert_eq!(
+            common::where_stored(&at_rest, canary),
+            Vec::<String>::new(),
+            "{canary} stored in the clear"
+        );
+    }
+    server.stop().await;
+}
+
+/// P01: what a version before sealed records kept in the clear — an integration's name
+/// and settings, its items' source ids — is sealed when the service starts, and the
+/// next sync still knows every item (nothing imported twice, nothing lost).
+async fn p01_records_an_older_version_kept_in_the_clear_are_sealed_at_start(backend: Backend) {
+    let (mut server, root) = server(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("zqxold");
+    write(&dir, "zqxolddoc.md", "old");
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "zqxold").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    // As the older version wrote them.
+    let db = server.service_db(Service::Ingest).await;
+    for sql in [
+        format!(
+            "UPDATE integrations SET display_name = 'Zqxoldname', \
+             settings = '{{\"path\":\"zqxold\"}}', fields_key_id = NULL, \
+             display_name_ct = NULL, settings_ct = NULL WHERE id = '{}'",
+            integration.id
+        ),
+        format!(
+            "UPDATE items SET source_index = 'zqxolddoc.md', legacy = TRUE \
+             WHERE integration_id = '{}'",
+            integration.id
+        ),
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+    drop(db);
+    assert!(!common::where_stored(&common::at_rest(&server).await, "zqxold").is_empty());
+
+    server.restart().await;
+    let mut client = ingest::client(&server).await;
+    let read = ingest::integration(&mut client, &admin, &integration.id).await;
+    assert_eq!(read.display_name, "Zqxoldname");
+    assert_eq!(
+        read.settings.get("path").map(String::as_str),
+        Some("zqxold")
+    );
+    let again = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        (again.created, again.updated, again.deleted),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(
+        common::where_stored(&common::at_rest(&server).await, "zqxold"),
+        Vec::<String>::new(),
+        "nothing of it is left in the clear"
+    );
+    server.stop().await;
+}
+
 both_modes!(
+    p01_records_an_older_version_kept_in_the_clear_are_sealed_at_start,
+    p01_paths_and_names_are_not_stored_in_the_clear,
     a_hostile_folder_tree_never_reaches_outside_the_tenants_folder,
     p08_deleting_the_tenant_erases_its_integrations,
     full_then_incremental_sync,

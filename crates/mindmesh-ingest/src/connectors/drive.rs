@@ -885,6 +885,7 @@ impl GoogleDrive {
             })
             .map_err(|_| Error::Internal("content reference does not encode".into()))?,
             external_id: file.id,
+            group: String::new(),
         })))
     }
 

@@ -559,7 +559,7 @@ impl GitHub {
             };
             match answer {
                 Some(a) if a.status == reqwest::StatusCode::NOT_MODIFIED => {
-                    page.unchanged.push(format!("{id}/"));
+                    page.unchanged.push(files_of(&id));
                 }
                 Some(a) => {
                     let tree: Tree = a.json()?;
@@ -586,6 +586,7 @@ impl GitHub {
                         let title = format!("{name}: {}", entry.path);
                         page.documents.push(SourceDocument {
                             external_id: format!("{id}/{}", entry.path),
+                            group: files_of(&id),
                             version: entry.sha.clone(),
                             title,
                             mime_type: "text/markdown".into(),
@@ -641,6 +642,7 @@ impl GitHub {
                 }
                 page.documents.push(SourceDocument {
                     external_id: format!("{id}#{}", issue.number),
+                    group: issues_of(&id),
                     version: issue.updated_at.to_rfc3339(),
                     title: format!("{name} #{}: {}", issue.number, issue.title),
                     mime_type: "text/markdown".into(),
@@ -665,7 +667,7 @@ impl GitHub {
             } else {
                 if since.is_some() {
                     // Issues not changed since the last sync are all still there.
-                    page.unchanged.push(format!("{id}#"));
+                    page.unchanged.push(issues_of(&id));
                 }
                 // A minute of overlap: clocks differ, and `since` is inclusive anyway.
                 state.issues_since = cursor.started_at.map(|t| t - chrono::Duration::minutes(1));
@@ -679,6 +681,27 @@ impl GitHub {
         page.more = true;
         page.cursor = Some(cursor.encode()?);
         Ok(page)
+    }
+}
+
+/// The group of a repository's files (their ids are `<repository id>/<path>`): a
+/// conditional tree request answered "not modified" reports them all unchanged.
+fn files_of(repo_id: &str) -> String {
+    format!("{repo_id}/")
+}
+
+/// The group of a repository's issues (`<repository id>#<number>`): an issue listing
+/// `since` the last sync reports those it does not list unchanged.
+fn issues_of(repo_id: &str) -> String {
+    format!("{repo_id}#")
+}
+
+/// The group of a GitHub item by its external id (what [`files_of`] and [`issues_of`]
+/// gave it), for items recorded before groups were.
+pub fn group_of(external_id: &str) -> String {
+    match external_id.find(['/', '#']) {
+        Some(at) => external_id[..=at].to_owned(),
+        None => String::new(),
     }
 }
 

@@ -403,6 +403,7 @@ impl Connector for LocalFolder {
                 })
                 .map_err(|_| Error::Internal("content reference does not encode".into()))?,
                 external_id: path,
+                group: String::new(),
             });
         }
         match page.documents.last() {

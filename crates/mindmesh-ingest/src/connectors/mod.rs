@@ -133,6 +133,15 @@ pub fn open(
     }
 }
 
+/// The group (see `SourceDocument::group`) of an item of a connector of `kind`, from
+/// its external id: for items recorded before groups were.
+pub fn group_of(kind: &str, external_id: &str) -> String {
+    match kind {
+        "github" => github::group_of(external_id),
+        _ => String::new(),
+    }
+}
+
 /// At most 64 characters of something a caller sent, for an error message.
 fn short(s: &str) -> String {
     s.chars().take(64).collect()

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Integrations));
         all.push(Box::new(PendingSweeps));
         all.push(mindmesh_kit::migrations::write_guards());
+        all.push(Box::new(SealedRecords));
         all
     }
 }
@@ -167,5 +168,92 @@ impl MigrationTrait for PendingSweeps {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// What describes customer content leaves the clear (P01). An integration's display
+/// name, settings and cursor (which holds paths and page tokens) are sealed under its
+/// data key (`fields_key_id`) in `*_ct` columns; items and skip records are found by a
+/// keyed `source_index` (their source's id hashed; skip records seal the id itself for
+/// `GetIntegration`) and items by the keyed `group_index` of the group a source reports
+/// unchanged. Rows written before this keep their values in the clear (`legacy`, or no
+/// `fields_key_id`) until the service seals them at its next start.
+struct SealedRecords;
+
+impl MigrationName for SealedRecords {
+    fn name(&self) -> &str {
+        "m20261201_000200_ingest_sealed_records"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SealedRecords {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            string_null("fields_key_id"),
+            blob_null("display_name_ct"),
+            blob_null("settings_ct"),
+            blob_null("cursor_ct"),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("integrations")
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        for table in ["items", "skipped_items"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .rename_column("external_id", "source_index")
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .add_column(boolean("legacy").default(true))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("items")
+                    .add_column(string_null("group_index"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("items_group")
+                    .table("items")
+                    .col("integration_id")
+                    .col("group_index")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("skipped_items")
+                    .add_column(blob_null("external_id_ct"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "sealed records cannot be put back in the clear".into(),
+        ))
     }
 }

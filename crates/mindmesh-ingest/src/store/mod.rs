@@ -12,13 +12,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::crypto::{MacKey, SecretKey};
 use mindmesh_kit::db::FreshStats;
 use mindmesh_kit::db::now;
-use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
+use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, KeyId, TenantId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
 use mindmesh_kit::{Error, Result, events, outbox};
 use mindmesh_proto::mindmesh::events::v1 as ev;
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
 
 use crate::connector::Credentials;
@@ -101,16 +102,29 @@ pub struct Item {
     pub generation: i64,
 }
 
+/// An item stored or seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// The source's id.
+    pub external_id: String,
+    /// The group the source may report unchanged as a whole (empty: none).
+    pub group: String,
+    /// Storage's document id.
+    pub document: DocumentId,
+    /// The source version stored.
+    pub version: String,
+}
+
 /// What one applied page changes in the ingest database, with the cursor after it.
 #[derive(Debug, Default)]
 pub struct PageRecord {
-    /// Items stored or seen: external id → (document, version).
-    pub items: Vec<(String, DocumentId, String)>,
+    /// Items stored or seen.
+    pub items: Vec<ItemRecord>,
     /// External ids removed from Mindmesh.
     pub removed: Vec<String>,
     /// Items skipped: external id → reason.
     pub skipped: Vec<(String, String)>,
-    /// External-id prefixes whose items the source reported unchanged: seen.
+    /// Groups whose items the source reported unchanged: seen.
     pub unchanged: Vec<String>,
     /// The cursor after the page (`None`: a full listing next time).
     pub cursor: Option<String>,
@@ -128,7 +142,7 @@ pub struct Store {
     item_stats: Arc<FreshStats>,
 }
 
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 12] = [
     "id",
     "tenant_id",
     "kind",
@@ -138,7 +152,51 @@ const COLUMNS: [&str; 9] = [
     "connected_at",
     "last_synced_at",
     "last_error",
+    "fields_key_id",
+    "display_name_ct",
+    "settings_ct",
 ];
+
+/// The keys of one integration's records: its data key seals, a key derived from it
+/// indexes. Shredding the data key on disconnect makes both useless.
+struct RecordKeys {
+    key_id: KeyId,
+    seal: SecretKey,
+    index: MacKey,
+}
+
+impl RecordKeys {
+    fn new(key_id: KeyId, key: SecretKey) -> Result<Self> {
+        Ok(RecordKeys {
+            key_id,
+            index: key.derive("ingest/source-ids")?.mac_key(),
+            seal: key,
+        })
+    }
+
+    /// An item's or skip record's index: the source's id, keyed.
+    fn item(&self, external_id: &str) -> String {
+        self.index.blind_index(&[b"item", external_id.as_bytes()])
+    }
+
+    /// A group's index.
+    fn group(&self, group: &str) -> String {
+        self.index.blind_index(&[b"group", group.as_bytes()])
+    }
+}
+
+fn field(tenant: TenantId, id: IntegrationId, column: &str) -> Vec<u8> {
+    field_aad(tenant, "integrations", column, &id.to_string())
+}
+
+fn skipped_aad(tenant: TenantId, id: IntegrationId, index: &str) -> Vec<u8> {
+    field_aad(
+        tenant,
+        "skipped_items",
+        "external_id",
+        &format!("{id}/{index}"),
+    )
+}
 
 impl Store {
     /// The store of the service behind `ctx`.
@@ -168,6 +226,7 @@ impl Store {
         let id = IntegrationId::new();
         let connected_at = now();
         let sealed = self.seal(tenant, id, credentials).await?;
+        let keys = self.record_keys(tenant, id).await?;
         let txn = self.ctx.db.begin().await?;
         txn.execute(
             &Query::insert()
@@ -178,6 +237,9 @@ impl Store {
                     "kind",
                     "display_name",
                     "settings",
+                    "fields_key_id",
+                    "display_name_ct",
+                    "settings_ct",
                     "status",
                     "connected_at",
                     "last_error",
@@ -188,8 +250,18 @@ impl Store {
                     id.to_string().into(),
                     tenant.to_string().into(),
                     kind.into(),
-                    display_name.into(),
-                    settings_json(settings)?.into(),
+                    "".into(),
+                    "{}".into(),
+                    keys.key_id.to_string().into(),
+                    keys.seal
+                        .seal(&field(tenant, id, "display_name"), display_name.as_bytes())?
+                        .into(),
+                    keys.seal
+                        .seal(
+                            &field(tenant, id, "settings"),
+                            settings_json(settings)?.as_bytes(),
+                        )?
+                        .into(),
                     Status::Active.as_str().into(),
                     connected_at.into(),
                     "".into(),
@@ -245,7 +317,7 @@ impl Store {
             )
             .await?
             .ok_or(Error::NotFound("integration"))?;
-        integration(&row)
+        self.integration(&row).await
     }
 
     /// Up to `limit` integrations of `tenant` after the one with id `after`, oldest first.
@@ -272,13 +344,67 @@ impl Store {
                         .and(Expr::col("id").gt(id.to_string()))),
             );
         }
-        self.ctx
-            .db
-            .query_all(&query)
+        let rows = self.ctx.db.query_all(&query).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.integration(row).await?);
+        }
+        Ok(out)
+    }
+
+    /// The keys of `id`'s records, made when it was connected. Never made here: a
+    /// disconnected integration's keys are destroyed, and nothing seals under it again.
+    async fn record_keys(&self, tenant: TenantId, id: IntegrationId) -> Result<RecordKeys> {
+        let (key_id, key) = self
+            .ctx
+            .keystore
+            .existing_data_key(tenant, &KeyScope::Integration(id.to_string()))
             .await?
-            .iter()
-            .map(integration)
-            .collect()
+            .ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "the integration is disconnected; its records are erased".into(),
+                )
+            })?;
+        RecordKeys::new(key_id, key)
+    }
+
+    /// An integration as stored: its sealed display name and settings opened (empty once
+    /// its keys are destroyed by a disconnect).
+    async fn integration(&self, row: &QueryResult) -> Result<Integration> {
+        let mut integration = integration(row)?;
+        let key_id: Option<String> = row.try_get("", "fields_key_id")?;
+        let Some(key_id) = key_id else {
+            return Ok(integration); // written before sealing, and not sealed yet
+        };
+        let key = match self
+            .ctx
+            .keystore
+            .key(integration.tenant, parse(&key_id)?)
+            .await
+        {
+            Ok(key) => key,
+            Err(Error::NotFound(_)) => return Ok(integration), // erased with its keys
+            Err(e) => return Err(e),
+        };
+        let (tenant, id) = (integration.tenant, integration.id);
+        let open = |column: &str| -> Result<Option<String>> {
+            let sealed: Option<Vec<u8>> = row.try_get("", &format!("{column}_ct"))?;
+            sealed
+                .map(|ct| {
+                    let plain = key.open(&field(tenant, id, column), &ct)?;
+                    String::from_utf8(plain)
+                        .map_err(|_| Error::Internal("sealed field is not UTF-8".into()))
+                })
+                .transpose()
+        };
+        if let Some(name) = open("display_name")? {
+            integration.display_name = name;
+        }
+        if let Some(settings) = open("settings")? {
+            integration.settings = serde_json::from_str(&settings)
+                .map_err(|_| Error::Internal("stored settings do not decode".into()))?;
+        }
+        Ok(integration)
     }
 
     /// The integration's credentials, opened.
@@ -414,25 +540,45 @@ impl Store {
 
     /// Where the next sync of `id` starts; `full` forgets the cursor and starts a new
     /// full listing.
-    pub async fn position(&self, id: IntegrationId, full: bool) -> Result<Position> {
+    pub async fn position(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        full: bool,
+    ) -> Result<Position> {
         let row = self
             .ctx
             .db
             .query_one(
                 &Query::select()
-                    .columns(["cursor", "generation"])
+                    .columns(["cursor", "cursor_ct", "generation"])
                     .from("integrations")
                     .and_where(Expr::col("id").eq(id.to_string()))
                     .to_owned(),
             )
             .await?
             .ok_or(Error::NotFound("integration"))?;
-        let cursor: Option<String> = row.try_get("", "cursor")?;
         let generation: i64 = row.try_get("", "generation")?;
-        Ok(Position {
-            cursor: if full { None } else { cursor },
-            generation,
-        })
+        if full {
+            return Ok(Position {
+                cursor: None,
+                generation,
+            });
+        }
+        let sealed: Option<Vec<u8>> = row.try_get("", "cursor_ct")?;
+        let cursor = match sealed {
+            Some(ct) => {
+                let keys = self.record_keys(tenant, id).await?;
+                let plain = keys.seal.open(&field(tenant, id, "cursor"), &ct)?;
+                Some(
+                    String::from_utf8(plain)
+                        .map_err(|_| Error::Internal("sealed cursor is not UTF-8".into()))?,
+                )
+            }
+            // Written before sealing, and not sealed yet.
+            None => row.try_get("", "cursor")?,
+        };
+        Ok(Position { cursor, generation })
     }
 
     /// Starts a new full listing: bumps the generation and forgets the cursor.
@@ -444,6 +590,7 @@ impl Store {
                     .table("integrations")
                     .value("generation", generation)
                     .value("cursor", Option::<String>::None)
+                    .value("cursor_ct", Option::<Vec<u8>>::None)
                     .and_where(Expr::col("id").eq(id.to_string()))
                     .to_owned(),
             )
@@ -451,35 +598,50 @@ impl Store {
         Ok(())
     }
 
-    /// What ingest remembers of `external_ids`.
+    /// What ingest remembers of `external_ids`, by external id.
     pub async fn items(
         &self,
+        tenant: TenantId,
         id: IntegrationId,
         external_ids: &[String],
     ) -> Result<HashMap<String, Item>> {
+        let keys = self.record_keys(tenant, id).await?;
+        let by_index: HashMap<String, &String> =
+            external_ids.iter().map(|e| (keys.item(e), e)).collect();
+        let indexes: Vec<&String> = by_index.keys().collect();
         let mut out = HashMap::with_capacity(external_ids.len());
-        for chunk in external_ids.chunks(CHUNK) {
+        for chunk in indexes.chunks(CHUNK) {
             let rows = self
                 .ctx
                 .db
                 .query_all(
                     &Query::select()
-                        .columns(["external_id", "document_id", "source_version", "generation"])
+                        .columns([
+                            "source_index",
+                            "document_id",
+                            "source_version",
+                            "generation",
+                        ])
                         .from("items")
                         .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
+                        .and_where(
+                            Expr::col("source_index").is_in(chunk.iter().map(|i| (*i).clone())),
+                        )
                         .to_owned(),
                 )
                 .await?;
             for row in rows {
-                let (external_id, item) = item(&row)?;
-                out.insert(external_id, item);
+                let (index, item) = item(&row)?;
+                if let Some(external_id) = by_index.get(&index) {
+                    out.insert((*external_id).clone(), item);
+                }
             }
         }
         Ok(out)
     }
 
-    /// Up to `limit` items that the full listing `generation` did not see.
+    /// Up to `limit` items that the full listing `generation` did not see, by their
+    /// source index (for [`Store::forget_items`]).
     pub async fn unseen(
         &self,
         id: IntegrationId,
@@ -490,11 +652,16 @@ impl Store {
             .db
             .query_all(
                 &Query::select()
-                    .columns(["external_id", "document_id", "source_version", "generation"])
+                    .columns([
+                        "source_index",
+                        "document_id",
+                        "source_version",
+                        "generation",
+                    ])
                     .from("items")
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
                     .and_where(Expr::col("generation").lt(generation))
-                    .order_by("external_id", Order::Asc)
+                    .order_by("source_index", Order::Asc)
                     .limit(limit)
                     .to_owned(),
             )
@@ -505,16 +672,22 @@ impl Store {
     }
 
     /// Records an applied page and the cursor after it, in one transaction: a sync
-    /// stopped after this resumes at the next page.
+    /// stopped after this resumes at the next page. Source ids are stored only as keyed
+    /// indexes (a skipped item's id sealed besides, to be shown), the cursor sealed.
     pub async fn commit_page(
         &self,
         tenant: TenantId,
         id: IntegrationId,
         page: &PageRecord,
     ) -> Result<()> {
+        let keys = match self.record_keys(tenant, id).await {
+            Ok(keys) => keys,
+            // Disconnected while the page was in flight: remember nothing of it.
+            Err(Error::FailedPrecondition(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let txn = self.ctx.db.begin().await?;
         if self.status_in(&txn, id).await? == Some(Status::Disconnected) {
-            // Disconnected while the page was in flight: remember nothing of it.
             return Ok(());
         }
         for chunk in page.items.chunks(CHUNK) {
@@ -523,69 +696,74 @@ impl Store {
                 .into_table("items")
                 .columns([
                     "integration_id",
-                    "external_id",
+                    "source_index",
+                    "group_index",
                     "tenant_id",
                     "document_id",
                     "source_version",
                     "generation",
+                    "legacy",
                 ])
                 .on_conflict(
-                    OnConflict::columns(["integration_id", "external_id"])
-                        .update_columns(["document_id", "source_version", "generation"])
+                    OnConflict::columns(["integration_id", "source_index"])
+                        .update_columns([
+                            "group_index",
+                            "document_id",
+                            "source_version",
+                            "generation",
+                        ])
                         .to_owned(),
                 );
-            for (external_id, document, version) in chunk {
+            for item in chunk {
+                let group = (!item.group.is_empty()).then(|| keys.group(&item.group));
                 insert.values_panic([
                     id.to_string().into(),
-                    external_id.clone().into(),
+                    keys.item(&item.external_id).into(),
+                    group.into(),
                     tenant.to_string().into(),
-                    document.to_string().into(),
-                    version.clone().into(),
+                    item.document.to_string().into(),
+                    item.version.clone().into(),
                     page.generation.into(),
+                    false.into(),
                 ]);
             }
             txn.execute(&insert).await?;
         }
-        let gone: Vec<&String> = page
-            .removed
-            .iter()
-            .chain(page.items.iter().map(|(e, _, _)| e))
-            .collect();
-        for chunk in page.removed.chunks(CHUNK) {
+        let removed: Vec<String> = page.removed.iter().map(|e| keys.item(e)).collect();
+        for chunk in removed.chunks(CHUNK) {
             txn.execute(
                 &Query::delete()
                     .from_table("items")
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
-                    .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
+                    .and_where(Expr::col("source_index").is_in(chunk.iter().cloned()))
                     .to_owned(),
             )
             .await?;
         }
-        for prefix in &page.unchanged {
-            let escaped = prefix
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+        let unchanged: Vec<String> = page.unchanged.iter().map(|g| keys.group(g)).collect();
+        for chunk in unchanged.chunks(CHUNK) {
             txn.execute(
                 &Query::update()
                     .table("items")
                     .value("generation", page.generation)
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
-                    .and_where(
-                        Expr::col("external_id")
-                            .like(LikeExpr::new(format!("{escaped}%")).escape('\\')),
-                    )
+                    .and_where(Expr::col("group_index").is_in(chunk.iter().cloned()))
                     .to_owned(),
             )
             .await?;
         }
         // An item stored or removed is no longer skipped.
+        let gone: Vec<String> = removed
+            .iter()
+            .cloned()
+            .chain(page.items.iter().map(|i| keys.item(&i.external_id)))
+            .collect();
         for chunk in gone.chunks(CHUNK) {
             txn.execute(
                 &Query::delete()
                     .from_table("skipped_items")
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
-                    .and_where(Expr::col("external_id").is_in(chunk.iter().map(|e| (*e).clone())))
+                    .and_where(Expr::col("source_index").is_in(chunk.iter().cloned()))
                     .to_owned(),
             )
             .await?;
@@ -596,31 +774,45 @@ impl Store {
                 .into_table("skipped_items")
                 .columns([
                     "integration_id",
-                    "external_id",
+                    "source_index",
+                    "external_id_ct",
                     "tenant_id",
                     "reason",
                     "recorded_at",
+                    "legacy",
                 ])
                 .on_conflict(
-                    OnConflict::columns(["integration_id", "external_id"])
-                        .update_columns(["reason", "recorded_at"])
+                    OnConflict::columns(["integration_id", "source_index"])
+                        .update_columns(["external_id_ct", "reason", "recorded_at"])
                         .to_owned(),
                 );
             for (external_id, reason) in chunk {
+                let index = keys.item(external_id);
+                let sealed = keys
+                    .seal
+                    .seal(&skipped_aad(tenant, id, &index), external_id.as_bytes())?;
                 insert.values_panic([
                     id.to_string().into(),
-                    external_id.clone().into(),
+                    index.into(),
+                    sealed.into(),
                     tenant.to_string().into(),
                     reason.clone().into(),
                     now().into(),
+                    false.into(),
                 ]);
             }
             txn.execute(&insert).await?;
         }
+        let cursor = page
+            .cursor
+            .as_ref()
+            .map(|c| keys.seal.seal(&field(tenant, id, "cursor"), c.as_bytes()))
+            .transpose()?;
         let mut position = Query::update();
         position
             .table("integrations")
-            .value("cursor", page.cursor.clone())
+            .value("cursor", Option::<String>::None)
+            .value("cursor_ct", cursor)
             .and_where(Expr::col("id").eq(id.to_string()));
         if let Some(generation) = page.sweep_due {
             position.value("sweep_generation", generation);
@@ -666,16 +858,17 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets items removed from Mindmesh (a full listing's sweep).
-    pub async fn forget_items(&self, id: IntegrationId, external_ids: &[String]) -> Result<()> {
-        for chunk in external_ids.chunks(CHUNK) {
+    /// Forgets items removed from Mindmesh (a full listing's sweep), by the source
+    /// indexes [`Store::unseen`] gave.
+    pub async fn forget_items(&self, id: IntegrationId, indexes: &[String]) -> Result<()> {
+        for chunk in indexes.chunks(CHUNK) {
             self.ctx
                 .db
                 .execute(
                     &Query::delete()
                         .from_table("items")
                         .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
+                        .and_where(Expr::col("source_index").is_in(chunk.iter().cloned()))
                         .to_owned(),
                 )
                 .await?;
@@ -683,22 +876,49 @@ impl Store {
         Ok(())
     }
 
-    /// Items skipped in `id`, with their reasons.
-    pub async fn skipped(&self, id: IntegrationId) -> Result<Vec<(String, String)>> {
-        self.ctx
+    /// Up to `limit` items skipped in `id`, with their reasons, in source-id order.
+    pub async fn skipped(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .ctx
             .db
             .query_all(
                 &Query::select()
-                    .columns(["external_id", "reason"])
+                    .columns(["source_index", "external_id_ct", "reason"])
                     .from("skipped_items")
                     .and_where(Expr::col("integration_id").eq(id.to_string()))
-                    .order_by("external_id", Order::Asc)
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                     .to_owned(),
             )
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("", "external_id")?, r.try_get("", "reason")?)))
-            .collect()
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = match self.record_keys(tenant, id).await {
+            Ok(keys) => keys,
+            Err(Error::FailedPrecondition(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let index: String = row.try_get("", "source_index")?;
+            let sealed: Option<Vec<u8>> = row.try_get("", "external_id_ct")?;
+            let external_id = match sealed {
+                Some(ct) => {
+                    String::from_utf8_lossy(&keys.seal.open(&skipped_aad(tenant, id, &index), &ct)?)
+                        .into_owned()
+                }
+                None => index, // written before sealing, and not sealed yet
+            };
+            out.push((external_id, row.try_get("", "reason")?));
+        }
+        out.sort();
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// Records how a sync ended: `error` empty for a success.
@@ -865,6 +1085,7 @@ impl Store {
                     .table("integrations")
                     .value("status", Status::Disconnected.as_str())
                     .value("cursor", Option::<String>::None)
+                    .value("cursor_ct", Option::<Vec<u8>>::None)
                     .value("sync_requested", false)
                     .and_where(Expr::col("id").eq(id.to_string()))
                     .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
@@ -902,6 +1123,175 @@ impl Store {
         txn.commit().await?;
         self.ctx.relay.wake();
         Ok(())
+    }
+
+    /// Seals what a version before sealed records kept in the clear: integrations'
+    /// display names, settings and cursors; items' and skip records' source ids (items
+    /// also get the index of their group, `group_of(kind, external_id)`). A disconnected
+    /// integration's values are erased instead, its keys being gone. Runs at start,
+    /// before the service serves, then scrubs the database. Returns the rows it changed.
+    pub async fn seal_legacy(&self, group_of: impl Fn(&str, &str) -> String) -> Result<u64> {
+        let mut changed = 0u64;
+        let rows = self
+            .ctx
+            .db
+            .query_all(
+                &Query::select()
+                    .columns([
+                        "id",
+                        "tenant_id",
+                        "kind",
+                        "display_name",
+                        "settings",
+                        "cursor",
+                        "status",
+                    ])
+                    .column("fields_key_id")
+                    .from("integrations")
+                    .to_owned(),
+            )
+            .await?;
+        for row in rows {
+            let id: IntegrationId = parse(&row.try_get::<String>("", "id")?)?;
+            let tenant: TenantId = parse(&row.try_get::<String>("", "tenant_id")?)?;
+            let kind: String = row.try_get("", "kind")?;
+            let keys = match self.record_keys(tenant, id).await {
+                Ok(keys) => Some(keys),
+                Err(Error::FailedPrecondition(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let sealed_before: Option<String> = row.try_get("", "fields_key_id")?;
+            let name: String = row.try_get("", "display_name")?;
+            let settings: String = row.try_get("", "settings")?;
+            let cursor: Option<String> = row.try_get("", "cursor")?;
+            let in_the_clear = !name.is_empty() || settings != "{}" || cursor.is_some();
+            if sealed_before.is_none() && in_the_clear {
+                let mut update = Query::update();
+                update
+                    .table("integrations")
+                    .value("display_name", "")
+                    .value("settings", "{}")
+                    .value("cursor", Option::<String>::None)
+                    .and_where(Expr::col("id").eq(id.to_string()));
+                if let Some(keys) = &keys {
+                    let seal = |column: &str, value: &str| {
+                        keys.seal.seal(&field(tenant, id, column), value.as_bytes())
+                    };
+                    update
+                        .value("fields_key_id", keys.key_id.to_string())
+                        .value("display_name_ct", seal("display_name", &name)?)
+                        .value("settings_ct", seal("settings", &settings)?)
+                        .value("cursor_ct", cursor.map(|c| seal("cursor", &c)).transpose()?);
+                }
+                self.ctx.db.execute(&update).await?;
+                changed += 1;
+            }
+            let Some(keys) = keys else { continue };
+            changed += self
+                .seal_legacy_items(id, &keys, |e| group_of(&kind, e))
+                .await?;
+            changed += self.seal_legacy_skipped(tenant, id, &keys).await?;
+        }
+        if changed > 0 {
+            mindmesh_kit::db::scrub(&self.ctx.db).await?;
+        }
+        Ok(changed)
+    }
+
+    async fn seal_legacy_items(
+        &self,
+        id: IntegrationId,
+        keys: &RecordKeys,
+        group_of: impl Fn(&str) -> String,
+    ) -> Result<u64> {
+        let mut changed = 0;
+        loop {
+            let rows = self
+                .ctx
+                .db
+                .query_all(
+                    &Query::select()
+                        .column("source_index")
+                        .from("items")
+                        .and_where(Expr::col("integration_id").eq(id.to_string()))
+                        .and_where(Expr::col("legacy").eq(true))
+                        .limit(CHUNK as u64)
+                        .to_owned(),
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(changed);
+            }
+            let txn = self.ctx.db.begin().await?;
+            for row in rows {
+                let plain: String = row.try_get("", "source_index")?;
+                let group = group_of(&plain);
+                txn.execute(
+                    &Query::update()
+                        .table("items")
+                        .value("source_index", keys.item(&plain))
+                        .value(
+                            "group_index",
+                            (!group.is_empty()).then(|| keys.group(&group)),
+                        )
+                        .value("legacy", false)
+                        .and_where(Expr::col("integration_id").eq(id.to_string()))
+                        .and_where(Expr::col("source_index").eq(plain))
+                        .to_owned(),
+                )
+                .await?;
+                changed += 1;
+            }
+            txn.commit().await?;
+        }
+    }
+
+    async fn seal_legacy_skipped(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        keys: &RecordKeys,
+    ) -> Result<u64> {
+        let mut changed = 0;
+        loop {
+            let rows = self
+                .ctx
+                .db
+                .query_all(
+                    &Query::select()
+                        .column("source_index")
+                        .from("skipped_items")
+                        .and_where(Expr::col("integration_id").eq(id.to_string()))
+                        .and_where(Expr::col("legacy").eq(true))
+                        .limit(CHUNK as u64)
+                        .to_owned(),
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(changed);
+            }
+            let txn = self.ctx.db.begin().await?;
+            for row in rows {
+                let plain: String = row.try_get("", "source_index")?;
+                let index = keys.item(&plain);
+                let sealed = keys
+                    .seal
+                    .seal(&skipped_aad(tenant, id, &index), plain.as_bytes())?;
+                txn.execute(
+                    &Query::update()
+                        .table("skipped_items")
+                        .value("source_index", index)
+                        .value("external_id_ct", sealed)
+                        .value("legacy", false)
+                        .and_where(Expr::col("integration_id").eq(id.to_string()))
+                        .and_where(Expr::col("source_index").eq(plain))
+                        .to_owned(),
+                )
+                .await?;
+                changed += 1;
+            }
+            txn.commit().await?;
+        }
     }
 
     /// Marks every integration of `tenant` as being erased (no lease is granted from
@@ -1029,7 +1419,7 @@ fn integration(row: &QueryResult) -> Result<Integration> {
 fn item(row: &QueryResult) -> Result<(String, Item)> {
     let document: String = row.try_get("", "document_id")?;
     Ok((
-        row.try_get("", "external_id")?,
+        row.try_get("", "source_index")?,
         Item {
             document: parse(&document)?,
             version: row.try_get("", "source_version")?,

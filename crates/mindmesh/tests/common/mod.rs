@@ -266,6 +266,79 @@ impl TestServer {
     }
 }
 
+/// Everything the server keeps at rest, as (where, bytes): in embedded mode every file
+/// under the data directory (SQLite files, write-ahead logs, the event log, keys); in
+/// distributed mode every row of every table of every service's database and keystore,
+/// as PostgreSQL prints it (`bytea` as hex).
+pub async fn at_rest(server: &TestServer) -> Vec<(String, Vec<u8>)> {
+    use sea_orm::ConnectionTrait;
+    let mut out = Vec::new();
+    match server.backend {
+        Backend::Embedded => {
+            let mut dirs = vec![server.config.data_dir.clone()];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).expect("data dir") {
+                    let path = entry.expect("entry").path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(bytes) = std::fs::read(&path) {
+                        out.push((path.display().to_string(), bytes));
+                    }
+                }
+            }
+        }
+        Backend::Distributed => {
+            for service in Service::ALL {
+                let keystore = mindmesh_kit::db::connect(&server.config.keystore_url(service), 1)
+                    .await
+                    .expect("keystore");
+                for (name, db) in [
+                    (service.to_string(), server.service_db(service).await),
+                    (format!("{service}_keys"), keystore),
+                ] {
+                    let tables = db
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            sea_orm::DbBackend::Postgres,
+                            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                        ))
+                        .await
+                        .expect("tables");
+                    for t in tables {
+                        let table: String = t.try_get("", "tablename").expect("name");
+                        let rows = db
+                            .query_all_raw(sea_orm::Statement::from_string(
+                                sea_orm::DbBackend::Postgres,
+                                format!("SELECT t::text AS row FROM \"{table}\" t"),
+                            ))
+                            .await
+                            .expect("rows");
+                        let mut text = String::new();
+                        for row in rows {
+                            text.push_str(&row.try_get::<String>("", "row").expect("row"));
+                            text.push('\n');
+                        }
+                        out.push((format!("{name}.{table}"), text.into_bytes()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where at rest `needle` is stored, in the clear or hex-encoded (how `bytea` prints).
+pub fn where_stored(at_rest: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
+    let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+    at_rest
+        .iter()
+        .filter(|(_, bytes)| {
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+                || bytes.windows(hex.len()).any(|w| w == hex.as_bytes())
+        })
+        .map(|(place, _)| place.clone())
+        .collect()
+}
+
 /// Runs each named `async fn(Backend)` as two tests: `embedded::…` and `distributed::…`.
 #[allow(unused_macros)]
 macro_rules! both_modes {

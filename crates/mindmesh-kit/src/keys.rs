@@ -27,6 +27,9 @@ pub enum KeyScope {
     /// The tenant's blind indexes and pseudonyms (keyed HMACs). A data key like any
     /// other, so that rotating the tenant's key re-wraps it and every index stays valid.
     Index,
+    /// The tenant's own records that describe it or its people's choices (its name,
+    /// the reasons given for staff access).
+    Records,
 }
 
 impl KeyScope {
@@ -35,13 +38,14 @@ impl KeyScope {
             KeyScope::Person(_) => "person",
             KeyScope::Integration(_) => "integration",
             KeyScope::Index => "index",
+            KeyScope::Records => "records",
         }
     }
 
     fn id(&self) -> &str {
         match self {
             KeyScope::Person(id) | KeyScope::Integration(id) => id,
-            KeyScope::Index => "tenant",
+            KeyScope::Index | KeyScope::Records => "tenant",
         }
     }
 }

@@ -29,6 +29,7 @@ use sea_orm::{
 
 use crate::error::{Error, Result};
 use crate::policy::Policy;
+use crate::records;
 use crate::staff::{StaffAccess, StaffView};
 use crate::store::{revision, tenant, user};
 
@@ -133,10 +134,14 @@ impl Accounts {
             name,
             created_at: mindmesh_kit::db::now(),
         };
+        let id = tenant.id.to_string();
+        let name_ct =
+            records::seal(&self.ctx, tenant.id, ("tenants", "name", &id), &tenant.name).await?;
         let txn = self.db().begin().await?;
         tenant::ActiveModel {
-            id: Set(tenant.id.to_string()),
-            name: Set(tenant.name.clone()),
+            id: Set(id),
+            name: Set(String::new()),
+            name_ct: Set(Some(name_ct)),
             created_at: Set(tenant.created_at),
         }
         .insert(&txn)
@@ -154,8 +159,6 @@ impl Accounts {
             )
             .await?;
         txn.commit().await?;
-        // The tenant key is created now so that the first user does not pay for it.
-        self.ctx.keystore.tenant_key(tenant.id).await?;
         tracing::info!(tenant_id = %tenant.id, "tenant created");
         Ok(tenant)
     }
@@ -176,9 +179,15 @@ impl Accounts {
             .one(self.db())
             .await?
             .ok_or(Error::NotFound("tenant"))?;
+        let name = match &row.name_ct {
+            Some(sealed) => {
+                records::open(&self.ctx, id, ("tenants", "name", &row.id), sealed).await?
+            }
+            None => row.name, // written before sealing, and not sealed yet
+        };
         Ok(Tenant {
             id,
-            name: row.name,
+            name,
             created_at: row.created_at,
         })
     }

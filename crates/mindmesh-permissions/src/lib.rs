@@ -7,7 +7,8 @@
 //! revisions, writes) → [`engine`] (the pure index: checks, listing, explanations) →
 //! [`accounts`] (tenants and users: validation, sealing, events, audit) → [`events`]
 //! (what it consumes) → [`blind`] (blind indexes) → [`store`] (schema).
-//! [`staff`] holds the consent grants that admit staff roles (P11).
+//! [`staff`] holds the consent grants that admit staff roles (P11); [`records`] seals
+//! what describes a tenant (its name, staff-access reasons).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod policy;
+pub mod records;
 pub mod staff;
 pub mod store;
 pub mod subject;
@@ -47,6 +49,16 @@ pub const GRPC_SERVICES: &[&str] = &[
     "mindmesh.permissions.v1.PermissionsService",
     "mindmesh.permissions.v1.StaffAccessService",
 ];
+
+/// Readies the service's database before it serves: seals what an older version kept
+/// in the clear (see [`records::seal_legacy`]).
+pub async fn prepare(ctx: &ServiceContext) -> Result<()> {
+    let sealed = records::seal_legacy(ctx).await?;
+    if sealed > 0 {
+        tracing::info!(rows = sealed, "records of an older version sealed");
+    }
+    Ok(())
+}
 
 /// Starts the service's background tasks and adds its gRPC services to `routes`.
 /// Returns what the service does for data-subject rights.

@@ -13,6 +13,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::records;
 
 /// Longest a grant may last.
 pub const MAX_GRANT_DAYS: i64 = 90;
@@ -104,6 +105,13 @@ impl StaffAccess {
             expires_at: mindmesh_kit::db::micros(expires_at),
             revoked_at: None,
         };
+        let reason_ct = records::seal(
+            &self.ctx,
+            tenant,
+            ("staff_grants", "reason", &grant.id.to_string()),
+            &grant.reason,
+        )
+        .await?;
         let txn = self.ctx.db.begin().await?;
         txn.execute(
             &Query::insert()
@@ -113,6 +121,7 @@ impl StaffAccess {
                     "tenant_id",
                     "role",
                     "reason",
+                    "reason_ct",
                     "granted_by",
                     "granted_at",
                     "expires_at",
@@ -122,7 +131,8 @@ impl StaffAccess {
                     grant.id.to_string().into(),
                     tenant.to_string().into(),
                     role.as_str().into(),
-                    grant.reason.clone().into(),
+                    "".into(),
+                    reason_ct.into(),
                     grant.granted_by.clone().into(),
                     grant.granted_at.into(),
                     grant.expires_at.into(),
@@ -237,7 +247,11 @@ impl StaffAccess {
                     .to_owned(),
             )
             .await?;
-        let grants: Vec<StaffGrant> = rows.iter().map(row_to_grant).collect::<Result<_>>()?;
+        // Who may enter needs no reasons: they stay sealed.
+        let grants: Vec<StaffGrant> = rows
+            .iter()
+            .map(|r| row_to_grant(r).map(|(g, _)| g))
+            .collect::<Result<_>>()?;
         let active = |role: Role| {
             caller.has(role) && grants.iter().any(|g| g.role == role && g.active_at(now))
         };
@@ -274,7 +288,27 @@ impl StaffAccess {
                     .to_owned(),
             )
             .await?;
-        row.as_ref().map(row_to_grant).transpose()
+        match row {
+            Some(row) => Ok(Some(self.with_reason(row_to_grant(&row)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The grant with its sealed reason opened.
+    async fn with_reason(
+        &self,
+        (mut grant, sealed): (StaffGrant, Option<Vec<u8>>),
+    ) -> Result<StaffGrant> {
+        if let Some(sealed) = sealed {
+            grant.reason = records::open(
+                &self.ctx,
+                grant.tenant,
+                ("staff_grants", "reason", &grant.id.to_string()),
+                &sealed,
+            )
+            .await?;
+        }
+        Ok(grant)
     }
 
     async fn page(
@@ -292,7 +326,11 @@ impl StaffAccess {
             query.and_where(Expr::col("id").lt(before.to_string()));
         }
         let rows = self.ctx.db.query_all(&query).await?;
-        rows.iter().map(row_to_grant).collect()
+        let mut grants = Vec::with_capacity(rows.len());
+        for row in &rows {
+            grants.push(self.with_reason(row_to_grant(row)?).await?);
+        }
+        Ok(grants)
     }
 }
 
@@ -303,6 +341,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
             "tenant_id",
             "role",
             "reason",
+            "reason_ct",
             "granted_by",
             "granted_at",
             "expires_at",
@@ -312,7 +351,9 @@ fn select() -> sea_orm::sea_query::SelectStatement {
         .to_owned()
 }
 
-fn row_to_grant(row: &sea_orm::QueryResult) -> Result<StaffGrant> {
+/// A grant as stored, with its reason still sealed (the reason of a row an older
+/// version wrote is in the clear, and no sealed one).
+fn row_to_grant(row: &sea_orm::QueryResult) -> Result<(StaffGrant, Option<Vec<u8>>)> {
     let bad = || {
         Error::Kit(mindmesh_kit::Error::Internal(
             "malformed staff grant in store".into(),
@@ -321,7 +362,7 @@ fn row_to_grant(row: &sea_orm::QueryResult) -> Result<StaffGrant> {
     let id: String = row.try_get("", "id")?;
     let tenant: String = row.try_get("", "tenant_id")?;
     let role: String = row.try_get("", "role")?;
-    Ok(StaffGrant {
+    let grant = StaffGrant {
         id: id.parse().map_err(|_| bad())?,
         tenant: tenant.parse().map_err(|_| bad())?,
         role: role.parse().map_err(|_| bad())?,
@@ -330,5 +371,6 @@ fn row_to_grant(row: &sea_orm::QueryResult) -> Result<StaffGrant> {
         granted_at: row.try_get("", "granted_at")?,
         expires_at: row.try_get("", "expires_at")?,
         revoked_at: row.try_get("", "revoked_at")?,
-    })
+    };
+    Ok((grant, row.try_get("", "reason_ct")?))
 }

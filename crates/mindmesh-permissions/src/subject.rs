@@ -162,7 +162,14 @@ impl SubjectProvider for PermissionsSubject {
                 .db
                 .query_all(
                     &Query::select()
-                        .columns(["id", "role", "reason", "granted_at", "expires_at"])
+                        .columns([
+                            "id",
+                            "role",
+                            "reason",
+                            "reason_ct",
+                            "granted_at",
+                            "expires_at",
+                        ])
                         .from("staff_grants")
                         .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
                         .and_where(Expr::col("granted_by").eq(user.id.to_string()))
@@ -173,13 +180,24 @@ impl SubjectProvider for PermissionsSubject {
                 let id: String = g.try_get("", "id")?;
                 let granted_at: chrono::DateTime<Utc> = g.try_get("", "granted_at")?;
                 let expires_at: chrono::DateTime<Utc> = g.try_get("", "expires_at")?;
+                let reason = match g.try_get::<Option<Vec<u8>>>("", "reason_ct")? {
+                    Some(sealed) => crate::records::open(
+                        &self.ctx,
+                        tenant,
+                        ("staff_grants", "reason", &id),
+                        &sealed,
+                    )
+                    .await
+                    .map_err(Error::from)?,
+                    None => g.try_get::<String>("", "reason")?,
+                };
                 records.push(SubjectRecord {
                     kind: "staff_access_grant".into(),
                     id: id.clone(),
                     json: json!({
                         "id": id,
                         "role": g.try_get::<String>("", "role")?,
-                        "reason": g.try_get::<String>("", "reason")?,
+                        "reason": reason,
                         "granted_at": granted_at.to_rfc3339(),
                         "expires_at": expires_at.to_rfc3339(),
                     }),

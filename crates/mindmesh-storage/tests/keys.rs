@@ -276,7 +276,7 @@ async fn restored_backup_of_a_shredded_scope_stays_unreadable(backend: Backend) 
             "id",
             "tenant_id",
             "integration_id",
-            "external_id",
+            "source_index",
             "source_version",
             "key_id",
             "mime_type",
@@ -286,7 +286,7 @@ async fn restored_backup_of_a_shredded_scope_stays_unreadable(backend: Backend) 
             columns.push(c);
             values.push(row.try_get::<String>("", c).unwrap().into());
         }
-        for c in ["title_ct", "content_ct", "source_url_ct"] {
+        for c in ["title_ct", "content_ct", "source_url_ct", "external_id_ct"] {
             columns.push(c);
             values.push(row.try_get::<Vec<u8>>("", c).unwrap().into());
         }

@@ -92,6 +92,7 @@ async fn start_service(
             mindmesh_ingest::start(&ctx, routes)?;
         }
         Service::Permissions => {
+            mindmesh_permissions::prepare(&ctx).await?;
             subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
         }
         Service::Storage => {

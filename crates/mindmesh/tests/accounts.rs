@@ -623,11 +623,12 @@ async fn create_user_event_reaches_retention(backend: Backend) {
     server.stop().await;
 }
 
-/// P01: a user's email and names never reach the database in plaintext.
+/// P01: a user's email and names, the tenant's name and the reasons given for staff
+/// access never reach the database in plaintext.
 async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
     let server = TestServer::start(backend).await;
     let mut c = client(&server).await;
-    let (_, admin) = server.create_tenant("AcmeCanaryTenant").await;
+    let (tenant, admin) = server.create_tenant("AcmeCanaryTenant").await;
     let canary_first = "Zqxfirstcanary";
     let canary_last = "Zqxlastcanary";
     let canary_email = "zqx.canary.person@canary-domain.example";
@@ -661,98 +662,130 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
         .unwrap();
     assert_eq!(read.email, canary_email);
 
-    let canaries = [
+    // The tenant's name and an admin's reason for staff access describe the customer.
+    let mut staff =
+        pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
+    staff
+        .grant_staff_access(authed(
+            pb::GrantStaffAccessRequest {
+                role: pb::StaffRole::Support as i32,
+                reason: "Zqxreasoncanary ticket".into(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: i64::try_from(mindmesh_kit::auth::now_secs()).unwrap() + 3600,
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let listed = staff
+        .list_staff_access(authed(pb::ListStaffAccessRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(
+        listed[0].reason, "Zqxreasoncanary ticket",
+        "opened for the proof"
+    );
+    let got = c
+        .get_tenant(authed(pb::GetTenantRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(got.name, "AcmeCanaryTenant");
+
+    let at_rest = common::at_rest(&server).await;
+    let scanned: usize = at_rest.iter().map(|(_, b)| b.len()).sum();
+    assert!(scanned > 1_000, "the scan read the databases");
+    assert!(
+        !common::where_stored(&at_rest, &tenant.to_string()).is_empty(),
+        "the scanner finds what is stored in the clear (ids)"
+    );
+    for canary in [
         canary_first,
         canary_last,
         canary_email,
         "canary-domain",
         "Zqxfirst",
-    ];
-    match backend {
-        Backend::Embedded => {
-            // Every byte of every file under the data directory, WAL included.
-            let mut scanned = 0;
-            for entry in std::fs::read_dir(&server.config.data_dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_file() {
-                    let bytes = std::fs::read(&path).unwrap();
-                    scanned += bytes.len();
-                    for canary in canaries {
-                        assert!(
-                            !contains(&bytes, canary.as_bytes()),
-                            "{canary} in plaintext in {}",
-                            path.display()
-                        );
-                    }
-                }
-            }
-            assert!(scanned > 10_000, "the scan read the databases");
-            // The scan does see stored text: the tenant name is kept in the clear.
-            let all: Vec<u8> = std::fs::read_dir(&server.config.data_dir)
-                .unwrap()
-                .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap_or_default())
-                .collect();
-            assert!(
-                contains(&all, b"AcmeCanaryTenant"),
-                "the scanner finds plaintext where there is some"
-            );
-        }
-        Backend::Distributed => {
-            let mut tenant_name_seen = false;
-            for service in Service::ALL {
-                let db = server.service_db(service).await;
-                let tables = db
-                    .query_all_raw(sea_orm::Statement::from_string(
-                        sea_orm::DbBackend::Postgres,
-                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
-                    ))
-                    .await
-                    .unwrap();
-                for t in tables {
-                    let table: String = t.try_get("", "tablename").unwrap();
-                    let rows = db
-                        .query_all_raw(sea_orm::Statement::from_string(
-                            sea_orm::DbBackend::Postgres,
-                            format!("SELECT t::text AS row FROM \"{table}\" t"),
-                        ))
-                        .await
-                        .unwrap();
-                    for row in rows {
-                        let text: String = row.try_get("", "row").unwrap();
-                        if text.contains("AcmeCanaryTenant") {
-                            tenant_name_seen = true;
-                        }
-                        for canary in canaries {
-                            assert!(
-                                !text.contains(canary),
-                                "{canary} in plaintext in {service}.{table}"
-                            );
-                            // bytea columns print as hex: look for the hex form too.
-                            assert!(
-                                !text.contains(&hex(canary.as_bytes())),
-                                "{canary} (hex) in {service}.{table}"
-                            );
-                        }
-                    }
-                }
-            }
-            assert!(
-                tenant_name_seen,
-                "the scanner finds plaintext where there is some"
-            );
-        }
+        "AcmeCanaryTenant",
+        "Zqxreasoncanary",
+    ] {
+        assert_eq!(
+            common::where_stored(&at_rest, canary),
+            Vec::<String>::new(),
+            "{canary} in plaintext"
+        );
     }
     server.stop().await;
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
+/// P01: what a version before sealed records kept in the clear — a tenant's name, a
+/// staff-access reason — is sealed when the service starts, and still reads the same.
+async fn p01_tenant_records_an_older_version_kept_in_the_clear_are_sealed(backend: Backend) {
+    let mut server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Zqxoldtenant").await;
+    let mut staff =
+        pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
+    staff
+        .grant_staff_access(authed(
+            pb::GrantStaffAccessRequest {
+                role: pb::StaffRole::Engineer as i32,
+                reason: "Zqxoldreason".into(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: i64::try_from(mindmesh_kit::auth::now_secs()).unwrap() + 3600,
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let db = server.service_db(Service::Permissions).await;
+    for sql in [
+        format!("UPDATE tenants SET name = 'Zqxoldtenant', name_ct = NULL WHERE id = '{tenant}'"),
+        format!(
+            "UPDATE staff_grants SET reason = 'Zqxoldreason', reason_ct = NULL \
+             WHERE tenant_id = '{tenant}'"
+        ),
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+    drop(db);
+    let before = common::at_rest(&server).await;
+    assert!(!common::where_stored(&before, "Zqxoldtenant").is_empty());
 
-fn hex(bytes: &[u8]) -> String {
-    mindmesh_kit::crypto::hex(bytes)
+    server.restart().await;
+    let mut c = client(&server).await;
+    let got = c
+        .get_tenant(authed(pb::GetTenantRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(got.name, "Zqxoldtenant");
+    let mut staff =
+        pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
+    let grants = staff
+        .list_staff_access(authed(pb::ListStaffAccessRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .grants;
+    assert_eq!(grants[0].reason, "Zqxoldreason");
+    let after = common::at_rest(&server).await;
+    for canary in ["Zqxoldtenant", "Zqxoldreason"] {
+        assert_eq!(
+            common::where_stored(&after, canary),
+            Vec::<String>::new(),
+            "{canary} is left in the clear"
+        );
+    }
+    server.stop().await;
 }
 
 /// P04: an account is first name, last name, email and picture — nothing more is asked,
@@ -1115,6 +1148,7 @@ both_modes!(
     tokens_are_required_and_checked,
     create_user_event_reaches_retention,
     p01_personal_fields_are_not_stored_in_plaintext,
+    p01_tenant_records_an_older_version_kept_in_the_clear_are_sealed,
     p18_audit_chain_detects_tampering,
     p04_an_account_holds_four_personal_fields,
 );

@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
                  WHERE integration_id <> '00000000-0000-0000-0000-000000000000'",
             ],
         ));
+        all.push(Box::new(SealedRecords));
         all
     }
 }
@@ -355,5 +356,40 @@ impl MigrationTrait for DisconnectedIntegrations {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// A tenant's name and the reasons given for staff access leave the clear (P01):
+/// sealed under the tenant's records key in `tenants.name_ct` and
+/// `staff_grants.reason_ct`. Rows written before keep them in the clear until the
+/// service seals them at its next start.
+struct SealedRecords;
+
+impl MigrationName for SealedRecords {
+    fn name(&self) -> &str {
+        "m20261201_000200_permissions_sealed_records"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SealedRecords {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [("tenants", "name_ct"), ("staff_grants", "reason_ct")] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .add_column(blob_null(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "sealed records cannot be put back in the clear".into(),
+        ))
     }
 }

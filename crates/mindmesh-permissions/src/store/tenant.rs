@@ -9,8 +9,10 @@ pub struct Model {
     /// Tenant id (UUID).
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: String,
-    /// Display name of the organisation (platform metadata, not personal data).
+    /// Display name as an older version stored it, in the clear; empty once sealed.
     pub name: String,
+    /// Display name of the organisation, sealed under the tenant's records key.
+    pub name_ct: Option<Vec<u8>>,
     /// Creation time.
     pub created_at: DateTimeUtc,
 }

@@ -326,13 +326,16 @@ pub async fn at_rest(server: &TestServer) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// Where at rest `needle` is stored, in the clear or hex-encoded (how `bytea` prints).
+/// Where at rest `needle` is stored, in the clear (in any case) or hex-encoded (how
+/// `bytea` prints).
 pub fn where_stored(at_rest: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
     let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
     at_rest
         .iter()
         .filter(|(_, bytes)| {
-            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            bytes
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
                 || bytes.windows(hex.len()).any(|w| w == hex.as_bytes())
         })
         .map(|(place, _)| place.clone())

@@ -189,7 +189,7 @@ impl Filter {
 /// A position in the newest-first listing: (modification time in µs, id).
 pub type ListPosition = (i64, DocumentId);
 
-const META_COLUMNS: [&str; 15] = [
+const META_COLUMNS: [&str; 16] = [
     "id",
     "integration_id",
     "source_index",
@@ -200,6 +200,7 @@ const META_COLUMNS: [&str; 15] = [
     "source_url_ct",
     "mime_type",
     "owner",
+    "owner_ct",
     "modified_at",
     "size_bytes",
     "state",
@@ -287,7 +288,7 @@ fn source_key(origin: &Origin) -> SourceKey {
     }
 }
 
-const DOCUMENT_COLUMNS: [&str; 21] = [
+const DOCUMENT_COLUMNS: [&str; 22] = [
     "id",
     "tenant_id",
     "integration_id",
@@ -300,6 +301,7 @@ const DOCUMENT_COLUMNS: [&str; 21] = [
     "source_url_ct",
     "mime_type",
     "owner",
+    "owner_ct",
     "size_bytes",
     "modified_at",
     "modified_us",
@@ -461,6 +463,8 @@ impl Documents {
         let mut replaced = Vec::new();
         let mut leaving: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
         for (id, doc) in &writes {
+            // A native document's owner is an account id (its erasure finds it by it); an
+            // imported one's is the source's (for Drive an email address): sealed.
             let (integration, external_id, source_version, scope, owner) = match &doc.origin {
                 Origin::Imported {
                     integration,
@@ -471,7 +475,7 @@ impl Documents {
                     Some(external_id.as_str()),
                     source_version.clone(),
                     KeyScope::Integration(integration.to_string()),
-                    doc.source_owner.clone(),
+                    String::new(),
                 ),
                 Origin::Native { owner, .. } => (
                     String::new(),
@@ -518,12 +522,13 @@ impl Documents {
                 });
             }
             stamps.push((scope, stamp));
-            let (source_index, external_id_ct) = match external_id {
+            let (source_index, external_id_ct, owner_ct) = match external_id {
                 Some(external_id) => (
                     source_index(&source_keys, &integration, external_id),
                     Some(seal("external_id", external_id.as_bytes())?),
+                    Some(seal("owner", doc.source_owner.as_bytes())?),
                 ),
-                None => (String::new(), None),
+                None => (String::new(), None, None),
             };
             let values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
                 row.clone().into(),
@@ -538,6 +543,7 @@ impl Documents {
                 seal("source_url", doc.source_url.as_bytes())?.into(),
                 doc.mime_type.clone().into(),
                 owner.into(),
+                owner_ct.into(),
                 i64::try_from(doc.content.len()).unwrap_or(i64::MAX).into(),
                 mindmesh_kit::db::micros(doc.modified_at).into(),
                 doc.modified_at.timestamp_micros().into(),
@@ -577,7 +583,7 @@ impl Documents {
             )
             .await?;
         }
-        // 21 values a row: 400 rows stay under both databases' bind limits.
+        // 22 values a row: 400 rows stay under both databases' bind limits.
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let mut insert = Query::insert();
@@ -823,7 +829,10 @@ impl Documents {
                 row.try_get("", "source_url_ct")?,
             )?)
             .into_owned(),
-            owner: row.try_get("", "owner")?,
+            owner: match row.try_get::<Option<Vec<u8>>>("", "owner_ct")? {
+                Some(sealed) => String::from_utf8_lossy(&open("owner", sealed)?).into_owned(),
+                None => row.try_get("", "owner")?,
+            },
             modified_at: row.try_get("", "modified_at")?,
             size_bytes: u64::try_from(size).unwrap_or(0),
             archived: state == "archived",
@@ -1424,11 +1433,18 @@ impl Documents {
                     &field_aad(tenant, "documents", "external_id", &id),
                     plain.as_bytes(),
                 )?;
+                let owner: String = row.try_get("", "owner")?;
+                let owner_ct = key.seal(
+                    &field_aad(tenant, "documents", "owner", &id),
+                    owner.as_bytes(),
+                )?;
                 txn.execute(
                     &Query::update()
                         .table("documents")
                         .value("source_index", index)
                         .value("external_id_ct", ct)
+                        .value("owner", "")
+                        .value("owner_ct", owner_ct)
                         .and_where(Expr::col("id").eq(id))
                         .to_owned(),
                 )

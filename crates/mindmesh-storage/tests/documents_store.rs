@@ -106,8 +106,8 @@ async fn rows_as_text(h: &Harness, backend: Backend) -> String {
     }
 }
 
-/// P01: titles, contents, source links and the source's ids (paths) are never in the
-/// database in the clear, tombstones included, and a ciphertext moved to another row
+/// P01: titles, contents, source links, the source's ids (paths) and owners (emails)
+/// are never in the database in the clear, tombstones included, and a ciphertext moved to another row
 /// does not open there.
 async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
     let h = harness(backend).await;
@@ -152,6 +152,15 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
             .unwrap(),
     );
     h.docs.archive(tenant, archived, None).await.unwrap();
+    let owned = NewDocument {
+        source_owner: "zqxcanaryowner@acme.example".into(),
+        ..imported(drive, "f9", "v1", "Owned", "owned")
+    };
+    let owned = created(h.docs.put(tenant, owned).await.unwrap());
+    assert_eq!(
+        h.docs.get(tenant, owned).await.unwrap().owner,
+        "zqxcanaryowner@acme.example"
+    );
     let read = h.docs.get(tenant, a).await.unwrap();
     assert_eq!(read.title, format!("Plan {canary}"));
     assert_eq!(read.external_id, "zqxcanarypath/plans.md");
@@ -169,6 +178,7 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
         "drive.example",
         "zqxcanarypath",
         "zqxcanaryarchived",
+        "zqxcanaryowner",
     ] {
         assert!(!text.contains(needle), "{needle} stored in the clear");
         assert!(

@@ -479,7 +479,8 @@ impl MigrationTrait for DisconnectedIntegrations {
 /// The source's id of an imported document (a file path, a repository path) is customer
 /// content: `documents.external_id` becomes `source_index`, a keyed hash that finds the
 /// document by its source (the unique index follows the rename), and the id itself is
-/// sealed in `external_id_ct`. Tombstones keep only the hash. Rows written before this
+/// sealed in `external_id_ct`, as is its owner at the source (`owner_ct`; for Drive an
+/// email address). Tombstones keep only the hash. Rows written before this
 /// (`external_id_ct` null, `tombstones.legacy` true) still hold the id in the clear
 /// until the service seals them at its next start (`Documents::seal_legacy`).
 struct SealedSourceIds;
@@ -503,14 +504,17 @@ impl MigrationTrait for SealedSourceIds {
                 )
                 .await?;
         }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table("documents")
-                    .add_column(blob_null("external_id_ct"))
-                    .to_owned(),
-            )
-            .await?;
+        // An imported document's owner at its source (for Drive an email) is sealed too.
+        for column in ["external_id_ct", "owner_ct"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("documents")
+                        .add_column(blob_null(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .alter_table(
                 Table::alter()

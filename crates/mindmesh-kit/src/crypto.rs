@@ -214,6 +214,7 @@ pub fn digest_parts(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// An HMAC-SHA256 key prepared for repeated use (see [`SecretKey::mac_key`]).
+#[derive(Clone)]
 pub struct MacKey(hmac::Key);
 
 impl MacKey {

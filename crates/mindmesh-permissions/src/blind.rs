@@ -1,10 +1,13 @@
 //! Blind indexes: tenant-keyed HMACs of lowercased emails and email domains. They let the
 //! service find a person by email, keep emails unique, link a person's identities across
 //! integrations (P05) and match domain grants — without storing an email in the clear.
+//! Principals' ids are kept the same way: a source's id of a user or group is often an
+//! email (Google Drive's are), so principals, memberships and grants refer to a keyed
+//! pseudonym of it, and the id itself is sealed beside its principal.
 //! What they reveal: whether two values of one tenant are equal; nothing across tenants.
 
-use mindmesh_kit::crypto::{SecretKey, hex};
-use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::crypto::{MacKey, SecretKey, hex};
+use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keys::Keystore;
 
 use crate::error::Result;
@@ -16,10 +19,17 @@ pub struct BlindIndex {
 }
 
 /// One tenant's index keys, for computing many indexes without going back to the keystore.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TenantBlindKeys {
     email: SecretKey,
     domain: SecretKey,
+    principal: MacKey,
+}
+
+impl std::fmt::Debug for TenantBlindKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantBlindKeys(<redacted>)")
+    }
 }
 
 impl TenantBlindKeys {
@@ -33,6 +43,13 @@ impl TenantBlindKeys {
         let value = domain_or_email.trim().to_lowercase();
         let domain = value.rsplit_once('@').map_or(value.as_str(), |(_, d)| d);
         hex(&self.domain.mac(domain.as_bytes()))
+    }
+
+    /// The pseudonym of the source's id `id` of a principal of `integration`: what the
+    /// service stores and matches in its place.
+    pub fn principal(&self, integration: IntegrationId, id: &str) -> String {
+        self.principal
+            .blind_index(&[integration.as_uuid().as_bytes(), id.as_bytes()])
     }
 }
 
@@ -61,6 +78,7 @@ impl BlindIndex {
         Ok(TenantBlindKeys {
             email: index_key.derive("users/email-index")?,
             domain: index_key.derive("users/domain-index")?,
+            principal: index_key.derive("principals/ids")?.mac_key(),
         })
     }
 }

@@ -51,9 +51,12 @@ pub const GRPC_SERVICES: &[&str] = &[
 ];
 
 /// Readies the service's database before it serves: seals what an older version kept
-/// in the clear (see [`records::seal_legacy`]).
+/// in the clear (see [`records::seal_legacy`], [`policy::Policy::pseudonymize_legacy`]).
 pub async fn prepare(ctx: &ServiceContext) -> Result<()> {
-    let sealed = records::seal_legacy(ctx).await?;
+    let sealed = records::seal_legacy(ctx).await?
+        + policy::Policy::new(ctx.clone())
+            .pseudonymize_legacy()
+            .await?;
     if sealed > 0 {
         tracing::info!(rows = sealed, "records of an older version sealed");
     }

@@ -285,8 +285,24 @@ impl Policy {
             .data_key(tenant, &KeyScope::Integration(integration.to_string()))
             .await?;
 
-        // The desired state: (kind, id) → (email, name, fingerprint), and the edges.
-        let mut desired: FxHashMap<sync::PrincipalKey, (String, String, [u8; 32])> =
+        // From here the source's ids are their pseudonyms (see `blind`): a source's id of
+        // a person is often an email. Each id is sealed beside its principal.
+        let pseudonyms: FxHashMap<&str, String> = users
+            .iter()
+            .map(|u| u.external_id.as_str())
+            .chain(groups.iter().map(|g| g.external_id.as_str()))
+            .map(|id| (id, keys.principal(integration, id)))
+            .collect();
+        let pseudonym = |id: &str| {
+            pseudonyms
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| keys.principal(integration, id))
+        };
+
+        // The desired state: (kind, pseudonym) → (email, name, fingerprint, source id),
+        // and the edges.
+        let mut desired: FxHashMap<sync::PrincipalKey, (String, String, [u8; 32], String)> =
             FxHashMap::default();
         for (kind, id, email, name) in users
             .iter()
@@ -297,12 +313,16 @@ impl Policy {
                     .map(|g| ("group", &g.external_id, g.email.trim(), &g.name)),
             )
         {
-            let print = sync::fingerprint(kind, id, email, name);
-            desired.insert((kind, id.clone()), (email.to_owned(), name.clone(), print));
+            let pid = pseudonym(id);
+            let print = sync::fingerprint(kind, &pid, email, name);
+            desired.insert(
+                (kind, pid),
+                (email.to_owned(), name.clone(), print, id.clone()),
+            );
         }
         let edges: FxHashSet<sync::Edge> = memberships
             .iter()
-            .map(|m| (m.group.clone(), m.member.clone(), m.member_is_group))
+            .map(|m| (pseudonym(&m.group), pseudonym(&m.member), m.member_is_group))
             .collect();
 
         let slot = self.slot(tenant);
@@ -322,7 +342,7 @@ impl Policy {
             .collect();
         let changed: Vec<&sync::PrincipalKey> = desired
             .iter()
-            .filter(|(k, (_, _, print))| stored.principals.get(*k) != Some(print))
+            .filter(|(k, (_, _, print, _))| stored.principals.get(*k) != Some(print))
             .map(|(k, _)| k)
             .collect();
         let edges_removed: Vec<&sync::Edge> = stored.memberships.difference(&edges).collect();
@@ -337,9 +357,9 @@ impl Policy {
                 value.as_bytes(),
             )
         };
-        let principal_row = |key: &sync::PrincipalKey| -> Result<[sea_orm::sea_query::Expr; 7]> {
+        let principal_row = |key: &sync::PrincipalKey| -> Result<[sea_orm::sea_query::Expr; 8]> {
             let (kind, id) = key;
-            let (email, name, _) = &desired[key];
+            let (email, name, _, source_id) = &desired[key];
             Ok([
                 tenant.to_string().into(),
                 integration.to_string().into(),
@@ -353,13 +373,14 @@ impl Policy {
                 }
                 .into(),
                 seal(kind, id, "name", name)?.into(),
+                seal(kind, id, "external_id", source_id)?.into(),
             ])
         };
 
         // What the index needs to follow the diff (computed now, while the sets are
         // borrowed; used after commit).
         let engine_principal = |(kind, id): &sync::PrincipalKey| {
-            let (email, _, _) = &desired[&(*kind, id.clone())];
+            let (email, _, _, _) = &desired[&(*kind, id.clone())];
             Principal {
                 principal: PrincipalRef {
                     integration,
@@ -456,6 +477,7 @@ impl Policy {
                 "email_index",
                 "email_ct",
                 "name_ct",
+                "external_id_ct",
             ]);
             for key in chunk {
                 insert.values_panic(principal_row(key)?);
@@ -491,7 +513,7 @@ impl Policy {
                 generation: Some(next_generation),
                 principals: desired
                     .iter()
-                    .map(|(k, (_, _, print))| (k.clone(), *print))
+                    .map(|(k, (_, _, print, _))| (k.clone(), *print))
                     .collect(),
                 memberships: edges,
             },
@@ -543,8 +565,22 @@ impl Policy {
     /// Replaces the grants of each listed document. Returns the new revision.
     pub async fn set_document_acls(&self, tenant: TenantId, acls: Vec<DocumentAcl>) -> Result<u64> {
         validate_acls(&acls)?;
-        // Domain grants are matched by the tenant's blind index: make sure its key exists.
-        self.blind.keys(tenant).await?;
+        // Domain grants are matched by the tenant's blind index, and imported grants
+        // name principals by their pseudonyms (see `blind`).
+        let keys = self.blind.keys(tenant).await?;
+        let acls: Vec<DocumentAcl> = acls
+            .into_iter()
+            .map(|mut acl| {
+                if !acl.integration.is_native() {
+                    for grant in &mut acl.grants {
+                        if let Grantee::User(id) | Grantee::Group(id) = &mut grant.grantee {
+                            *id = keys.principal(acl.integration, id);
+                        }
+                    }
+                }
+                acl
+            })
+            .collect();
         // A document listed twice: the last entry wins, as it would applied in order.
         let mut last: HashMap<DocumentId, usize> = HashMap::new();
         for (i, acl) in acls.iter().enumerate() {
@@ -638,14 +674,16 @@ impl Policy {
                 .await?
                 .rows_affected();
         }
-        txn.execute(
-            &Query::delete()
-                .from_table("principal_syncs")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        for table in ["principal_syncs", "legacy_principal_ids"] {
+            txn.execute(
+                &Query::delete()
+                    .from_table(table)
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .to_owned(),
+            )
+            .await?;
+        }
         self.forget_synced(tenant);
         let revision = revision::bump(txn, tenant).await?;
         Ok((removed, revision))
@@ -665,6 +703,7 @@ impl Policy {
             ("grants", Some(&mut removed.grants)),
             ("tenant_revisions", None),
             ("principal_syncs", None),
+            ("legacy_principal_ids", None),
         ] {
             let n = txn
                 .execute(
@@ -803,8 +842,310 @@ impl Policy {
         document: DocumentId,
         at_least: u64,
     ) -> Result<(Option<Explanation>, u64)> {
-        self.read(tenant, at_least, |i| i.explain(user, document))
-            .await
+        let (found, revision) = self
+            .read(tenant, at_least, |i| i.explain(user, document))
+            .await?;
+        let Some(mut explanation) = found else {
+            return Ok((None, revision));
+        };
+        // The index knows principals by pseudonym; the caller is shown the source's ids.
+        if let Some(principal) = &explanation.principal
+            && !principal.integration.is_native()
+        {
+            let integration = principal.integration;
+            let mut wanted = vec![principal.external_id.clone()];
+            wanted.extend(explanation.group_path.iter().cloned());
+            if let Grantee::User(id) | Grantee::Group(id) = &explanation.grant.grantee {
+                wanted.push(id.clone());
+            }
+            let ids = self.source_ids(tenant, integration, &wanted).await?;
+            let reveal = |pseudonym: &mut String| {
+                if let Some(id) = ids.get(pseudonym.as_str()) {
+                    pseudonym.clone_from(id);
+                }
+            };
+            if let Some(principal) = &mut explanation.principal {
+                reveal(&mut principal.external_id);
+            }
+            explanation.group_path.iter_mut().for_each(reveal);
+            if let Grantee::User(id) | Grantee::Group(id) = &mut explanation.grant.grantee {
+                reveal(id);
+            }
+        }
+        Ok((Some(explanation), revision))
+    }
+
+    /// Converts what an older version wrote with the source's ids in the clear (the
+    /// pairs listed in `legacy_principal_ids`): principals get their pseudonyms (their
+    /// sealed fields re-bound to them, the id sealed beside), memberships and grants
+    /// refer to the pseudonyms. One transaction per integration; runs at start, before
+    /// the service serves (every replica must run this version: an older one would go
+    /// on writing ids in the clear). Returns the rows it converted.
+    pub async fn pseudonymize_legacy(&self) -> Result<u64> {
+        let pairs = self
+            .ctx
+            .db
+            .query_all(
+                &Query::select()
+                    .columns(["tenant_id", "integration_id"])
+                    .from("legacy_principal_ids")
+                    .to_owned(),
+            )
+            .await?;
+        let mut converted = 0u64;
+        for pair in pairs {
+            let tenant_text: String = pair.try_get("", "tenant_id")?;
+            let integration_text: String = pair.try_get("", "integration_id")?;
+            let bad = || {
+                Error::Kit(mindmesh_kit::Error::Internal(
+                    "malformed id in legacy_principal_ids".into(),
+                ))
+            };
+            let tenant: TenantId = tenant_text.parse().map_err(|_| bad())?;
+            let integration: IntegrationId = integration_text.parse().map_err(|_| bad())?;
+            // A tenant without keys has nothing left to convert (it was deleted).
+            let Some(keys) = self.blind.existing_keys(tenant).await? else {
+                self.ctx
+                    .db
+                    .execute(
+                        &Query::delete()
+                            .from_table("legacy_principal_ids")
+                            .and_where(Expr::col("tenant_id").eq(tenant_text.clone()))
+                            .to_owned(),
+                    )
+                    .await?;
+                continue;
+            };
+            let data_key = self
+                .ctx
+                .keystore
+                .existing_data_key(tenant, &KeyScope::Integration(integration.to_string()))
+                .await?
+                .map(|(_, k)| k);
+            let scope = |q: &mut sea_orm::sea_query::SelectStatement| {
+                q.and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()));
+            };
+            let mut select = Query::select();
+            select
+                .columns(["kind", "external_id", "email_index", "email_ct", "name_ct"])
+                .from("principals");
+            scope(&mut select);
+            let principals = self.ctx.db.query_all(&select).await?;
+            let mut select = Query::select();
+            select
+                .columns(["group_id", "member_id", "member_is_group"])
+                .from("memberships");
+            scope(&mut select);
+            let memberships = self.ctx.db.query_all(&select).await?;
+            let mut select = Query::select();
+            select
+                .columns(["document_id", "grantee_kind", "grantee", "role"])
+                .from("grants")
+                .and_where(Expr::col("grantee_kind").is_in(["user", "group"]));
+            scope(&mut select);
+            let grants = self.ctx.db.query_all(&select).await?;
+
+            let txn = self.ctx.db.begin().await?;
+            for table in ["principals", "memberships"] {
+                txn.execute(
+                    &Query::delete()
+                        .from_table(table)
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                        .to_owned(),
+                )
+                .await?;
+            }
+            txn.execute(
+                &Query::delete()
+                    .from_table("grants")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .and_where(Expr::col("grantee_kind").is_in(["user", "group"]))
+                    .to_owned(),
+            )
+            .await?;
+            // Without its key the integration is being erased: its principals go.
+            if let Some(key) = &data_key {
+                for row in &principals {
+                    let kind: String = row.try_get("", "kind")?;
+                    let kind = sync::kind_name(&kind);
+                    let source_id: String = row.try_get("", "external_id")?;
+                    let pseudonym = keys.principal(integration, &source_id);
+                    let reseal = |column: &str, sealed: Vec<u8>| -> Result<Vec<u8>> {
+                        let plain = key.open(
+                            &principal_aad(tenant, integration, kind, &source_id, column),
+                            &sealed,
+                        )?;
+                        Ok(key.seal(
+                            &principal_aad(tenant, integration, kind, &pseudonym, column),
+                            &plain,
+                        )?)
+                    };
+                    let email_ct = row
+                        .try_get::<Option<Vec<u8>>>("", "email_ct")?
+                        .map(|ct| reseal("email", ct))
+                        .transpose()?;
+                    let name_ct = reseal("name", row.try_get("", "name_ct")?)?;
+                    let source_id_ct = key.seal(
+                        &principal_aad(tenant, integration, kind, &pseudonym, "external_id"),
+                        source_id.as_bytes(),
+                    )?;
+                    txn.execute(
+                        &Query::insert()
+                            .into_table("principals")
+                            .columns([
+                                "tenant_id",
+                                "integration_id",
+                                "kind",
+                                "external_id",
+                                "email_index",
+                                "email_ct",
+                                "name_ct",
+                                "external_id_ct",
+                            ])
+                            .values_panic([
+                                tenant.to_string().into(),
+                                integration.to_string().into(),
+                                kind.into(),
+                                pseudonym.into(),
+                                row.try_get::<Option<String>>("", "email_index")?.into(),
+                                email_ct.into(),
+                                name_ct.into(),
+                                source_id_ct.into(),
+                            ])
+                            .to_owned(),
+                    )
+                    .await?;
+                    converted += 1;
+                }
+            }
+            for chunk in memberships.chunks(INSERT_CHUNK) {
+                let mut insert = Query::insert();
+                insert.into_table("memberships").columns([
+                    "tenant_id",
+                    "integration_id",
+                    "group_id",
+                    "member_id",
+                    "member_is_group",
+                ]);
+                for row in chunk {
+                    let group: String = row.try_get("", "group_id")?;
+                    let member: String = row.try_get("", "member_id")?;
+                    insert.values_panic([
+                        tenant.to_string().into(),
+                        integration.to_string().into(),
+                        keys.principal(integration, &group).into(),
+                        keys.principal(integration, &member).into(),
+                        row.try_get::<bool>("", "member_is_group")?.into(),
+                    ]);
+                }
+                txn.execute(&insert).await?;
+                converted += chunk.len() as u64;
+            }
+            for chunk in grants.chunks(INSERT_CHUNK) {
+                let mut insert = Query::insert();
+                insert.into_table("grants").columns([
+                    "tenant_id",
+                    "document_id",
+                    "integration_id",
+                    "grantee_kind",
+                    "grantee",
+                    "role",
+                ]);
+                for row in chunk {
+                    let grantee: String = row.try_get("", "grantee")?;
+                    insert.values_panic([
+                        tenant.to_string().into(),
+                        row.try_get::<String>("", "document_id")?.into(),
+                        integration.to_string().into(),
+                        row.try_get::<String>("", "grantee_kind")?.into(),
+                        keys.principal(integration, &grantee).into(),
+                        row.try_get::<String>("", "role")?.into(),
+                    ]);
+                }
+                txn.execute(&insert).await?;
+                converted += chunk.len() as u64;
+            }
+            // The stored sets a sync diffs against are of the old ids: forget them.
+            txn.execute(
+                &Query::delete()
+                    .from_table("principal_syncs")
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                    .to_owned(),
+            )
+            .await?;
+            txn.execute(
+                &Query::delete()
+                    .from_table("legacy_principal_ids")
+                    .and_where(Expr::col("tenant_id").eq(tenant_text.clone()))
+                    .and_where(Expr::col("integration_id").eq(integration_text.clone()))
+                    .to_owned(),
+            )
+            .await?;
+            revision::bump(&txn, tenant).await?;
+            txn.commit().await?;
+            self.forget_synced(tenant);
+        }
+        if converted > 0 {
+            mindmesh_kit::db::scrub(&self.ctx.db).await?;
+        }
+        Ok(converted)
+    }
+
+    /// The source's ids of principals of `integration`, by their pseudonyms, opened from
+    /// where each is sealed beside its principal. Pseudonyms not found are left out.
+    pub async fn source_ids(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        pseudonyms: &[String],
+    ) -> Result<FxHashMap<String, String>> {
+        let mut out = FxHashMap::default();
+        let Some((_, key)) = self
+            .ctx
+            .keystore
+            .existing_data_key(tenant, &KeyScope::Integration(integration.to_string()))
+            .await?
+        else {
+            return Ok(out);
+        };
+        for chunk in pseudonyms.chunks(INSERT_CHUNK) {
+            let rows = self
+                .ctx
+                .db
+                .query_all(
+                    &Query::select()
+                        .columns(["kind", "external_id", "external_id_ct"])
+                        .from("principals")
+                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
+                        .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
+                        .to_owned(),
+                )
+                .await?;
+            for row in rows {
+                let kind: String = row.try_get("", "kind")?;
+                let pseudonym: String = row.try_get("", "external_id")?;
+                let Some(sealed) = row.try_get::<Option<Vec<u8>>>("", "external_id_ct")? else {
+                    continue;
+                };
+                let plain = key.open(
+                    &principal_aad(
+                        tenant,
+                        integration,
+                        sync::kind_name(&kind),
+                        &pseudonym,
+                        "external_id",
+                    ),
+                    &sealed,
+                )?;
+                out.insert(pseudonym, String::from_utf8_lossy(&plain).into_owned());
+            }
+        }
+        Ok(out)
     }
 }
 

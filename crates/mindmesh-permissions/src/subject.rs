@@ -84,6 +84,7 @@ impl SubjectProvider for PermissionsSubject {
                         "integration_id",
                         "kind",
                         "external_id",
+                        "external_id_ct",
                         "email_ct",
                         "name_ct",
                     ])
@@ -120,13 +121,16 @@ impl SubjectProvider for PermissionsSubject {
             };
             let email_plain = open("email", row.try_get("", "email_ct")?)?;
             let name = open("name", Some(row.try_get("", "name_ct")?))?;
+            // The principal is stored under a pseudonym of the source's id (see `blind`).
+            let source_id = open("external_id", row.try_get("", "external_id_ct")?)?
+                .unwrap_or_else(|| external.clone());
             records.push(SubjectRecord {
                 kind: "principal".into(),
                 id: format!("{integration}/{kind}/{external}"),
                 json: json!({
                     "integration_id": integration,
                     "kind": kind,
-                    "external_id": external,
+                    "external_id": source_id,
                     "email": email_plain,
                     "name": name,
                 }),
@@ -146,12 +150,21 @@ impl SubjectProvider for PermissionsSubject {
                         .to_owned(),
                 )
                 .await?;
-            for g in groups {
-                let group: String = g.try_get("", "group_id")?;
+            let group_ids: Vec<String> = groups
+                .iter()
+                .map(|g| g.try_get("", "group_id"))
+                .collect::<std::result::Result<_, _>>()?;
+            let names = self
+                .policy
+                .source_ids(tenant, integration_id, &group_ids)
+                .await
+                .map_err(Error::from)?;
+            for group in group_ids {
+                let group_source_id = names.get(&group).cloned().unwrap_or_else(|| group.clone());
                 records.push(SubjectRecord {
                     kind: "membership".into(),
                     id: format!("{integration}/{group}/{external}"),
-                    json: json!({ "integration_id": integration, "group_external_id": group, "member_external_id": external }),
+                    json: json!({ "integration_id": integration, "group_external_id": group_source_id, "member_external_id": source_id }),
                     updated_at: now,
                 });
             }

@@ -84,8 +84,11 @@ impl Set {
             .unwrap()
     }
 
+    /// What the database must hold for the set: every principal and edge under the
+    /// pseudonym of its source id (`pseudonym`), fingerprinted as a sync writes it.
     fn expected(
         &self,
+        pseudonym: impl Fn(&str) -> String,
     ) -> (
         FxHashMap<sync::PrincipalKey, [u8; 32]>,
         FxHashSet<sync::Edge>,
@@ -94,19 +97,22 @@ impl Set {
             .users
             .iter()
             .map(|(id, email, name)| {
-                (
-                    ("user", id.clone()),
-                    sync::fingerprint("user", id, email, name),
-                )
+                let pid = pseudonym(id);
+                let print = sync::fingerprint("user", &pid, email, name);
+                (("user", pid), print)
             })
             .chain(self.groups.iter().map(|g| {
-                (
-                    ("group", g.clone()),
-                    sync::fingerprint("group", g, "", &format!("group {g}")),
-                )
+                let pid = pseudonym(g);
+                let print = sync::fingerprint("group", &pid, "", &format!("group {g}"));
+                (("group", pid), print)
             }))
             .collect();
-        (principals, self.edges.iter().cloned().collect())
+        let edges = self
+            .edges
+            .iter()
+            .map(|(g, m, is_group)| (pseudonym(g), pseudonym(m), *is_group))
+            .collect();
+        (principals, edges)
     }
 }
 
@@ -120,7 +126,11 @@ async fn assert_stored(h: &Harness, tenant: TenantId, integration: IntegrationId
     let stored = sync::load(&h.ctx.db, &key, tenant, integration)
         .await
         .unwrap();
-    let (principals, edges) = set.expected();
+    let keys = mindmesh_permissions::blind::BlindIndex::new(h.ctx.keystore.clone())
+        .keys(tenant)
+        .await
+        .unwrap();
+    let (principals, edges) = set.expected(|id| keys.principal(integration, id));
     assert_eq!(
         stored.principals, principals,
         "principal rows equal the last set sent"
@@ -294,7 +304,184 @@ async fn domain_grants_work_after_a_keyless_first_read(backend: Backend) {
     );
 }
 
+/// P01: what an older version wrote with the source's ids in the clear (principals,
+/// memberships, grants) is converted at start to pseudonyms: the same person reads the
+/// same documents, explanations name the source's ids, no id is left in the clear, and
+/// the next sync of the same set finds nothing to change.
+async fn source_ids_an_older_version_kept_in_the_clear_become_pseudonyms(backend: Backend) {
+    use mindmesh_kit::auth::{Caller, Role};
+    use mindmesh_permissions::accounts::{Accounts, NewUser};
+    use mindmesh_permissions::policy::principal_aad;
+    use sea_orm::ConnectionTrait;
+
+    let h = harness(backend).await;
+    let ctx = &h.ctx;
+    let policy = std::sync::Arc::new(Policy::new(ctx.clone()));
+    let accounts = Accounts::new(ctx.clone(), policy.clone());
+    let operator = Caller {
+        subject: "op".into(),
+        tenant: None,
+        roles: vec![Role::Operator],
+    };
+    let tenant = accounts.create_tenant(&operator, "Acme").await.unwrap().id;
+    let admin = Caller {
+        subject: "admin".into(),
+        tenant: Some(tenant),
+        roles: vec![Role::Admin],
+    };
+    let ada = accounts
+        .create_user(
+            &admin,
+            NewUser {
+                first_name: "Ada".into(),
+                last_name: "L".into(),
+                email: "zqxada@acme.example".into(),
+                picture_url: String::new(),
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    // As the older version wrote them: the source's ids (emails) in the clear.
+    let integration = IntegrationId::new();
+    let (_, key) = ctx
+        .keystore
+        .data_key(tenant, &KeyScope::Integration(integration.to_string()))
+        .await
+        .unwrap();
+    let blind = policy.blind().keys(tenant).await.unwrap();
+    let seal = |kind: &str, id: &str, column: &str, value: &str| {
+        key.seal(
+            &principal_aad(tenant, integration, kind, id, column),
+            value.as_bytes(),
+        )
+        .unwrap()
+    };
+    let doc = DocumentId::new();
+    let (t, i) = (tenant.to_string(), integration.to_string());
+    let statements: Vec<sea_orm::Statement> = vec![
+        sea_orm::Statement::from_sql_and_values(
+            ctx.db.get_database_backend(),
+            match backend {
+                Backend::Sqlite => {
+                    "INSERT INTO principals (tenant_id, integration_id, kind, external_id, email_index, email_ct, name_ct) VALUES (?, ?, 'user', 'zqxada@acme.example', ?, ?, ?)"
+                }
+                Backend::Postgres => {
+                    "INSERT INTO principals (tenant_id, integration_id, kind, external_id, email_index, email_ct, name_ct) VALUES ($1, $2, 'user', 'zqxada@acme.example', $3, $4, $5)"
+                }
+            },
+            [
+                t.clone().into(),
+                i.clone().into(),
+                blind.email("zqxada@acme.example").into(),
+                seal(
+                    "user",
+                    "zqxada@acme.example",
+                    "email",
+                    "zqxada@acme.example",
+                )
+                .into(),
+                seal("user", "zqxada@acme.example", "name", "Ada").into(),
+            ],
+        ),
+        sea_orm::Statement::from_sql_and_values(
+            ctx.db.get_database_backend(),
+            match backend {
+                Backend::Sqlite => {
+                    "INSERT INTO principals (tenant_id, integration_id, kind, external_id, name_ct) VALUES (?, ?, 'group', 'zqxteam@acme.example', ?)"
+                }
+                Backend::Postgres => {
+                    "INSERT INTO principals (tenant_id, integration_id, kind, external_id, name_ct) VALUES ($1, $2, 'group', 'zqxteam@acme.example', $3)"
+                }
+            },
+            [
+                t.clone().into(),
+                i.clone().into(),
+                seal("group", "zqxteam@acme.example", "name", "Team").into(),
+            ],
+        ),
+    ];
+    for statement in statements {
+        ctx.db.execute_raw(statement).await.unwrap();
+    }
+    for sql in [
+        format!(
+            "INSERT INTO memberships (tenant_id, integration_id, group_id, member_id, member_is_group) VALUES ('{t}', '{i}', 'zqxteam@acme.example', 'zqxada@acme.example', FALSE)"
+        ),
+        format!(
+            "INSERT INTO grants (tenant_id, document_id, integration_id, grantee_kind, grantee, role) VALUES ('{t}', '{doc}', '{i}', 'group', 'zqxteam@acme.example', 'reader')"
+        ),
+        format!(
+            "INSERT INTO legacy_principal_ids (tenant_id, integration_id) VALUES ('{t}', '{i}')"
+        ),
+    ] {
+        ctx.db.execute_unprepared(&sql).await.unwrap();
+    }
+
+    assert!(policy.pseudonymize_legacy().await.unwrap() >= 4);
+    assert_eq!(
+        policy.pseudonymize_legacy().await.unwrap(),
+        0,
+        "once is enough"
+    );
+    let fresh = Policy::new(ctx.clone());
+    assert!(fresh.check(tenant, ada, doc, 0).await.unwrap().0);
+    let (explained, _) = fresh.explain(tenant, ada, doc, 0).await.unwrap();
+    let explained = explained.unwrap();
+    assert_eq!(
+        explained.group_path,
+        vec!["zqxteam@acme.example".to_owned()]
+    );
+    assert_eq!(
+        explained.principal.unwrap().external_id,
+        "zqxada@acme.example"
+    );
+    for table in ["principals", "memberships", "grants"] {
+        for row in ctx
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                ctx.db.get_database_backend(),
+                format!("SELECT * FROM {table}"),
+            ))
+            .await
+            .unwrap()
+        {
+            let text = format!("{row:?}");
+            assert!(
+                !text.contains("zqx"),
+                "{table} keeps a source id in the clear: {text}"
+            );
+        }
+    }
+    // The next sync of the same set: nothing to change, the person still reads.
+    fresh
+        .sync_principals(
+            tenant,
+            integration,
+            vec![SyncedUser {
+                external_id: "zqxada@acme.example".into(),
+                email: "zqxada@acme.example".into(),
+                display_name: "Ada".into(),
+            }],
+            vec![SyncedGroup {
+                external_id: "zqxteam@acme.example".into(),
+                email: String::new(),
+                name: "Team".into(),
+            }],
+            vec![Membership {
+                integration,
+                group: "zqxteam@acme.example".into(),
+                member: "zqxada@acme.example".into(),
+                member_is_group: false,
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(fresh.check(tenant, ada, doc, 0).await.unwrap().0);
+}
+
 both_backends!(
+    source_ids_an_older_version_kept_in_the_clear_become_pseudonyms,
     syncs_write_exactly_the_last_set,
     checks_follow_the_synced_graph,
     domain_grants_work_after_a_keyless_first_read,

@@ -1399,6 +1399,7 @@ impl Documents {
                             "integration_id",
                             "source_index",
                             "key_id",
+                            "owner",
                         ])
                         .from("documents")
                         .and_where(Expr::col("external_id_ct").is_null())

@@ -221,8 +221,8 @@ async fn p01_source_ids_an_older_version_kept_in_the_clear_are_sealed(backend: B
     h.ctx
         .db
         .execute_unprepared(&format!(
-            "UPDATE documents SET source_index = 'zqxlegacy/kept.md', external_id_ct = NULL \
-             WHERE id = '{kept}'"
+            "UPDATE documents SET source_index = 'zqxlegacy/kept.md', external_id_ct = NULL, \
+             owner = 'zqxlegacyowner@acme.example', owner_ct = NULL WHERE id = '{kept}'"
         ))
         .await
         .unwrap();
@@ -238,10 +238,9 @@ async fn p01_source_ids_an_older_version_kept_in_the_clear_are_sealed(backend: B
 
     assert_eq!(h.docs.seal_legacy().await.unwrap(), 2);
     assert_eq!(h.docs.seal_legacy().await.unwrap(), 0, "once is enough");
-    assert_eq!(
-        h.docs.get(tenant, kept).await.unwrap().external_id,
-        "zqxlegacy/kept.md"
-    );
+    let read = h.docs.get(tenant, kept).await.unwrap();
+    assert_eq!(read.external_id, "zqxlegacy/kept.md");
+    assert_eq!(read.owner, "zqxlegacyowner@acme.example");
     assert!(
         !rows_as_text(&h, backend).await.contains("zqxlegacy"),
         "nothing of it is left in the clear"

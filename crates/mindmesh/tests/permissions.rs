@@ -548,7 +548,100 @@ async fn bad_input_and_roles(backend: Backend) {
     server.stop().await;
 }
 
+/// P01: a source's ids of people and groups are often their emails (Google Drive's
+/// are). Principals, memberships and grants refer to keyed pseudonyms of them, so no
+/// such id is stored in the clear; checks work as before and ExplainAccess still names
+/// the source's ids.
+async fn p01_source_ids_of_people_are_not_stored_in_the_clear(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let mut accounts =
+        pb::account_service_client::AccountServiceClient::new(server.channel().await);
+    let ada = accounts
+        .create_user(authed(
+            pb::CreateUserRequest {
+                first_name: "Ada".into(),
+                last_name: "L".into(),
+                email: "zqxada@acme.example".into(),
+                picture_url: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap()
+        .id;
+    let drive = server.integration(tenant, &admin).await;
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    let mut c = PermissionsServiceClient::new(server.channel().await);
+    c.sync_principals(authed(
+        pb::SyncPrincipalsRequest {
+            integration_id: drive.to_string(),
+            users: vec![user("zqxada@acme.example", "zqxada@acme.example")],
+            groups: vec![group("zqxteam@acme.example")],
+            memberships: vec![member("zqxteam@acme.example", "zqxada@acme.example", false)],
+        },
+        &service,
+    ))
+    .await
+    .unwrap();
+    let (direct, through_group) = (DocumentId::new(), DocumentId::new());
+    c.set_document_acls(authed(
+        pb::SetDocumentAclsRequest {
+            acls: vec![
+                acl(
+                    direct,
+                    drive,
+                    vec![grant(pb::GranteeKind::User, "zqxada@acme.example")],
+                ),
+                acl(
+                    through_group,
+                    drive,
+                    vec![grant(pb::GranteeKind::Group, "zqxteam@acme.example")],
+                ),
+            ],
+        },
+        &service,
+    ))
+    .await
+    .unwrap();
+    assert!(check(&mut c, &service, &ada, direct, 0).await);
+    assert!(check(&mut c, &service, &ada, through_group, 0).await);
+    let explained = c
+        .explain_access(authed(
+            pb::ExplainAccessRequest {
+                user_id: ada.clone(),
+                document_id: through_group.to_string(),
+                at_least_revision: 0,
+            },
+            &service,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explained.principal_external_id, "zqxada@acme.example");
+    assert_eq!(
+        explained.group_path,
+        vec!["zqxteam@acme.example".to_owned()]
+    );
+    assert_eq!(explained.grant.unwrap().grantee, "zqxteam@acme.example");
+
+    let at_rest = common::at_rest(&server).await;
+    assert!(!common::where_stored(&at_rest, &drive.to_string()).is_empty());
+    for canary in ["zqxada", "zqxteam"] {
+        assert_eq!(
+            common::where_stored(&at_rest, canary),
+            Vec::<String>::new(),
+            "{canary} stored in the clear"
+        );
+    }
+    server.stop().await;
+}
+
 both_modes!(
+    p01_source_ids_of_people_are_not_stored_in_the_clear,
     p02_source_acls_are_preserved,
     p05_one_person_across_integrations,
     revocations_are_never_served_stale,

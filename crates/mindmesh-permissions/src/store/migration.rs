@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             ],
         ));
         all.push(Box::new(SealedRecords));
+        all.push(Box::new(PrincipalPseudonyms));
         all
     }
 }
@@ -390,6 +391,61 @@ impl MigrationTrait for SealedRecords {
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Err(DbErr::Migration(
             "sealed records cannot be put back in the clear".into(),
+        ))
+    }
+}
+
+/// A source's id of a user or group is often an email (Google Drive's are): principals,
+/// memberships and grants of imported integrations refer to a keyed pseudonym of it
+/// instead, and the id is sealed beside its principal (`principals.external_id_ct`).
+/// `legacy_principal_ids` lists the (tenant, integration) pairs an older version wrote
+/// with the ids in the clear; the service converts each at its next start.
+struct PrincipalPseudonyms;
+
+impl MigrationName for PrincipalPseudonyms {
+    fn name(&self) -> &str {
+        "m20261201_000300_permissions_principal_pseudonyms"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PrincipalPseudonyms {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("principals")
+                    .add_column(blob_null("external_id_ct"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("legacy_principal_ids")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("integration_id"))
+                    .primary_key(Index::create().col("tenant_id").col("integration_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "INSERT INTO legacy_principal_ids (tenant_id, integration_id) \
+                 SELECT tenant_id, integration_id FROM principals \
+                 UNION SELECT tenant_id, integration_id FROM memberships \
+                 UNION SELECT tenant_id, integration_id FROM grants \
+                 WHERE integration_id <> '00000000-0000-0000-0000-000000000000'",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "principal pseudonyms cannot be turned back into source ids".into(),
         ))
     }
 }

@@ -48,21 +48,14 @@ impl Integrations {
         tenant: TenantId,
         integration: IntegrationId,
     ) -> Result<()> {
-        conn.execute(
-            &Query::insert()
-                .into_table("known_integrations")
-                .columns(["integration_id", "tenant_id", "state", "changed_at"])
-                .values_panic([
-                    integration.to_string().into(),
-                    tenant.to_string().into(),
-                    CONNECTED.into(),
-                    crate::db::now().into(),
-                ])
-                .on_conflict(OnConflict::column("integration_id").do_nothing().to_owned())
-                .to_owned(),
+        record(
+            conn,
+            tenant,
+            integration,
+            CONNECTED,
+            OnConflict::column("integration_id").do_nothing().to_owned(),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Records that `integration` of `tenant` is disconnected, before anything of it is
@@ -72,25 +65,16 @@ impl Integrations {
         tenant: TenantId,
         integration: IntegrationId,
     ) -> Result<()> {
-        conn.execute(
-            &Query::insert()
-                .into_table("known_integrations")
-                .columns(["integration_id", "tenant_id", "state", "changed_at"])
-                .values_panic([
-                    integration.to_string().into(),
-                    tenant.to_string().into(),
-                    DISCONNECTED.into(),
-                    crate::db::now().into(),
-                ])
-                .on_conflict(
-                    OnConflict::column("integration_id")
-                        .update_columns(["state", "changed_at"])
-                        .to_owned(),
-                )
+        record(
+            conn,
+            tenant,
+            integration,
+            DISCONNECTED,
+            OnConflict::column("integration_id")
+                .update_columns(["state", "changed_at"])
                 .to_owned(),
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Forgets every integration of `tenant` (the tenant's own erasure: from then on the
@@ -180,4 +164,29 @@ impl Integrations {
         })
         .transpose()
     }
+}
+
+/// Writes `state` for `integration`, resolving a row already there by `on_conflict`.
+async fn record<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    integration: IntegrationId,
+    state: &str,
+    on_conflict: OnConflict,
+) -> Result<()> {
+    conn.execute(
+        &Query::insert()
+            .into_table("known_integrations")
+            .columns(["integration_id", "tenant_id", "state", "changed_at"])
+            .values_panic([
+                integration.to_string().into(),
+                tenant.to_string().into(),
+                state.into(),
+                crate::db::now().into(),
+            ])
+            .on_conflict(on_conflict)
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

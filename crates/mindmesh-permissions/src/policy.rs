@@ -946,24 +946,21 @@ impl Policy {
             scope(&mut select);
             let grants = self.ctx.db.query_all(&select).await?;
 
+            let of_integration = |table: &'static str| {
+                let mut delete = Query::delete();
+                delete
+                    .from_table(table)
+                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                    .and_where(Expr::col("integration_id").eq(integration.to_string()));
+                delete
+            };
             let txn = self.ctx.db.begin().await?;
             for table in ["principals", "memberships"] {
-                txn.execute(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                        .to_owned(),
-                )
-                .await?;
+                txn.execute(&of_integration(table)).await?;
             }
             txn.execute(
-                &Query::delete()
-                    .from_table("grants")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .and_where(Expr::col("grantee_kind").is_in(["user", "group"]))
-                    .to_owned(),
+                of_integration("grants")
+                    .and_where(Expr::col("grantee_kind").is_in(["user", "group"])),
             )
             .await?;
             // Without its key the integration is being erased: its principals go.
@@ -1068,23 +1065,11 @@ impl Policy {
                 txn.execute(&insert).await?;
                 converted += chunk.len() as u64;
             }
-            // The stored sets a sync diffs against are of the old ids: forget them.
-            txn.execute(
-                &Query::delete()
-                    .from_table("principal_syncs")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .to_owned(),
-            )
-            .await?;
-            txn.execute(
-                &Query::delete()
-                    .from_table("legacy_principal_ids")
-                    .and_where(Expr::col("tenant_id").eq(tenant_text.clone()))
-                    .and_where(Expr::col("integration_id").eq(integration_text.clone()))
-                    .to_owned(),
-            )
-            .await?;
+            // The stored sets a sync diffs against are of the old ids: forget them, and
+            // the pair is converted.
+            for table in ["principal_syncs", "legacy_principal_ids"] {
+                txn.execute(&of_integration(table)).await?;
+            }
             revision::bump(&txn, tenant).await?;
             txn.commit().await?;
             self.forget_synced(tenant);

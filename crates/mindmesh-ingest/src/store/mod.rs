@@ -1204,46 +1204,17 @@ impl Store {
         keys: &RecordKeys,
         group_of: impl Fn(&str) -> String,
     ) -> Result<u64> {
-        let mut changed = 0;
-        loop {
-            let rows = self
-                .ctx
-                .db
-                .query_all(
-                    &Query::select()
-                        .column("source_index")
-                        .from("items")
-                        .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .and_where(Expr::col("legacy").eq(true))
-                        .limit(CHUNK as u64)
-                        .to_owned(),
-                )
-                .await?;
-            if rows.is_empty() {
-                return Ok(changed);
-            }
-            let txn = self.ctx.db.begin().await?;
-            for row in rows {
-                let plain: String = row.try_get("", "source_index")?;
-                let group = group_of(&plain);
-                txn.execute(
-                    &Query::update()
-                        .table("items")
-                        .value("source_index", keys.item(&plain))
-                        .value(
-                            "group_index",
-                            (!group.is_empty()).then(|| keys.group(&group)),
-                        )
-                        .value("legacy", false)
-                        .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .and_where(Expr::col("source_index").eq(plain))
-                        .to_owned(),
-                )
-                .await?;
-                changed += 1;
-            }
-            txn.commit().await?;
-        }
+        self.convert_legacy("items", id, |plain| {
+            let group = group_of(plain);
+            Ok(vec![
+                ("source_index", keys.item(plain).into()),
+                (
+                    "group_index",
+                    (!group.is_empty()).then(|| keys.group(&group)).into(),
+                ),
+            ])
+        })
+        .await
     }
 
     async fn seal_legacy_skipped(
@@ -1251,6 +1222,28 @@ impl Store {
         tenant: TenantId,
         id: IntegrationId,
         keys: &RecordKeys,
+    ) -> Result<u64> {
+        self.convert_legacy("skipped_items", id, |plain| {
+            let index = keys.item(plain);
+            let sealed = keys
+                .seal
+                .seal(&skipped_aad(tenant, id, &index), plain.as_bytes())?;
+            Ok(vec![
+                ("source_index", index.into()),
+                ("external_id_ct", sealed.into()),
+            ])
+        })
+        .await
+    }
+
+    /// Rewrites the rows of `table` (items or skip records) of `id` that an older version
+    /// wrote with the source's id in the clear in `source_index`: each gets the `values`
+    /// computed from that id, and is no longer `legacy`. Returns how many.
+    async fn convert_legacy(
+        &self,
+        table: &'static str,
+        id: IntegrationId,
+        values: impl Fn(&str) -> Result<Vec<(&'static str, sea_orm::sea_query::SimpleExpr)>>,
     ) -> Result<u64> {
         let mut changed = 0;
         loop {
@@ -1260,7 +1253,7 @@ impl Store {
                 .query_all(
                     &Query::select()
                         .column("source_index")
-                        .from("skipped_items")
+                        .from(table)
                         .and_where(Expr::col("integration_id").eq(id.to_string()))
                         .and_where(Expr::col("legacy").eq(true))
                         .limit(CHUNK as u64)
@@ -1273,21 +1266,15 @@ impl Store {
             let txn = self.ctx.db.begin().await?;
             for row in rows {
                 let plain: String = row.try_get("", "source_index")?;
-                let index = keys.item(&plain);
-                let sealed = keys
-                    .seal
-                    .seal(&skipped_aad(tenant, id, &index), plain.as_bytes())?;
-                txn.execute(
-                    &Query::update()
-                        .table("skipped_items")
-                        .value("source_index", index)
-                        .value("external_id_ct", sealed)
-                        .value("legacy", false)
-                        .and_where(Expr::col("integration_id").eq(id.to_string()))
-                        .and_where(Expr::col("source_index").eq(plain))
-                        .to_owned(),
-                )
-                .await?;
+                let mut update = Query::update();
+                update.table(table).value("legacy", false);
+                for (column, value) in values(&plain)? {
+                    update.value(column, value);
+                }
+                update
+                    .and_where(Expr::col("integration_id").eq(id.to_string()))
+                    .and_where(Expr::col("source_index").eq(plain));
+                txn.execute(&update).await?;
                 changed += 1;
             }
             txn.commit().await?;

@@ -623,6 +623,24 @@ async fn create_user_event_reaches_retention(backend: Backend) {
     server.stop().await;
 }
 
+/// Grants `role` staff access to `admin`'s tenant for an hour, with `reason`.
+async fn grant_staff(server: &TestServer, admin: &str, role: pb::StaffRole, reason: &str) {
+    pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await)
+        .grant_staff_access(authed(
+            pb::GrantStaffAccessRequest {
+                role: role as i32,
+                reason: reason.into(),
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: i64::try_from(mindmesh_kit::auth::now_secs()).unwrap() + 3600,
+                    nanos: 0,
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap();
+}
+
 /// P01: a user's email and names, the tenant's name and the reasons given for staff
 /// access never reach the database in plaintext.
 async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
@@ -663,22 +681,15 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
     assert_eq!(read.email, canary_email);
 
     // The tenant's name and an admin's reason for staff access describe the customer.
+    grant_staff(
+        &server,
+        &admin,
+        pb::StaffRole::Support,
+        "Zqxreasoncanary ticket",
+    )
+    .await;
     let mut staff =
         pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
-    staff
-        .grant_staff_access(authed(
-            pb::GrantStaffAccessRequest {
-                role: pb::StaffRole::Support as i32,
-                reason: "Zqxreasoncanary ticket".into(),
-                expires_at: Some(prost_types::Timestamp {
-                    seconds: i64::try_from(mindmesh_kit::auth::now_secs()).unwrap() + 3600,
-                    nanos: 0,
-                }),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
     let listed = staff
         .list_staff_access(authed(pb::ListStaffAccessRequest::default(), &admin))
         .await
@@ -728,22 +739,7 @@ async fn p01_personal_fields_are_not_stored_in_plaintext(backend: Backend) {
 async fn p01_tenant_records_an_older_version_kept_in_the_clear_are_sealed(backend: Backend) {
     let mut server = TestServer::start(backend).await;
     let (tenant, admin) = server.create_tenant("Zqxoldtenant").await;
-    let mut staff =
-        pb::staff_access_service_client::StaffAccessServiceClient::new(server.channel().await);
-    staff
-        .grant_staff_access(authed(
-            pb::GrantStaffAccessRequest {
-                role: pb::StaffRole::Engineer as i32,
-                reason: "Zqxoldreason".into(),
-                expires_at: Some(prost_types::Timestamp {
-                    seconds: i64::try_from(mindmesh_kit::auth::now_secs()).unwrap() + 3600,
-                    nanos: 0,
-                }),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
+    grant_staff(&server, &admin, pb::StaffRole::Engineer, "Zqxoldreason").await;
     let db = server.service_db(Service::Permissions).await;
     for sql in [
         format!("UPDATE tenants SET name = 'Zqxoldtenant', name_ct = NULL WHERE id = '{tenant}'"),
@@ -963,20 +959,8 @@ async fn p05_no_account_gains_a_source_identity_by_an_unproven_email(backend: Ba
     let alice_token = server.token(&alice.id, Some(tenant), &[Role::Member]);
     let mut ingest_client =
         ingest::ingest_service_client::IngestServiceClient::new(server.channel().await);
-    let integration = ingest_client
-        .connect_integration(authed(
-            ingest::ConnectIntegrationRequest {
-                kind: "local_folder".into(),
-                display_name: "Team".into(),
-                settings: [("path".to_owned(), "team".to_owned())].into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
+    let integration = common::ingest::connect_folder(&mut ingest_client, &admin, "Team", "team")
         .await
-        .unwrap()
-        .into_inner()
-        .integration
         .unwrap();
     common::ingest::sync_ok(&mut ingest_client, &admin, &integration.id, false).await;
     let service = server.token("ingest", Some(tenant), &[Role::Service]);

@@ -21,22 +21,7 @@ use mindmesh_proto::mindmesh::storage::v1 as storage;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 
-/// A server whose local-folder root is a fresh directory; returns it and the root.
-async fn server(backend: Backend) -> (TestServer, tempfile::TempDir) {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path().to_path_buf();
-    let server = TestServer::start_with(backend, move |c| {
-        c.ingest.local_folder_root = Some(r);
-    })
-    .await;
-    (server, root)
-}
-
-fn write(dir: &Path, path: &str, content: &str) {
-    let file = dir.join(path);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, content).unwrap();
-}
+use common::ingest::{folder_server as server, write};
 
 fn manifest(dir: &Path, json: serde_json::Value) {
     write(dir, "mindmesh-acl.json", &json.to_string());
@@ -74,18 +59,7 @@ async fn connect_folder(
     admin: &str,
     path: &str,
 ) -> Result<pb::Integration, tonic::Status> {
-    ingest
-        .connect_integration(authed(
-            pb::ConnectIntegrationRequest {
-                kind: "local_folder".into(),
-                display_name: "Shared folder".into(),
-                settings: [("path".to_owned(), path.to_owned())].into(),
-                ..Default::default()
-            },
-            admin,
-        ))
-        .await
-        .map(|r| r.into_inner().integration.unwrap())
+    ingest::connect_folder(ingest, admin, "Shared folder", path).await
 }
 
 async fn full_then_incremental_sync(backend: Backend) {

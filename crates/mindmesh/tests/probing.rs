@@ -8,9 +8,7 @@
 #[macro_use]
 mod common;
 
-use std::path::Path;
-
-use common::ingest::{self, sync_ok};
+use common::ingest::{self, connect_folder, folder_server as server, sync_ok, write};
 use common::{Backend, TestServer, authed};
 use mindmesh_kit::auth::{Claims, Role, now_secs};
 use mindmesh_kit::ids::TenantId;
@@ -21,46 +19,9 @@ use mindmesh_proto::mindmesh::storage::v1 as storage;
 use storage::put_documents_request::Item;
 use tonic::Code;
 
-/// A server whose local-folder root is a fresh directory; returns it and the root.
-async fn server(backend: Backend) -> (TestServer, tempfile::TempDir) {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path().to_path_buf();
-    let server = TestServer::start_with(backend, move |c| {
-        c.ingest.local_folder_root = Some(r);
-    })
-    .await;
-    (server, root)
-}
-
-fn write(dir: &Path, path: &str, content: &str) {
-    let file = dir.join(path);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, content).unwrap();
-}
-
 /// The folder `name` of `tenant` below `root`.
 fn folder(root: &tempfile::TempDir, tenant: TenantId, name: &str) -> std::path::PathBuf {
     root.path().join(tenant.to_string()).join(name)
-}
-
-async fn connect_folder(
-    client: &mut ingest::Ingest,
-    admin: &str,
-    name: &str,
-    path: &str,
-) -> Result<ingest_pb::Integration, tonic::Status> {
-    client
-        .connect_integration(authed(
-            ingest_pb::ConnectIntegrationRequest {
-                kind: "local_folder".into(),
-                display_name: name.into(),
-                settings: [("path".to_owned(), path.to_owned())].into(),
-                ..Default::default()
-            },
-            admin,
-        ))
-        .await
-        .map(|r| r.into_inner().integration.unwrap())
 }
 
 fn assert_refused<T: std::fmt::Debug>(

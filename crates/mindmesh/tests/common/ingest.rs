@@ -91,6 +91,45 @@ pub async fn sync_ok(ingest: &mut Ingest, admin: &str, id: &str, full: bool) -> 
     }
 }
 
+/// A server whose local-folder root is a fresh directory; returns it and the root.
+pub async fn folder_server(backend: super::Backend) -> (TestServer, tempfile::TempDir) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let r = root.path().to_path_buf();
+    let server = TestServer::start_with(backend, move |c| {
+        c.ingest.local_folder_root = Some(r);
+    })
+    .await;
+    (server, root)
+}
+
+/// Writes `content` to `path` below `dir`, making the folders on the way.
+pub fn write(dir: &std::path::Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    std::fs::create_dir_all(file.parent().expect("a parent")).expect("folders");
+    std::fs::write(file, content).expect("file");
+}
+
+/// Connects the local folder `path` (of the admin's tenant) as `display_name`.
+pub async fn connect_folder(
+    ingest: &mut Ingest,
+    admin: &str,
+    display_name: &str,
+    path: &str,
+) -> Result<pb::Integration, tonic::Status> {
+    ingest
+        .connect_integration(authed(
+            pb::ConnectIntegrationRequest {
+                kind: "local_folder".into(),
+                display_name: display_name.into(),
+                settings: [("path".to_owned(), path.to_owned())].into(),
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .map(|r| r.into_inner().integration.expect("integration"))
+}
+
 /// A member account with `email`; returns its id and a member token.
 pub async fn member(
     server: &TestServer,

@@ -251,6 +251,7 @@ impl IngestService for IngestApi {
                     scopes: c.scopes.iter().map(|s| (*s).to_owned()).collect(),
                     collects: c.collects.iter().map(|s| (*s).to_owned()).collect(),
                     setting_keys: c.setting_keys.iter().map(|s| (*s).to_owned()).collect(),
+                    notes: c.notes.iter().map(|s| (*s).to_owned()).collect(),
                 })
                 .collect(),
         }))

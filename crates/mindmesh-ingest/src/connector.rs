@@ -27,6 +27,9 @@ pub struct ConnectorInfo {
     pub setting_keys: &'static [&'static str],
     /// Settings that are secrets: sealed with the credentials, never returned.
     pub secret_setting_keys: &'static [&'static str],
+    /// What an administrator should know before connecting: what is not imported, or
+    /// reaches nobody, and why (P03).
+    pub notes: &'static [&'static str],
 }
 
 /// A user as the source knows them.

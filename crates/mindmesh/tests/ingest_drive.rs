@@ -546,6 +546,15 @@ async fn p03_drive_asks_only_read_only_scopes_and_refuses_write_grants(backend: 
     assert!(drive.scopes.iter().any(|s| s.ends_with("drive.readonly")));
     assert!(drive.setting_keys.contains(&"drive_url".to_owned()));
     assert!(drive.collects.iter().any(|c| c.contains("shared with")));
+    // What is shared only by link reaches nobody, and the admin is told so before connecting.
+    assert!(
+        drive
+            .notes
+            .iter()
+            .any(|n| n.contains("only by link") && n.contains("nobody")),
+        "{:?}",
+        drive.notes
+    );
 
     let err = client
         .connect_integration(authed(oauth_request(&fake), &admin))

@@ -68,6 +68,13 @@ pub const INFO: ConnectorInfo = ConnectorInfo {
         "revoke_url",
     ],
     secret_setting_keys: &["client_secret"],
+    notes: &[
+        "files shared only by link (anyone with the link, or a domain without discovery) \
+         reach nobody in Mindmesh: showing them to a whole company would reveal what only \
+         link holders can open",
+        "Google Forms and other files without a text export are skipped, with the reason \
+         shown on the integration",
+    ],
 };
 
 const DRIVE_URL: &str = "https://www.googleapis.com/drive/v3";

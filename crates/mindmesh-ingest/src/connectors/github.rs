@@ -58,6 +58,10 @@ pub const INFO: ConnectorInfo = ConnectorInfo {
     ],
     setting_keys: &["org", "api_url", "oauth_url", "client_id", "client_secret"],
     secret_setting_keys: &["client_secret"],
+    notes: &[
+        "members are linked to Mindmesh accounts by their public GitHub email; a member \
+         without one reads only what is public or reached through the organisation",
+    ],
 };
 
 const API_URL: &str = "https://api.github.com";

@@ -52,6 +52,10 @@ pub const INFO: ConnectorInfo = ConnectorInfo {
     ],
     setting_keys: &["path"],
     secret_setting_keys: &[],
+    notes: &[
+        "only files below the tenant's own folder are read; symbolic links, hidden files \
+         and the ACL manifests are never imported",
+    ],
 };
 
 /// The manifest's file name.

@@ -47,8 +47,9 @@ pub fn is_sqlite_url(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
 
-/// Opens a pool to `url`. SQLite gets WAL, `synchronous = NORMAL`, a busy timeout and
-/// foreign keys, and a single connection: SQLite allows one writer at a time, and one
+/// Opens a pool to `url`. SQLite gets WAL, `synchronous = NORMAL`, a busy timeout,
+/// foreign keys and `secure_delete` (what is deleted is overwritten with zeros, not left
+/// in free pages), and a single connection: SQLite allows one writer at a time, and one
 /// connection keeps transactions from failing with `SQLITE_BUSY` on upgrade.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
@@ -75,6 +76,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    .pragma("secure_delete", "ON")
                     .create_if_missing(true)
             });
     } else {
@@ -158,6 +160,30 @@ pub async fn drop_postgres_database(url: &str) -> Result<()> {
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
         .await?;
     admin.close().await?;
+    Ok(())
+}
+
+/// Rows erased (a deletion cascade) above which PostgreSQL tables are vacuumed at once.
+pub const VACUUM_AFTER_ROWS: u64 = 10_000;
+
+/// After an erasure committed: makes sure the erased rows are gone from the files too.
+/// SQLite zeroes deleted content (`secure_delete`), but the write-ahead log still holds
+/// the pages as they were: it is checkpointed and emptied. PostgreSQL keeps dead row
+/// versions until vacuumed: `tables` are vacuumed when more than [`VACUUM_AFTER_ROWS`]
+/// rows went (autovacuum gets to smaller erasures).
+pub async fn settle_erasure(db: &DatabaseConnection, tables: &[&str], rows: u64) -> Result<()> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
+        }
+        _ if rows > VACUUM_AFTER_ROWS => {
+            for table in tables {
+                db.execute_unprepared(&format!("VACUUM {table}")).await?;
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 

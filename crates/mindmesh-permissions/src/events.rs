@@ -51,6 +51,16 @@ fn counts(removed: &Removed) -> HashMap<String, u64> {
     ])
 }
 
+/// The erased rows gone from the files too (see `mindmesh_kit::db::settle_erasure`).
+async fn settle(ctx: &ServiceContext, removed: &Removed) -> Result<()> {
+    mindmesh_kit::db::settle_erasure(
+        &ctx.db,
+        &["principals", "memberships", "grants"],
+        removed.principals + removed.memberships + removed.grants,
+    )
+    .await
+}
+
 #[async_trait::async_trait]
 impl EventHandler for PermissionEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
@@ -113,6 +123,7 @@ impl EventHandler for PermissionEvents {
                     )
                     .await?;
                 txn.commit().await?;
+                settle(&self.ctx, &removed).await?;
                 self.policy.invalidate(tenant);
                 self.ctx.relay.wake();
                 tracing::info!(tenant_id = %tenant, integration_id = %integration, cascade_id = %d.cascade_id, principals = removed.principals, grants = removed.grants, revision, "integration's permission data deleted");
@@ -131,6 +142,7 @@ impl EventHandler for PermissionEvents {
                     .attest(&txn, Some(tenant), &e.cascade_id, counts(&removed), &[])
                     .await?;
                 txn.commit().await?;
+                settle(&self.ctx, &removed).await?;
                 self.policy.invalidate(tenant);
                 self.ctx.relay.wake();
             }

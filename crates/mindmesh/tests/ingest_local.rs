@@ -873,6 +873,104 @@ async fn p01_records_an_older_version_kept_in_the_clear_are_sealed_at_start(back
     server.stop().await;
 }
 
+/// P06 on disk (embedded mode): once a disconnect's cascade is done, a copy of the data
+/// directory holds nothing of what the integration brought — not its rows' keyed indexes
+/// and pseudonyms in free pages, nor in a write-ahead log.
+async fn p06_a_copy_of_the_data_directory_after_a_disconnect_holds_none_of_it() {
+    let (server, root) = server(Backend::Embedded).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
+    for i in 0..50 {
+        write(&dir, &format!("doc-{i}.md"), &format!("document {i}"));
+    }
+    acme_manifest(&dir, true, true);
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "acme").await.unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    // What the integration left in each database, as the databases store it.
+    let mut traces: Vec<String> = Vec::new();
+    for (service, sql) in [
+        (
+            Service::Storage,
+            "SELECT source_index AS v FROM documents WHERE integration_id <> ''",
+        ),
+        (Service::Ingest, "SELECT source_index AS v FROM items"),
+        (
+            Service::Permissions,
+            "SELECT external_id AS v FROM principals",
+        ),
+    ] {
+        let db = server.service_db(service).await;
+        for row in db
+            .query_all_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+        {
+            traces.push(row.try_get::<String>("", "v").unwrap());
+        }
+    }
+    assert!(traces.len() > 50, "{}", traces.len());
+    let at_rest = common::at_rest(&server).await;
+    assert!(!common::where_stored(&at_rest, &traces[0]).is_empty());
+
+    client
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ingest::readable(&server, &service).await.is_empty()
+        })
+        .await
+    );
+    // Permissions erases on the same event; wait for its rows to go too.
+    let permissions = server.service_db(Service::Permissions).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            permissions
+                .query_one_raw(sea_orm::Statement::from_string(
+                    permissions.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM principals",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+                == 0
+        })
+        .await
+    );
+    let at_rest = common::at_rest(&server).await;
+    let left: Vec<(&String, Vec<String>)> = traces
+        .iter()
+        .map(|t| (t, common::where_stored(&at_rest, t)))
+        .filter(|(_, places)| !places.is_empty())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{} of {} still on disk: {:?}",
+        left.len(),
+        traces.len(),
+        &left[..left.len().min(3)]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p06_embedded_data_directory_holds_nothing_after_a_disconnect() {
+    p06_a_copy_of_the_data_directory_after_a_disconnect_holds_none_of_it().await
+}
+
 both_modes!(
     p01_records_an_older_version_kept_in_the_clear_are_sealed_at_start,
     p01_paths_and_names_are_not_stored_in_the_clear,

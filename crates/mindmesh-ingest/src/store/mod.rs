@@ -26,6 +26,8 @@ use crate::connector::Credentials;
 
 /// Rows written per statement.
 const CHUNK: usize = 500;
+/// The tables an erasure deletes from.
+pub const ERASED_TABLES: [&str; 4] = ["credentials", "items", "skipped_items", "integrations"];
 
 /// Where an integration stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1116,11 +1118,13 @@ impl Store {
             ),
         )
         .await?;
+        let rows = counts.values().sum();
         self.ctx
             .attest(&txn, Some(tenant), &cascade.to_string(), counts, &destroyed)
             .await?;
         self.ctx.audit.append(&txn, audit).await?;
         txn.commit().await?;
+        mindmesh_kit::db::settle_erasure(&self.ctx.db, &ERASED_TABLES, rows).await?;
         self.ctx.relay.wake();
         Ok(())
     }

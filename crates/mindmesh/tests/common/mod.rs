@@ -266,7 +266,7 @@ impl TestServer {
     }
 }
 
-/// Everything the server keeps at rest, as (where, bytes): in embedded mode every file
+/// Everything the server keeps at rest, as (where, bytes in lower case): in embedded mode every file
 /// under the data directory (SQLite files, write-ahead logs, the event log, keys); in
 /// distributed mode every row of every table of every service's database and keystore,
 /// as PostgreSQL prints it (`bytea` as hex).
@@ -282,7 +282,7 @@ pub async fn at_rest(server: &TestServer) -> Vec<(String, Vec<u8>)> {
                     if path.is_dir() {
                         dirs.push(path);
                     } else if let Ok(bytes) = std::fs::read(&path) {
-                        out.push((path.display().to_string(), bytes));
+                        out.push((path.display().to_string(), bytes.to_ascii_lowercase()));
                     }
                 }
             }
@@ -317,7 +317,10 @@ pub async fn at_rest(server: &TestServer) -> Vec<(String, Vec<u8>)> {
                             text.push_str(&row.try_get::<String>("", "row").expect("row"));
                             text.push('\n');
                         }
-                        out.push((format!("{name}.{table}"), text.into_bytes()));
+                        out.push((
+                            format!("{name}.{table}"),
+                            text.to_ascii_lowercase().into_bytes(),
+                        ));
                     }
                 }
             }
@@ -329,15 +332,15 @@ pub async fn at_rest(server: &TestServer) -> Vec<(String, Vec<u8>)> {
 /// Where at rest `needle` is stored, in the clear (in any case) or hex-encoded (how
 /// `bytea` prints).
 pub fn where_stored(at_rest: &[(String, Vec<u8>)], needle: &str) -> Vec<String> {
+    let plain = needle.to_ascii_lowercase();
     let hex: String = needle.bytes().map(|b| format!("{b:02x}")).collect();
+    let (plain, hex) = (
+        memchr::memmem::Finder::new(plain.as_bytes()),
+        memchr::memmem::Finder::new(hex.as_bytes()),
+    );
     at_rest
         .iter()
-        .filter(|(_, bytes)| {
-            bytes
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-                || bytes.windows(hex.len()).any(|w| w == hex.as_bytes())
-        })
+        .filter(|(_, bytes)| plain.find(bytes).is_some() || hex.find(bytes).is_some())
         .map(|(place, _)| place.clone())
         .collect()
 }

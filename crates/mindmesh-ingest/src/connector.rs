@@ -216,6 +216,10 @@ pub struct Credentials {
     /// When the access token expires, if known.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// When the access token was obtained, if known (its lifetime decides how early it
+    /// is renewed).
+    #[serde(default)]
+    pub obtained_at: Option<DateTime<Utc>>,
     /// Secret settings (client secret, service-account key…), by setting key.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
@@ -227,6 +231,7 @@ impl std::fmt::Debug for Credentials {
             .field("access_token", &"<redacted>")
             .field("refresh_token", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field("obtained_at", &self.obtained_at)
             .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .finish()
     }

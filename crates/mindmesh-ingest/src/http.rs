@@ -196,8 +196,10 @@ impl Http {
             if let Some(json) = &call.json {
                 request = request.json(json);
             }
+            let mut sent = String::new();
             if let Auth::Bearer(tokens) = auth {
-                request = request.bearer_auth(tokens.access_token(self).await?);
+                sent = tokens.access_token(self).await?;
+                request = request.bearer_auth(&sent);
             }
             let wait = match request.send().await {
                 Err(e) => {
@@ -214,7 +216,7 @@ impl Http {
                     Verdict::Unauthorized => match auth {
                         Auth::Bearer(tokens) if !refreshed && tokens.can_refresh() => {
                             refreshed = true;
-                            Box::pin(tokens.refresh(self)).await?;
+                            Box::pin(tokens.renew(self, &sent)).await?;
                             attempt -= 1;
                             continue;
                         }

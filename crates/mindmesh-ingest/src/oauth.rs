@@ -185,19 +185,19 @@ impl TokenSource {
         !matches!(self.renewal, Renewal::None)
     }
 
-    /// The access token, renewed first when it expires within a minute (or when there is
-    /// none yet and it can be minted).
+    /// The access token, renewed first when it is about to expire (or when there is
+    /// none yet and it can be minted). Concurrent callers share one renewal.
     pub async fn access_token(&self, http: &Http) -> Result<String> {
-        {
+        let stale = {
             let current = self.current.lock().await;
-            let fresh = current
-                .expires_at
-                .is_none_or(|at| at - Utc::now() > Duration::seconds(EARLY_REFRESH_SECS));
-            if (!current.access_token.is_empty() && fresh) || !self.can_refresh() {
+            if (!current.access_token.is_empty() && fresh(&current, Utc::now()))
+                || !self.can_refresh()
+            {
                 return Ok(current.access_token.clone());
             }
-        }
-        Box::pin(self.refresh(http)).await?;
+            current.access_token.clone()
+        };
+        Box::pin(self.renew(http, &stale)).await?;
         Ok(self.current.lock().await.access_token.clone())
     }
 
@@ -206,9 +206,14 @@ impl TokenSource {
         self.current.lock().await.clone()
     }
 
-    /// Gets a new access token and stores it.
-    pub async fn refresh(&self, http: &Http) -> Result<()> {
+    /// Replaces the access token `rejected` (refused by the source, or about to
+    /// expire) with a new one and stores it — unless another caller replaced it already,
+    /// so that concurrent fetches renew it once.
+    pub async fn renew(&self, http: &Http, rejected: &str) -> Result<()> {
         let mut current = self.current.lock().await;
+        if current.access_token != rejected && !current.access_token.is_empty() {
+            return Ok(());
+        }
         let call = match &self.renewal {
             Renewal::None => {
                 return Err(Error::Unauthenticated(format!(
@@ -253,12 +258,29 @@ impl TokenSource {
         let token = request_token(http, &call).await?;
         current.access_token = token.access_token;
         current.expires_at = token.expires_at;
+        current.obtained_at = Some(Utc::now());
         if let Some(refresh) = token.refresh_token {
             current.refresh_token = refresh;
         }
         self.sink.save(&current).await?;
         Ok(())
     }
+}
+
+/// True while `credentials`' access token may still be used at `now`: until a fifth of
+/// its lifetime (at most [`EARLY_REFRESH_SECS`]) before it expires, so that a token
+/// living an hour is renewed a minute early and one living three seconds after about
+/// two and a half — never on every call.
+fn fresh(credentials: &Credentials, now: chrono::DateTime<Utc>) -> bool {
+    let Some(expires_at) = credentials.expires_at else {
+        return true;
+    };
+    let margin = match credentials.obtained_at {
+        Some(obtained) => (expires_at - obtained) / 5,
+        None => Duration::seconds(EARLY_REFRESH_SECS),
+    }
+    .min(Duration::seconds(EARLY_REFRESH_SECS));
+    expires_at - now > margin
 }
 
 /// What a token endpoint answered.
@@ -364,5 +386,43 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("private_key"), "{err}");
         assert!(!err.to_string().contains("nope"), "{err}");
+    }
+
+    fn token(
+        lifetime_secs: i64,
+        age_secs: i64,
+        known_age: bool,
+    ) -> (Credentials, chrono::DateTime<Utc>) {
+        let obtained = Utc::now();
+        let credentials = Credentials {
+            access_token: "t".into(),
+            expires_at: Some(obtained + Duration::seconds(lifetime_secs)),
+            obtained_at: known_age.then_some(obtained),
+            ..Credentials::default()
+        };
+        (credentials, obtained + Duration::seconds(age_secs))
+    }
+
+    #[test]
+    fn a_token_is_renewed_early_by_a_share_of_its_lifetime() {
+        // An hour's token: used until a minute before it expires.
+        let (c, at) = token(3600, 3530, true);
+        assert!(fresh(&c, at));
+        let (c, at) = token(3600, 3545, true);
+        assert!(!fresh(&c, at));
+        // Three seconds: used for two of them, not renewed on every call.
+        let (c, at) = token(3, 2, true);
+        assert!(fresh(&c, at));
+        let (c, at) = token(3, 3, true);
+        assert!(!fresh(&c, at));
+        // Of unknown age: a minute early, as before.
+        let (c, at) = token(3600, 3545, false);
+        assert!(!fresh(&c, at));
+        // Without an expiry: always.
+        let c = Credentials {
+            access_token: "t".into(),
+            ..Credentials::default()
+        };
+        assert!(fresh(&c, Utc::now()));
     }
 }

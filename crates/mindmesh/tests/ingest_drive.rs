@@ -721,6 +721,38 @@ async fn hostile_drive_answers_fail_or_skip_with_a_reason(backend: Backend) {
     server.stop().await;
 }
 
+/// #11 finding 3: with short-lived access tokens, each identity's token is fetched once
+/// and used until shortly before it expires — not once per call — and still renewed in
+/// time (a token past its lifetime is refused by the fake, as by Google).
+async fn short_lived_tokens_are_reused_until_shortly_before_they_expire(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme();
+    world.token_lifetime_secs = 3;
+    for i in 0..40 {
+        world.put(doc(
+            &format!("bulk-{i}"),
+            &format!("Bulk {i}"),
+            ALICE,
+            "bulk",
+            vec![Perm::user(BOB, "reader")],
+        ));
+    }
+    let fake = FakeGoogle::start(world).await;
+    let (_, admin) = server.create_tenant("Acme").await;
+    let mut client = ingest::client(&server).await;
+    let integration = ingest::connect(&mut client, &admin, oauth_request(&fake)).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    sync_ok(&mut client, &admin, &integration.id, true).await;
+    let (grants, calls) = fake.with(|w| (w.grants.len(), w.authenticated));
+    assert!(calls > 30, "{calls} calls");
+    // One identity; each token lives 3 s: a handful of grants cover the syncs' seconds.
+    assert!(
+        grants * 5 <= calls,
+        "{grants} tokens granted for {calls} calls"
+    );
+    server.stop().await;
+}
+
 async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     let server = server(backend).await;
     let pem = std::fs::read_to_string(concat!(
@@ -955,4 +987,5 @@ both_modes!(
     p06_drive_disconnect_revokes_the_token_and_erases,
     hostile_drive_answers_fail_or_skip_with_a_reason,
     a_whole_domain_crawl_impersonates_each_user,
+    short_lived_tokens_are_reused_until_shortly_before_they_expire,
 );

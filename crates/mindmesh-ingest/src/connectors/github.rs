@@ -125,6 +125,7 @@ pub async fn connect(
         credentials.access_token = token.access_token;
         credentials.refresh_token = token.refresh_token.unwrap_or_default();
         credentials.expires_at = token.expires_at;
+        credentials.obtained_at = Some(chrono::Utc::now());
         return Ok(());
     }
     if grant.access_token.is_empty() {

@@ -129,6 +129,11 @@ pub struct World {
     pub service_account_key: Option<Vec<u8>>,
     /// After this many authenticated requests, every access token stops working once.
     pub expire_tokens_after: Option<usize>,
+    /// Lifetime of the access tokens the token endpoint grants, in seconds (0: Google's
+    /// 3,599); a token past it is refused with 401, as Google does.
+    pub token_lifetime_secs: u64,
+    /// When each access token expires.
+    pub token_expiry: HashMap<String, std::time::Instant>,
     pub authenticated: usize,
     pub faults: Vec<Fault>,
     pub seen: Vec<Seen>,
@@ -403,8 +408,12 @@ async fn enter(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default()
             .to_owned();
+        let expired = w
+            .token_expiry
+            .get(&token)
+            .is_some_and(|at| *at <= std::time::Instant::now());
         let user = match w.tokens.get(&token) {
-            Some((user, true)) => user.clone(),
+            Some((user, true)) if !expired => user.clone(),
             _ => {
                 return Err(error(
                     StatusCode::UNAUTHORIZED,
@@ -530,9 +539,17 @@ async fn token(State(world): State<Shared>, Form(form): Form<HashMap<String, Str
     };
     w.grants.push((grant.clone(), user.clone()));
     let access = w.new_token(&user);
+    let lifetime = match w.token_lifetime_secs {
+        0 => 3599,
+        secs => secs,
+    };
+    w.token_expiry.insert(
+        access.clone(),
+        std::time::Instant::now() + std::time::Duration::from_secs(lifetime),
+    );
     let mut body = json!({
         "access_token": access,
-        "expires_in": 3599,
+        "expires_in": lifetime,
         "token_type": "Bearer",
         "scope": w.granted_scope,
     });

@@ -5,7 +5,7 @@
 //! service token for the tenant.
 
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::grpc::{peer_channel, peer_error, timestamp};
+use mindmesh_kit::grpc::{peer_error, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
@@ -58,18 +58,11 @@ pub struct Sink {
 impl Sink {
     /// Clients of the services at `peers.storage_url` and `peers.permissions_url`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
-        let storage = peer_channel("peers.storage_url", ctx.config.peers.storage_url.as_deref())?;
-        let permissions = peer_channel(
+        let storage = ctx.peer("peers.storage_url", ctx.config.peers.storage_url.as_deref())?;
+        let permissions = ctx.peer(
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;
-        if ctx.service_tokens.is_none() {
-            return Err(Error::Config(
-                "the ingest service writes to storage and permissions and needs \
-                 keys.jwt_private_key_file to sign its service tokens"
-                    .into(),
-            ));
-        }
         let limit = ctx.config.limits.max_message_bytes;
         Ok(Sink {
             storage: StorageServiceClient::new(storage)

@@ -184,6 +184,22 @@ impl ServiceContext {
             .request(tenant, message)
     }
 
+    /// A lazily connected channel to the peer service at `url` (configured as `setting`),
+    /// which this service calls with its own service tokens. Fails naming the setting
+    /// when the URL is missing or malformed, or naming `keys.jwt_private_key_file` when
+    /// this process cannot sign service tokens.
+    pub fn peer(&self, setting: &str, url: Option<&str>) -> Result<tonic::transport::Channel> {
+        let channel = crate::grpc::peer_channel(setting, url)?;
+        if self.service_tokens.is_none() {
+            return Err(crate::Error::Config(format!(
+                "the {} service calls the service at {setting} and needs \
+                 keys.jwt_private_key_file to sign its service tokens",
+                self.service
+            )));
+        }
+        Ok(channel)
+    }
+
     /// Starts the outbox relay of this service.
     pub fn spawn_relay(&self) {
         let relay = self.relay.clone();

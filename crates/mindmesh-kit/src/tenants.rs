@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 
 use crate::context::ServiceContext;
 use crate::error::{Error, Result};
-use crate::grpc::{peer_channel, peer_error};
+use crate::grpc::peer_error;
 use crate::ids::TenantId;
 
 /// How long a tenant the owner confirmed is taken to exist without asking again.
@@ -40,17 +40,10 @@ pub struct AskPermissions {
 impl AskPermissions {
     /// The permissions service at `peers.permissions_url`, asked by the service of `ctx`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
-        let channel = peer_channel(
+        let channel = ctx.peer(
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;
-        if ctx.service_tokens.is_none() {
-            return Err(Error::Config(format!(
-                "the {} service asks the permissions service which tenants exist and needs \
-                 keys.jwt_private_key_file to sign its service tokens",
-                ctx.service
-            )));
-        }
         Ok(AskPermissions {
             ctx,
             accounts: AccountServiceClient::new(channel),

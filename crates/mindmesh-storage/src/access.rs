@@ -6,7 +6,7 @@
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::grpc::{peer_channel, peer_error};
+use mindmesh_kit::grpc::peer_error;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
@@ -41,17 +41,10 @@ pub struct Gate {
 impl Gate {
     /// A gate to the permissions service at `peers.permissions_url`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
-        let channel = peer_channel(
+        let channel = ctx.peer(
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;
-        if ctx.service_tokens.is_none() {
-            return Err(Error::Config(
-                "the storage service calls the permissions service and needs \
-                 keys.jwt_private_key_file to sign its service tokens"
-                    .into(),
-            ));
-        }
         let limit = ctx.config.limits.max_message_bytes;
         Ok(Gate {
             permissions: PermissionsServiceClient::new(channel.clone())

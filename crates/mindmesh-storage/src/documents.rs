@@ -358,13 +358,13 @@ impl Documents {
     }
 
     /// The tenant's key for source indexes, derived from its index key.
+    fn source_key(index_key: &SecretKey) -> Result<MacKey> {
+        Ok(index_key.derive("storage/source-ids")?.mac_key())
+    }
+
+    /// [`Documents::source_key`] of `tenant`.
     async fn source_index_key(&self, tenant: TenantId) -> Result<MacKey> {
-        Ok(self
-            .keystore
-            .index_key(tenant)
-            .await?
-            .derive("storage/source-ids")?
-            .mac_key())
+        Self::source_key(&self.keystore.index_key(tenant).await?)
     }
 
     /// Stores a document: a native one is created or replaced; an imported one is
@@ -410,7 +410,10 @@ impl Documents {
         if docs.is_empty() {
             return Ok(Vec::new());
         }
-        let (tombstoned, stored) = self.lookup(tenant, &docs).await?;
+        // One look at the tenant's index key serves the source indexes and the terms.
+        let index_key = self.keystore.index_key(tenant).await?;
+        let source_keys = Self::source_key(&index_key)?;
+        let (tombstoned, stored) = self.lookup(tenant, &source_keys, &docs).await?;
         let mut outcomes = Vec::with_capacity(docs.len());
         let mut writes: Vec<(DocumentId, NewDocument)> = Vec::new();
         for doc in docs {
@@ -447,9 +450,8 @@ impl Documents {
         }
 
         // Seal and index outside the transaction.
-        let source_keys = self.source_index_key(tenant).await?;
         let term_key = if self.find_index {
-            Some(Self::term_key(&self.keystore.index_key(tenant).await?)?)
+            Some(Self::term_key(&index_key)?)
         } else {
             None
         };
@@ -621,6 +623,7 @@ impl Documents {
     async fn lookup(
         &self,
         tenant: TenantId,
+        source_keys: &MacKey,
         docs: &[NewDocument],
     ) -> Result<(
         std::collections::HashSet<SourceKey>,
@@ -636,7 +639,6 @@ impl Documents {
             })
             .collect();
         // Imported sources by their index: (integration, index) → the source's id.
-        let source_keys = self.source_index_key(tenant).await?;
         let mut by_index: std::collections::HashMap<(String, String), String> =
             std::collections::HashMap::new();
         for doc in docs {
@@ -647,7 +649,7 @@ impl Documents {
             } = &doc.origin
             {
                 let integration = integration.to_string();
-                let index = source_index(&source_keys, &integration, external_id);
+                let index = source_index(source_keys, &integration, external_id);
                 by_index.insert((integration, index), external_id.clone());
             }
         }

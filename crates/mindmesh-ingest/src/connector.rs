@@ -155,6 +155,10 @@ pub struct Page {
     pub documents: Vec<SourceDocument>,
     /// External ids deleted at the source, or no longer visible to Mindmesh.
     pub removed: Vec<String>,
+    /// External ids that one of several identities Mindmesh reads as can no longer see
+    /// (its access was revoked): perhaps gone, perhaps still there for the others. The
+    /// engine asks [`Connector::recheck`] which, rather than delete them for everyone.
+    pub lost: Vec<String>,
     /// Items skipped, with reasons.
     pub skipped: Vec<Skipped>,
     /// Where to continue after this page, persisted once the page is applied; `None`
@@ -196,6 +200,19 @@ pub trait Connector: Send + Sync {
     /// The content of a listed document. An `InvalidArgument` or `ResourceExhausted`
     /// error skips the document with that reason; any other error fails the sync.
     async fn content(&self, document: &SourceDocument) -> Result<Content>;
+
+    /// A document listed in [`Page::lost`], read again with the `content_ref` it was
+    /// last stored with: `Some` with what the source says now (its grants re-read by an
+    /// identity that still sees it), `None` when it is gone for every identity Mindmesh
+    /// reads as. Connectors that never report lost documents keep the default.
+    async fn recheck(
+        &self,
+        external_id: &str,
+        content_ref: &str,
+    ) -> Result<Option<SourceDocument>> {
+        let _ = (external_id, content_ref);
+        Ok(None)
+    }
 
     /// Revokes the integration's token at the provider, where it can; called on
     /// disconnect, best effort.

@@ -28,7 +28,7 @@ use crate::connector::{Connector, Credentials, Page, SourceDocument};
 use crate::connectors::{self, Setup};
 use crate::oauth::CredentialSink;
 use crate::sink::{Outcome, Sink};
-use crate::store::{ItemRecord, PageRecord, Store};
+use crate::store::{Item, ItemRecord, PageRecord, Store};
 
 /// How long a lease lasts without renewal: how long a crashed sync keeps others out.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -39,6 +39,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(10);
 /// Items removed per step of a full listing's sweep.
 const SWEEP_BATCH: u64 = 500;
+/// Lost items asked about at once.
+const RECHECK_CONCURRENCY: usize = 8;
 
 /// A sync's phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -489,17 +491,22 @@ impl Engine {
         timings: &mut Timings,
     ) -> Result<PageRecord> {
         let max_content = self.ctx.config.storage.max_content_bytes;
-        // A document listed twice in a page: the last listing wins.
-        let mut documents: HashMap<&str, &SourceDocument> = HashMap::new();
-        for doc in &page.documents {
-            documents.insert(&doc.external_id, doc);
-        }
-        let ids: Vec<String> = documents
-            .keys()
-            .map(|s| (*s).to_owned())
+        let ids: Vec<String> = page
+            .documents
+            .iter()
+            .map(|d| d.external_id.clone())
             .chain(page.removed.iter().cloned())
+            .chain(page.lost.iter().cloned())
             .collect();
         let known = timed(&mut timings.bookkeeping, self.store.items(tenant, id, &ids)).await?;
+        // What one identity lost may still be there for others: the source says which.
+        let (rechecked, gone) =
+            timed(&mut timings.listing, recheck(connector, &page.lost, &known)).await?;
+        // A document listed twice in a page: the last listing wins.
+        let mut documents: HashMap<&str, &SourceDocument> = HashMap::new();
+        for doc in page.documents.iter().chain(&rechecked) {
+            documents.insert(&doc.external_id, doc);
+        }
         let mut record = PageRecord {
             generation,
             unchanged: page.unchanged.clone(),
@@ -526,6 +533,7 @@ impl Engine {
                         group: doc.group.clone(),
                         document: item.document,
                         version: doc.version.clone(),
+                        reference: doc.content_ref.clone(),
                     });
                     unchanged += 1;
                 }
@@ -601,6 +609,7 @@ impl Engine {
                             group: doc.group.clone(),
                             document: item.document,
                             version: item.version.clone(),
+                            reference: doc.content_ref.clone(),
                         });
                     }
                 }
@@ -611,6 +620,7 @@ impl Engine {
                         group: doc.group.clone(),
                         document,
                         version: doc.version.clone(),
+                        reference: doc.content_ref.clone(),
                     });
                 }
                 (_, None) => {
@@ -624,7 +634,7 @@ impl Engine {
 
         let mut deleted = 0u64;
         let deletions_start = std::time::Instant::now();
-        for external_id in &page.removed {
+        for external_id in page.removed.iter().chain(&gone) {
             if let Some(item) = known.get(external_id) {
                 self.sink.delete(tenant, item.document).await?;
                 deleted += 1;
@@ -638,7 +648,7 @@ impl Engine {
             tracing::info!(tenant_id = %tenant, integration_id = %id, skipped = record.skipped.len(), "items skipped");
         }
         progress.send_modify(|p| {
-            p.done += (page.documents.len() + page.removed.len()) as u64;
+            p.done += (page.documents.len() + page.removed.len() + page.lost.len()) as u64;
             p.total = p.total.max(page.total_hint.unwrap_or(0)).max(p.done);
             p.created += counts.0;
             p.updated += counts.1;
@@ -701,6 +711,49 @@ impl Drop for Prefetch {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Asks the connector about each known item of `lost`: the documents still there (with
+/// their grants as the source has them now), and the external ids gone for everyone.
+/// Items never imported are neither; an item recorded without a reference can only be
+/// taken for gone.
+async fn recheck(
+    connector: &dyn Connector,
+    lost: &[String],
+    known: &HashMap<String, Item>,
+) -> Result<(Vec<SourceDocument>, Vec<String>)> {
+    let mut asked: HashMap<String, String> = HashMap::new();
+    for external_id in lost {
+        if let Some(item) = known.get(external_id) {
+            asked.insert(
+                external_id.clone(),
+                item.reference.clone().unwrap_or_default(),
+            );
+        }
+    }
+    let answers: Vec<Result<(String, Option<SourceDocument>)>> = futures::stream::iter(
+        asked
+            .into_iter()
+            .map(|(external_id, reference)| async move {
+                let now = if reference.is_empty() {
+                    None
+                } else {
+                    connector.recheck(&external_id, &reference).await?
+                };
+                Ok((external_id, now))
+            }),
+    )
+    .buffer_unordered(RECHECK_CONCURRENCY)
+    .collect()
+    .await;
+    let (mut still, mut gone) = (Vec::new(), Vec::new());
+    for answer in answers {
+        match answer? {
+            (_, Some(doc)) => still.push(doc),
+            (external_id, None) => gone.push(external_id),
+        }
+    }
+    Ok((still, gone))
 }
 
 /// Errors of one document that skip it rather than fail the sync.

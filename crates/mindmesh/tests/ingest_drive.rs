@@ -753,8 +753,9 @@ async fn short_lived_tokens_are_reused_until_shortly_before_they_expire(backend:
     server.stop().await;
 }
 
-async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
-    let server = server(backend).await;
+/// The test service account: its key as Google hands it out (PEM in JSON) and its
+/// public key (DER), which the fake verifies assertions with.
+fn service_account() -> (serde_json::Value, Vec<u8>) {
     let pem = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/service-account-test-key.pem"
@@ -767,13 +768,53 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
             .collect::<String>(),
     )
     .unwrap();
-    let public = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let public = ring::signature::KeyPair::public_key(&public)
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let public = ring::signature::KeyPair::public_key(&pair)
         .as_ref()
         .to_vec();
+    let key = json!({
+        "type": "service_account",
+        "client_email": "mindmesh@acme-project.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    (key, public)
+}
+
+/// Acme with the service account's key known to the fake, and no files yet.
+fn acme_domain() -> World {
     let mut world = acme();
-    world.service_account_key = Some(public);
+    world.service_account_key = Some(service_account().1);
     world.files.clear();
+    world.changes.clear();
+    world
+}
+
+/// Connects the whole domain with the service account (domain-wide delegation).
+async fn connect_domain(
+    client: &mut ingest::Ingest,
+    admin: &str,
+    fake: &FakeGoogle,
+) -> pb::Integration {
+    let mut settings = fake.settings();
+    settings.insert("admin_email".into(), ADMIN.into());
+    ingest::connect(
+        client,
+        admin,
+        pb::ConnectIntegrationRequest {
+            kind: "google_drive".into(),
+            display_name: "Acme domain".into(),
+            settings,
+            access_token: service_account().0.to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme_domain();
     world.put(doc(
         "a-1",
         "Alice's plan",
@@ -796,26 +837,7 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     let (tenant, admin) = server.create_tenant("Acme").await;
     let p = people(&server, tenant, &admin).await;
     let mut client = ingest::client(&server).await;
-    let key = json!({
-        "type": "service_account",
-        "client_email": "mindmesh@acme-project.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    let mut settings = fake.settings();
-    settings.insert("admin_email".into(), ADMIN.into());
-    let integration = ingest::connect(
-        &mut client,
-        &admin,
-        pb::ConnectIntegrationRequest {
-            kind: "google_drive".into(),
-            display_name: "Acme domain".into(),
-            settings,
-            access_token: key.to_string(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let integration = connect_domain(&mut client, &admin, &fake).await;
     sync_ok(&mut client, &admin, &integration.id, false).await;
     // Alice's plan is listed by Alice and by Bob (a writer): stored once.
     assert_eq!(stored(&server, tenant).await, 4);
@@ -853,6 +875,65 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
             .values()
             .all(|v| !v.contains("PRIVATE KEY"))
     );
+    server.stop().await;
+}
+
+/// #11 finding 2: in a whole-domain crawl, a file removed from one user's change log
+/// (their access revoked) stays for its owner and its other readers; deleted and trashed
+/// files go for everyone.
+async fn a_revoked_grant_hides_the_file_from_that_user_only(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme_domain();
+    world.put(doc(
+        "r-shared",
+        "Shared plan",
+        ALICE,
+        "plan",
+        vec![Perm::user(BOB, "reader"), Perm::user(CAROL, "reader")],
+    ));
+    world.put(doc(
+        "r-deleted",
+        "Soon deleted",
+        ALICE,
+        "gone",
+        vec![Perm::user(BOB, "reader")],
+    ));
+    world.put(doc(
+        "r-trashed",
+        "Soon trashed",
+        BOB,
+        "trash",
+        vec![Perm::user(CAROL, "reader")],
+    ));
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_domain(&mut client, &admin, &fake).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        titles(&server, &p.bob).await,
+        set(&["Shared plan", "Soon deleted", "Soon trashed"])
+    );
+    assert_eq!(
+        titles(&server, &p.carol).await,
+        set(&["Shared plan", "Soon trashed"])
+    );
+
+    fake.with(|w| {
+        w.edit("r-shared", |f| f.perms.retain(|p| p.email != BOB));
+        w.delete("r-deleted");
+        w.edit("r-trashed", |f| f.trashed = true);
+    });
+    let progress = sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(progress.deleted, 2, "{progress:?}");
+    // Bob's log said "removed" for the shared plan: only Bob lost it.
+    assert!(titles(&server, &p.bob).await.is_empty());
+    assert_eq!(titles(&server, &p.alice).await, set(&["Shared plan"]));
+    assert_eq!(titles(&server, &p.carol).await, set(&["Shared plan"]));
+    // Asked as its owner whether it is still there, not as Bob.
+    let asked = fake.seen("/drive/v3/files/r-shared");
+    assert!(asked.iter().any(|s| s.user == ALICE), "{asked:?}");
     server.stop().await;
 }
 
@@ -987,5 +1068,6 @@ both_modes!(
     p06_drive_disconnect_revokes_the_token_and_erases,
     hostile_drive_answers_fail_or_skip_with_a_reason,
     a_whole_domain_crawl_impersonates_each_user,
+    a_revoked_grant_hides_the_file_from_that_user_only,
     short_lived_tokens_are_reused_until_shortly_before_they_expire,
 );

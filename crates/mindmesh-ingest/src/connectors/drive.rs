@@ -12,8 +12,12 @@
 //!   are exported as text (`files.export`), other files downloaded (`alt=media`).
 //! - **Changes**: before a full listing, `changes.getStartPageToken` is taken for the
 //!   user's own log and for each shared drive's log (`drives.list`); afterwards,
-//!   `changes.list` from those tokens until `newStartPageToken`. A change that is
-//!   `removed` (deleted, or access lost) or trashed removes the file.
+//!   `changes.list` from those tokens until `newStartPageToken`. A trashed file is
+//!   removed. A change that is `removed` means the user whose log it is no longer sees
+//!   the file (deleted, or their access revoked): reading as one user, the file is
+//!   removed; crawling the whole domain, it is read again as its owner (or whoever
+//!   described it) and removed only if they do not see it either, else its grants are
+//!   replaced by what they read.
 //! - **Whole-domain crawls** (a service-account key with domain-wide delegation): Drive
 //!   answers as the user whose token is used and lists only what that user can see, so
 //!   every user of the directory is impersonated in turn (in directory-id order, so the
@@ -598,6 +602,19 @@ impl GoogleDrive {
         url
     }
 
+    /// The directory id of the user with `email`, if the directory has them.
+    async fn directory_id(&self, email: &str) -> Option<String> {
+        if email.is_empty() {
+            return None;
+        }
+        self.directory
+            .lock()
+            .await
+            .iter()
+            .find(|(id, e)| !id.is_empty() && e.as_str() == email)
+            .map(|(id, _)| id.clone())
+    }
+
     /// The users a crawl reads as: every directory user (domain mode), or the connected
     /// user alone (named by the empty id).
     async fn crawl_users(&self) -> Vec<String> {
@@ -775,12 +792,19 @@ impl GoogleDrive {
             )
             .await?
             .json()?;
+        let whole_domain = matches!(self.mode, Mode::Domain { .. });
         for change in list.changes {
             match change.file {
+                _ if change.file_id.is_empty() => {}
                 Some(file) if !change.removed && !file.trashed => {
                     self.add(&mut page, &log.user, file).await?;
                 }
-                _ if change.file_id.is_empty() => {}
+                // In the trash: gone for everyone.
+                Some(file) if file.trashed => page.removed.push(change.file_id),
+                // This user no longer sees it: deleted, or only their access revoked.
+                // With one identity that is all Mindmesh may know; crawling the whole
+                // domain, the others' view is asked for (`recheck`).
+                _ if whole_domain => page.lost.push(change.file_id),
                 _ => page.removed.push(change.file_id),
             }
         }
@@ -889,6 +913,11 @@ impl GoogleDrive {
             size_hint,
             content_ref: serde_json::to_string(&ContentRef {
                 user: user.to_owned(),
+                owner: file
+                    .owners
+                    .first()
+                    .map(|o| o.email_address.to_lowercase())
+                    .unwrap_or_default(),
                 mime_type: file.mime_type,
             })
             .map_err(|_| Error::Internal("content reference does not encode".into()))?,
@@ -987,10 +1016,14 @@ fn grants(permissions: Vec<Permission>) -> Vec<SourceGrant> {
     grants
 }
 
-/// What `content` needs: who to read as, and the file's Drive type.
+/// What `content` needs: who to read as (a directory id, empty for the connected
+/// user), and the file's Drive type; and whom to ask whether it is still there when the
+/// reader lost it (its owner's email).
 #[derive(Serialize, Deserialize)]
 struct ContentRef {
     user: String,
+    #[serde(default)]
+    owner: String,
     mime_type: String,
 }
 
@@ -1175,6 +1208,48 @@ impl Connector for GoogleDrive {
             bytes: answer.body,
             mime_type: None,
         })
+    }
+
+    /// Whole-domain crawls: a file one user lost is read again as its owner, then as
+    /// the user who last described it, whichever still sees it and may read its
+    /// permissions; gone only when neither does.
+    async fn recheck(
+        &self,
+        external_id: &str,
+        content_ref: &str,
+    ) -> Result<Option<SourceDocument>> {
+        if !matches!(self.mode, Mode::Domain { .. }) {
+            return Ok(None);
+        }
+        let Ok(reference) = serde_json::from_str::<ContentRef>(content_ref) else {
+            return Ok(None);
+        };
+        let mut candidates = Vec::new();
+        if let Some(owner) = self.directory_id(&reference.owner).await {
+            candidates.push(owner);
+        }
+        if !reference.user.is_empty() && !candidates.contains(&reference.user) {
+            candidates.push(reference.user);
+        }
+        for user in candidates {
+            let url = self.drive_url(
+                &["files", external_id],
+                &[("supportsAllDrives", "true"), ("fields", FILE_FIELDS)],
+            );
+            let file: File = match self.get("drive files.get", url, &user).await {
+                Ok(answer) => answer.json()?,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if file.trashed {
+                return Ok(None);
+            }
+            match self.describe(&user, file).await? {
+                Listed::Document(doc) => return Ok(Some(*doc)),
+                Listed::Skipped(_) | Listed::Ignored => continue,
+            }
+        }
+        Ok(None)
     }
 
     async fn revoke(&self) -> Result<()> {

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(PendingSweeps));
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(SealedRecords));
+        all.push(Box::new(ItemReferences));
         all
     }
 }
@@ -255,5 +256,41 @@ impl MigrationTrait for SealedRecords {
         Err(DbErr::Migration(
             "sealed records cannot be put back in the clear".into(),
         ))
+    }
+}
+
+/// Each item keeps the connector's reference it was stored with (sealed like the rest:
+/// it names the identity that read it), so that a source that reports one identity's
+/// lost access can be asked whether the item is still there for the others.
+struct ItemReferences;
+
+impl MigrationName for ItemReferences {
+    fn name(&self) -> &str {
+        "m20261202_000100_ingest_item_references"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ItemReferences {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("items")
+                    .add_column(blob_null("reference_ct"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("items")
+                    .drop_column("reference_ct")
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -102,6 +102,9 @@ pub struct Item {
     pub version: String,
     /// The full listing that last saw it.
     pub generation: i64,
+    /// The connector's reference it was last stored with (see
+    /// `SourceDocument::content_ref`); `None` for items recorded before references were.
+    pub reference: Option<String>,
 }
 
 /// An item stored or seen.
@@ -115,6 +118,8 @@ pub struct ItemRecord {
     pub document: DocumentId,
     /// The source version stored.
     pub version: String,
+    /// The connector's reference to the item (sealed at rest).
+    pub reference: String,
 }
 
 /// What one applied page changes in the ingest database, with the cursor after it.
@@ -189,6 +194,11 @@ impl RecordKeys {
 
 fn field(tenant: TenantId, id: IntegrationId, column: &str) -> Vec<u8> {
     field_aad(tenant, "integrations", column, &id.to_string())
+}
+
+/// An item's reference is bound to its integration and index.
+fn reference_aad(tenant: TenantId, id: IntegrationId, index: &str) -> Vec<u8> {
+    field_aad(tenant, "items", "reference", &format!("{id}/{index}"))
 }
 
 fn skipped_aad(tenant: TenantId, id: IntegrationId, index: &str) -> Vec<u8> {
@@ -623,6 +633,7 @@ impl Store {
                             "document_id",
                             "source_version",
                             "generation",
+                            "reference_ct",
                         ])
                         .from("items")
                         .and_where(Expr::col("integration_id").eq(id.to_string()))
@@ -633,7 +644,16 @@ impl Store {
                 )
                 .await?;
             for row in rows {
-                let (index, item) = item(&row)?;
+                let (index, mut item) = item(&row)?;
+                let sealed: Option<Vec<u8>> = row.try_get("", "reference_ct")?;
+                if let Some(sealed) = sealed {
+                    let plain = keys
+                        .seal
+                        .open(&reference_aad(tenant, id, &index), &sealed)?;
+                    item.reference = Some(String::from_utf8(plain).map_err(|_| {
+                        Error::Internal("a stored item reference is not text".into())
+                    })?);
+                }
                 if let Some(external_id) = by_index.get(&index) {
                     out.insert((*external_id).clone(), item);
                 }
@@ -705,6 +725,7 @@ impl Store {
                     "source_version",
                     "generation",
                     "legacy",
+                    "reference_ct",
                 ])
                 .on_conflict(
                     OnConflict::columns(["integration_id", "source_index"])
@@ -713,20 +734,27 @@ impl Store {
                             "document_id",
                             "source_version",
                             "generation",
+                            "reference_ct",
                         ])
                         .to_owned(),
                 );
             for item in chunk {
                 let group = (!item.group.is_empty()).then(|| keys.group(&item.group));
+                let index = keys.item(&item.external_id);
+                let reference = keys.seal.seal(
+                    &reference_aad(tenant, id, &index),
+                    item.reference.as_bytes(),
+                )?;
                 insert.values_panic([
                     id.to_string().into(),
-                    keys.item(&item.external_id).into(),
+                    index.into(),
                     group.into(),
                     tenant.to_string().into(),
                     item.document.to_string().into(),
                     item.version.clone().into(),
                     page.generation.into(),
                     false.into(),
+                    reference.into(),
                 ]);
             }
             txn.execute(&insert).await?;
@@ -1415,6 +1443,7 @@ fn item(row: &QueryResult) -> Result<(String, Item)> {
             document: parse(&document)?,
             version: row.try_get("", "source_version")?,
             generation: row.try_get("", "generation")?,
+            reference: None,
         },
     ))
 }

@@ -104,8 +104,10 @@ pub struct World {
     /// Shared drives: id → member emails.
     pub drives: BTreeMap<String, BTreeSet<String>>,
     pub files: BTreeMap<String, File>,
-    /// The change log: (sequence, file id, shared drive).
-    pub changes: Vec<(u64, String, Option<String>)>,
+    /// The change log: (sequence, file id, shared drive, who could see the file before
+    /// the change). A user's log holds the changes of files they see, and of files they
+    /// saw before (`removed`: deleted, or their access lost), as Drive's does.
+    pub changes: Vec<(u64, String, Option<String>, BTreeSet<String>)>,
     pub seq: u64,
     /// Largest page the fake answers, whatever the client asks.
     pub page_size: usize,
@@ -141,11 +143,39 @@ pub struct World {
 }
 
 impl World {
-    /// Appends a change of `file` to the log.
+    /// Appends a change of `file` to the log (seen by whoever sees it now).
     pub fn touch(&mut self, file: &str) {
+        let before = self.viewers(file);
+        self.record(file, before);
+    }
+
+    fn record(&mut self, file: &str, before: BTreeSet<String>) {
         self.seq += 1;
         let drive = self.files.get(file).and_then(|f| f.drive.clone());
-        self.changes.push((self.seq, file.to_owned(), drive));
+        self.changes
+            .push((self.seq, file.to_owned(), drive, before));
+    }
+
+    /// Everyone, in the directory or outside it, who can see `file` now.
+    pub fn viewers(&self, file: &str) -> BTreeSet<String> {
+        let Some(f) = self.files.get(file) else {
+            return BTreeSet::new();
+        };
+        let mut people: BTreeSet<String> = self.users.iter().map(|u| u.1.clone()).collect();
+        people.insert(f.owner.clone());
+        for p in &f.perms {
+            if p.kind == "user" {
+                people.insert(p.email.clone());
+            }
+        }
+        for (_, _, _, members) in &self.groups {
+            for (m, kind) in members {
+                if *kind == "USER" {
+                    people.insert(m.clone());
+                }
+            }
+        }
+        people.into_iter().filter(|u| self.can_see(u, f)).collect()
     }
 
     /// Adds or replaces a file, recording the change.
@@ -154,25 +184,28 @@ impl World {
             file.version = old.version + 1;
         }
         let id = file.id.clone();
+        let before = self.viewers(&id);
         self.files.insert(id.clone(), file);
-        self.touch(&id);
+        self.record(&id, before);
     }
 
     /// Changes a file, recording the change (and a new version).
     pub fn edit(&mut self, id: &str, change: impl FnOnce(&mut File)) {
+        let before = self.viewers(id);
         if let Some(f) = self.files.get_mut(id) {
             change(f);
             f.version += 1;
         }
-        self.touch(id);
+        self.record(id, before);
     }
 
     /// Deletes a file for good, recording the change.
     pub fn delete(&mut self, id: &str) {
+        let before = self.viewers(id);
         let drive = self.files.get(id).and_then(|f| f.drive.clone());
         self.files.remove(id);
         self.seq += 1;
-        self.changes.push((self.seq, id.to_owned(), drive));
+        self.changes.push((self.seq, id.to_owned(), drive, before));
     }
 
     fn groups_of(&self, email: &str) -> BTreeSet<String> {
@@ -720,7 +753,8 @@ async fn file_media(
     match w.files.get(&id) {
         Some(f) if w.can_see(&user, f) => {
             if q.get("alt").map(String::as_str) != Some("media") {
-                return axum::Json(w.file_json(&user, f, "")).into_response();
+                let fields = q.get("fields").map(String::as_str).unwrap_or_default();
+                return axum::Json(w.file_json(&user, f, fields)).into_response();
             }
             if f.mime_type.starts_with("application/vnd.google-apps.") {
                 return error(
@@ -859,17 +893,24 @@ async fn changes(State(world): State<Shared>, headers: HeaderMap, Query(q): Q) -
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(100)
         .min(w.page_size.max(1));
-    let log: Vec<&(u64, String, Option<String>)> = w
+    let log: Vec<_> = w
         .changes
         .iter()
-        .filter(|(seq, _, d)| *seq >= from && *d == drive)
+        .filter(|(seq, _, d, _)| *seq >= from && *d == drive)
         .collect();
     let page = &log[..log.len().min(size)];
+    let fields = q.get("fields").map(String::as_str).unwrap_or_default();
     let changes: Vec<Value> = page
         .iter()
-        .map(|(_, id, _)| match w.files.get(id) {
-            Some(f) if w.can_see(&user, f) || f.trashed => json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": false, "file": w.file_json(&user, f, q.get("fields").map(String::as_str).unwrap_or_default())}),
-            _ => json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": true}),
+        .filter_map(|(_, id, _, before)| {
+            // A shared drive's log is its members'; a user's own log holds what they see
+            // or saw before the change.
+            let saw = drive.is_some() || before.contains(&user);
+            match w.files.get(id) {
+                Some(f) if w.can_see(&user, f) || (f.trashed && saw) => Some(json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": false, "file": w.file_json(&user, f, fields)})),
+                _ if saw => Some(json!({"kind": "drive#change", "changeType": "file", "fileId": id, "removed": true})),
+                _ => None,
+            }
         })
         .collect();
     let mut body = json!({"kind": "drive#changeList", "changes": changes});

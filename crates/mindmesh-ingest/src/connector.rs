@@ -214,6 +214,14 @@ pub trait Connector: Send + Sync {
         Ok(None)
     }
 
+    /// A principal for a user a grant names who is not among [`Connector::principals`]
+    /// (an outside collaborator), where the grantee's id says enough to link them to a
+    /// Mindmesh account (an email); `None` leaves the grant reaching nobody.
+    fn outside_user(&self, grantee: &str) -> Option<SourceUser> {
+        let _ = grantee;
+        None
+    }
+
     /// Revokes the integration's token at the provider, where it can; called on
     /// disconnect, best effort.
     async fn revoke(&self) -> Result<()> {

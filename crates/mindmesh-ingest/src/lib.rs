@@ -8,6 +8,7 @@
 //! - [`http`] and [`oauth`] — requests to the sources that respect their rate limits,
 //!   and their tokens (code exchange, refresh, service-account assertions);
 //! - [`sync`] — the engine: leases, schedule, pages applied and checkpointed;
+//! - [`principals`] — the directory and the outside people grants name;
 //! - [`sink`] — where a sync writes: storage and permissions over gRPC;
 //! - [`store`] — integrations, sealed credentials, imported items;
 //! - [`events`] — the deletion cascades ingest takes part in;
@@ -21,6 +22,7 @@ pub mod connectors;
 pub mod events;
 pub mod http;
 pub mod oauth;
+pub mod principals;
 pub mod sink;
 pub mod store;
 pub mod sync;

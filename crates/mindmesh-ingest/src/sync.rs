@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::connector::{Connector, Credentials, Page, SourceDocument};
 use crate::connectors::{self, Setup};
 use crate::oauth::CredentialSink;
+use crate::principals::KnownPrincipals;
 use crate::sink::{Outcome, Sink};
 use crate::store::{Item, ItemRecord, PageRecord, Store};
 
@@ -357,7 +358,11 @@ impl Engine {
         let principal_start = std::time::Instant::now();
         let principals = stopped_or(cancel, connector.principals()).await?;
         let count = (principals.users.len() + principals.groups.len()) as u64;
-        self.sink.principals(tenant, id, principals).await?;
+        let outsiders = self.store.outsiders(tenant, id).await?;
+        let mut known_principals = KnownPrincipals::new(principals, outsiders);
+        self.sink
+            .principals(tenant, id, known_principals.handed_over())
+            .await?;
         timings.principals = principal_start.elapsed();
         progress.send_modify(|p| {
             p.done = count;
@@ -417,6 +422,7 @@ impl Engine {
                     &page,
                     position.generation,
                     full,
+                    &mut known_principals,
                     progress,
                     &mut timings,
                 )
@@ -447,6 +453,15 @@ impl Engine {
                 Some(_) => {}
             }
             cursor = page.cursor;
+        }
+        if known_principals.grown() {
+            // Grants named people outside the directory: they are principals now.
+            timed(
+                &mut timings.principals,
+                self.sink
+                    .principals(tenant, id, known_principals.handed_over()),
+            )
+            .await?;
         }
         if let Some(generation) = self.store.sweep_due(id).await? {
             timed(
@@ -487,6 +502,7 @@ impl Engine {
         page: &Page,
         generation: i64,
         full: bool,
+        known_principals: &mut KnownPrincipals,
         progress: &watch::Sender<Progress>,
         timings: &mut Timings,
     ) -> Result<PageRecord> {
@@ -629,6 +645,11 @@ impl Engine {
                     ));
                 }
             }
+        }
+        for (_, grants) in &acls {
+            record
+                .outsiders
+                .extend(known_principals.learn(connector, grants));
         }
         timed(&mut timings.grants, self.sink.acls(tenant, id, &acls)).await?;
 

@@ -878,6 +878,60 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     server.stop().await;
 }
 
+/// #11 finding 1 (P05): a person outside the directory whom a file is shared with
+/// directly reads it through their Mindmesh account under that email, and only it; the
+/// next sync keeps it so (they are remembered, not re-learned), a revocation ends it.
+async fn p05_outside_collaborators_read_what_is_shared_with_them(backend: Backend) {
+    let server = server(backend).await;
+    let mut world = acme_domain();
+    let dan = "dan@elsewhere.example";
+    world.put(doc(
+        "o-dan",
+        "Partner contract",
+        ALICE,
+        "contract",
+        vec![Perm::user(dan, "commenter")],
+    ));
+    world.put(doc(
+        "o-erin",
+        "Freelancer brief",
+        ALICE,
+        "brief",
+        vec![Perm::user("erin@gmail.com", "reader")],
+    ));
+    world.put(doc("o-private", "Alice's notes", ALICE, "mine", vec![]));
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let p = people(&server, tenant, &admin).await;
+    let mut client = ingest::client(&server).await;
+    let integration = connect_domain(&mut client, &admin, &fake).await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        titles(&server, &p.outsider).await,
+        set(&["Partner contract"])
+    );
+    assert!(titles(&server, &p.carol).await.is_empty());
+    // Erin signs up after the sync: linked by email like anyone else.
+    let erin = ingest::member(&server, tenant, &admin, "erin@gmail.com")
+        .await
+        .1;
+    assert_eq!(titles(&server, &erin).await, set(&["Freelancer brief"]));
+
+    // A sync that sees no change of those files keeps them shared.
+    fake.with(|w| w.put(doc("o-other", "Other", ALICE, "x", vec![])));
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_eq!(
+        titles(&server, &p.outsider).await,
+        set(&["Partner contract"])
+    );
+
+    fake.with(|w| w.edit("o-dan", |f| f.perms.clear()));
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert!(titles(&server, &p.outsider).await.is_empty());
+    assert_eq!(titles(&server, &erin).await, set(&["Freelancer brief"]));
+    server.stop().await;
+}
+
 /// #11 finding 2: in a whole-domain crawl, a file removed from one user's change log
 /// (their access revoked) stays for its owner and its other readers; deleted and trashed
 /// files go for everyone.
@@ -1069,5 +1123,6 @@ both_modes!(
     hostile_drive_answers_fail_or_skip_with_a_reason,
     a_whole_domain_crawl_impersonates_each_user,
     a_revoked_grant_hides_the_file_from_that_user_only,
+    p05_outside_collaborators_read_what_is_shared_with_them,
     short_lived_tokens_are_reused_until_shortly_before_they_expire,
 );

@@ -2,7 +2,9 @@
 //!
 //! - **Principals**: `users.list`, `groups.list` and `members.list` of the Directory API,
 //!   nested groups included (a member of type `GROUP`). Users and groups are named by
-//!   their email, lower-cased: that is how Drive permissions name them.
+//!   their email, lower-cased: that is how Drive permissions name them. A person outside
+//!   the directory whom a file is shared with (an outside collaborator) becomes a
+//!   principal under the email the permission names.
 //! - **Documents**: a full listing is `files.list` (`trashed = false`, every drive the
 //!   user can see: `corpora=allDrives`, `supportsAllDrives`, `includeItemsFromAllDrives`),
 //!   paged by `nextPageToken` until it is absent. Each file's grants come from
@@ -1207,6 +1209,21 @@ impl Connector for GoogleDrive {
         Ok(Content {
             bytes: answer.body,
             mime_type: None,
+        })
+    }
+
+    /// Drive names users by email: a person outside the directory a file is shared
+    /// with is a principal under that email.
+    fn outside_user(&self, grantee: &str) -> Option<SourceUser> {
+        let plausible = grantee.len() <= 320
+            && grantee
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+            && !grantee.chars().any(|c| c.is_whitespace() || c.is_control());
+        plausible.then(|| SourceUser {
+            external_id: grantee.to_owned(),
+            email: grantee.to_owned(),
+            display_name: String::new(),
         })
     }
 

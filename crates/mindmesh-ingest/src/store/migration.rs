@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(SealedRecords));
         all.push(Box::new(ItemReferences));
+        all.push(Box::new(OutsideUsers));
         all
     }
 }
@@ -291,6 +292,52 @@ impl MigrationTrait for ItemReferences {
                     .drop_column("reference_ct")
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// People outside a source's directory whom its grants name (an outside collaborator's
+/// email): kept as principals of the integration between syncs, so that they read what
+/// is shared with them (P05). Found by a keyed index, sealed like the rest.
+struct OutsideUsers;
+
+impl MigrationName for OutsideUsers {
+    fn name(&self) -> &str {
+        "m20261202_000200_ingest_outside_users"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutsideUsers {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("outside_users")
+                    .if_not_exists()
+                    .col(string("integration_id"))
+                    .col(string("user_index"))
+                    .col(string("tenant_id"))
+                    .col(blob("user_ct"))
+                    .primary_key(Index::create().col("integration_id").col("user_index"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("outside_users_tenant")
+                    .table("outside_users")
+                    .col("tenant_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("outside_users").to_owned())
             .await
     }
 }

@@ -22,12 +22,20 @@ use mindmesh_proto::mindmesh::events::v1 as ev;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
 
-use crate::connector::Credentials;
+use crate::connector::{Credentials, SourceUser};
 
 /// Rows written per statement.
 const CHUNK: usize = 500;
 /// The tables an erasure deletes from.
-pub const ERASED_TABLES: [&str; 4] = ["credentials", "items", "skipped_items", "integrations"];
+pub const ERASED_TABLES: [&str; 5] = [
+    "credentials",
+    "items",
+    "skipped_items",
+    "outside_users",
+    "integrations",
+];
+/// What an integration's disconnect deletes (its row stays, marked disconnected).
+const INTEGRATION_TABLES: [&str; 4] = ["credentials", "items", "skipped_items", "outside_users"];
 
 /// Where an integration stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +147,9 @@ pub struct PageRecord {
     pub generation: i64,
     /// Set by the page that completes a full listing: that listing's sweep is due.
     pub sweep_due: Option<i64>,
+    /// People outside the source's directory whom the page's grants name, to keep as
+    /// principals of the integration.
+    pub outsiders: Vec<SourceUser>,
 }
 
 /// The ingest database.
@@ -194,6 +205,11 @@ impl RecordKeys {
 
 fn field(tenant: TenantId, id: IntegrationId, column: &str) -> Vec<u8> {
     field_aad(tenant, "integrations", column, &id.to_string())
+}
+
+/// An outside user is bound to its integration and index.
+fn outsider_aad(tenant: TenantId, id: IntegrationId, index: &str) -> Vec<u8> {
+    field_aad(tenant, "outside_users", "user", &format!("{id}/{index}"))
 }
 
 /// An item's reference is bound to its integration and index.
@@ -833,6 +849,32 @@ impl Store {
             }
             txn.execute(&insert).await?;
         }
+        for chunk in page.outsiders.chunks(CHUNK) {
+            let mut insert = Query::insert();
+            insert
+                .into_table("outside_users")
+                .columns(["integration_id", "user_index", "tenant_id", "user_ct"])
+                .on_conflict(
+                    OnConflict::columns(["integration_id", "user_index"])
+                        .do_nothing()
+                        .to_owned(),
+                );
+            for user in chunk {
+                let index = keys
+                    .index
+                    .blind_index(&[b"outside user", user.external_id.as_bytes()]);
+                let plain = serde_json::to_vec(&(&user.external_id, &user.email))
+                    .map_err(|_| Error::Internal("an outside user does not encode".into()))?;
+                let sealed = keys.seal.seal(&outsider_aad(tenant, id, &index), &plain)?;
+                insert.values_panic([
+                    id.to_string().into(),
+                    index.into(),
+                    tenant.to_string().into(),
+                    sealed.into(),
+                ]);
+            }
+            txn.execute(&insert).await?;
+        }
         let cursor = page
             .cursor
             .as_ref()
@@ -853,6 +895,37 @@ impl Store {
             .wrote(&self.ctx.db, page.items.len() as u64)
             .await?;
         Ok(())
+    }
+
+    /// The people outside the source's directory that grants of `id` have named.
+    pub async fn outsiders(&self, tenant: TenantId, id: IntegrationId) -> Result<Vec<SourceUser>> {
+        let keys = self.record_keys(tenant, id).await?;
+        let rows = self
+            .ctx
+            .db
+            .query_all(
+                &Query::select()
+                    .columns(["user_index", "user_ct"])
+                    .from("outside_users")
+                    .and_where(Expr::col("integration_id").eq(id.to_string()))
+                    .order_by("user_index", Order::Asc)
+                    .to_owned(),
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let index: String = row.try_get("", "user_index")?;
+                let sealed: Vec<u8> = row.try_get("", "user_ct")?;
+                let plain = keys.seal.open(&outsider_aad(tenant, id, &index), &sealed)?;
+                let (external_id, email): (String, String) = serde_json::from_slice(&plain)
+                    .map_err(|_| Error::Internal("a stored outside user does not decode".into()))?;
+                Ok(SourceUser {
+                    external_id,
+                    email,
+                    display_name: String::new(),
+                })
+            })
+            .collect()
     }
 
     /// The completed full listing whose sweep has not run yet, if any.
@@ -1127,13 +1200,8 @@ impl Store {
             // Another call finished it meanwhile.
             return Ok(());
         }
-        let counts = delete_rows(
-            &txn,
-            &["credentials", "items", "skipped_items"],
-            "integration_id",
-            id.to_string(),
-        )
-        .await?;
+        let counts =
+            delete_rows(&txn, &INTEGRATION_TABLES, "integration_id", id.to_string()).await?;
         outbox::enqueue(
             &txn,
             &events::envelope(
@@ -1347,13 +1415,7 @@ impl Store {
         txn: &C,
         tenant: TenantId,
     ) -> Result<HashMap<String, u64>> {
-        delete_rows(
-            txn,
-            &["credentials", "items", "skipped_items", "integrations"],
-            "tenant_id",
-            tenant.to_string(),
-        )
-        .await
+        delete_rows(txn, &ERASED_TABLES, "tenant_id", tenant.to_string()).await
     }
 }
 

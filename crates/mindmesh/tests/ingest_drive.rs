@@ -878,6 +878,128 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     server.stop().await;
 }
 
+/// Every person's readable set equals what Drive lets them read (`World::may_read`).
+async fn assert_exact(server: &TestServer, fake: &FakeGoogle, people: &[(String, String)]) {
+    for (email, token) in people {
+        let truth = fake.with(|w| w.may_read(email));
+        let read = titles(server, token).await;
+        let missed: Vec<_> = truth.difference(&read).collect();
+        let extra: Vec<_> = read.difference(&truth).collect();
+        let detail: Vec<String> = fake.with(|w| {
+            missed
+                .iter()
+                .chain(&extra)
+                .filter_map(|id| w.files.get(id.as_str()))
+                .map(|f| {
+                    format!(
+                        "{} owner {} drive {:?} perms {:?}",
+                        f.id, f.owner, f.drive, f.perms
+                    )
+                })
+                .collect()
+        });
+        assert!(
+            missed.is_empty() && extra.is_empty(),
+            "{email}: misses {missed:?}, reads {extra:?} it may not; {detail:#?}"
+        );
+    }
+}
+
+/// #11: a whole domain — 40 users, 4 outside collaborators, 12 nested groups, ~400
+/// files, shared drives — crawled by impersonating each user: every person reads
+/// exactly what Drive lets them read, before and after a revocation, a group change, a
+/// trashed file and a new shared file (P02, P05).
+async fn p02_a_domain_crawl_gives_everyone_exactly_what_drive_does(backend: Backend) {
+    use fake_google::{Company, company, company_group, company_outsider, company_user};
+    let server = server(backend).await;
+    let shape = Company {
+        users: 40,
+        outsiders: 4,
+        groups: 12,
+        files: 400,
+        content_bytes: 64,
+        seed: 11,
+    };
+    let mut world = company(shape);
+    world.service_account_key = Some(service_account().1);
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Corp").await;
+    let mut people = Vec::new();
+    for email in (0..shape.users)
+        .map(company_user)
+        .chain((0..shape.outsiders).map(company_outsider))
+    {
+        let token = ingest::member(&server, tenant, &admin, &email).await.1;
+        people.push((email, token));
+    }
+    let mut client = ingest::client(&server).await;
+    let mut settings = fake.settings();
+    settings.insert("admin_email".into(), company_user(0));
+    let integration = ingest::connect(
+        &mut client,
+        &admin,
+        pb::ConnectIntegrationRequest {
+            kind: "google_drive".into(),
+            display_name: "Corp".into(),
+            settings,
+            access_token: service_account().0.to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let outsider_reads = fake.with(|w| w.may_read(&company_outsider(0)).len());
+    assert!(
+        outsider_reads > 0,
+        "the company shares something with an outsider"
+    );
+    assert_exact(&server, &fake, &people).await;
+
+    fake.with(|w| {
+        // A revocation: the first file shared with a user directly loses that grant.
+        let (id, who) = w
+            .files
+            .values()
+            .find_map(|f| {
+                f.perms
+                    .iter()
+                    .find(|p| p.kind == "user" && p.email != f.owner && !f.owner.is_empty())
+                    .map(|p| (f.id.clone(), p.email.clone()))
+            })
+            .unwrap();
+        w.edit(&id, |f| f.perms.retain(|p| p.email != who));
+        // A group change: user 1 moves from its team to team 5.
+        let moved = company_user(1);
+        for (_, email, _, members) in &mut w.groups {
+            members.retain(|(m, _)| *m != moved);
+            if *email == company_group(5) {
+                members.push((moved.clone(), "USER"));
+            }
+        }
+        // A trashed file, and a new one shared with an outsider and a group.
+        let trashed = w
+            .files
+            .values()
+            .find(|f| f.drive.is_none() && f.mime_type.ends_with(".document"))
+            .map(|f| f.id.clone())
+            .unwrap();
+        w.edit(&trashed, |f| f.trashed = true);
+        w.put(doc(
+            "cf-new",
+            "cf-new",
+            &company_user(7),
+            "new",
+            vec![
+                Perm::user(&company_outsider(3), "reader"),
+                Perm::group(&company_group(2), "reader"),
+            ],
+        ));
+    });
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    assert_exact(&server, &fake, &people).await;
+    server.stop().await;
+}
+
 /// #11 finding 1 (P05): a person outside the directory whom a file is shared with
 /// directly reads it through their Mindmesh account under that email, and only it; the
 /// next sync keeps it so (they are remembered, not re-learned), a revocation ends it.
@@ -1124,5 +1246,6 @@ both_modes!(
     a_whole_domain_crawl_impersonates_each_user,
     a_revoked_grant_hides_the_file_from_that_user_only,
     p05_outside_collaborators_read_what_is_shared_with_them,
+    p02_a_domain_crawl_gives_everyone_exactly_what_drive_does,
     short_lived_tokens_are_reused_until_shortly_before_they_expire,
 );

@@ -162,7 +162,9 @@ impl World {
             return BTreeSet::new();
         };
         let mut people: BTreeSet<String> = self.users.iter().map(|u| u.1.clone()).collect();
-        people.insert(f.owner.clone());
+        if !f.owner.is_empty() {
+            people.insert(f.owner.clone());
+        }
         for p in &f.perms {
             if p.kind == "user" {
                 people.insert(p.email.clone());
@@ -232,10 +234,14 @@ impl World {
         if f.trashed {
             return false;
         }
-        if let Some(drive) = &f.drive {
-            return self.drives.get(drive).is_some_and(|m| m.contains(user));
+        // Members of a shared drive see its files; a file of one can also be shared
+        // with others, as any file can.
+        if let Some(drive) = &f.drive
+            && self.drives.get(drive).is_some_and(|m| m.contains(user))
+        {
+            return true;
         }
-        if f.owner == user {
+        if !f.owner.is_empty() && f.owner == user {
             return true;
         }
         let computed;
@@ -267,9 +273,11 @@ impl World {
 
     /// Every permission of `f`, as `permissions.list` answers them.
     fn permissions_json(&self, f: &File) -> Vec<Value> {
-        let mut all = vec![
-            json!({"kind": "drive#permission", "id": format!("p-{}", f.owner), "type": "user", "emailAddress": f.owner, "role": "owner"}),
-        ];
+        let mut all = Vec::new();
+        // Items of shared drives have no owner.
+        if !f.owner.is_empty() {
+            all.push(json!({"kind": "drive#permission", "id": format!("p-{}", f.owner), "type": "user", "emailAddress": f.owner, "role": "owner"}));
+        }
         // A shared drive's members hold inherited permissions on its files.
         if let Some(members) = f.drive.as_ref().and_then(|d| self.drives.get(d)) {
             for m in members {
@@ -319,7 +327,7 @@ impl World {
             "trashed": f.trashed,
             "driveId": f.drive,
             "ownedByMe": f.owner == user,
-            "owners": [{"emailAddress": f.owner}],
+            "owners": if f.owner.is_empty() { json!([]) } else { json!([{"emailAddress": f.owner}]) },
             "capabilities": {"canEdit": share, "canShare": share},
         })
     }
@@ -943,5 +951,174 @@ pub fn blob(id: &str, name: &str, owner: &str, content: &[u8], perms: Vec<Perm>)
         mime_type: "text/plain".into(),
         content: content.to_vec(),
         ..doc(id, name, owner, "", perms)
+    }
+}
+
+/// The shape of a generated company (see [`company`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Company {
+    /// Directory users (the first is the directory admin).
+    pub users: usize,
+    /// People outside the directory that files are shared with (half of them also
+    /// members of a directory group).
+    pub outsiders: usize,
+    /// Directory groups, nested as a tree (group i inside group (i-1)/2).
+    pub groups: usize,
+    /// Files, a tenth of them in two shared drives.
+    pub files: usize,
+    /// Bytes of each file's text.
+    pub content_bytes: usize,
+    /// Varies the sharing.
+    pub seed: u64,
+}
+
+/// The company's domain.
+pub const COMPANY_DOMAIN: &str = "corp.example";
+
+/// A directory user of [`company`].
+pub fn company_user(i: usize) -> String {
+    format!("u{i:03}@{COMPANY_DOMAIN}")
+}
+
+/// A person outside the directory of [`company`].
+pub fn company_outsider(i: usize) -> String {
+    if i % 2 == 0 {
+        format!("ext{i}@partner.example")
+    } else {
+        format!("ext{i}@gmail.com")
+    }
+}
+
+/// A group of [`company`].
+pub fn company_group(i: usize) -> String {
+    format!("team{i:02}@{COMPANY_DOMAIN}")
+}
+
+/// A whole company in Drive, its sharing drawn from `seed`: files owned by directory
+/// users and shared with users, outside people, nested groups, the domain and anyone
+/// (discoverable or by link only); shared drives; a few Google Forms (no text export)
+/// and folders. Titles are the file ids, so that readable sets compare with
+/// [`World::may_read`].
+pub fn company(shape: Company) -> World {
+    let mut w = World {
+        page_size: 1000,
+        oauth_user: company_user(0),
+        ..World::default()
+    };
+    let mut state = shape.seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| -> usize {
+        // splitmix64: enough to vary the sharing, the same for every run of a seed.
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    };
+    for i in 0..shape.users {
+        w.users.push((
+            (1000 + i).to_string(),
+            company_user(i),
+            format!("User {i}"),
+            false,
+        ));
+    }
+    w.admins.insert(company_user(0));
+    for g in 0..shape.groups {
+        let mut members: Vec<(String, &'static str)> = (0..shape.users)
+            .filter(|u| u % shape.groups == g)
+            .map(|u| (company_user(u), "USER"))
+            .collect();
+        members.extend(
+            (1..shape.groups)
+                .filter(|child| (child - 1) / 2 == g)
+                .map(|child| (company_group(child), "GROUP")),
+        );
+        if g < shape.outsiders / 2 {
+            members.push((company_outsider(2 * g + 1), "USER"));
+        }
+        w.groups.push((
+            format!("gid{g}"),
+            company_group(g),
+            format!("Team {g}"),
+            members,
+        ));
+    }
+    for d in 0..2 {
+        let members: BTreeSet<String> = (0..shape.users)
+            .filter(|u| u % 3 == d)
+            .map(company_user)
+            .collect();
+        w.drives.insert(format!("drive-{d}"), members);
+    }
+    let body = "lorem ipsum dolor sit amet ".repeat(shape.content_bytes / 27 + 1);
+    for i in 0..shape.files {
+        let id = format!("cf-{i:05}");
+        let owner = company_user(next(shape.users));
+        let mut perms = Vec::new();
+        for _ in 0..next(3) {
+            let role = ["reader", "commenter", "writer"][next(3)];
+            perms.push(Perm::user(&company_user(next(shape.users)), role));
+        }
+        if shape.outsiders > 0 && next(8) == 0 {
+            perms.push(Perm::user(
+                &company_outsider(next(shape.outsiders)),
+                "reader",
+            ));
+        }
+        if next(3) == 0 {
+            perms.push(Perm::group(&company_group(next(shape.groups)), "reader"));
+        }
+        match next(20) {
+            0 => perms.push(Perm::domain(COMPANY_DOMAIN, true)),
+            1 => perms.push(Perm::domain(COMPANY_DOMAIN, false)),
+            2 => perms.push(Perm::anyone(true)),
+            3 => perms.push(Perm::anyone(false)),
+            _ => {}
+        }
+        let text = format!(
+            "{id} {}",
+            &body[..shape.content_bytes.saturating_sub(id.len() + 1)]
+        );
+        let mut file = doc(&id, &id, &owner, &text, perms);
+        match next(40) {
+            0 => file.mime_type = "application/vnd.google-apps.form".into(),
+            1 => file.mime_type = "application/vnd.google-apps.folder".into(),
+            2..=5 => {
+                file.drive = Some(format!("drive-{}", next(2)));
+                file.owner = String::new();
+                file.perms.retain(|p| p.kind == "user" || p.kind == "group");
+            }
+            _ => {}
+        }
+        w.put(file);
+    }
+    w
+}
+
+impl World {
+    /// The ids of the files `person` may read, as Drive decides and Mindmesh must
+    /// reproduce: not trashed, with a text export; owned, in one of their shared drives,
+    /// or shared with them directly, through a group (nested), their domain or anyone —
+    /// domain and anyone only when discoverable (link-only sharing reaches nobody).
+    pub fn may_read(&self, person: &str) -> BTreeSet<String> {
+        let groups = self.groups_of(person);
+        let domain = person.rsplit('@').next().unwrap_or_default();
+        self.files
+            .values()
+            .filter(|f| !f.trashed)
+            .filter(|f| {
+                f.mime_type != "application/vnd.google-apps.form"
+                    && f.mime_type != "application/vnd.google-apps.folder"
+            })
+            .filter(|f| {
+                self.can_see_in(person, Some(&groups), f)
+                    || f.perms.iter().any(|p| {
+                        !p.deleted
+                            && p.discoverable
+                            && (p.kind == "anyone" || (p.kind == "domain" && p.domain == domain))
+                    })
+            })
+            .map(|f| f.name.clone())
+            .collect()
     }
 }

@@ -982,7 +982,7 @@ pub fn company_user(i: usize) -> String {
 
 /// A person outside the directory of [`company`].
 pub fn company_outsider(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("ext{i}@partner.example")
     } else {
         format!("ext{i}@gmail.com")

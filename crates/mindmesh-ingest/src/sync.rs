@@ -600,6 +600,10 @@ impl Engine {
         })
         .await;
         record.skipped.extend(fetched?);
+        // One record per item (a source may report one twice): the last reason wins.
+        let reasons: std::collections::BTreeMap<String, String> =
+            std::mem::take(&mut record.skipped).into_iter().collect();
+        record.skipped = reasons.into_iter().collect();
         let stored = stored?;
 
         let mut counts = (0u64, 0u64, unchanged + record.skipped.len() as u64);
@@ -655,7 +659,10 @@ impl Engine {
 
         let mut deleted = 0u64;
         let deletions_start = std::time::Instant::now();
-        for external_id in page.removed.iter().chain(&gone) {
+        // Several of a source's logs may report one removal.
+        let removed: std::collections::BTreeSet<&String> =
+            page.removed.iter().chain(&gone).collect();
+        for external_id in removed {
             if let Some(item) = known.get(external_id) {
                 self.sink.delete(tenant, item.document).await?;
                 deleted += 1;

@@ -34,6 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use mindmesh_kit::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +237,11 @@ pub struct GoogleDrive {
     mode: Mode,
     /// Directory users by directory id (email, in order), read by `principals`.
     directory: tokio::sync::Mutex<BTreeMap<String, String>>,
+    /// Listings, change logs and permission reads run at once (`ingest.fetch_concurrency`).
+    concurrency: usize,
+    /// Files described in this sync, with the version described: another user's
+    /// listing of the same version adds nothing.
+    described: std::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Opens the connector of an integration.
@@ -244,6 +250,7 @@ pub fn open(
     settings: &BTreeMap<String, String>,
     credentials: Credentials,
     sink: Arc<dyn CredentialSink>,
+    concurrency: usize,
 ) -> Result<GoogleDrive> {
     let endpoints = Endpoints::from(settings)?;
     let scopes = SCOPES.join(" ");
@@ -295,6 +302,8 @@ pub fn open(
             .unwrap_or_else(|| "my_customer".into()),
         mode,
         directory: tokio::sync::Mutex::new(BTreeMap::new()),
+        concurrency: concurrency.max(1),
+        described: std::sync::Mutex::new(HashMap::new()),
     })
 }
 
@@ -476,23 +485,40 @@ struct Change {
 
 // --- The cursor ---
 
+/// The cursor's format since listings and change logs are read side by side.
+const CURSOR_FORMAT: u32 = 2;
+
 /// Where a Drive sync stands. Users are named by directory id, never by email.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Cursor {
+    /// [`CURSOR_FORMAT`]; 0 for cursors written before it (one user at a time).
+    #[serde(default)]
+    format: u32,
     /// `list` during a full listing, `changes` after it.
     phase: String,
-    /// Whole-domain crawl: the directory id of the user being listed.
+    /// The listings of the full listing not finished yet, in order.
     #[serde(default)]
-    user: String,
-    /// The `files.list` page token of the current user's listing.
-    #[serde(default)]
-    page_token: Option<String>,
-    /// Change logs: the user's own (drive empty) and one per shared drive.
+    listings: Vec<Listing>,
+    /// Change logs: each user's own and one per shared drive.
     #[serde(default)]
     logs: Vec<Log>,
-    /// The change log being read.
+    /// Format 0: the change log being read (those before it were read this round).
     #[serde(default)]
     log: usize,
+}
+
+/// One listing of a full listing: a user's files (My Drive and shared with them) or a
+/// shared drive's, read as one of its members.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Listing {
+    /// Directory id of the user it is read as (empty: the connected user).
+    user: String,
+    /// Shared drive id; empty for the user's own files.
+    #[serde(default)]
+    drive: String,
+    /// The `files.list` page token to read next; `None` for the first page.
+    #[serde(default)]
+    page_token: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -503,6 +529,9 @@ struct Log {
     drive: String,
     /// Page token to read from.
     token: String,
+    /// Read to its end in this round (a round ends when every log is).
+    #[serde(default)]
+    read: bool,
 }
 
 impl Cursor {
@@ -627,151 +656,312 @@ impl GoogleDrive {
     }
 
     /// Starts a full listing: the start tokens of every change log first, so that
-    /// nothing changed during the listing is missed.
+    /// nothing changed during the listing is missed. Each user's files are one listing;
+    /// each shared drive is listed once, as the first user found among its members.
     async fn start_listing(&self) -> Result<Cursor> {
+        self.described().clear();
+        let users = self.crawl_users().await;
+        let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> =
+            futures::stream::iter(users.into_iter().map(|user| async move {
+                let token = self.start_token(&user, None).await?;
+                let drives = self.drives_of(&user).await?;
+                Ok((
+                    user.clone(),
+                    Log {
+                        user,
+                        drive: String::new(),
+                        token,
+                        read: false,
+                    },
+                    drives,
+                ))
+            }))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
         let mut logs = Vec::new();
+        let mut listings = Vec::new();
+        let mut drives: Vec<(String, String)> = Vec::new();
         let mut drives_seen = BTreeSet::new();
-        for user in self.crawl_users().await {
-            let start: StartToken = self
-                .get(
-                    "drive changes.getStartPageToken",
-                    self.drive_url(
-                        &["changes", "startPageToken"],
-                        &[("supportsAllDrives", "true")],
-                    ),
-                    &user,
-                )
-                .await?
-                .json()?;
-            logs.push(Log {
+        for start in starts {
+            let (user, log, member_of) = start?;
+            logs.push(log);
+            listings.push(Listing {
                 user: user.clone(),
                 drive: String::new(),
-                token: start.start_page_token,
+                page_token: None,
             });
-            let drives = self
-                .all_pages("drive drives.list", |token| {
-                    let user = user.clone();
-                    async move {
-                        let mut query = vec![("pageSize", "100")];
-                        if let Some(t) = &token {
-                            query.push(("pageToken", t));
-                        }
-                        let list: DriveList = self
-                            .get(
-                                "drive drives.list",
-                                self.drive_url(&["drives"], &query),
-                                &user,
-                            )
-                            .await?
-                            .json()?;
-                        Ok((list.drives, list.next_page_token))
-                    }
-                })
-                .await?;
-            for drive in drives {
-                if !drives_seen.insert(drive.id.clone()) {
-                    continue;
+            for drive in member_of {
+                if drives_seen.insert(drive.id.clone()) {
+                    drives.push((user.clone(), drive.id));
                 }
-                let start: StartToken = self
-                    .get(
-                        "drive changes.getStartPageToken",
-                        self.drive_url(
-                            &["changes", "startPageToken"],
-                            &[("supportsAllDrives", "true"), ("driveId", &drive.id)],
-                        ),
-                        &user,
-                    )
-                    .await?
-                    .json()?;
-                logs.push(Log {
-                    user: user.clone(),
-                    drive: drive.id,
-                    token: start.start_page_token,
-                });
             }
         }
-        Ok(Cursor {
-            phase: "list".into(),
-            user: self
-                .crawl_users()
-                .await
-                .first()
-                .cloned()
-                .unwrap_or_default(),
+        let drive_logs: Vec<Result<Log>> =
+            futures::stream::iter(drives.clone().into_iter().map(|(user, drive)| async move {
+                let token = self.start_token(&user, Some(&drive)).await?;
+                Ok(Log {
+                    user,
+                    drive,
+                    token,
+                    read: false,
+                })
+            }))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        for log in drive_logs {
+            logs.push(log?);
+        }
+        listings.extend(drives.into_iter().map(|(user, drive)| Listing {
+            user,
+            drive,
             page_token: None,
+        }));
+        Ok(Cursor {
+            format: CURSOR_FORMAT,
+            phase: "list".into(),
+            listings,
             logs,
             log: 0,
         })
     }
 
-    /// One `files.list` page of the listing at `cursor`.
-    async fn list_page(&self, mut cursor: Cursor) -> Result<Page> {
-        let mut query = vec![
-            (
-                "q",
-                "trashed = false and mimeType != 'application/vnd.google-apps.folder'".to_owned(),
-            ),
-            ("pageSize", PAGE_SIZE.to_owned()),
-            ("corpora", "allDrives".to_owned()),
-            ("supportsAllDrives", "true".to_owned()),
-            ("includeItemsFromAllDrives", "true".to_owned()),
-            ("fields", format!("nextPageToken,files({FILE_FIELDS})")),
-        ];
-        if let Some(token) = &cursor.page_token {
-            query.push(("pageToken", token.clone()));
+    /// `changes.getStartPageToken` of `user`'s own log, or of a shared drive's.
+    async fn start_token(&self, user: &str, drive: Option<&str>) -> Result<String> {
+        let mut query = vec![("supportsAllDrives", "true")];
+        if let Some(drive) = drive {
+            query.push(("driveId", drive));
         }
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let list: FileList = self
+        let start: StartToken = self
             .get(
-                "drive files.list",
-                self.drive_url(&["files"], &query),
-                &cursor.user,
+                "drive changes.getStartPageToken",
+                self.drive_url(&["changes", "startPageToken"], &query),
+                user,
             )
             .await?
             .json()?;
-        let mut page = Page::default();
-        for file in list.files {
-            self.add(&mut page, &cursor.user, file).await?;
-        }
-        match list.next_page_token.filter(|t| !t.is_empty()) {
-            Some(next) => {
-                if cursor.page_token.as_deref() == Some(next.as_str()) {
+        Ok(start.start_page_token)
+    }
+
+    /// The shared drives `user` is a member of.
+    async fn drives_of(&self, user: &str) -> Result<Vec<SharedDrive>> {
+        self.all_pages("drive drives.list", |token| async move {
+            let mut query = vec![("pageSize", "100")];
+            if let Some(t) = &token {
+                query.push(("pageToken", t));
+            }
+            let list: DriveList = self
+                .get(
+                    "drive drives.list",
+                    self.drive_url(&["drives"], &query),
+                    user,
+                )
+                .await?
+                .json()?;
+            Ok((list.drives, list.next_page_token))
+        })
+        .await
+    }
+
+    /// The files described in this sync. A poisoned lock still guards a consistent map
+    /// (every change is one insert), so it is used as it is.
+    fn described(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.described.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One page of each of the first listings at `cursor`, side by side.
+    async fn list_page(&self, mut cursor: Cursor) -> Result<Page> {
+        let batch: Vec<Listing> = cursor
+            .listings
+            .iter()
+            .take(self.concurrency)
+            .cloned()
+            .collect();
+        let answers: Vec<Result<FileList>> =
+            futures::future::join_all(batch.iter().map(|l| self.list_files(l))).await;
+        let mut files = Vec::new();
+        let mut still = Vec::new();
+        for (mut listing, answer) in batch.into_iter().zip(answers) {
+            let list = answer?;
+            files.extend(list.files.into_iter().map(|f| (listing.user.clone(), f)));
+            match list.next_page_token.filter(|t| !t.is_empty()) {
+                Some(next) if listing.page_token.as_deref() == Some(next.as_str()) => {
                     return Err(Error::Unavailable(
                         "google drive files.list: the next page token is this page's (a loop)"
                             .into(),
                     ));
                 }
-                cursor.page_token = Some(next);
-            }
-            None => {
-                // This user's listing is done: the next user's, or the change logs.
-                let users = self.crawl_users().await;
-                let next_user = users.iter().find(|u| **u > cursor.user).cloned();
-                cursor.page_token = None;
-                match next_user {
-                    Some(user) if !cursor.user.is_empty() => cursor.user = user,
-                    _ => {
-                        cursor.phase = "changes".into();
-                        cursor.user = String::new();
-                        page.listing_complete = true;
-                    }
+                Some(next) => {
+                    listing.page_token = Some(next);
+                    still.push(listing);
                 }
+                None => {}
             }
+        }
+        let mut page = self.describe_all(files).await?;
+        let rest = cursor
+            .listings
+            .split_off(cursor.listings.len().min(self.concurrency));
+        cursor.listings = still.into_iter().chain(rest).collect();
+        if cursor.listings.is_empty() {
+            cursor.phase = "changes".into();
+            page.listing_complete = true;
         }
         page.more = true;
         page.cursor = Some(cursor.encode()?);
         Ok(page)
     }
 
-    /// One `changes.list` page of the change log at `cursor.log`.
-    async fn changes_page(&self, mut cursor: Cursor) -> Result<Page> {
+    /// One `files.list` page of `listing`.
+    async fn list_files(&self, listing: &Listing) -> Result<FileList> {
+        let mut query = vec![
+            (
+                "q",
+                "trashed = false and mimeType != 'application/vnd.google-apps.folder'".to_owned(),
+            ),
+            ("pageSize", PAGE_SIZE.to_owned()),
+            ("supportsAllDrives", "true".to_owned()),
+            ("includeItemsFromAllDrives", "true".to_owned()),
+            ("fields", format!("nextPageToken,files({FILE_FIELDS})")),
+        ];
+        if listing.drive.is_empty() {
+            query.push(("corpora", "user".to_owned()));
+        } else {
+            query.push(("corpora", "drive".to_owned()));
+            query.push(("driveId", listing.drive.clone()));
+        }
+        if let Some(token) = &listing.page_token {
+            query.push(("pageToken", token.clone()));
+        }
+        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.get(
+            "drive files.list",
+            self.drive_url(&["files"], &query),
+            &listing.user,
+        )
+        .await?
+        .json()
+    }
+
+    /// Describes listed files, each as the user whose listing had it, their permission
+    /// reads side by side; a file already described at the same version in this sync
+    /// is not described again.
+    async fn describe_all(&self, files: Vec<(String, File)>) -> Result<Page> {
+        let mut fresh = Vec::with_capacity(files.len());
+        let mut in_batch = HashSet::new();
+        {
+            let described = self.described();
+            for (user, file) in files {
+                let version = file.version.clone().unwrap_or_default();
+                let known = described.get(&file.id) == Some(&version) && !version.is_empty();
+                if !known && in_batch.insert((file.id.clone(), user.clone())) {
+                    fresh.push((user, file));
+                }
+            }
+        }
+        let listed: Vec<Result<(String, Listed)>> =
+            futures::stream::iter(fresh.into_iter().map(|(user, file)| async move {
+                let id = file.id.clone();
+                let version = file.version.clone().unwrap_or_default();
+                if self.described().get(&id) == Some(&version) && !version.is_empty() {
+                    return Ok((version, Listed::Ignored));
+                }
+                Ok((version, self.describe(&user, file).await?))
+            }))
+            .buffered(self.concurrency)
+            .collect()
+            .await;
         let mut page = Page::default();
-        let Some(log) = cursor.logs.get(cursor.log).cloned() else {
-            // Every log read to its end: start over at the first next time.
-            cursor.log = 0;
-            page.cursor = Some(cursor.encode()?);
-            return Ok(page);
-        };
+        let mut ids = HashSet::new();
+        for entry in listed {
+            match entry? {
+                (version, Listed::Document(doc)) => {
+                    self.described().insert(doc.external_id.clone(), version);
+                    if ids.insert(doc.external_id.clone()) {
+                        page.documents.push(*doc);
+                    }
+                }
+                (version, Listed::Skipped(s)) => {
+                    self.described().insert(s.external_id.clone(), version);
+                    if ids.insert(s.external_id.clone()) {
+                        page.skipped.push(s);
+                    }
+                }
+                (_, Listed::Ignored) => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// One `changes.list` page of each of the first change logs not read to their end
+    /// in this round, side by side.
+    async fn changes_page(&self, mut cursor: Cursor) -> Result<Page> {
+        let pending: Vec<usize> = (0..cursor.logs.len())
+            .filter(|i| !cursor.logs[*i].read)
+            .take(self.concurrency)
+            .collect();
+        let answers: Vec<Result<ChangeList>> =
+            futures::future::join_all(pending.iter().map(|i| self.list_changes(&cursor.logs[*i])))
+                .await;
+        let whole_domain = matches!(self.mode, Mode::Domain { .. });
+        let mut files = Vec::new();
+        let mut page = Page::default();
+        for (i, answer) in pending.into_iter().zip(answers) {
+            let list = answer?;
+            let log = &mut cursor.logs[i];
+            for change in list.changes {
+                match change.file {
+                    _ if change.file_id.is_empty() => {}
+                    Some(file) if !change.removed && !file.trashed => {
+                        files.push((log.user.clone(), file));
+                    }
+                    // In the trash: gone for everyone.
+                    Some(file) if file.trashed => page.removed.push(change.file_id),
+                    // This user no longer sees it: deleted, or only their access revoked.
+                    // With one identity that is all Mindmesh may know; crawling the
+                    // whole domain, the others' view is asked for (`recheck`).
+                    _ if whole_domain => page.lost.push(change.file_id),
+                    _ => page.removed.push(change.file_id),
+                }
+            }
+            match (list.next_page_token, list.new_start_page_token) {
+                (Some(next), _) if !next.is_empty() => {
+                    if next == log.token {
+                        return Err(Error::Unavailable(
+                            "google drive changes.list: the next page token is this page's (a loop)"
+                                .into(),
+                        ));
+                    }
+                    log.token = next;
+                }
+                (_, Some(start)) if !start.is_empty() => {
+                    log.token = start;
+                    log.read = true;
+                }
+                _ => {
+                    return Err(Error::Unavailable(
+                        "google drive changes.list: the answer has neither nextPageToken nor newStartPageToken".into(),
+                    ));
+                }
+            }
+        }
+        let described = self.describe_all(files).await?;
+        page.documents = described.documents;
+        page.skipped = described.skipped;
+        page.more = cursor.logs.iter().any(|l| !l.read);
+        if !page.more {
+            // Every log read to its end: the next sync starts a new round.
+            for log in &mut cursor.logs {
+                log.read = false;
+            }
+        }
+        page.cursor = Some(cursor.encode()?);
+        Ok(page)
+    }
+
+    /// One `changes.list` page of `log`.
+    async fn list_changes(&self, log: &Log) -> Result<ChangeList> {
         let fields =
             format!("nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))");
         let mut query = vec![
@@ -786,68 +976,13 @@ impl GoogleDrive {
             query.push(("includeItemsFromAllDrives", "true"));
             query.push(("driveId", log.drive.as_str()));
         }
-        let list: ChangeList = self
-            .get(
-                "drive changes.list",
-                self.drive_url(&["changes"], &query),
-                &log.user,
-            )
-            .await?
-            .json()?;
-        let whole_domain = matches!(self.mode, Mode::Domain { .. });
-        for change in list.changes {
-            match change.file {
-                _ if change.file_id.is_empty() => {}
-                Some(file) if !change.removed && !file.trashed => {
-                    self.add(&mut page, &log.user, file).await?;
-                }
-                // In the trash: gone for everyone.
-                Some(file) if file.trashed => page.removed.push(change.file_id),
-                // This user no longer sees it: deleted, or only their access revoked.
-                // With one identity that is all Mindmesh may know; crawling the whole
-                // domain, the others' view is asked for (`recheck`).
-                _ if whole_domain => page.lost.push(change.file_id),
-                _ => page.removed.push(change.file_id),
-            }
-        }
-        match (list.next_page_token, list.new_start_page_token) {
-            (Some(next), _) if !next.is_empty() => {
-                if next == log.token {
-                    return Err(Error::Unavailable(
-                        "google drive changes.list: the next page token is this page's (a loop)"
-                            .into(),
-                    ));
-                }
-                cursor.logs[cursor.log].token = next;
-                page.more = true;
-            }
-            (_, Some(start)) if !start.is_empty() => {
-                cursor.logs[cursor.log].token = start;
-                cursor.log += 1;
-                page.more = cursor.log < cursor.logs.len();
-                if !page.more {
-                    cursor.log = 0;
-                }
-            }
-            _ => {
-                return Err(Error::Unavailable(
-                    "google drive changes.list: the answer has neither nextPageToken nor newStartPageToken".into(),
-                ));
-            }
-        }
-        page.cursor = Some(cursor.encode()?);
-        Ok(page)
-    }
-
-    /// Adds a listed file to `page`: as a document with its grants, skipped with a
-    /// reason, or not at all.
-    async fn add(&self, page: &mut Page, user: &str, file: File) -> Result<()> {
-        match self.describe(user, file).await? {
-            Listed::Document(doc) => page.documents.push(*doc),
-            Listed::Skipped(s) => page.skipped.push(s),
-            Listed::Ignored => {}
-        }
-        Ok(())
+        self.get(
+            "drive changes.list",
+            self.drive_url(&["changes"], &query),
+            &log.user,
+        )
+        .await?
+        .json()
     }
 
     async fn describe(&self, user: &str, mut file: File) -> Result<Listed> {
@@ -1174,16 +1309,34 @@ impl Connector for GoogleDrive {
     }
 
     async fn page(&self, cursor: Option<&str>) -> Result<Page> {
+        let mut new_listing = false;
         let cursor = match cursor {
             None => self.start_listing().await?,
-            Some(c) => serde_json::from_str(c)
-                .map_err(|_| Error::Internal("google drive: malformed cursor".into()))?,
+            Some(c) => {
+                let mut cursor: Cursor = serde_json::from_str(c)
+                    .map_err(|_| Error::Internal("google drive: malformed cursor".into()))?;
+                if cursor.format < CURSOR_FORMAT {
+                    if cursor.phase == "list" {
+                        // A listing of the older format, one user at a time: listed again.
+                        new_listing = true;
+                        cursor = self.start_listing().await?;
+                    } else {
+                        for log in cursor.logs.iter_mut().take(cursor.log) {
+                            log.read = true;
+                        }
+                        cursor.format = CURSOR_FORMAT;
+                    }
+                }
+                cursor
+            }
         };
-        if cursor.phase == "list" {
-            self.list_page(cursor).await
+        let mut page = if cursor.phase == "list" {
+            self.list_page(cursor).await?
         } else {
-            self.changes_page(cursor).await
-        }
+            self.changes_page(cursor).await?
+        };
+        page.new_listing |= new_listing;
+        Ok(page)
     }
 
     async fn content(&self, document: &SourceDocument) -> Result<Content> {

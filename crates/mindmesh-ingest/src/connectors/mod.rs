@@ -121,6 +121,7 @@ pub fn open(
             settings,
             credentials,
             sink,
+            setup.config.ingest.fetch_concurrency,
         )?)),
         "local_folder" => Ok(Arc::new(local::LocalFolder::new(
             local::Location::of(&setup.config.ingest, tenant, settings)?,

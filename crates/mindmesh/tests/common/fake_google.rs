@@ -241,9 +241,6 @@ impl World {
         {
             return true;
         }
-        if !f.owner.is_empty() && f.owner == user {
-            return true;
-        }
         let computed;
         let groups = match groups {
             Some(g) => g,
@@ -252,11 +249,21 @@ impl World {
                 &computed
             }
         };
-        f.perms.iter().any(|p| {
-            !p.deleted
-                && ((p.kind == "user" && p.email == user)
-                    || (p.kind == "group" && groups.contains(&p.email)))
-        })
+        self.shared_with(user, groups, f)
+    }
+
+    /// `user` owns `f` or it is shared with them (directly or through `groups`), shared
+    /// drives aside.
+    fn shared_with(&self, user: &str, groups: &BTreeSet<String>, f: &File) -> bool {
+        if f.trashed {
+            return false;
+        }
+        (!f.owner.is_empty() && f.owner == user)
+            || f.perms.iter().any(|p| {
+                !p.deleted
+                    && ((p.kind == "user" && p.email == user)
+                        || (p.kind == "group" && groups.contains(&p.email)))
+            })
     }
 
     fn can_share(&self, user: &str, f: &File) -> bool {
@@ -731,10 +738,25 @@ async fn files(State(world): State<Shared>, headers: HeaderMap, Query(q): Q) -> 
         Some("true")
     );
     let groups = w.groups_of(&user);
+    // `user`: My Drive and what is shared with the user; `drive`: one shared drive's
+    // files, for its members; `allDrives`: both.
+    let corpora = q.get("corpora").map(String::as_str).unwrap_or("user");
+    let drive = q.get("driveId").cloned();
+    if corpora == "drive" && drive.is_none() {
+        return error(StatusCode::BAD_REQUEST, "invalid", "Invalid Value: driveId");
+    }
+    let member = |d: &Option<String>| {
+        d.as_ref()
+            .is_some_and(|d| w.drives.get(d).is_some_and(|m| m.contains(&user)))
+    };
     let visible: Vec<&File> = w
         .files
         .values()
-        .filter(|f| w.can_see_in(&user, Some(&groups), f))
+        .filter(|f| match corpora {
+            "drive" => f.drive == drive && member(&f.drive) && !f.trashed,
+            "allDrives" => w.can_see_in(&user, Some(&groups), f),
+            _ => w.shared_with(&user, &groups, f),
+        })
         .filter(|f| {
             !(query.contains("mimeType != 'application/vnd.google-apps.folder'")
                 && f.mime_type == "application/vnd.google-apps.folder")

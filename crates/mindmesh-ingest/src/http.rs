@@ -8,12 +8,14 @@
 //! refreshes the token once, then fails with a clear error. Errors name the source and
 //! the endpoint, never a token, a query string or content.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mindmesh_kit::config::IngestConfig;
 use mindmesh_kit::{Error, Result};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
+use tokio::sync::Semaphore;
 
 use crate::oauth::TokenSource;
 
@@ -147,6 +149,9 @@ pub struct Http {
     initial_backoff: Duration,
     max_backoff: Duration,
     max_bytes: u64,
+    /// Requests of one sync in flight at once (see [`Http::limited`]); a request
+    /// waiting to be retried holds none.
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl Http {
@@ -170,7 +175,19 @@ impl Http {
             initial_backoff: Duration::from_millis(config.initial_backoff_ms),
             max_backoff: Duration::from_secs(config.max_backoff_secs),
             max_bytes: config.max_response_bytes,
+            in_flight: None,
         })
+    }
+
+    /// A client sharing this one's connections that sends at most `requests` at once:
+    /// one per sync, so that a sync asks a source for no more than
+    /// `ingest.fetch_concurrency` answers at a time, while calls the source throttled
+    /// wait for their retry without holding back the others.
+    pub fn limited(&self, requests: usize) -> Http {
+        Http {
+            in_flight: Some(Arc::new(Semaphore::new(requests.max(1)))),
+            ..self.clone()
+        }
     }
 
     /// Largest body accepted.
@@ -201,7 +218,18 @@ impl Http {
                 sent = tokens.access_token(self).await?;
                 request = request.bearer_auth(&sent);
             }
-            let wait = match request.send().await {
+            // Held while the request is sent and its answer read, not while waiting.
+            let permit = match &self.in_flight {
+                Some(limit) => Some(
+                    limit
+                        .acquire()
+                        .await
+                        .map_err(|_| Error::Internal("the request limit was closed".into()))?,
+                ),
+                None => None,
+            };
+            let answered = request.send().await;
+            let wait = match answered {
                 Err(e) => {
                     let reason = if e.is_timeout() {
                         "timed out"
@@ -215,6 +243,7 @@ impl Http {
                     Verdict::Done(answer) => return Ok(answer),
                     Verdict::Unauthorized => match auth {
                         Auth::Bearer(tokens) if !refreshed && tokens.can_refresh() => {
+                            drop(permit);
                             refreshed = true;
                             Box::pin(tokens.renew(self, &sent)).await?;
                             attempt -= 1;
@@ -231,6 +260,7 @@ impl Http {
                     Verdict::Retry(retry) => retry,
                 },
             };
+            drop(permit);
             let Retry::After(hint, reason) = wait;
             if attempt >= self.max_attempts {
                 return Err(Error::Unavailable(format!(

@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_secs(10);
 const SWEEP_BATCH: u64 = 500;
 /// Lost items asked about at once.
 const RECHECK_CONCURRENCY: usize = 8;
+/// Content fetches under way per request the connector may have in flight.
+const FETCHES_PER_REQUEST: usize = 32;
 
 /// A sync's phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -571,8 +573,11 @@ impl Engine {
                 .iter()
                 .map(|doc| connector.content(doc).map(move |content| (*doc, content)))
                 .collect();
+            // More fetches under way than requests in flight (the connector's client
+            // sends `fetch_concurrency` at once): one the source throttled waits for
+            // its retry while the others go on.
             let mut contents = futures::stream::iter(fetches)
-                .buffer_unordered(self.ctx.config.ingest.fetch_concurrency);
+                .buffer_unordered(self.ctx.config.ingest.fetch_concurrency * FETCHES_PER_REQUEST);
             while let Some((doc, content)) = contents.next().await {
                 match content {
                     Ok(content) if content.bytes.len() as u64 > max_content => {

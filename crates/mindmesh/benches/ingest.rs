@@ -11,8 +11,14 @@
 //!   store, grants, bookkeeping), from its log line, and what sealing the contents alone
 //!   costs, for scale.
 //!
+//! Then Drive at domain scale (#11): a company of 200 users, 10 outside collaborators,
+//! 50 nested groups and the same number of files, synced through one identity that sees
+//! every file (the baseline), impersonating every user (domain-wide delegation), and
+//! impersonating every user under a rate-limit storm (a tenth of the calls 429 with
+//! `Retry-After: 1`, a tenth 403 `userRateLimitExceeded`), each as a ratio.
+//!
 //! `MINDMESH_BENCH_FILES` shrinks the run; `MINDMESH_BENCH_ONLY=sqlite|postgresql` runs
-//! one mode.
+//! one mode; `MINDMESH_BENCH_PART=sync|domain` one part.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up should stop
 
@@ -410,6 +416,233 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
     server.stop().await;
 }
 
+/// A tenant of `server` and an admin token of it.
+async fn tenant(server: &BenchServer, name: &str) -> (TenantId, String) {
+    let operator = server
+        .issuer
+        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
+        .unwrap();
+    let mut accounts =
+        perm::account_service_client::AccountServiceClient::new(server.channel.clone());
+    let tenant: TenantId = accounts
+        .create_tenant(authed(
+            perm::CreateTenantRequest { name: name.into() },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id
+        .parse()
+        .unwrap();
+    let admin = server
+        .issuer
+        .issue(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    (tenant, admin)
+}
+
+/// Connects Drive with `access_token` (a token or a service-account key) and waits for
+/// the first sync; returns its final progress and how long connect-to-done took.
+async fn connect_and_sync(
+    server: &BenchServer,
+    admin: &str,
+    settings: std::collections::HashMap<String, String>,
+    access_token: String,
+) -> (pb::SyncProgress, Duration) {
+    let mut ingest = pb::ingest_service_client::IngestServiceClient::new(server.channel.clone());
+    let start = Instant::now();
+    let integration = ingest
+        .connect_integration(authed(
+            pb::ConnectIntegrationRequest {
+                kind: "google_drive".into(),
+                display_name: "Bench Drive".into(),
+                settings,
+                access_token,
+                ..Default::default()
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .integration
+        .unwrap();
+    let mut stream = ingest
+        .sync_integration(authed(
+            pb::SyncIntegrationRequest {
+                integration_id: integration.id.clone(),
+                full: false,
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = stream.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.phase, pb::SyncPhase::Done as i32, "{}", last.error);
+    (last, start.elapsed())
+}
+
+/// The last sync's own account of where its time went, from its log line.
+fn breakdown(log: &Captured) -> String {
+    let lines = std::mem::take(&mut *log.0.lock().unwrap());
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("sync finished"))
+        .map(|line| {
+            line.split_whitespace()
+                .filter(|f| f.contains("_ms="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// The longest time between two calls the fake received.
+fn longest_gap(fake: &FakeGoogle) -> Duration {
+    fake.with(|w| {
+        let mut at: Vec<Instant> = w.seen.iter().map(|s| s.at).collect();
+        at.sort();
+        at.windows(2)
+            .map(|p| p[1].duration_since(p[0]))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+/// #11: the same company synced three ways in one run — through one identity that
+/// sees every file (the baseline), impersonating each of its users (domain-wide
+/// delegation), and impersonating each user under a rate-limit storm.
+async fn domain(distributed: bool, files: usize, log: &Captured) {
+    use fake_google::{Company, company, company_user};
+    let label = if distributed {
+        "distributed (PostgreSQL + NATS)"
+    } else {
+        "embedded (SQLite + embedded bus)"
+    };
+    println!("\n{label}: Drive at domain scale");
+    let shape = Company {
+        users: USERS,
+        outsiders: 10,
+        groups: GROUPS,
+        files,
+        content_bytes: CONTENT_BYTES,
+        seed: 1,
+    };
+    let mut world = company(shape);
+    // The baseline's identity sees and may share every file: the same corpus.
+    let all_seeing = company_user(0);
+    for f in world.files.values_mut() {
+        if f.owner != all_seeing {
+            f.perms.push(Perm::user(&all_seeing, "writer"));
+        }
+    }
+    for members in world.drives.values_mut() {
+        members.insert(all_seeing.clone());
+    }
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/service-account-test-key.pem"
+    ))
+    .unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    world.service_account_key = Some(
+        ring::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .to_vec(),
+    );
+    let key = serde_json::json!({
+        "type": "service_account",
+        "client_email": "mindmesh@bench.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    })
+    .to_string();
+    let fake = FakeGoogle::start(world).await;
+    // A storm fails a call five times running now and then; more attempts keep the
+    // sync whole (the same setting for all three runs).
+    let server = BenchServer::start_with(distributed, |c| c.ingest.max_attempts = 10).await;
+    let max_backoff = Duration::from_secs(server.config.ingest.max_backoff_secs);
+
+    log.0.lock().unwrap().clear();
+    let (_, admin) = tenant(&server, "Single").await;
+    let token = fake.with(|w| w.new_token(&all_seeing));
+    let (single, single_took) = connect_and_sync(&server, &admin, fake.settings(), token).await;
+    let single_rate = single.created as f64 / single_took.as_secs_f64();
+    println!(
+        "  {:<54} {single_rate:>8.0} docs/s  ({:>6.2} s, {} documents)",
+        "baseline: one identity that sees every file",
+        single_took.as_secs_f64(),
+        single.created
+    );
+    println!("  {:<54} {}", "", breakdown(log));
+
+    let mut settings = fake.settings();
+    settings.insert("admin_email".into(), all_seeing.clone());
+    let (_, admin) = tenant(&server, "Domain").await;
+    fake.with(|w| w.seen.clear());
+    let (whole, whole_took) =
+        connect_and_sync(&server, &admin, settings.clone(), key.clone()).await;
+    assert_eq!(whole.created, single.created, "{whole:?}");
+    let clean_gap = longest_gap(&fake);
+    let whole_rate = whole.created as f64 / whole_took.as_secs_f64();
+    println!(
+        "  {:<54} {whole_rate:>8.0} docs/s  ({:>6.2} s)   {:>4.2}× one identity (target ≥ 0.5×)",
+        format!("whole domain, {USERS} users impersonated"),
+        whole_took.as_secs_f64(),
+        whole_rate / single_rate
+    );
+    println!("  {:<54} {}", "", breakdown(log));
+
+    let (_, admin) = tenant(&server, "Storm").await;
+    fake.with(|w| {
+        w.seen.clear();
+        w.throttled.clear();
+        w.storm = true;
+    });
+    let (stormy, storm_took) = connect_and_sync(&server, &admin, settings, key).await;
+    assert_eq!(stormy.created, single.created, "{stormy:?}");
+    let (throttled, calls) = fake.with(|w| (w.throttled.len(), w.seen.len()));
+    let gap = longest_gap(&fake);
+    println!(
+        "  {:<54} {:>8.0} docs/s  ({:>6.2} s)   {:>4.2}× the clean time (target ≤ 3×)",
+        "whole domain under a storm (10% 429, 10% 403)",
+        stormy.created as f64 / storm_took.as_secs_f64(),
+        storm_took.as_secs_f64(),
+        storm_took.as_secs_f64() / whole_took.as_secs_f64()
+    );
+    println!("  {:<54} {}", "", breakdown(log));
+    println!(
+        "  {:<54} {throttled} of {calls} calls throttled; longest gap between calls {:.2} s \
+         (clean {:.2} s; bound: Retry-After 1 s + max backoff {} s)",
+        "",
+        gap.as_secs_f64(),
+        clean_gap.as_secs_f64(),
+        max_backoff.as_secs()
+    );
+    server.stop().await;
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let log = Captured::default();
@@ -428,12 +661,18 @@ fn main() {
     println!(
         "ingest: full Google Drive sync of {files} files of {CONTENT_BYTES} bytes, {USERS} users, {GROUPS} groups"
     );
+    let part = std::env::var("MINDMESH_BENCH_PART").unwrap_or_default();
     runtime.block_on(async {
-        if only.is_empty() || only == "sqlite" {
-            run(false, files, &log).await;
-        }
-        if only.is_empty() || only == "postgresql" {
-            run(true, files, &log).await;
+        for (distributed, mode) in [(false, "sqlite"), (true, "postgresql")] {
+            if !only.is_empty() && only != mode {
+                continue;
+            }
+            if part.is_empty() || part == "sync" {
+                run(distributed, files, &log).await;
+            }
+            if part.is_empty() || part == "domain" {
+                domain(distributed, files, &log).await;
+            }
         }
     });
 }

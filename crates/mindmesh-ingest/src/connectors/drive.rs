@@ -93,6 +93,40 @@ const PAGE_SIZE: &str = "1000";
 /// Pages of one paged listing before it is taken for a loop.
 const MAX_PAGES: usize = 100_000;
 
+/// Listings, change logs or permission reads under way per request the client may have
+/// in flight (it sends `ingest.fetch_concurrency` at once): one that Google throttled
+/// waits for its retry while the others go on.
+const CALLS_PER_REQUEST: usize = 16;
+
+/// Runs `work` with up to `n` under way at once — one that is slow (waiting out a
+/// `Retry-After`) holds back none of the others — and returns the outputs in order.
+async fn side_by_side<T, Fut>(work: impl IntoIterator<Item = Fut>, n: usize) -> Vec<T>
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let numbered: Vec<Numbered<Fut>> = work
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| Numbered(i, f))
+        .collect();
+    let mut out: Vec<(usize, T)> = futures::stream::iter(numbered)
+        .map(Numbered::run)
+        .buffer_unordered(n.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// A future and its place among others.
+struct Numbered<Fut>(usize, Fut);
+
+impl<Fut: std::future::Future> Numbered<Fut> {
+    async fn run(self) -> (usize, Fut::Output) {
+        (self.0, self.1.await)
+    }
+}
+
 /// The permission fields read, inline in a file or from `permissions.list`.
 const PERMISSION_FIELDS: &str = "id,type,emailAddress,domain,role,allowFileDiscovery,deleted";
 /// Drive lists a file's permissions inline when the user may share it (not for items of
@@ -237,7 +271,7 @@ pub struct GoogleDrive {
     mode: Mode,
     /// Directory users by directory id (email, in order), read by `principals`.
     directory: tokio::sync::Mutex<BTreeMap<String, String>>,
-    /// Listings, change logs and permission reads run at once (`ingest.fetch_concurrency`).
+    /// Requests the client sends at once (`ingest.fetch_concurrency`).
     concurrency: usize,
     /// Files described in this sync, with the version described: another user's
     /// listing of the same version adds nothing.
@@ -661,8 +695,8 @@ impl GoogleDrive {
     async fn start_listing(&self) -> Result<Cursor> {
         self.described().clear();
         let users = self.crawl_users().await;
-        let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> =
-            futures::stream::iter(users.into_iter().map(|user| async move {
+        let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> = side_by_side(
+            users.into_iter().map(|user| async move {
                 let token = self.start_token(&user, None).await?;
                 let drives = self.drives_of(&user).await?;
                 Ok((
@@ -675,10 +709,10 @@ impl GoogleDrive {
                     },
                     drives,
                 ))
-            }))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+            }),
+            self.concurrency * CALLS_PER_REQUEST,
+        )
+        .await;
         let mut logs = Vec::new();
         let mut listings = Vec::new();
         let mut drives: Vec<(String, String)> = Vec::new();
@@ -697,8 +731,8 @@ impl GoogleDrive {
                 }
             }
         }
-        let drive_logs: Vec<Result<Log>> =
-            futures::stream::iter(drives.clone().into_iter().map(|(user, drive)| async move {
+        let drive_logs: Vec<Result<Log>> = side_by_side(
+            drives.clone().into_iter().map(|(user, drive)| async move {
                 let token = self.start_token(&user, Some(&drive)).await?;
                 Ok(Log {
                     user,
@@ -706,10 +740,10 @@ impl GoogleDrive {
                     token,
                     read: false,
                 })
-            }))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+            }),
+            self.concurrency * CALLS_PER_REQUEST,
+        )
+        .await;
         for log in drive_logs {
             logs.push(log?);
         }
@@ -775,7 +809,7 @@ impl GoogleDrive {
         let batch: Vec<Listing> = cursor
             .listings
             .iter()
-            .take(self.concurrency)
+            .take(self.concurrency * CALLS_PER_REQUEST)
             .cloned()
             .collect();
         let answers: Vec<Result<FileList>> =
@@ -800,9 +834,12 @@ impl GoogleDrive {
             }
         }
         let mut page = self.describe_all(files).await?;
-        let rest = cursor
-            .listings
-            .split_off(cursor.listings.len().min(self.concurrency));
+        let rest = cursor.listings.split_off(
+            cursor
+                .listings
+                .len()
+                .min(self.concurrency * CALLS_PER_REQUEST),
+        );
         cursor.listings = still.into_iter().chain(rest).collect();
         if cursor.listings.is_empty() {
             cursor.phase = "changes".into();
@@ -860,18 +897,18 @@ impl GoogleDrive {
                 }
             }
         }
-        let listed: Vec<Result<(String, Listed)>> =
-            futures::stream::iter(fresh.into_iter().map(|(user, file)| async move {
+        let listed: Vec<Result<(String, Listed)>> = side_by_side(
+            fresh.into_iter().map(|(user, file)| async move {
                 let id = file.id.clone();
                 let version = file.version.clone().unwrap_or_default();
                 if self.described().get(&id) == Some(&version) && !version.is_empty() {
                     return Ok((version, Listed::Ignored));
                 }
                 Ok((version, self.describe(&user, file).await?))
-            }))
-            .buffered(self.concurrency)
-            .collect()
-            .await;
+            }),
+            self.concurrency * CALLS_PER_REQUEST,
+        )
+        .await;
         let mut page = Page::default();
         let mut ids = HashSet::new();
         for entry in listed {
@@ -899,7 +936,7 @@ impl GoogleDrive {
     async fn changes_page(&self, mut cursor: Cursor) -> Result<Page> {
         let pending: Vec<usize> = (0..cursor.logs.len())
             .filter(|i| !cursor.logs[*i].read)
-            .take(self.concurrency)
+            .take(self.concurrency * CALLS_PER_REQUEST)
             .collect();
         let answers: Vec<Result<ChangeList>> =
             futures::future::join_all(pending.iter().map(|i| self.list_changes(&cursor.logs[*i])))
@@ -1248,10 +1285,12 @@ impl Connector for GoogleDrive {
             }
         }
         let mut edges = BTreeSet::new();
-        for g in &groups {
-            let group_key = g.id.as_str();
-            let members = self
-                .all_pages("directory members.list", |token| async move {
+        // Every group's members, read side by side.
+        let keys: Vec<String> = groups.iter().map(|g| g.id.clone()).collect();
+        let all_members: Vec<Result<Vec<DirMember>>> = side_by_side(
+            keys.into_iter().map(|key| async move {
+                let key = key.as_str();
+                self.all_pages("directory members.list", |token| async move {
                     let mut query = vec![("maxResults", "200")];
                     if let Some(t) = &token {
                         query.push(("pageToken", t));
@@ -1259,15 +1298,20 @@ impl Connector for GoogleDrive {
                     let list: MemberList = self
                         .get(
                             "directory members.list",
-                            self.directory_url(&["groups", group_key, "members"], &query),
+                            self.directory_url(&["groups", key, "members"], &query),
                             "",
                         )
                         .await?
                         .json()?;
                     Ok((list.members, list.next_page_token))
                 })
-                .await?;
-            for m in members {
+                .await
+            }),
+            self.concurrency * CALLS_PER_REQUEST,
+        )
+        .await;
+        for (g, members) in groups.iter().zip(all_members) {
+            for m in members? {
                 let email = m.email.to_lowercase();
                 if !email.contains('@') {
                     continue; // CUSTOMER (everyone in the domain) or a malformed entry

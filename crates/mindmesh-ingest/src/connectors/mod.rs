@@ -109,15 +109,12 @@ pub fn open(
     credentials: Credentials,
     sink: Arc<dyn CredentialSink>,
 ) -> Result<Arc<dyn Connector>> {
+    // One sync's requests share one limit (see `Http::limited`).
+    let http = setup.http.limited(setup.config.ingest.fetch_concurrency);
     match kind {
-        "github" => Ok(Arc::new(github::open(
-            &setup.http,
-            settings,
-            credentials,
-            sink,
-        )?)),
+        "github" => Ok(Arc::new(github::open(&http, settings, credentials, sink)?)),
         "google_drive" => Ok(Arc::new(drive::open(
-            &setup.http,
+            &http,
             settings,
             credentials,
             sink,

@@ -117,11 +117,17 @@ pub struct BenchServer {
 impl BenchServer {
     /// Embedded (SQLite, embedded bus) or distributed (PostgreSQL, NATS) on port 0.
     pub async fn start(distributed: bool) -> Self {
+        Self::start_with(distributed, |_| {}).await
+    }
+
+    /// [`BenchServer::start`], with the configuration changed by `tweak` first.
+    pub async fn start_with(distributed: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
+        tweak(&mut config);
         config.limits.max_message_bytes = 16 * 1024 * 1024;
         // Local folders for the integrations a benchmark connects (see `integration`).
         config.ingest.local_folder_root = Some(dir.path().join("import"));

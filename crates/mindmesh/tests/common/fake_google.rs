@@ -137,6 +137,11 @@ pub struct World {
     /// When each access token expires.
     pub token_expiry: HashMap<String, std::time::Instant>,
     pub authenticated: usize,
+    /// A rate-limit storm: of every ten API calls, one is answered 429 with
+    /// `Retry-After: 1` and one 403 `userRateLimitExceeded` (no `Retry-After`).
+    pub storm: bool,
+    /// The calls the storm throttled: (when, path, status).
+    pub throttled: Vec<(std::time::Instant, String, u16)>,
     pub faults: Vec<Fault>,
     pub seen: Vec<Seen>,
     pub next_token: u64,
@@ -482,13 +487,39 @@ async fn enter(
             ));
         }
         let full = super::fake_http::request_key(path, query);
+        let at = std::time::Instant::now();
         w.seen.push(Seen {
             path: path.to_owned(),
             query: query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             user: user.clone(),
-            at: std::time::Instant::now(),
+            at,
         });
-        (user, super::fake_http::take_fault(&mut w.faults, &full))
+        let storm = match w.authenticated % 10 {
+            3 if w.storm => Some((
+                429,
+                Answer::Status(
+                    429,
+                    json!({"error": {"code": 429, "message": "Too Many Requests", "errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded", "message": "Too Many Requests"}]}}),
+                    Some("1"),
+                ),
+            )),
+            7 if w.storm => Some((
+                403,
+                Answer::Status(
+                    403,
+                    json!({"error": {"code": 403, "message": "User Rate Limit Exceeded", "errors": [{"domain": "usageLimits", "reason": "userRateLimitExceeded", "message": "User Rate Limit Exceeded"}]}}),
+                    None,
+                ),
+            )),
+            _ => None,
+        };
+        match storm {
+            Some((status, answer)) => {
+                w.throttled.push((at, path.to_owned(), status));
+                (user, Some(answer))
+            }
+            None => (user, super::fake_http::take_fault(&mut w.faults, &full)),
+        }
     };
     match fault {
         None => Ok(user),

@@ -302,36 +302,7 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
     let fake = FakeGoogle::start(world(files)).await;
     let token = fake.with(|w| w.new_token(ADMIN));
     let server = BenchServer::start(distributed).await;
-    let operator = server
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
-        .unwrap();
-    let mut accounts =
-        perm::account_service_client::AccountServiceClient::new(server.channel.clone());
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            perm::CreateTenantRequest {
-                name: "Bench".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let (tenant, admin) = server.tenant("Bench").await;
 
     let (listed, took) = fetch_only(&fake, &token).await;
     assert_eq!(listed, files);
@@ -414,39 +385,6 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
         println!("  where the sync's time went: {}", fields.join(" "));
     }
     server.stop().await;
-}
-
-/// A tenant of `server` and an admin token of it.
-async fn tenant(server: &BenchServer, name: &str) -> (TenantId, String) {
-    let operator = server
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
-        .unwrap();
-    let mut accounts =
-        perm::account_service_client::AccountServiceClient::new(server.channel.clone());
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            perm::CreateTenantRequest { name: name.into() },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    (tenant, admin)
 }
 
 /// Connects Drive with `access_token` (a token or a service-account key) and waits for
@@ -553,31 +491,9 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
     for members in world.drives.values_mut() {
         members.insert(all_seeing.clone());
     }
-    let pem = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/service-account-test-key.pem"
-    ))
-    .unwrap();
-    let der = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        pem.lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
-    world.service_account_key = Some(
-        ring::signature::KeyPair::public_key(&pair)
-            .as_ref()
-            .to_vec(),
-    );
-    let key = serde_json::json!({
-        "type": "service_account",
-        "client_email": "mindmesh@bench.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-    })
-    .to_string();
+    let (key, public) = fake_google::service_account();
+    world.service_account_key = Some(public);
+    let key = key.to_string();
     let fake = FakeGoogle::start(world).await;
     // A storm fails a call five times running now and then; more attempts keep the
     // sync whole (the same setting for all three runs).
@@ -585,7 +501,7 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
     let max_backoff = Duration::from_secs(server.config.ingest.max_backoff_secs);
 
     log.0.lock().unwrap().clear();
-    let (_, admin) = tenant(&server, "Single").await;
+    let (_, admin) = server.tenant("Single").await;
     let token = fake.with(|w| w.new_token(&all_seeing));
     let (single, single_took) = connect_and_sync(&server, &admin, fake.settings(), token).await;
     let single_rate = single.created as f64 / single_took.as_secs_f64();
@@ -599,7 +515,7 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
 
     let mut settings = fake.settings();
     settings.insert("admin_email".into(), all_seeing.clone());
-    let (_, admin) = tenant(&server, "Domain").await;
+    let (_, admin) = server.tenant("Domain").await;
     fake.with(|w| w.seen.clear());
     let (whole, whole_took) =
         connect_and_sync(&server, &admin, settings.clone(), key.clone()).await;
@@ -614,7 +530,7 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
     );
     println!("  {:<54} {}", "", breakdown(log));
 
-    let (_, admin) = tenant(&server, "Storm").await;
+    let (_, admin) = server.tenant("Storm").await;
     fake.with(|w| {
         w.seen.clear();
         w.throttled.clear();

@@ -773,38 +773,10 @@ async fn short_lived_tokens_are_reused_until_shortly_before_they_expire(backend:
     server.stop().await;
 }
 
-/// The test service account: its key as Google hands it out (PEM in JSON) and its
-/// public key (DER), which the fake verifies assertions with.
-fn service_account() -> (serde_json::Value, Vec<u8>) {
-    let pem = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/service-account-test-key.pem"
-    ))
-    .unwrap();
-    let der = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        pem.lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect::<String>(),
-    )
-    .unwrap();
-    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let public = ring::signature::KeyPair::public_key(&pair)
-        .as_ref()
-        .to_vec();
-    let key = json!({
-        "type": "service_account",
-        "client_email": "mindmesh@acme-project.iam.gserviceaccount.com",
-        "private_key": pem,
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    (key, public)
-}
-
 /// Acme with the service account's key known to the fake, and no files yet.
 fn acme_domain() -> World {
     let mut world = acme();
-    world.service_account_key = Some(service_account().1);
+    world.service_account_key = Some(fake_google::service_account().1);
     world.files.clear();
     world.changes.clear();
     world
@@ -825,7 +797,7 @@ async fn connect_domain(
             kind: "google_drive".into(),
             display_name: "Acme domain".into(),
             settings,
-            access_token: service_account().0.to_string(),
+            access_token: fake_google::service_account().0.to_string(),
             ..Default::default()
         },
     )
@@ -898,6 +870,54 @@ async fn a_whole_domain_crawl_impersonates_each_user(backend: Backend) {
     server.stop().await;
 }
 
+/// A generated company in the fake, a tenant with an account for each of its people
+/// (directory users and outsiders), and its whole domain connected.
+struct Corp {
+    fake: FakeGoogle,
+    admin: String,
+    /// (email, member token) of every person.
+    people: Vec<(String, String)>,
+    client: ingest::Ingest,
+    integration: pb::Integration,
+}
+
+async fn corp(server: &TestServer, mut world: World, shape: fake_google::Company) -> Corp {
+    use fake_google::{company_outsider, company_user};
+    world.service_account_key = Some(fake_google::service_account().1);
+    let fake = FakeGoogle::start(world).await;
+    let (tenant, admin) = server.create_tenant("Corp").await;
+    let mut people = Vec::new();
+    for email in (0..shape.users)
+        .map(company_user)
+        .chain((0..shape.outsiders).map(company_outsider))
+    {
+        let token = ingest::member(server, tenant, &admin, &email).await.1;
+        people.push((email, token));
+    }
+    let mut client = ingest::client(server).await;
+    let mut settings = fake.settings();
+    settings.insert("admin_email".into(), company_user(0));
+    let integration = ingest::connect(
+        &mut client,
+        &admin,
+        pb::ConnectIntegrationRequest {
+            kind: "google_drive".into(),
+            display_name: "Corp".into(),
+            settings,
+            access_token: fake_google::service_account().0.to_string(),
+            ..Default::default()
+        },
+    )
+    .await;
+    Corp {
+        fake,
+        admin,
+        people,
+        client,
+        integration,
+    }
+}
+
 /// Every person's readable set equals what Drive lets them read (`World::may_read`).
 async fn assert_exact(server: &TestServer, fake: &FakeGoogle, people: &[(String, String)]) {
     for (email, token) in people {
@@ -940,33 +960,14 @@ async fn p02_a_domain_crawl_gives_everyone_exactly_what_drive_does(backend: Back
         content_bytes: 64,
         seed: 11,
     };
-    let mut world = company(shape);
-    world.service_account_key = Some(service_account().1);
-    let fake = FakeGoogle::start(world).await;
-    let (tenant, admin) = server.create_tenant("Corp").await;
-    let mut people = Vec::new();
-    for email in (0..shape.users)
-        .map(company_user)
-        .chain((0..shape.outsiders).map(company_outsider))
-    {
-        let token = ingest::member(&server, tenant, &admin, &email).await.1;
-        people.push((email, token));
-    }
-    let mut client = ingest::client(&server).await;
-    let mut settings = fake.settings();
-    settings.insert("admin_email".into(), company_user(0));
-    let integration = ingest::connect(
-        &mut client,
-        &admin,
-        pb::ConnectIntegrationRequest {
-            kind: "google_drive".into(),
-            display_name: "Corp".into(),
-            settings,
-            access_token: service_account().0.to_string(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let world = company(shape);
+    let Corp {
+        fake,
+        admin,
+        people,
+        mut client,
+        integration,
+    } = corp(&server, world, shape).await;
     sync_ok(&mut client, &admin, &integration.id, false).await;
     let outsider_reads = fake.with(|w| w.may_read(&company_outsider(0)).len());
     assert!(
@@ -1026,7 +1027,7 @@ async fn p02_a_domain_crawl_gives_everyone_exactly_what_drive_does(backend: Back
 /// `Retry-After`, other listings are answered. (How much time the storm costs is
 /// `make bench`'s to show, beside the clean sync.)
 async fn a_rate_limit_storm_stalls_only_the_throttled_calls(backend: Backend) {
-    use fake_google::{Company, company, company_outsider, company_user};
+    use fake_google::{Company, company};
     let server = server(backend).await;
     let shape = Company {
         users: 20,
@@ -1038,33 +1039,14 @@ async fn a_rate_limit_storm_stalls_only_the_throttled_calls(backend: Backend) {
     };
     let mut world = company(shape);
     world.page_size = 20;
-    world.service_account_key = Some(service_account().1);
     world.storm = true;
-    let fake = FakeGoogle::start(world).await;
-    let (tenant, admin) = server.create_tenant("Corp").await;
-    let mut people = Vec::new();
-    for email in (0..shape.users)
-        .map(company_user)
-        .chain((0..shape.outsiders).map(company_outsider))
-    {
-        let token = ingest::member(&server, tenant, &admin, &email).await.1;
-        people.push((email, token));
-    }
-    let mut client = ingest::client(&server).await;
-    let mut settings = fake.settings();
-    settings.insert("admin_email".into(), company_user(0));
-    let integration = ingest::connect(
-        &mut client,
-        &admin,
-        pb::ConnectIntegrationRequest {
-            kind: "google_drive".into(),
-            display_name: "Corp".into(),
-            settings,
-            access_token: service_account().0.to_string(),
-            ..Default::default()
-        },
-    )
-    .await;
+    let Corp {
+        fake,
+        admin,
+        people,
+        mut client,
+        integration,
+    } = corp(&server, world, shape).await;
     sync_ok(&mut client, &admin, &integration.id, false).await;
     assert_exact(&server, &fake, &people).await;
     let (throttled, seen) = fake.with(|w| (w.throttled.clone(), w.seen.clone()));

@@ -7,11 +7,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use mindmesh_kit::Service;
-use mindmesh_kit::auth::TokenIssuer;
+use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::config::{Config, Mode};
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -199,6 +200,39 @@ impl BenchServer {
             _pg: pg,
             _nats: nats,
         }
+    }
+
+    /// A new tenant named `name` and an admin token of it (valid two hours).
+    pub async fn tenant(&self, name: &str) -> (TenantId, String) {
+        let operator = self
+            .issuer
+            .issue("op", None, &[Role::Operator], Duration::from_secs(7200))
+            .unwrap();
+        let mut accounts =
+            perm::account_service_client::AccountServiceClient::new(self.channel.clone());
+        let tenant: TenantId = accounts
+            .create_tenant(authed(
+                perm::CreateTenantRequest { name: name.into() },
+                &operator,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap()
+            .id
+            .parse()
+            .unwrap();
+        let admin = self
+            .issuer
+            .issue(
+                "admin",
+                Some(tenant),
+                &[Role::Admin],
+                Duration::from_secs(7200),
+            )
+            .unwrap();
+        (tenant, admin)
     }
 
     /// A connected integration of `tenant` (an empty local folder, connected by

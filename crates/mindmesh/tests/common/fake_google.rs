@@ -1007,6 +1007,34 @@ pub fn blob(id: &str, name: &str, owner: &str, content: &[u8], perms: Vec<Perm>)
     }
 }
 
+/// The test service account: its key as Google hands it out (PEM in JSON) and its
+/// public key (DER), which the fake verifies assertions with.
+pub fn service_account() -> (serde_json::Value, Vec<u8>) {
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/service-account-test-key.pem"
+    ))
+    .unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
+    let key = json!({
+        "type": "service_account",
+        "client_email": "mindmesh@acme-project.iam.gserviceaccount.com",
+        "private_key": pem,
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    (key, public)
+}
+
 /// The shape of a generated company (see [`company`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Company {

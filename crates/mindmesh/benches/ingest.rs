@@ -329,44 +329,8 @@ async fn run(distributed: bool, files: usize, log: &Captured) {
         encrypt.as_secs_f64()
     );
 
-    let mut ingest = pb::ingest_service_client::IngestServiceClient::new(server.channel.clone());
     log.0.lock().unwrap().clear();
-    let start = Instant::now();
-    let integration = ingest
-        .connect_integration(authed(
-            pb::ConnectIntegrationRequest {
-                kind: "google_drive".into(),
-                display_name: "Bench Drive".into(),
-                settings: fake.settings(),
-                access_token: token.clone(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .integration
-        .unwrap();
-    // Connecting starts the first sync; this joins it.
-    let mut stream = ingest
-        .sync_integration(authed(
-            pb::SyncIntegrationRequest {
-                integration_id: integration.id.clone(),
-                full: false,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = stream.message().await.unwrap() {
-        last = Some(p);
-    }
-    let took = start.elapsed();
-    let last = last.unwrap();
-    assert_eq!(last.phase, pb::SyncPhase::Done as i32, "{}", last.error);
+    let (last, took) = connect_and_sync(&server, &admin, fake.settings(), token.clone()).await;
     assert_eq!(last.created, files as u64, "{last:?}");
     let rate = files as f64 / took.as_secs_f64();
     println!(

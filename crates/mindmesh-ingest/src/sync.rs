@@ -40,6 +40,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 const TICK: Duration = Duration::from_secs(10);
 /// Items removed per step of a full listing's sweep.
 const SWEEP_BATCH: u64 = 500;
+/// Pages applied at once (committed in order).
+const PAGES_APPLYING: usize = 4;
 /// Lost items asked about at once.
 const RECHECK_CONCURRENCY: usize = 8;
 /// Content fetches under way per request the connector may have in flight.
@@ -108,6 +110,18 @@ struct Timings {
     deletions: Duration,
     /// Ingest's own bookkeeping (items, cursor).
     bookkeeping: Duration,
+}
+
+impl Timings {
+    /// Adds the time one page's application spent.
+    fn add(&mut self, page: &Timings) {
+        self.principals += page.principals;
+        self.listing += page.listing;
+        self.content_and_store += page.content_and_store;
+        self.grants += page.grants;
+        self.deletions += page.deletions;
+        self.bookkeeping += page.bookkeeping;
+    }
 }
 
 /// `work`'s result, its time added to `into`.
@@ -381,81 +395,134 @@ impl Engine {
             position.generation += 1;
             self.store.start_listing(id, position.generation).await?;
         }
-        let mut cursor = position.cursor;
         let mut seen_cursors: HashSet<String> = HashSet::new();
         let mut pages = 0u64;
-        // The next page is read from the source while this one is applied and committed.
-        let mut prefetched: Option<Prefetch> = None;
+        // Pages are read from the source one after the other, each as soon as the
+        // previous one's cursor is known, and up to `PAGES_APPLYING` are applied at once
+        // (a page waiting for its slowest content holds back none of the next), then
+        // committed in order. A page sharing an item with a page being applied, or
+        // starting a new listing, waits until those are committed.
+        let known_principals = Mutex::new(known_principals);
+        let mut reading: Option<Prefetch> = Some(Prefetch::start(
+            Arc::clone(&connector),
+            position.cursor.clone(),
+        ));
+        let mut read_from_cursor = position.cursor.is_some();
+        let mut waiting: Option<(Page, bool)> = None;
+        let mut applying = futures::stream::FuturesOrdered::new();
+        let mut applying_ids: std::collections::VecDeque<HashSet<String>> =
+            std::collections::VecDeque::new();
+        // Applied pages, in order, waiting to be committed.
+        let mut applied: std::collections::VecDeque<Result<(PageRecord, Timings)>> =
+            std::collections::VecDeque::new();
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Unavailable("the sync was stopped".into()));
             }
-            if !self.renew(id).await? {
+            // The pages being applied go on while this waits on the database (they may
+            // hold one of its connections).
+            let renewed = while_applying(&mut applying, &mut applied, self.renew(id)).await?;
+            if !renewed {
                 // Being disconnected: a stop, not a failure of the integration.
                 cancel.cancel();
                 return Err(Error::FailedPrecondition(
                     "the integration is being disconnected".into(),
                 ));
             }
-            let page = match prefetched.take() {
-                Some(next) => timed(&mut timings.listing, stopped_or(cancel, next.page())).await?,
-                None => {
-                    timed(
-                        &mut timings.listing,
-                        stopped_or(cancel, connector.page(cursor.as_deref())),
-                    )
-                    .await?
-                }
-            };
-            pages += 1;
-            if page.new_listing && cursor.is_some() {
-                position.generation += 1;
-                self.store.start_listing(id, position.generation).await?;
-            }
-            prefetched = match (&page.cursor, page.more) {
-                (Some(next), true) => Some(Prefetch::start(Arc::clone(&connector), next.clone())),
-                _ => None,
-            };
-            let mut record = self
-                .apply(
-                    tenant,
-                    id,
-                    connector.as_ref(),
-                    &page,
-                    position.generation,
-                    full,
-                    &mut known_principals,
-                    progress,
-                    &mut timings,
+            while let Some(next) = applied.pop_front() {
+                let (record, spent) = next?;
+                applying_ids.pop_front();
+                timings.add(&spent);
+                let start = std::time::Instant::now();
+                while_applying(
+                    &mut applying,
+                    &mut applied,
+                    self.store.commit_page(tenant, id, &record),
                 )
                 .await?;
-            if page.listing_complete {
-                // What the listing did not see goes once every page is applied; recorded
-                // with this page, so that a sync stopped before then leaves it due.
-                record.sweep_due = Some(position.generation);
+                timings.bookkeeping += start.elapsed();
             }
-            record.cursor = page.cursor.clone();
-            timed(
-                &mut timings.bookkeeping,
-                self.store.commit_page(tenant, id, &record),
-            )
-            .await?;
-            if !page.more {
+            if let Some((page, after_cursor)) = waiting.take() {
+                let ids = page_ids(&page);
+                let restarts = page.new_listing && after_cursor;
+                let overlaps = applying_ids.iter().any(|a| !a.is_disjoint(&ids));
+                if (restarts || overlaps) && !applying_ids.is_empty() {
+                    waiting = Some((page, after_cursor));
+                } else {
+                    if restarts {
+                        position.generation += 1;
+                        self.store.start_listing(id, position.generation).await?;
+                    }
+                    let generation = position.generation;
+                    let connector = Arc::clone(&connector);
+                    let known_principals = &known_principals;
+                    applying_ids.push_back(ids);
+                    applying.push_back(async move {
+                        let mut spent = Timings::default();
+                        let mut record = self
+                            .apply(
+                                tenant,
+                                id,
+                                connector.as_ref(),
+                                &page,
+                                generation,
+                                full,
+                                known_principals,
+                                progress,
+                                &mut spent,
+                            )
+                            .await?;
+                        if page.listing_complete {
+                            // What the listing did not see goes once every page is
+                            // applied; recorded with this page, so that a sync stopped
+                            // before then leaves it due.
+                            record.sweep_due = Some(generation);
+                        }
+                        record.cursor = page.cursor.clone();
+                        Ok::<_, Error>((record, spent))
+                    });
+                }
+            }
+            if applying_ids.is_empty() && waiting.is_none() && reading.is_none() {
                 break;
             }
-            match &page.cursor {
-                None => break,
-                // A source that hands out a cursor twice in one sync would never end.
-                Some(c) if !seen_cursors.insert(c.clone()) => {
-                    return Err(Error::Unavailable(format!(
-                        "{}: the source returned a page token it had returned before (a loop)",
-                        integration.kind
-                    )));
+            let may_read = waiting.is_none() && applying_ids.len() < PAGES_APPLYING;
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    return Err(Error::Unavailable("the sync was stopped".into()));
                 }
-                Some(_) => {}
+                read = async {
+                    match reading.as_mut() {
+                        Some(next) => next.page().await,
+                        None => std::future::pending().await,
+                    }
+                }, if may_read && reading.is_some() => {
+                    reading = None;
+                    let (page, took) = read?;
+                    timings.listing += took;
+                    pages += 1;
+                    if let (Some(next), true) = (&page.cursor, page.more) {
+                        // A source that hands out a cursor twice in one sync would never end.
+                        if !seen_cursors.insert(next.clone()) {
+                            return Err(Error::Unavailable(format!(
+                                "{}: the source returned a page token it had returned before (a loop)",
+                                integration.kind
+                            )));
+                        }
+                        reading = Some(Prefetch::start(Arc::clone(&connector), Some(next.clone())));
+                    }
+                    waiting = Some((page, read_from_cursor));
+                    read_from_cursor = true;
+                }
+                Some(done) = applying.next(), if !applying.is_empty() => {
+                    applied.push_back(done);
+                }
             }
-            cursor = page.cursor;
         }
+        drop(applying);
+        let mut known_principals = known_principals
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
         if known_principals.grown() {
             // Grants named people outside the directory: they are principals now.
             timed(
@@ -504,7 +571,7 @@ impl Engine {
         page: &Page,
         generation: i64,
         full: bool,
-        known_principals: &mut KnownPrincipals,
+        known_principals: &Mutex<KnownPrincipals>,
         progress: &watch::Sender<Progress>,
         timings: &mut Timings,
     ) -> Result<PageRecord> {
@@ -655,10 +722,13 @@ impl Engine {
                 }
             }
         }
-        for (_, grants) in &acls {
-            record
-                .outsiders
-                .extend(known_principals.learn(connector, grants));
+        {
+            let mut known_principals = known_principals.lock().unwrap_or_else(|e| e.into_inner());
+            for (_, grants) in &acls {
+                record
+                    .outsiders
+                    .extend(known_principals.learn(connector, grants));
+            }
         }
         timed(&mut timings.grants, self.sink.acls(tenant, id, &acls)).await?;
 
@@ -724,16 +794,19 @@ impl Engine {
 
 /// The next page, read by a task of its own while the current one is applied; dropped
 /// (a sync that stops or fails), the read is abandoned.
-struct Prefetch(tokio::task::JoinHandle<Result<Page>>);
+struct Prefetch(tokio::task::JoinHandle<Result<(Page, Duration)>>);
 
 impl Prefetch {
-    fn start(connector: Arc<dyn Connector>, cursor: String) -> Self {
-        Prefetch(tokio::spawn(
-            async move { connector.page(Some(&cursor)).await },
-        ))
+    fn start(connector: Arc<dyn Connector>, cursor: Option<String>) -> Self {
+        Prefetch(tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let page = connector.page(cursor.as_deref()).await?;
+            Ok((page, start.elapsed()))
+        }))
     }
 
-    async fn page(mut self) -> Result<Page> {
+    /// The page and how long reading it took.
+    async fn page(&mut self) -> Result<(Page, Duration)> {
         (&mut self.0)
             .await
             .map_err(|_| Error::Internal("reading the next page stopped".into()))?
@@ -744,6 +817,36 @@ impl Drop for Prefetch {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// `work`, while the pages in `applying` go on being applied (those that finish are
+/// added to `applied`, in order).
+async fn while_applying<T, F>(
+    applying: &mut futures::stream::FuturesOrdered<F>,
+    applied: &mut std::collections::VecDeque<F::Output>,
+    work: impl std::future::Future<Output = T>,
+) -> T
+where
+    F: std::future::Future,
+{
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(done) = applying.next(), if !applying.is_empty() => applied.push_back(done),
+        }
+    }
+}
+
+/// Every item a page touches.
+fn page_ids(page: &Page) -> HashSet<String> {
+    page.documents
+        .iter()
+        .map(|d| d.external_id.clone())
+        .chain(page.removed.iter().cloned())
+        .chain(page.lost.iter().cloned())
+        .chain(page.skipped.iter().map(|s| s.external_id.clone()))
+        .collect()
 }
 
 /// Asks the connector about each known item of `lost`: the documents still there (with

@@ -339,6 +339,12 @@ async fn a_sync_killed_half_way_resumes_where_it_stopped(backend: Backend) {
     })
     .await;
     assert!(stuck, "the sync did not reach the fifth page");
+    // Pages are read ahead of their application: the four before the hung one are
+    // applied meanwhile.
+    eventually(Duration::from_secs(30), || async {
+        ingest::readable(&server, &alice).await.len() >= 15
+    })
+    .await;
     let before = ingest::readable(&server, &alice).await.len();
     assert!(
         (15..=20).contains(&before),

@@ -98,6 +98,10 @@ const MAX_PAGES: usize = 100_000;
 /// waits for its retry while the others go on.
 const CALLS_PER_REQUEST: usize = 16;
 
+/// How long a page of the listing waits for its last listings once half of them are
+/// answered; those still waiting (a `Retry-After`) come with a later page.
+const STRAGGLER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs `work` with up to `n` under way at once — one that is slow (waiting out a
 /// `Retry-After`) holds back none of the others — and returns the outputs in order.
 async fn side_by_side<T, Fut>(work: impl IntoIterator<Item = Fut>, n: usize) -> Vec<T>
@@ -276,6 +280,28 @@ pub struct GoogleDrive {
     /// Files described in this sync, with the version described: another user's
     /// listing of the same version adds nothing.
     described: std::sync::Mutex<HashMap<String, String>>,
+    /// Listing pages being read (or read) ahead of the cursor, by the listing state
+    /// they answer: a page left behind by one `page` call (still waiting out a
+    /// `Retry-After`) or the next page of a listing, asked for as soon as its token is
+    /// known. Dropped with the connector, they are abandoned.
+    ahead: std::sync::Mutex<HashMap<Listing, ListingTask>>,
+}
+
+/// One `files.list` call under way in a task of its own; dropped, it is abandoned.
+struct ListingTask(tokio::task::JoinHandle<Result<FileList>>);
+
+impl Drop for ListingTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ListingTask {
+    async fn answer(mut self) -> Result<FileList> {
+        (&mut self.0)
+            .await
+            .map_err(|_| Error::Internal("google drive: a listing read stopped".into()))?
+    }
 }
 
 /// Opens the connector of an integration.
@@ -338,6 +364,7 @@ pub fn open(
         directory: tokio::sync::Mutex::new(BTreeMap::new()),
         concurrency: concurrency.max(1),
         described: std::sync::Mutex::new(HashMap::new()),
+        ahead: std::sync::Mutex::new(HashMap::new()),
     })
 }
 
@@ -543,7 +570,7 @@ struct Cursor {
 
 /// One listing of a full listing: a user's files (My Drive and shared with them) or a
 /// shared drive's, read as one of its members.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 struct Listing {
     /// Directory id of the user it is read as (empty: the connected user).
     user: String,
@@ -694,6 +721,7 @@ impl GoogleDrive {
     /// each shared drive is listed once, as the first user found among its members.
     async fn start_listing(&self) -> Result<Cursor> {
         self.described().clear();
+        self.ahead().clear();
         let users = self.crawl_users().await;
         let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> = side_by_side(
             users.into_iter().map(|user| async move {
@@ -804,20 +832,63 @@ impl GoogleDrive {
         self.described.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One page of each of the first listings at `cursor`, side by side.
+    /// The listing pages read ahead. A poisoned lock still guards a consistent map
+    /// (every change is one insert or one remove), so it is used as it is.
+    fn ahead(&self) -> std::sync::MutexGuard<'_, HashMap<Listing, ListingTask>> {
+        self.ahead.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The read of `listing`'s page, the one under way if there is one.
+    async fn listing_task(&self, listing: &Listing) -> Result<ListingTask> {
+        if let Some(task) = self.ahead().remove(listing) {
+            return Ok(task);
+        }
+        let tokens = self.tokens(&listing.user).await?;
+        let call = Call::get("google drive files.list", self.list_files_url(listing));
+        let http = self.http.clone();
+        Ok(ListingTask(tokio::spawn(async move {
+            http.send(&call, Auth::Bearer(&tokens)).await?.json()
+        })))
+    }
+
+    /// Pages of the first listings at `cursor`, read side by side: those answered once
+    /// most of them are (a listing still waiting out a `Retry-After` after that goes on
+    /// in the background and comes with a later page). The next page of each listing is
+    /// asked for as soon as its token is known.
     async fn list_page(&self, mut cursor: Cursor) -> Result<Page> {
-        let batch: Vec<Listing> = cursor
+        let count = cursor
             .listings
-            .iter()
-            .take(self.concurrency * CALLS_PER_REQUEST)
-            .cloned()
-            .collect();
-        let answers: Vec<Result<FileList>> =
-            futures::future::join_all(batch.iter().map(|l| self.list_files(l))).await;
+            .len()
+            .min(self.concurrency * CALLS_PER_REQUEST);
+        let mut tasks = Vec::with_capacity(count);
+        for listing in &cursor.listings[..count] {
+            tasks.push(self.listing_task(listing).await?);
+        }
+        // Wait for all, or for half of them and then a moment for the rest.
+        let mut most_at: Option<std::time::Instant> = None;
+        loop {
+            let finished = tasks.iter().filter(|t| t.0.is_finished()).count();
+            if finished == tasks.len() {
+                break;
+            }
+            if finished * 2 >= tasks.len() {
+                let at = *most_at.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() >= STRAGGLER_GRACE {
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let mut files = Vec::new();
-        let mut still = Vec::new();
-        for (mut listing, answer) in batch.into_iter().zip(answers) {
-            let list = answer?;
+        let mut listings = Vec::with_capacity(cursor.listings.len());
+        let rest = cursor.listings.split_off(count);
+        for (mut listing, task) in cursor.listings.into_iter().zip(tasks) {
+            if !task.0.is_finished() {
+                self.ahead().insert(listing.clone(), task);
+                listings.push(listing);
+                continue;
+            }
+            let list = task.answer().await?;
             files.extend(list.files.into_iter().map(|f| (listing.user.clone(), f)));
             match list.next_page_token.filter(|t| !t.is_empty()) {
                 Some(next) if listing.page_token.as_deref() == Some(next.as_str()) => {
@@ -828,19 +899,15 @@ impl GoogleDrive {
                 }
                 Some(next) => {
                     listing.page_token = Some(next);
-                    still.push(listing);
+                    let task = self.listing_task(&listing).await?;
+                    self.ahead().insert(listing.clone(), task);
+                    listings.push(listing);
                 }
                 None => {}
             }
         }
         let mut page = self.describe_all(files).await?;
-        let rest = cursor.listings.split_off(
-            cursor
-                .listings
-                .len()
-                .min(self.concurrency * CALLS_PER_REQUEST),
-        );
-        cursor.listings = still.into_iter().chain(rest).collect();
+        cursor.listings = listings.into_iter().chain(rest).collect();
         if cursor.listings.is_empty() {
             cursor.phase = "changes".into();
             page.listing_complete = true;
@@ -850,8 +917,8 @@ impl GoogleDrive {
         Ok(page)
     }
 
-    /// One `files.list` page of `listing`.
-    async fn list_files(&self, listing: &Listing) -> Result<FileList> {
+    /// The `files.list` URL of `listing`'s next page.
+    fn list_files_url(&self, listing: &Listing) -> reqwest::Url {
         let mut query = vec![
             (
                 "q",
@@ -872,13 +939,7 @@ impl GoogleDrive {
             query.push(("pageToken", token.clone()));
         }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.get(
-            "drive files.list",
-            self.drive_url(&["files"], &query),
-            &listing.user,
-        )
-        .await?
-        .json()
+        self.drive_url(&["files"], &query)
     }
 
     /// Describes listed files, each as the user whose listing had it, their permission

@@ -284,24 +284,57 @@ pub struct GoogleDrive {
     /// they answer: a page left behind by one `page` call (still waiting out a
     /// `Retry-After`) or the next page of a listing, asked for as soon as its token is
     /// known. Dropped with the connector, they are abandoned.
-    ahead: std::sync::Mutex<HashMap<Listing, ListingTask>>,
+    ahead: std::sync::Mutex<HashMap<Listing, Task<FileList>>>,
+    /// Change-log pages being read ahead, likewise.
+    ahead_changes: std::sync::Mutex<HashMap<LogPage, Task<ChangeList>>>,
 }
 
-/// One `files.list` call under way in a task of its own; dropped, it is abandoned.
-struct ListingTask(tokio::task::JoinHandle<Result<FileList>>);
+/// One call under way in a task of its own; dropped, it is abandoned.
+struct Task<T>(tokio::task::JoinHandle<Result<T>>);
 
-impl Drop for ListingTask {
+impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-impl ListingTask {
-    async fn answer(mut self) -> Result<FileList> {
+impl<T> Task<T> {
+    async fn answer(mut self) -> Result<T> {
         (&mut self.0)
             .await
-            .map_err(|_| Error::Internal("google drive: a listing read stopped".into()))?
+            .map_err(|_| Error::Internal("google drive: a read stopped".into()))?
     }
+
+    fn finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// Waits until every task is finished, or half of them are and then
+/// [`STRAGGLER_GRACE`] has passed: those still waiting (out a `Retry-After`) come
+/// with a later page.
+async fn most_of<T>(tasks: &[Task<T>]) {
+    let mut most_at: Option<std::time::Instant> = None;
+    loop {
+        let finished = tasks.iter().filter(|t| t.finished()).count();
+        if finished == tasks.len() {
+            return;
+        }
+        if finished * 2 >= tasks.len() {
+            let at = *most_at.get_or_insert_with(std::time::Instant::now);
+            if at.elapsed() >= STRAGGLER_GRACE {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A change log's page: (user, shared drive, page token).
+type LogPage = (String, String, String);
+
+fn log_page(log: &Log) -> LogPage {
+    (log.user.clone(), log.drive.clone(), log.token.clone())
 }
 
 /// Opens the connector of an integration.
@@ -365,6 +398,7 @@ pub fn open(
         concurrency: concurrency.max(1),
         described: std::sync::Mutex::new(HashMap::new()),
         ahead: std::sync::Mutex::new(HashMap::new()),
+        ahead_changes: std::sync::Mutex::new(HashMap::new()),
     })
 }
 
@@ -722,11 +756,13 @@ impl GoogleDrive {
     async fn start_listing(&self) -> Result<Cursor> {
         self.described().clear();
         self.ahead().clear();
+        self.ahead_changes().clear();
         let users = self.crawl_users().await;
         let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> = side_by_side(
             users.into_iter().map(|user| async move {
-                let token = self.start_token(&user, None).await?;
-                let drives = self.drives_of(&user).await?;
+                let (token, drives) =
+                    futures::future::try_join(self.start_token(&user, None), self.drives_of(&user))
+                        .await?;
                 Ok((
                     user.clone(),
                     Log {
@@ -834,21 +870,57 @@ impl GoogleDrive {
 
     /// The listing pages read ahead. A poisoned lock still guards a consistent map
     /// (every change is one insert or one remove), so it is used as it is.
-    fn ahead(&self) -> std::sync::MutexGuard<'_, HashMap<Listing, ListingTask>> {
+    fn ahead(&self) -> std::sync::MutexGuard<'_, HashMap<Listing, Task<FileList>>> {
         self.ahead.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The change-log pages read ahead (as [`GoogleDrive::ahead`]).
+    fn ahead_changes(&self) -> std::sync::MutexGuard<'_, HashMap<LogPage, Task<ChangeList>>> {
+        self.ahead_changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A `GET` of `url` as `user` in a task of its own, its answer decoded.
+    async fn spawn_get<T>(
+        &self,
+        name: &'static str,
+        url: reqwest::Url,
+        user: &str,
+    ) -> Result<Task<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let tokens = self.tokens(user).await?;
+        let http = self.http.clone();
+        let call = Call::get(name, url);
+        Ok(Task(tokio::spawn(async move {
+            http.send(&call, Auth::Bearer(&tokens)).await?.json()
+        })))
+    }
+
     /// The read of `listing`'s page, the one under way if there is one.
-    async fn listing_task(&self, listing: &Listing) -> Result<ListingTask> {
+    async fn listing_task(&self, listing: &Listing) -> Result<Task<FileList>> {
         if let Some(task) = self.ahead().remove(listing) {
             return Ok(task);
         }
-        let tokens = self.tokens(&listing.user).await?;
-        let call = Call::get("google drive files.list", self.list_files_url(listing));
-        let http = self.http.clone();
-        Ok(ListingTask(tokio::spawn(async move {
-            http.send(&call, Auth::Bearer(&tokens)).await?.json()
-        })))
+        self.spawn_get(
+            "google drive files.list",
+            self.list_files_url(listing),
+            &listing.user,
+        )
+        .await
+    }
+
+    /// The read of `log`'s page, the one under way if there is one.
+    async fn changes_task(&self, log: &Log) -> Result<Task<ChangeList>> {
+        if let Some(task) = self.ahead_changes().remove(&log_page(log)) {
+            return Ok(task);
+        }
+        self.spawn_get(
+            "google drive changes.list",
+            self.list_changes_url(log),
+            &log.user,
+        )
+        .await
     }
 
     /// Pages of the first listings at `cursor`, read side by side: those answered once
@@ -864,26 +936,12 @@ impl GoogleDrive {
         for listing in &cursor.listings[..count] {
             tasks.push(self.listing_task(listing).await?);
         }
-        // Wait for all, or for half of them and then a moment for the rest.
-        let mut most_at: Option<std::time::Instant> = None;
-        loop {
-            let finished = tasks.iter().filter(|t| t.0.is_finished()).count();
-            if finished == tasks.len() {
-                break;
-            }
-            if finished * 2 >= tasks.len() {
-                let at = *most_at.get_or_insert_with(std::time::Instant::now);
-                if at.elapsed() >= STRAGGLER_GRACE {
-                    break;
-                }
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        most_of(&tasks).await;
         let mut files = Vec::new();
         let mut listings = Vec::with_capacity(cursor.listings.len());
         let rest = cursor.listings.split_off(count);
         for (mut listing, task) in cursor.listings.into_iter().zip(tasks) {
-            if !task.0.is_finished() {
+            if !task.finished() {
                 self.ahead().insert(listing.clone(), task);
                 listings.push(listing);
                 continue;
@@ -999,14 +1057,21 @@ impl GoogleDrive {
             .filter(|i| !cursor.logs[*i].read)
             .take(self.concurrency * CALLS_PER_REQUEST)
             .collect();
-        let answers: Vec<Result<ChangeList>> =
-            futures::future::join_all(pending.iter().map(|i| self.list_changes(&cursor.logs[*i])))
-                .await;
+        let mut tasks = Vec::with_capacity(pending.len());
+        for i in &pending {
+            tasks.push(self.changes_task(&cursor.logs[*i]).await?);
+        }
+        most_of(&tasks).await;
         let whole_domain = matches!(self.mode, Mode::Domain { .. });
         let mut files = Vec::new();
         let mut page = Page::default();
-        for (i, answer) in pending.into_iter().zip(answers) {
-            let list = answer?;
+        for (i, task) in pending.into_iter().zip(tasks) {
+            if !task.finished() {
+                // Still waiting: read again (from where it is) with a later page.
+                self.ahead_changes().insert(log_page(&cursor.logs[i]), task);
+                continue;
+            }
+            let list = task.answer().await?;
             let log = &mut cursor.logs[i];
             for change in list.changes {
                 match change.file {
@@ -1032,6 +1097,8 @@ impl GoogleDrive {
                         ));
                     }
                     log.token = next;
+                    let task = self.changes_task(log).await?;
+                    self.ahead_changes().insert(log_page(log), task);
                 }
                 (_, Some(start)) if !start.is_empty() => {
                     log.token = start;
@@ -1058,8 +1125,8 @@ impl GoogleDrive {
         Ok(page)
     }
 
-    /// One `changes.list` page of `log`.
-    async fn list_changes(&self, log: &Log) -> Result<ChangeList> {
+    /// The `changes.list` URL of `log`'s next page.
+    fn list_changes_url(&self, log: &Log) -> reqwest::Url {
         let fields =
             format!("nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))");
         let mut query = vec![
@@ -1074,13 +1141,7 @@ impl GoogleDrive {
             query.push(("includeItemsFromAllDrives", "true"));
             query.push(("driveId", log.drive.as_str()));
         }
-        self.get(
-            "drive changes.list",
-            self.drive_url(&["changes"], &query),
-            &log.user,
-        )
-        .await?
-        .json()
+        self.drive_url(&["changes"], &query)
     }
 
     async fn describe(&self, user: &str, mut file: File) -> Result<Listed> {
@@ -1280,44 +1341,42 @@ fn short(s: &str) -> String {
 impl Connector for GoogleDrive {
     async fn principals(&self) -> Result<Principals> {
         let customer = self.customer.as_str();
-        let users = self
-            .all_pages("directory users.list", |token| async move {
-                let mut query = vec![
-                    ("customer", customer),
-                    ("maxResults", "500"),
-                    ("projection", "basic"),
-                ];
-                if let Some(t) = &token {
-                    query.push(("pageToken", t));
-                }
-                let list: UserList = self
-                    .get(
-                        "directory users.list",
-                        self.directory_url(&["users"], &query),
-                        "",
-                    )
-                    .await?
-                    .json()?;
-                Ok((list.users, list.next_page_token))
-            })
-            .await?;
-        let groups = self
-            .all_pages("directory groups.list", |token| async move {
-                let mut query = vec![("customer", customer), ("maxResults", "200")];
-                if let Some(t) = &token {
-                    query.push(("pageToken", t));
-                }
-                let list: GroupList = self
-                    .get(
-                        "directory groups.list",
-                        self.directory_url(&["groups"], &query),
-                        "",
-                    )
-                    .await?
-                    .json()?;
-                Ok((list.groups, list.next_page_token))
-            })
-            .await?;
+        // Users and groups side by side.
+        let users = self.all_pages("directory users.list", |token| async move {
+            let mut query = vec![
+                ("customer", customer),
+                ("maxResults", "500"),
+                ("projection", "basic"),
+            ];
+            if let Some(t) = &token {
+                query.push(("pageToken", t));
+            }
+            let list: UserList = self
+                .get(
+                    "directory users.list",
+                    self.directory_url(&["users"], &query),
+                    "",
+                )
+                .await?
+                .json()?;
+            Ok((list.users, list.next_page_token))
+        });
+        let groups = self.all_pages("directory groups.list", |token| async move {
+            let mut query = vec![("customer", customer), ("maxResults", "200")];
+            if let Some(t) = &token {
+                query.push(("pageToken", t));
+            }
+            let list: GroupList = self
+                .get(
+                    "directory groups.list",
+                    self.directory_url(&["groups"], &query),
+                    "",
+                )
+                .await?
+                .json()?;
+            Ok((list.groups, list.next_page_token))
+        });
+        let (users, groups) = futures::future::try_join(users, groups).await?;
 
         let mut principals = Principals::default();
         let mut directory = BTreeMap::new();

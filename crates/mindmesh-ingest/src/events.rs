@@ -83,12 +83,9 @@ impl EventHandler for IngestEvents {
             .attest(&txn, Some(tenant), cascade, counts.clone(), &destroyed)
             .await?;
         txn.commit().await?;
-        mindmesh_kit::db::settle_erasure(
-            self.store.db(),
-            &crate::store::ERASED_TABLES,
-            counts.values().sum(),
-        )
-        .await?;
+        self.ctx
+            .settle_erasure(&crate::store::ERASED_TABLES, counts.values().sum())
+            .await?;
         self.ctx.relay.wake();
         if whole_tenant {
             tracing::info!(tenant_id = %tenant, cascade_id = %cascade, integrations = counts.get("integrations").copied().unwrap_or(0), "tenant's integrations erased");

@@ -76,6 +76,11 @@ pub struct DatabaseConfig {
     pub keystore_url: Option<String>,
     /// Connection pool size per service.
     pub max_connections: u32,
+    /// PostgreSQL: rows a deletion cascade erases above which the erased tables are
+    /// vacuumed as soon as it commits, rather than whenever autovacuum gets to them
+    /// (until then the erased rows' dead versions stay in the table files). SQLite
+    /// zeroes what it deletes and empties its log after every cascade.
+    pub vacuum_after_rows: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -84,6 +89,7 @@ impl Default for DatabaseConfig {
             url: None,
             keystore_url: None,
             max_connections: 8,
+            vacuum_after_rows: 10_000,
         }
     }
 }

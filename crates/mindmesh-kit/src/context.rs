@@ -135,6 +135,18 @@ impl ServiceContext {
         })
     }
 
+    /// After an erasure committed in this service's database: the erased rows gone from
+    /// its files too ([`crate::db::settle_erasure`], `database.vacuum_after_rows`).
+    pub async fn settle_erasure(&self, tables: &[&str], rows: u64) -> Result<()> {
+        crate::db::settle_erasure(
+            &self.db,
+            tables,
+            rows,
+            self.config.database.vacuum_after_rows,
+        )
+        .await
+    }
+
     /// Writes this service's signed attestation of its part of `cascade` (a
     /// `deletion.completed` event) into the outbox of `txn`, so that it commits with the
     /// deletion it attests.

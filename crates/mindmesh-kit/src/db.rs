@@ -163,21 +163,23 @@ pub async fn drop_postgres_database(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// Rows erased (a deletion cascade) above which PostgreSQL tables are vacuumed at once.
-pub const VACUUM_AFTER_ROWS: u64 = 10_000;
-
 /// After an erasure committed: makes sure the erased rows are gone from the files too.
 /// SQLite zeroes deleted content (`secure_delete`), but the write-ahead log still holds
 /// the pages as they were: it is checkpointed and emptied. PostgreSQL keeps dead row
-/// versions until vacuumed: `tables` are vacuumed when more than [`VACUUM_AFTER_ROWS`]
-/// rows went (autovacuum gets to smaller erasures).
-pub async fn settle_erasure(db: &DatabaseConnection, tables: &[&str], rows: u64) -> Result<()> {
+/// versions until vacuumed: `tables` are vacuumed when more than `vacuum_after` rows
+/// went (`database.vacuum_after_rows`; autovacuum gets to smaller erasures).
+pub async fn settle_erasure(
+    db: &DatabaseConnection,
+    tables: &[&str],
+    rows: u64,
+    vacuum_after: u64,
+) -> Result<()> {
     match db.get_database_backend() {
         DbBackend::Sqlite => {
             db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
                 .await?;
         }
-        _ if rows > VACUUM_AFTER_ROWS => {
+        _ if rows > vacuum_after => {
             for table in tables {
                 db.execute_unprepared(&format!("VACUUM {table}")).await?;
             }

@@ -255,12 +255,12 @@ impl Accounts {
             )
             .await?;
         txn.commit().await?;
-        mindmesh_kit::db::settle_erasure(
-            self.db(),
-            &["users", "principals", "memberships", "grants"],
-            accounts_removed + graph.principals + graph.memberships + graph.grants,
-        )
-        .await?;
+        self.ctx
+            .settle_erasure(
+                &["users", "principals", "memberships", "grants"],
+                accounts_removed + graph.principals + graph.memberships + graph.grants,
+            )
+            .await?;
         self.policy.invalidate(id);
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %id, cascade_id = %cascade, "tenant deleted, cascade started");

@@ -53,8 +53,7 @@ fn counts(removed: &Removed) -> HashMap<String, u64> {
 
 /// The erased rows gone from the files too (see `mindmesh_kit::db::settle_erasure`).
 async fn settle(ctx: &ServiceContext, removed: &Removed) -> Result<()> {
-    mindmesh_kit::db::settle_erasure(
-        &ctx.db,
+    ctx.settle_erasure(
         &["principals", "memberships", "grants"],
         removed.principals + removed.memberships + removed.grants,
     )

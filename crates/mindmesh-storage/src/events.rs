@@ -142,12 +142,12 @@ impl EventHandler for StorageEvents {
             .await?;
         Documents::forget_erasure(&txn, cascade).await?;
         txn.commit().await?;
-        mindmesh_kit::db::settle_erasure(
-            self.documents.db(),
-            &["documents", "index_blocks", "term_blocks", "tombstones"],
-            erasure.deleted,
-        )
-        .await?;
+        self.ctx
+            .settle_erasure(
+                &["documents", "index_blocks", "term_blocks", "tombstones"],
+                erasure.deleted,
+            )
+            .await?;
         self.ctx.relay.wake();
         tracing::info!(
             tenant_id = %tenant,

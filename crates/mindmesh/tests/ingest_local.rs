@@ -971,6 +971,95 @@ async fn p06_embedded_data_directory_holds_nothing_after_a_disconnect() {
     p06_a_copy_of_the_data_directory_after_a_disconnect_holds_none_of_it().await
 }
 
+/// P06 on disk (distributed mode): PostgreSQL keeps an erased row's dead version in its
+/// table until the table is vacuumed. A cascade that erases more than
+/// `database.vacuum_after_rows` rows vacuums the tables it erased from as soon as it
+/// commits, in every service; a smaller one leaves them to autovacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p06_postgres_vacuums_the_tables_a_large_cascade_erased_from() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    let server = TestServer::start_with(Backend::Distributed, move |c| {
+        c.ingest.local_folder_root = Some(r);
+        c.database.vacuum_after_rows = 30;
+    })
+    .await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let mut client = ingest::client(&server).await;
+    let service = server.token("ingest", Some(tenant), &[Role::Service]);
+    // Each document is granted to `eng`: the cascade erases rows in every service.
+    let mut connected = Vec::new();
+    for (folder, documents) in [("small", 3), ("large", 60)] {
+        let dir = root.path().join(tenant.to_string()).join(folder);
+        for i in 0..documents {
+            write(&dir, &format!("handbook/doc-{i}.md"), &format!("document {i}"));
+        }
+        acme_manifest(&dir, true, false);
+        let integration = connect_folder(&mut client, &admin, folder).await.unwrap();
+        sync_ok(&mut client, &admin, &integration.id, false).await;
+        connected.push((integration.id, documents));
+    }
+    let erased = [
+        (Service::Storage, "documents"),
+        (Service::Ingest, "items"),
+        (Service::Permissions, "grants"),
+    ];
+    let vacuums = |service: Service, table: &'static str| {
+        let server = &server;
+        async move {
+            let db = server.service_db(service).await;
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    format!(
+                        "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables \
+                         WHERE relname = '{table}'"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            (
+                row.try_get::<i64>("", "vacuum_count").unwrap(),
+                row.try_get::<i64>("", "n_dead_tup").unwrap(),
+            )
+        }
+    };
+    let mut left = 63;
+    for (integration, documents) in connected {
+        client
+            .disconnect_integration(authed(
+                pb::DisconnectIntegrationRequest {
+                    integration_id: integration,
+                },
+                &admin,
+            ))
+            .await
+            .unwrap();
+        left -= documents;
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                ingest::readable(&server, &service).await.len() == left
+            })
+            .await
+        );
+    }
+    // The large cascade vacuumed; the small one, erased first, did not (autovacuum's
+    // runs are counted apart).
+    for (service, table) in erased {
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                vacuums(service, table).await.0 > 0
+            })
+            .await,
+            "{service:?} did not vacuum {table}"
+        );
+        let (count, dead) = vacuums(service, table).await;
+        assert_eq!((count, dead), (1, 0), "{service:?} {table}");
+    }
+    server.stop().await;
+}
+
 both_modes!(
     p01_records_an_older_version_kept_in_the_clear_are_sealed_at_start,
     p01_paths_and_names_are_not_stored_in_the_clear,

@@ -1220,7 +1220,7 @@ impl Store {
             .await?;
         self.ctx.audit.append(&txn, audit).await?;
         txn.commit().await?;
-        mindmesh_kit::db::settle_erasure(&self.ctx.db, &ERASED_TABLES, rows).await?;
+        self.ctx.settle_erasure(&ERASED_TABLES, rows).await?;
         self.ctx.relay.wake();
         Ok(())
     }

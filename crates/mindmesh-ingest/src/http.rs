@@ -3,8 +3,9 @@
 //! A request is retried when the source says it is overloaded or rate limiting — HTTP
 //! 429, Google's 403 `rateLimitExceeded` / `userRateLimitExceeded`, GitHub's primary
 //! (`x-ratelimit-remaining: 0`) and secondary limits — honouring `Retry-After` (or
-//! GitHub's `x-ratelimit-reset`), otherwise after a truncated exponential backoff with
-//! full jitter; also on 5xx answers and transport errors. Attempts are bounded. A 401
+//! GitHub's `x-ratelimit-reset`), otherwise after a backoff in proportion to how hard the
+//! source pushes back on the sync ([`crate::backoff`]); also on 5xx answers and transport
+//! errors. Attempts are bounded. A 401
 //! refreshes the token once, then fails with a clear error. Errors name the source and
 //! the endpoint, never a token, a query string or content.
 
@@ -17,6 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Semaphore;
 
+use crate::backoff::Backoff;
 use crate::oauth::TokenSource;
 
 /// How a request authenticates.
@@ -146,8 +148,10 @@ fn decode_failure(e: &serde_json::Error) -> &'static str {
 pub struct Http {
     client: reqwest::Client,
     max_attempts: u32,
-    initial_backoff: Duration,
     max_backoff: Duration,
+    /// The waits between attempts, and the answers they are measured against: one per
+    /// sync (see [`Http::limited`]).
+    backoff: Arc<Backoff>,
     max_bytes: u64,
     /// Requests of one sync in flight at once (see [`Http::limited`]); a request
     /// waiting to be retried holds none.
@@ -172,8 +176,11 @@ impl Http {
         Ok(Http {
             client,
             max_attempts: config.max_attempts,
-            initial_backoff: Duration::from_millis(config.initial_backoff_ms),
             max_backoff: Duration::from_secs(config.max_backoff_secs),
+            backoff: Arc::new(Backoff::new(
+                Duration::from_millis(config.initial_backoff_ms),
+                Duration::from_secs(config.max_backoff_secs),
+            )),
             max_bytes: config.max_response_bytes,
             in_flight: None,
         })
@@ -182,10 +189,12 @@ impl Http {
     /// A client sharing this one's connections that sends at most `requests` at once:
     /// one per sync, so that a sync asks a source for no more than
     /// `ingest.fetch_concurrency` answers at a time, while calls the source throttled
-    /// wait for their retry without holding back the others.
+    /// wait for their retry without holding back the others. Its backoff weighs the
+    /// sync's own answers.
     pub fn limited(&self, requests: usize) -> Http {
         Http {
             in_flight: Some(Arc::new(Semaphore::new(requests.max(1)))),
+            backoff: Arc::new(self.backoff.fresh()),
             ..self.clone()
         }
     }
@@ -237,11 +246,19 @@ impl Http {
                         "could not be reached"
                     };
                     tracing::debug!(call = %call.name, attempt, reason, "source request failed");
+                    self.backoff.record(true);
                     Retry::After(None, format!("{}: the source {reason}", call.name))
                 }
-                Ok(response) => match self.classify(call, response).await? {
-                    Verdict::Done(answer) => return Ok(answer),
-                    Verdict::Unauthorized => match auth {
+                Ok(response) => match self.classify(call, response).await {
+                    Err(e) => {
+                        self.backoff.record(false);
+                        return Err(e);
+                    }
+                    Ok(Verdict::Done(answer)) => {
+                        self.backoff.record(false);
+                        return Ok(answer);
+                    }
+                    Ok(Verdict::Unauthorized) => match auth {
                         Auth::Bearer(tokens) if !refreshed && tokens.can_refresh() => {
                             drop(permit);
                             refreshed = true;
@@ -257,7 +274,10 @@ impl Http {
                             )));
                         }
                     },
-                    Verdict::Retry(retry) => retry,
+                    Ok(Verdict::Retry(retry)) => {
+                        self.backoff.record(true);
+                        retry
+                    }
                 },
             };
             drop(permit);
@@ -269,24 +289,10 @@ impl Http {
             }
             let delay = hint
                 .map(|d| d.min(self.max_backoff))
-                .unwrap_or_else(|| self.backoff(attempt));
+                .unwrap_or_else(|| self.backoff.delay(attempt));
             tracing::info!(call = %call.name, attempt, delay_ms = delay.as_millis() as u64, "source asks to wait; retrying");
             tokio::time::sleep(delay).await;
         }
-    }
-
-    /// Truncated exponential backoff with full jitter: a random wait in
-    /// [base·2ⁿ⁻¹/2, base·2ⁿ⁻¹], at most `max_backoff`.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max_backoff);
-        let random = mindmesh_kit::crypto::random_bytes::<4>()
-            .map(u32::from_le_bytes)
-            .unwrap_or(u32::MAX);
-        let fraction = 0.5 + f64::from(random) / f64::from(u32::MAX) / 2.0;
-        ceiling.mul_f64(fraction)
     }
 
     async fn classify(&self, call: &Call, response: reqwest::Response) -> Result<Verdict> {

@@ -992,7 +992,11 @@ async fn p06_postgres_vacuums_the_tables_a_large_cascade_erased_from() {
     for (folder, documents) in [("small", 3), ("large", 60)] {
         let dir = root.path().join(tenant.to_string()).join(folder);
         for i in 0..documents {
-            write(&dir, &format!("handbook/doc-{i}.md"), &format!("document {i}"));
+            write(
+                &dir,
+                &format!("handbook/doc-{i}.md"),
+                &format!("document {i}"),
+            );
         }
         acme_manifest(&dir, true, false);
         let integration = connect_folder(&mut client, &admin, folder).await.unwrap();

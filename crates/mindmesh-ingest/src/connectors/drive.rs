@@ -752,17 +752,27 @@ impl GoogleDrive {
 
     /// Starts a full listing: the start tokens of every change log first, so that
     /// nothing changed during the listing is missed. Each user's files are one listing;
-    /// each shared drive is listed once, as the first user found among its members.
+    /// each shared drive is listed once, as the first user found among its members. A
+    /// listing's first page is asked for as soon as its own log's start token is known
+    /// (for the listings the first page of the listing reads at once).
     async fn start_listing(&self) -> Result<Cursor> {
         self.described().clear();
         self.ahead().clear();
         self.ahead_changes().clear();
         let users = self.crawl_users().await;
+        let window = self.concurrency * CALLS_PER_REQUEST;
         let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> = side_by_side(
-            users.into_iter().map(|user| async move {
-                let (token, drives) =
-                    futures::future::try_join(self.start_token(&user, None), self.drives_of(&user))
-                        .await?;
+            users.into_iter().enumerate().map(|(i, user)| async move {
+                let listing = Listing {
+                    user: user.clone(),
+                    drive: String::new(),
+                    page_token: None,
+                };
+                let (token, drives) = futures::future::try_join(
+                    self.start_log(&listing, i < window),
+                    self.drives_of(&user),
+                )
+                .await?;
                 Ok((
                     user.clone(),
                     Log {
@@ -774,7 +784,7 @@ impl GoogleDrive {
                     drives,
                 ))
             }),
-            self.concurrency * CALLS_PER_REQUEST,
+            window,
         )
         .await;
         let mut logs = Vec::new();
@@ -795,27 +805,36 @@ impl GoogleDrive {
                 }
             }
         }
+        let before = listings.len();
+        let drive_listings: Vec<Listing> = drives
+            .into_iter()
+            .map(|(user, drive)| Listing {
+                user,
+                drive,
+                page_token: None,
+            })
+            .collect();
         let drive_logs: Vec<Result<Log>> = side_by_side(
-            drives.clone().into_iter().map(|(user, drive)| async move {
-                let token = self.start_token(&user, Some(&drive)).await?;
-                Ok(Log {
-                    user,
-                    drive,
-                    token,
-                    read: false,
-                })
-            }),
-            self.concurrency * CALLS_PER_REQUEST,
+            drive_listings
+                .clone()
+                .into_iter()
+                .enumerate()
+                .map(|(i, listing)| async move {
+                    let token = self.start_log(&listing, before + i < window).await?;
+                    Ok(Log {
+                        user: listing.user,
+                        drive: listing.drive,
+                        token,
+                        read: false,
+                    })
+                }),
+            window,
         )
         .await;
         for log in drive_logs {
             logs.push(log?);
         }
-        listings.extend(drives.into_iter().map(|(user, drive)| Listing {
-            user,
-            drive,
-            page_token: None,
-        }));
+        listings.extend(drive_listings);
         Ok(Cursor {
             format: CURSOR_FORMAT,
             phase: "list".into(),
@@ -823,6 +842,18 @@ impl GoogleDrive {
             logs,
             log: 0,
         })
+    }
+
+    /// The start token of the change log of `listing` (the user's own, or the shared
+    /// drive's); then, if `read_ahead`, the listing's first page is asked for.
+    async fn start_log(&self, listing: &Listing, read_ahead: bool) -> Result<String> {
+        let drive = (!listing.drive.is_empty()).then_some(listing.drive.as_str());
+        let token = self.start_token(&listing.user, drive).await?;
+        if read_ahead {
+            let task = self.listing_task(listing).await?;
+            self.ahead().insert(listing.clone(), task);
+        }
+        Ok(token)
     }
 
     /// `changes.getStartPageToken` of `user`'s own log, or of a shared drive's.

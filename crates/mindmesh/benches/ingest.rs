@@ -281,6 +281,16 @@ struct Captured(Arc<Mutex<Vec<String>>>);
 
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(path) = std::env::var("MINDMESH_BENCH_TRACE") {
+            // Where each page of a sync went (the engine's debug lines), for reading.
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+            {
+                let _ = file.write_all(buf);
+            }
+        }
         self.0
             .lock()
             .unwrap()
@@ -503,6 +513,9 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
     let (stormy, storm_took) = connect_and_sync(&server, &admin, settings, key).await;
     assert_eq!(stormy.created, single.created, "{stormy:?}");
     let (throttled, calls) = fake.with(|w| (w.throttled.len(), w.seen.len()));
+    if let Ok(path) = std::env::var("MINDMESH_BENCH_TRACE") {
+        trace_calls(&fake, &path);
+    }
     let gap = longest_gap(&fake);
     println!(
         "  {:<54} {:>8.0} docs/s  ({:>6.2} s)   {:>4.2}× the clean time (target ≤ 3×)",
@@ -523,12 +536,58 @@ async fn domain(distributed: bool, files: usize, log: &Captured) {
     server.stop().await;
 }
 
+/// For reading where a storm's time goes: each kind of call, how many, and when the
+/// first and last were answered (seconds after the first call).
+fn trace_calls(fake: &FakeGoogle, path: &str) {
+    use std::io::Write as _;
+    let summary = fake.with(|w| {
+        let start = w.seen.first().map(|s| s.at);
+        let mut kinds: std::collections::BTreeMap<String, (usize, f64, f64)> =
+            std::collections::BTreeMap::new();
+        for seen in &w.seen {
+            let kind = seen
+                .path
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    if p.len() > 12 || p.contains('-') {
+                        "*"
+                    } else {
+                        p
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let at = start.map_or(0.0, |s| seen.at.duration_since(s).as_secs_f64());
+            let entry = kinds.entry(kind).or_insert((0, at, at));
+            entry.0 += 1;
+            entry.1 = entry.1.min(at);
+            entry.2 = entry.2.max(at);
+        }
+        kinds
+            .into_iter()
+            .map(|(k, (n, first, last))| format!("calls {k}: {n}, {first:.2}..{last:.2} s\n"))
+            .collect::<String>()
+    });
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        let _ = file.write_all(summary.as_bytes());
+    }
+}
+
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let log = Captured::default();
     let writer = log.clone();
     tracing_subscriber::fmt()
-        .with_env_filter("mindmesh_ingest=info")
+        .with_env_filter(if std::env::var_os("MINDMESH_BENCH_TRACE").is_some() {
+            "mindmesh_ingest=info,mindmesh_ingest::sync=debug"
+        } else {
+            "mindmesh_ingest=info"
+        })
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();

@@ -197,6 +197,14 @@ pub trait Connector: Send + Sync {
     /// The page after `cursor`; `None` starts a full listing.
     async fn page(&self, cursor: Option<&str>) -> Result<Page>;
 
+    /// Whether the first [`Connector::page`] may be read while
+    /// [`Connector::principals`] is still under way (the connector then waits, inside
+    /// `page`, for what it needs of them). The sync still applies no page before the
+    /// principals are handed over.
+    fn pages_beside_principals(&self) -> bool {
+        false
+    }
+
     /// The content of a listed document. An `InvalidArgument` or `ResourceExhausted`
     /// error skips the document with that reason; any other error fails the sync.
     async fn content(&self, document: &SourceDocument) -> Result<Content>;

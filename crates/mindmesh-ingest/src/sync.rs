@@ -369,6 +369,16 @@ impl Engine {
             saver,
         )?;
 
+        let mut position = self.store.position(tenant, id, full).await?;
+        if position.cursor.is_none() {
+            position.generation += 1;
+            self.store.start_listing(id, position.generation).await?;
+        }
+        // A connector that can read its first page while its principals are read does.
+        let mut reading = connector
+            .pages_beside_principals()
+            .then(|| Prefetch::start(Arc::clone(&connector), position.cursor.clone()));
+
         progress.send_modify(|p| p.phase = Phase::Principals);
         let mut timings = Timings::default();
         let principal_start = std::time::Instant::now();
@@ -390,11 +400,6 @@ impl Engine {
             p.done = 0;
             p.total = 0;
         });
-        let mut position = self.store.position(tenant, id, full).await?;
-        if position.cursor.is_none() {
-            position.generation += 1;
-            self.store.start_listing(id, position.generation).await?;
-        }
         let mut seen_cursors: HashSet<String> = HashSet::new();
         let mut pages = 0u64;
         // Pages are read from the source one after the other, each as soon as the
@@ -403,10 +408,10 @@ impl Engine {
         // committed in order. A page sharing an item with a page being applied, or
         // starting a new listing, waits until those are committed.
         let known_principals = Mutex::new(known_principals);
-        let mut reading: Option<Prefetch> = Some(Prefetch::start(
-            Arc::clone(&connector),
-            position.cursor.clone(),
-        ));
+        let mut reading: Option<Prefetch> =
+            Some(reading.take().unwrap_or_else(|| {
+                Prefetch::start(Arc::clone(&connector), position.cursor.clone())
+            }));
         let mut read_from_cursor = position.cursor.is_some();
         let mut waiting: Option<(Page, bool)> = None;
         let mut applying = futures::stream::FuturesOrdered::new();
@@ -441,6 +446,12 @@ impl Engine {
                 )
                 .await?;
                 timings.bookkeeping += start.elapsed();
+                tracing::debug!(
+                    integration_id = %id,
+                    items = record.items.len(),
+                    at_ms = started.elapsed().as_millis() as u64,
+                    "page committed"
+                );
             }
             if let Some((page, after_cursor)) = waiting.take() {
                 let ids = page_ids(&page);
@@ -501,6 +512,15 @@ impl Engine {
                     let (page, took) = read?;
                     timings.listing += took;
                     pages += 1;
+                    tracing::debug!(
+                        integration_id = %id,
+                        page = pages,
+                        documents = page.documents.len(),
+                        removed = page.removed.len() + page.lost.len(),
+                        read_ms = took.as_millis() as u64,
+                        at_ms = started.elapsed().as_millis() as u64,
+                        "page read"
+                    );
                     if let (Some(next), true) = (&page.cursor, page.more) {
                         // A source that hands out a cursor twice in one sync would never end.
                         if !seen_cursors.insert(next.clone()) {

@@ -275,6 +275,9 @@ pub struct GoogleDrive {
     mode: Mode,
     /// Directory users by directory id (email, in order), read by `principals`.
     directory: tokio::sync::Mutex<BTreeMap<String, String>>,
+    /// Set once `principals` has read the directory's users: a whole-domain listing,
+    /// begun beside `principals`, waits for it.
+    users_known: tokio::sync::watch::Sender<bool>,
     /// Requests the client sends at once (`ingest.fetch_concurrency`).
     concurrency: usize,
     /// Files described in this sync, with the version described: another user's
@@ -395,6 +398,7 @@ pub fn open(
             .unwrap_or_else(|| "my_customer".into()),
         mode,
         directory: tokio::sync::Mutex::new(BTreeMap::new()),
+        users_known: tokio::sync::watch::Sender::new(false),
         concurrency: concurrency.max(1),
         described: std::sync::Mutex::new(HashMap::new()),
         ahead: std::sync::Mutex::new(HashMap::new()),
@@ -651,6 +655,7 @@ impl GoogleDrive {
             Mode::User(tokens) => Ok(Arc::clone(tokens)),
             Mode::Domain { admin, .. } if user.is_empty() => Ok(Arc::clone(admin)),
             Mode::Domain { account, users, .. } => {
+                self.users_read().await?;
                 let email = self
                     .directory
                     .lock()
@@ -743,11 +748,37 @@ impl GoogleDrive {
 
     /// The users a crawl reads as: every directory user (domain mode), or the connected
     /// user alone (named by the empty id).
-    async fn crawl_users(&self) -> Vec<String> {
+    async fn crawl_users(&self) -> Result<Vec<String>> {
         match self.mode {
-            Mode::User(_) => vec![String::new()],
-            Mode::Domain { .. } => self.directory.lock().await.keys().cloned().collect(),
+            Mode::User(_) => Ok(vec![String::new()]),
+            Mode::Domain { .. } => {
+                self.users_read().await?;
+                Ok(self.directory.lock().await.keys().cloned().collect())
+            }
         }
+    }
+
+    /// Returns once `principals` has read the directory's users.
+    async fn users_read(&self) -> Result<()> {
+        self.users_known
+            .subscribe()
+            .wait_for(|known| *known)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Internal("google drive: the directory was dropped".into()))
+    }
+
+    /// Keeps the directory's users (by directory id), and the connected user's email if
+    /// it is known, and lets a listing waiting for them begin.
+    async fn know_users(&self, directory: BTreeMap<String, String>) {
+        let mut known = self.directory.lock().await;
+        let connected = known.remove("");
+        *known = directory;
+        if let Some(email) = connected {
+            known.insert(String::new(), email);
+        }
+        drop(known);
+        self.users_known.send_replace(true);
     }
 
     /// Starts a full listing: the start tokens of every change log first, so that
@@ -759,7 +790,7 @@ impl GoogleDrive {
         self.described().clear();
         self.ahead().clear();
         self.ahead_changes().clear();
-        let users = self.crawl_users().await;
+        let users = self.crawl_users().await?;
         let window = self.concurrency * CALLS_PER_REQUEST;
         let starts: Vec<Result<(String, Log, Vec<SharedDrive>)>> = side_by_side(
             users.into_iter().enumerate().map(|(i, user)| async move {
@@ -1031,19 +1062,29 @@ impl GoogleDrive {
         self.drive_url(&["files"], &query)
     }
 
-    /// Describes listed files, each as the user whose listing had it, their permission
-    /// reads side by side; a file already described at the same version in this sync
-    /// is not described again.
+    /// Describes listed files, their permission reads side by side. A file several
+    /// users' listings had is described once, as the one who needs no call for it (its
+    /// permissions came inline) or else as one who may read them; a file already
+    /// described at the same version in this sync is not described again.
     async fn describe_all(&self, files: Vec<(String, File)>) -> Result<Page> {
-        let mut fresh = Vec::with_capacity(files.len());
-        let mut in_batch = HashSet::new();
+        let mut fresh: Vec<(String, File)> = Vec::with_capacity(files.len());
+        let mut place: HashMap<String, usize> = HashMap::new();
         {
             let described = self.described();
             for (user, file) in files {
                 let version = file.version.clone().unwrap_or_default();
-                let known = described.get(&file.id) == Some(&version) && !version.is_empty();
-                if !known && in_batch.insert((file.id.clone(), user.clone())) {
-                    fresh.push((user, file));
+                if described.get(&file.id) == Some(&version) && !version.is_empty() {
+                    continue;
+                }
+                match place.get(&file.id) {
+                    None => {
+                        place.insert(file.id.clone(), fresh.len());
+                        fresh.push((user, file));
+                    }
+                    Some(&i) if describer_rank(&file) > describer_rank(&fresh[i].1) => {
+                        fresh[i] = (user, file);
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -1192,12 +1233,7 @@ impl GoogleDrive {
                 reason: format!("a {} has no text export", short(&file.mime_type)),
             }));
         }
-        let capabilities = file.capabilities.clone();
-        let may_read_permissions = file.owned_by_me
-            || capabilities
-                .as_ref()
-                .is_some_and(|c| c.can_share || c.can_edit);
-        let grants = if may_read_permissions {
+        let grants = if may_read_permissions(&file) {
             match file.permissions.take() {
                 Some(inline) => grants(inline),
                 None => grants(self.permissions(user, &file.id).await?),
@@ -1306,6 +1342,26 @@ impl GoogleDrive {
         })
         .await
     }
+}
+
+/// How well placed the user whose listing had `file` is to describe it: best with its
+/// permissions inline (no call), then allowed to read them, else not at all (another
+/// user describes it).
+fn describer_rank(file: &File) -> u8 {
+    match file.permissions {
+        Some(_) => 2,
+        None if may_read_permissions(file) => 1,
+        None => 0,
+    }
+}
+
+/// Whether the user whose listing had `file` may read its permissions.
+fn may_read_permissions(file: &File) -> bool {
+    file.owned_by_me
+        || file
+            .capabilities
+            .as_ref()
+            .is_some_and(|c| c.can_share || c.can_edit)
 }
 
 /// The grants Drive permissions give: user, group, discoverable domain and anyone
@@ -1424,6 +1480,8 @@ impl Connector for GoogleDrive {
                 display_name: u.name.map(|n| n.full_name).unwrap_or_default(),
             });
         }
+        // The listing may begin while the groups' members are read.
+        self.know_users(directory).await;
         let mut group_emails = HashSet::new();
         for g in &groups {
             let email = g.email.to_lowercase();
@@ -1494,13 +1552,12 @@ impl Connector for GoogleDrive {
             }
         }
         principals.memberships = edges.into_iter().collect();
-        let mut known = self.directory.lock().await;
-        let connected = known.remove("");
-        *known = directory;
-        if let Some(email) = connected {
-            known.insert(String::new(), email);
-        }
         Ok(principals)
+    }
+
+    /// A whole-domain listing waits for the directory's users, not for its groups.
+    fn pages_beside_principals(&self) -> bool {
+        true
     }
 
     async fn page(&self, cursor: Option<&str>) -> Result<Page> {

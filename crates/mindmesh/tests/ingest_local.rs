@@ -1016,17 +1016,13 @@ async fn p06_postgres_vacuums_the_tables_a_large_cascade_erased_from() {
                 .query_one_raw(sea_orm::Statement::from_string(
                     db.get_database_backend(),
                     format!(
-                        "SELECT vacuum_count, n_dead_tup FROM pg_stat_user_tables \
-                         WHERE relname = '{table}'"
+                        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = '{table}'"
                     ),
                 ))
                 .await
                 .unwrap()
                 .unwrap();
-            (
-                row.try_get::<i64>("", "vacuum_count").unwrap(),
-                row.try_get::<i64>("", "n_dead_tup").unwrap(),
-            )
+            row.try_get::<i64>("", "vacuum_count").unwrap()
         }
     };
     let mut left = 63;
@@ -1053,13 +1049,14 @@ async fn p06_postgres_vacuums_the_tables_a_large_cascade_erased_from() {
     for (service, table) in erased {
         assert!(
             eventually(Duration::from_secs(30), || async {
-                vacuums(service, table).await.0 > 0
+                vacuums(service, table).await > 0
             })
             .await,
             "{service:?} did not vacuum {table}"
         );
-        let (count, dead) = vacuums(service, table).await;
-        assert_eq!((count, dead), (1, 0), "{service:?} {table}");
+        // Once (the dead-tuple count is no witness: the deleting session may report
+        // its deletions to the statistics after the vacuum ran).
+        assert_eq!(vacuums(service, table).await, 1, "{service:?} {table}");
     }
     server.stop().await;
 }

@@ -75,6 +75,11 @@ impl Backoff {
         f64::from(pushed) / f64::from(seen.max(MIN_COUNTED))
     }
 
+    /// A wait the source asked for (`Retry-After`), at most the longest backoff.
+    pub fn cap(&self, wait: Duration) -> Duration {
+        wait.min(self.max)
+    }
+
     /// The wait before trying a call again after its `attempt`-th attempt (from 1) was
     /// pushed back: a random wait in [c/2, c], where c = initial·2ᵏ, k the lesser of
     /// `attempt - 1` and the doublings the pressure allows, at most `max`.

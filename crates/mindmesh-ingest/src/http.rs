@@ -5,9 +5,9 @@
 //! (`x-ratelimit-remaining: 0`) and secondary limits — honouring `Retry-After` (or
 //! GitHub's `x-ratelimit-reset`), otherwise after a backoff in proportion to how hard the
 //! source pushes back on the sync ([`crate::backoff`]); also on 5xx answers and transport
-//! errors. Attempts are bounded. A 401
-//! refreshes the token once, then fails with a clear error. Errors name the source and
-//! the endpoint, never a token, a query string or content.
+//! errors. Attempts are bounded. A 401 refreshes the token once, then fails with a clear
+//! error. Errors name the source and the endpoint, never a token, a query string or
+//! content.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,7 +148,6 @@ fn decode_failure(e: &serde_json::Error) -> &'static str {
 pub struct Http {
     client: reqwest::Client,
     max_attempts: u32,
-    max_backoff: Duration,
     /// The waits between attempts, and the answers they are measured against: one per
     /// sync (see [`Http::limited`]).
     backoff: Arc<Backoff>,
@@ -176,7 +175,6 @@ impl Http {
         Ok(Http {
             client,
             max_attempts: config.max_attempts,
-            max_backoff: Duration::from_secs(config.max_backoff_secs),
             backoff: Arc::new(Backoff::new(
                 Duration::from_millis(config.initial_backoff_ms),
                 Duration::from_secs(config.max_backoff_secs),
@@ -288,7 +286,7 @@ impl Http {
                 )));
             }
             let delay = hint
-                .map(|d| d.min(self.max_backoff))
+                .map(|d| self.backoff.cap(d))
                 .unwrap_or_else(|| self.backoff.delay(attempt));
             tracing::info!(call = %call.name, attempt, delay_ms = delay.as_millis() as u64, "source asks to wait; retrying");
             tokio::time::sleep(delay).await;

@@ -375,7 +375,7 @@ impl Engine {
             self.store.start_listing(id, position.generation).await?;
         }
         // A connector that can read its first page while its principals are read does.
-        let mut reading = connector
+        let early = connector
             .pages_beside_principals()
             .then(|| Prefetch::start(Arc::clone(&connector), position.cursor.clone()));
 
@@ -409,7 +409,7 @@ impl Engine {
         // starting a new listing, waits until those are committed.
         let known_principals = Mutex::new(known_principals);
         let mut reading: Option<Prefetch> =
-            Some(reading.take().unwrap_or_else(|| {
+            Some(early.unwrap_or_else(|| {
                 Prefetch::start(Arc::clone(&connector), position.cursor.clone())
             }));
         let mut read_from_cursor = position.cursor.is_some();

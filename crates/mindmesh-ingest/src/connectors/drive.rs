@@ -1344,14 +1344,14 @@ impl GoogleDrive {
     }
 }
 
-/// How well placed the user whose listing had `file` is to describe it: best with its
-/// permissions inline (no call), then allowed to read them, else not at all (another
-/// user describes it).
+/// How well placed the user whose listing had `file` is to describe it, as
+/// [`GoogleDrive::describe`] would: not at all unless they may read its permissions
+/// (another user describes it), best with them inline (no call).
 fn describer_rank(file: &File) -> u8 {
-    match file.permissions {
-        Some(_) => 2,
-        None if may_read_permissions(file) => 1,
-        None => 0,
+    match (may_read_permissions(file), file.permissions.is_some()) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 2,
     }
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mindmesh_kit::auth::Role;
-use mindmesh_kit::ids::TenantId;
 use mindmesh_permissions::dataset::*;
 use mindmesh_permissions::engine::{Grantee, Membership, TenantIndex};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
@@ -85,39 +84,7 @@ async fn run() {
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let mut permissions =
         pb::permissions_service_client::PermissionsServiceClient::new(channel.clone());
-    let operator = server
-        .issuer
-        .issue(
-            "op",
-            None,
-            &[Role::Operator],
-            std::time::Duration::from_secs(7200),
-        )
-        .unwrap();
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Bench".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            std::time::Duration::from_secs(7200),
-        )
-        .unwrap();
+    let (tenant, admin) = server.tenant("Bench").await;
     let service = server
         .issuer
         .issue(

@@ -246,36 +246,9 @@ async fn run(distributed: bool, words: &[String]) {
     }
 
     // 3. PutDocuments over gRPC, end to end, into the tenant the reads below use.
-    let operator = server
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(7200))
-        .unwrap();
     let channel = server.channel.clone();
     let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            perm::CreateTenantRequest {
-                name: "Bench".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = server
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(7200),
-        )
-        .unwrap();
+    let (tenant, admin) = server.tenant("Bench").await;
     let service = server
         .issuer
         .issue(

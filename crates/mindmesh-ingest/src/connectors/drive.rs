@@ -282,7 +282,7 @@ pub struct GoogleDrive {
     concurrency: usize,
     /// Files described in this sync, with the version described: another user's
     /// listing of the same version adds nothing.
-    described: std::sync::Mutex<HashMap<String, String>>,
+    described: Arc<std::sync::Mutex<HashMap<String, String>>>,
     /// Listing pages being read (or read) ahead of the cursor, by the listing state
     /// they answer: a page left behind by one `page` call (still waiting out a
     /// `Retry-After`) or the next page of a listing, asked for as soon as its token is
@@ -290,6 +290,33 @@ pub struct GoogleDrive {
     ahead: std::sync::Mutex<HashMap<Listing, Task<FileList>>>,
     /// Change-log pages being read ahead, likewise.
     ahead_changes: std::sync::Mutex<HashMap<LogPage, Task<ChangeList>>>,
+}
+
+/// Every page of a listing: `fetch(page_token)` until no `nextPageToken`.
+async fn all_pages<T, F, Fut>(name: &str, mut fetch: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
+{
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    let mut seen = HashSet::new();
+    for _ in 0..MAX_PAGES {
+        let (items, next) = fetch(token.take()).await?;
+        out.extend(items);
+        match next.filter(|t| !t.is_empty()) {
+            None => return Ok(out),
+            Some(next) if !seen.insert(next.clone()) => {
+                return Err(Error::Unavailable(format!(
+                    "google {name}: the source returned a page token it had returned before (a loop)"
+                )));
+            }
+            Some(next) => token = Some(next),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "google {name}: more than {MAX_PAGES} pages"
+    )))
 }
 
 /// One call under way in a task of its own; dropped, it is abandoned.
@@ -310,6 +337,82 @@ impl<T> Task<T> {
 
     fn finished(&self) -> bool {
         self.0.is_finished()
+    }
+}
+
+/// Reads files' permissions (`permissions.list`, every page), apart from the connector.
+struct PermissionReader {
+    http: Http,
+    drive: reqwest::Url,
+    /// The files described in this sync ([`GoogleDrive::described`]).
+    described: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    /// Reads under way at once.
+    window: usize,
+}
+
+impl PermissionReader {
+    /// Every permission of `file`, read as the identity of `tokens`.
+    async fn read(&self, tokens: &TokenSource, file: &str) -> Result<Vec<Permission>> {
+        let fields = format!("nextPageToken,permissions({PERMISSION_FIELDS})");
+        let fields = fields.as_str();
+        all_pages("drive permissions.list", |token| async move {
+            let mut url = endpoint(&self.drive, &["files", file, "permissions"]);
+            url.query_pairs_mut().extend_pairs([
+                ("supportsAllDrives", "true"),
+                ("pageSize", "100"),
+                ("fields", fields),
+            ]);
+            if let Some(t) = &token {
+                url.query_pairs_mut().append_pair("pageToken", t);
+            }
+            let list: PermissionList = self
+                .http
+                .send(
+                    &Call::get("google drive permissions.list", url),
+                    Auth::Bearer(tokens),
+                )
+                .await?
+                .json()?;
+            Ok((list.permissions, list.next_page_token))
+        })
+        .await
+    }
+
+    /// Reads, side by side, the permissions of the listed `files` that
+    /// [`GoogleDrive::describe`] would read (documents whose permissions the user may
+    /// read and the listing did not carry), unless the file was described at its
+    /// version in this sync already. A file in a shared drive is read only in the
+    /// listing of that drive (`drive`), which describes it.
+    async fn fill(&self, tokens: &TokenSource, drive: &str, files: &mut [File]) -> Result<()> {
+        let wanted: Vec<(usize, String)> = {
+            let described = self.described.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| {
+                    f.permissions.is_none()
+                        && f.drive_id.as_deref().is_none_or(|d| d == drive)
+                        && may_read_permissions(f)
+                        && not_a_document(f).is_none()
+                })
+                .filter(|(_, f)| {
+                    let version = f.version.clone().unwrap_or_default();
+                    version.is_empty() || described.get(&f.id) != Some(&version)
+                })
+                .map(|(i, f)| (i, f.id.clone()))
+                .collect()
+        };
+        let read = side_by_side(
+            wanted
+                .iter()
+                .map(|(_, id)| async move { self.read(tokens, id).await }),
+            self.window,
+        )
+        .await;
+        for ((i, _), permissions) in wanted.into_iter().zip(read) {
+            files[i].permissions = Some(permissions?);
+        }
+        Ok(())
     }
 }
 
@@ -400,7 +503,7 @@ pub fn open(
         directory: tokio::sync::Mutex::new(BTreeMap::new()),
         users_known: tokio::sync::watch::Sender::new(false),
         concurrency: concurrency.max(1),
-        described: std::sync::Mutex::new(HashMap::new()),
+        described: Arc::new(std::sync::Mutex::new(HashMap::new())),
         ahead: std::sync::Mutex::new(HashMap::new()),
         ahead_changes: std::sync::Mutex::new(HashMap::new()),
     })
@@ -492,6 +595,9 @@ struct File {
     size: Option<String>,
     #[serde(default)]
     trashed: bool,
+    /// The shared drive the file is in, if it is in one.
+    #[serde(default)]
+    drive_id: Option<String>,
     #[serde(default)]
     owned_by_me: bool,
     #[serde(default)]
@@ -694,33 +800,6 @@ impl GoogleDrive {
             .await
     }
 
-    /// Every page of a listing: `fetch(page_token)` until no `nextPageToken`.
-    async fn all_pages<T, F, Fut>(&self, name: &str, mut fetch: F) -> Result<Vec<T>>
-    where
-        F: FnMut(Option<String>) -> Fut,
-        Fut: std::future::Future<Output = Result<(Vec<T>, Option<String>)>>,
-    {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        let mut seen = HashSet::new();
-        for _ in 0..MAX_PAGES {
-            let (items, next) = fetch(token.take()).await?;
-            out.extend(items);
-            match next.filter(|t| !t.is_empty()) {
-                None => return Ok(out),
-                Some(next) if !seen.insert(next.clone()) => {
-                    return Err(Error::Unavailable(format!(
-                        "google {name}: the source returned a page token it had returned before (a loop)"
-                    )));
-                }
-                Some(next) => token = Some(next),
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "google {name}: more than {MAX_PAGES} pages"
-        )))
-    }
-
     fn directory_url(&self, segments: &[&str], query: &[(&str, &str)]) -> reqwest::Url {
         let mut url = endpoint(&self.endpoints.directory, segments);
         url.query_pairs_mut().extend_pairs(query);
@@ -906,7 +985,7 @@ impl GoogleDrive {
 
     /// The shared drives `user` is a member of.
     async fn drives_of(&self, user: &str) -> Result<Vec<SharedDrive>> {
-        self.all_pages("drive drives.list", |token| async move {
+        all_pages("drive drives.list", |token| async move {
             let mut query = vec![("pageSize", "100")];
             if let Some(t) = &token {
                 query.push(("pageToken", t));
@@ -959,17 +1038,27 @@ impl GoogleDrive {
         })))
     }
 
-    /// The read of `listing`'s page, the one under way if there is one.
+    /// The read of `listing`'s page, the one under way if there is one. The task also
+    /// reads the permissions of the files whose listing does not carry them (files in
+    /// shared drives), so that a page of the listing goes on without a listing whose
+    /// permission reads are still under way: it comes with a later page.
     async fn listing_task(&self, listing: &Listing) -> Result<Task<FileList>> {
         if let Some(task) = self.ahead().remove(listing) {
             return Ok(task);
         }
-        self.spawn_get(
-            "google drive files.list",
-            self.list_files_url(listing),
-            &listing.user,
-        )
-        .await
+        let tokens = self.tokens(&listing.user).await?;
+        let call = Call::get("google drive files.list", self.list_files_url(listing));
+        let permissions = self.permission_reader();
+        let drive = listing.drive.clone();
+        Ok(Task(tokio::spawn(async move {
+            let mut list: FileList = permissions
+                .http
+                .send(&call, Auth::Bearer(&tokens))
+                .await?
+                .json()?;
+            permissions.fill(&tokens, &drive, &mut list.files).await?;
+            Ok(list)
+        })))
     }
 
     /// The read of `log`'s page, the one under way if there is one.
@@ -999,6 +1088,12 @@ impl GoogleDrive {
             tasks.push(self.listing_task(listing).await?);
         }
         most_of(&tasks).await;
+        let listed_drives: HashSet<String> = cursor
+            .logs
+            .iter()
+            .filter(|l| !l.drive.is_empty())
+            .map(|l| l.drive.clone())
+            .collect();
         let mut files = Vec::new();
         let mut listings = Vec::with_capacity(cursor.listings.len());
         let rest = cursor.listings.split_off(count);
@@ -1009,7 +1104,19 @@ impl GoogleDrive {
                 continue;
             }
             let list = task.answer().await?;
-            files.extend(list.files.into_iter().map(|f| (listing.user.clone(), f)));
+            // A user's listing has files of shared drives shared with them; those of a
+            // drive the sync lists are described from that drive's listing.
+            files.extend(
+                list.files
+                    .into_iter()
+                    .filter(|f| {
+                        !listing.drive.is_empty()
+                            || f.drive_id
+                                .as_ref()
+                                .is_none_or(|d| !listed_drives.contains(d.as_str()))
+                    })
+                    .map(|f| (listing.user.clone(), f)),
+            );
             match list.next_page_token.filter(|t| !t.is_empty()) {
                 Some(next) if listing.page_token.as_deref() == Some(next.as_str()) => {
                     return Err(Error::Unavailable(
@@ -1217,22 +1324,10 @@ impl GoogleDrive {
     }
 
     async fn describe(&self, user: &str, mut file: File) -> Result<Listed> {
-        if file.id.is_empty() || file.id.len() > 256 {
-            return Ok(Listed::Skipped(Skipped {
-                external_id: file.id.chars().take(64).collect(),
-                reason: "a file id that is empty or longer than 256 bytes".into(),
-            }));
-        }
-        if file.mime_type == "application/vnd.google-apps.folder" {
-            return Ok(Listed::Ignored);
+        if let Some(not_a_document) = not_a_document(&file) {
+            return Ok(not_a_document);
         }
         let google_native = file.mime_type.starts_with("application/vnd.google-apps.");
-        if google_native && export_type(&file.mime_type).is_none() {
-            return Ok(Listed::Skipped(Skipped {
-                external_id: file.id,
-                reason: format!("a {} has no text export", short(&file.mime_type)),
-            }));
-        }
         let grants = if may_read_permissions(&file) {
             match file.permissions.take() {
                 Some(inline) => grants(inline),
@@ -1319,29 +1414,41 @@ impl GoogleDrive {
     }
 
     async fn permissions(&self, user: &str, file: &str) -> Result<Vec<Permission>> {
-        let fields = format!("nextPageToken,permissions({PERMISSION_FIELDS})");
-        let fields = fields.as_str();
-        self.all_pages("drive permissions.list", |token| async move {
-            let mut query = vec![
-                ("supportsAllDrives", "true"),
-                ("pageSize", "100"),
-                ("fields", fields),
-            ];
-            if let Some(t) = &token {
-                query.push(("pageToken", t));
-            }
-            let list: PermissionList = self
-                .get(
-                    "drive permissions.list",
-                    self.drive_url(&["files", file, "permissions"], &query),
-                    user,
-                )
-                .await?
-                .json()?;
-            Ok((list.permissions, list.next_page_token))
-        })
-        .await
+        let tokens = self.tokens(user).await?;
+        self.permission_reader().read(&tokens, file).await
     }
+
+    /// What reads permissions in a task of its own.
+    fn permission_reader(&self) -> PermissionReader {
+        PermissionReader {
+            http: self.http.clone(),
+            drive: self.endpoints.drive.clone(),
+            described: Arc::clone(&self.described),
+            window: self.concurrency * CALLS_PER_REQUEST,
+        }
+    }
+}
+
+/// Why a listed file is no document, before anything is read for it: skipped with a
+/// reason, or ignored (a folder).
+fn not_a_document(file: &File) -> Option<Listed> {
+    if file.id.is_empty() || file.id.len() > 256 {
+        return Some(Listed::Skipped(Skipped {
+            external_id: file.id.chars().take(64).collect(),
+            reason: "a file id that is empty or longer than 256 bytes".into(),
+        }));
+    }
+    if file.mime_type == "application/vnd.google-apps.folder" {
+        return Some(Listed::Ignored);
+    }
+    let google_native = file.mime_type.starts_with("application/vnd.google-apps.");
+    if google_native && export_type(&file.mime_type).is_none() {
+        return Some(Listed::Skipped(Skipped {
+            external_id: file.id.clone(),
+            reason: format!("a {} has no text export", short(&file.mime_type)),
+        }));
+    }
+    None
 }
 
 /// How well placed the user whose listing had `file` is to describe it, as
@@ -1429,7 +1536,7 @@ impl Connector for GoogleDrive {
     async fn principals(&self) -> Result<Principals> {
         let customer = self.customer.as_str();
         // Users and groups side by side.
-        let users = self.all_pages("directory users.list", |token| async move {
+        let users = all_pages("directory users.list", |token| async move {
             let mut query = vec![
                 ("customer", customer),
                 ("maxResults", "500"),
@@ -1448,7 +1555,7 @@ impl Connector for GoogleDrive {
                 .json()?;
             Ok((list.users, list.next_page_token))
         });
-        let groups = self.all_pages("directory groups.list", |token| async move {
+        let groups = all_pages("directory groups.list", |token| async move {
             let mut query = vec![("customer", customer), ("maxResults", "200")];
             if let Some(t) = &token {
                 query.push(("pageToken", t));
@@ -1499,7 +1606,7 @@ impl Connector for GoogleDrive {
         let all_members: Vec<Result<Vec<DirMember>>> = side_by_side(
             keys.into_iter().map(|key| async move {
                 let key = key.as_str();
-                self.all_pages("directory members.list", |token| async move {
+                all_pages("directory members.list", |token| async move {
                     let mut query = vec![("maxResults", "200")];
                     if let Some(t) = &token {
                         query.push(("pageToken", t));

@@ -7,18 +7,44 @@
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::module::{ServiceModule, Started};
+use mindmesh_kit::{Result, Service};
 use mindmesh_proto::mindmesh::dsar::v1::{
-    dsar_service_server::{DsarService, DsarServiceServer},
-    privacy_settings_service_server::{PrivacySettingsService, PrivacySettingsServiceServer},
+    dsar_service_server::{self, DsarService, DsarServiceServer},
+    privacy_settings_service_server::{
+        self, PrivacySettingsService, PrivacySettingsServiceServer,
+    },
 };
+use sea_orm::DatabaseConnection;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use tonic::service::RoutesBuilder;
 
-/// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &[
-    "mindmesh.dsar.v1.DsarService",
-    "mindmesh.dsar.v1.PrivacySettingsService",
-];
+/// The dsar service, as the binary runs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Dsar;
+
+#[async_trait::async_trait]
+impl ServiceModule for Dsar {
+    fn service(&self) -> Service {
+        Service::Dsar
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[
+            dsar_service_server::SERVICE_NAME,
+            privacy_settings_service_server::SERVICE_NAME,
+        ]
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> Result<()> {
+        Ok(Migrator::up(db, None).await?)
+    }
+
+    /// Starts the outbox relay.
+    fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
+        start(ctx, routes)
+    }
+}
 
 /// Migrator of the dsar database: so far only the kit's tables (outbox, inbox, audit).
 pub struct Migrator;
@@ -29,15 +55,14 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// Starts the service's background tasks and adds its gRPC services to `routes`.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
     routes.add_service(api_service!(DsarServiceServer::new(DsarServiceApi), ctx));
     routes.add_service(api_service!(
         PrivacySettingsServiceServer::new(PrivacySettingsServiceApi),
         ctx
     ));
-    Ok(())
+    Ok(Started::default())
 }
 
 /// `DsarService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).

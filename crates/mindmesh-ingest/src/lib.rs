@@ -32,30 +32,52 @@ use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
-use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::IngestServiceServer;
+use mindmesh_kit::{Result, Service};
+use mindmesh_proto::mindmesh::ingest::v1::ingest_service_server::{self, IngestServiceServer};
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;
-
-/// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &["mindmesh.ingest.v1.IngestService"];
 
 pub use store::migration::Migrator;
 
-/// Readies the service's database before it serves: seals what an older version kept
-/// in the clear (see [`store::Store::seal_legacy`]).
-pub async fn prepare(ctx: &ServiceContext) -> mindmesh_kit::Result<()> {
-    let changed = store::Store::new(ctx.clone())
-        .seal_legacy(connectors::group_of)
-        .await?;
-    if changed > 0 {
-        tracing::info!(rows = changed, "records of an older version sealed");
+/// The ingest service, as the binary runs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ingest;
+
+#[async_trait::async_trait]
+impl ServiceModule for Ingest {
+    fn service(&self) -> Service {
+        Service::Ingest
     }
-    Ok(())
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[ingest_service_server::SERVICE_NAME]
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> Result<()> {
+        Ok(Migrator::up(db, None).await?)
+    }
+
+    /// Seals what an older version kept in the clear (see [`store::Store::seal_legacy`]).
+    async fn prepare(&self, ctx: &ServiceContext) -> Result<()> {
+        let changed = store::Store::new(ctx.clone())
+            .seal_legacy(connectors::group_of)
+            .await?;
+        if changed > 0 {
+            tracing::info!(rows = changed, "records of an older version sealed");
+        }
+        Ok(())
+    }
+
+    /// Starts the outbox relay, the event consumer and the sync schedule.
+    fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
+        start(ctx, routes)
+    }
 }
 
-/// Starts the service's background tasks (outbox relay, sync schedule) and adds its gRPC
-/// services to `routes`.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::Result<()> {
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let sink = sink::Sink::new(ctx.clone())?;
     let setup = connectors::Setup {
         config: ctx.config.clone(),
@@ -65,7 +87,7 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     let engine = sync::Engine::new(ctx.clone(), store.clone(), sink, setup.clone());
     ctx.spawn_relay();
-    ctx.spawn_consumer(Arc::new(events::IngestEvents::new(
+    let consumer = ctx.spawn_consumer(Arc::new(events::IngestEvents::new(
         ctx.clone(),
         store.clone(),
         engine.clone(),
@@ -82,5 +104,8 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> mindmesh_kit::
         )),
         ctx
     ));
-    Ok(())
+    Ok(Started {
+        subject: None,
+        consumer: Some(consumer),
+    })
 }

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::keyfiles::KeyMaterial;
 use crate::keys::{Keystore, KeystoreMigrator};
+use crate::module::ServiceModule;
 use crate::outbox::OutboxRelay;
 use crate::service::Service;
 
@@ -103,6 +104,25 @@ impl ServiceContext {
             config.database.max_connections,
         )
         .await?;
+        Self::with_database(service, shared, db).await
+    }
+
+    /// Opens the database of `module`'s service (migrated by it) and its keystore.
+    pub async fn open_module(module: &dyn ServiceModule, shared: &Shared) -> Result<Self> {
+        let service = module.service();
+        let config = &shared.config;
+        let db = crate::db::open_creating(
+            &config.database_url(service),
+            config.database.max_connections,
+        )
+        .await?;
+        module.migrate(&db).await?;
+        Self::with_database(service, shared, db).await
+    }
+
+    /// The context of `service`, whose database `db` is open and migrated.
+    async fn with_database(service: Service, shared: &Shared, db: DatabaseConnection) -> Result<Self> {
+        let config = &shared.config;
         let key_db = crate::db::open_and_migrate::<KeystoreMigrator>(
             &config.keystore_url(service),
             config.database.max_connections,

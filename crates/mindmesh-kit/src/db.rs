@@ -85,15 +85,21 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Ok(Database::connect(options).await?)
 }
 
+/// Opens `url`, creating the PostgreSQL database if it is missing (a SQLite file is
+/// created by [`connect`]).
+pub async fn open_creating(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
+    if !is_sqlite_url(url) {
+        create_postgres_database_if_missing(url).await?;
+    }
+    connect(url, max_connections).await
+}
+
 /// Opens `url` (creating the PostgreSQL database if missing) and runs migrator `M`.
 pub async fn open_and_migrate<M: MigratorTrait>(
     url: &str,
     max_connections: u32,
 ) -> Result<DatabaseConnection> {
-    if !is_sqlite_url(url) {
-        create_postgres_database_if_missing(url).await?;
-    }
-    let db = connect(url, max_connections).await?;
+    let db = open_creating(url, max_connections).await?;
     M::up(&db, None).await?;
     Ok(db)
 }

@@ -17,7 +17,8 @@
 //! - [`tenants`] and [`integrations`]: which tenants and which imported integrations a
 //!   service may still write for, so that nothing outlives a deletion (P06, P08).
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
-//!   gRPC server (health, reflection, graceful shutdown) every process runs.
+//!   gRPC server (health, reflection, graceful shutdown) every process runs;
+//!   [`module`]: the contract each service crate keeps with the binary.
 //! - [`testing`]: throwaway PostgreSQL databases and NATS streams for tests.
 
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub mod integrations;
 pub mod keyfiles;
 pub mod keys;
 pub mod migrations;
+pub mod module;
 pub mod outbox;
 pub mod server;
 pub mod service;

@@ -28,47 +28,74 @@ pub mod sync;
 
 use std::sync::Arc;
 
+use mindmesh_kit::Service;
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::integrations::Integrations;
-use mindmesh_kit::subject_api::SubjectProvider;
+use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::permissions::v1::{
-    account_service_server::AccountServiceServer,
-    permissions_service_server::PermissionsServiceServer,
-    staff_access_service_server::StaffAccessServiceServer,
+    account_service_server::{self, AccountServiceServer},
+    permissions_service_server::{self, PermissionsServiceServer},
+    staff_access_service_server::{self, StaffAccessServiceServer},
 };
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;
 
 pub use error::{Error, Result};
 pub use store::migration::Migrator;
 
-/// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &[
-    "mindmesh.permissions.v1.AccountService",
-    "mindmesh.permissions.v1.PermissionsService",
-    "mindmesh.permissions.v1.StaffAccessService",
-];
+/// The permissions service, as the binary runs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Permissions;
 
-/// Readies the service's database before it serves: seals what an older version kept
-/// in the clear (see [`records::seal_legacy`], [`policy::Policy::pseudonymize_legacy`]).
-pub async fn prepare(ctx: &ServiceContext) -> Result<()> {
-    let sealed = records::seal_legacy(ctx).await?
-        + policy::Policy::new(ctx.clone())
-            .pseudonymize_legacy()
-            .await?;
-    if sealed > 0 {
-        tracing::info!(rows = sealed, "records of an older version sealed");
+#[async_trait::async_trait]
+impl ServiceModule for Permissions {
+    fn service(&self) -> Service {
+        Service::Permissions
     }
-    Ok(())
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[
+            account_service_server::SERVICE_NAME,
+            permissions_service_server::SERVICE_NAME,
+            staff_access_service_server::SERVICE_NAME,
+        ]
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> mindmesh_kit::Result<()> {
+        Ok(Migrator::up(db, None).await?)
+    }
+
+    /// Seals what an older version kept in the clear (see [`records::seal_legacy`],
+    /// [`policy::Policy::pseudonymize_legacy`]).
+    async fn prepare(&self, ctx: &ServiceContext) -> mindmesh_kit::Result<()> {
+        let sealed = records::seal_legacy(ctx).await?
+            + policy::Policy::new(ctx.clone())
+                .pseudonymize_legacy()
+                .await?;
+        if sealed > 0 {
+            tracing::info!(rows = sealed, "records of an older version sealed");
+        }
+        Ok(())
+    }
+
+    /// Starts the outbox relay, the event consumer and the index warm-up; what the
+    /// service does for data-subject rights comes back.
+    fn start(
+        &self,
+        ctx: &ServiceContext,
+        routes: &mut RoutesBuilder,
+    ) -> mindmesh_kit::Result<Started> {
+        Ok(start(ctx, routes)?)
+    }
 }
 
-/// Starts the service's background tasks and adds its gRPC services to `routes`.
-/// Returns what the service does for data-subject rights.
-pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Arc<dyn SubjectProvider>> {
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
     let policy = Arc::new(policy::Policy::new(ctx.clone()));
-    ctx.spawn_consumer(Arc::new(events::PermissionEvents::new(
+    let consumer = ctx.spawn_consumer(Arc::new(events::PermissionEvents::new(
         ctx.clone(),
         policy.clone(),
     )));
@@ -112,5 +139,8 @@ pub fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Arc<dyn
         StaffAccessServiceServer::new(api::StaffAccessApi::new(staff, tenants)),
         ctx
     ));
-    Ok(subject)
+    Ok(Started {
+        subject: Some(subject),
+        consumer: Some(consumer),
+    })
 }

@@ -14,14 +14,14 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Fully qualified names of every gRPC service in the API, in the order of API.md.
 pub const SERVICE_NAMES: &[&str] = &[
-    "mindmesh.permissions.v1.AccountService",
-    "mindmesh.permissions.v1.PermissionsService",
-    "mindmesh.permissions.v1.StaffAccessService",
-    "mindmesh.ingest.v1.IngestService",
-    "mindmesh.storage.v1.StorageService",
-    "mindmesh.retention.v1.RetentionService",
-    "mindmesh.dsar.v1.DsarService",
-    "mindmesh.dsar.v1.PrivacySettingsService",
-    "mindmesh.subject.v1.SubjectData",
-    "mindmesh.audit.v1.Audit",
+    mindmesh::permissions::v1::account_service_server::SERVICE_NAME,
+    mindmesh::permissions::v1::permissions_service_server::SERVICE_NAME,
+    mindmesh::permissions::v1::staff_access_service_server::SERVICE_NAME,
+    mindmesh::ingest::v1::ingest_service_server::SERVICE_NAME,
+    mindmesh::storage::v1::storage_service_server::SERVICE_NAME,
+    mindmesh::retention::v1::retention_service_server::SERVICE_NAME,
+    mindmesh::dsar::v1::dsar_service_server::SERVICE_NAME,
+    mindmesh::dsar::v1::privacy_settings_service_server::SERVICE_NAME,
+    mindmesh::subject::v1::subject_data_server::SERVICE_NAME,
+    mindmesh::audit::v1::audit_server::SERVICE_NAME,
 ];

@@ -17,27 +17,48 @@ pub mod store;
 use std::sync::Arc;
 
 use mindmesh_kit::api_service;
-use mindmesh_kit::bus::consume::ConsumerStats;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
-use mindmesh_proto::mindmesh::retention::v1::retention_service_server::RetentionServiceServer;
+use mindmesh_kit::{Result, Service};
+use mindmesh_proto::mindmesh::retention::v1::retention_service_server::{
+    self, RetentionServiceServer,
+};
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;
 
 pub use store::Migrator;
 
-/// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &["mindmesh.retention.v1.RetentionService"];
+/// The retention service, as the binary runs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention;
 
-/// Starts the service's relay and consumer and adds its gRPC services to `routes`.
-/// Returns the consumer's counters.
-pub fn start(
-    ctx: &ServiceContext,
-    routes: &mut RoutesBuilder,
-) -> mindmesh_kit::Result<Arc<ConsumerStats>> {
+#[async_trait::async_trait]
+impl ServiceModule for Retention {
+    fn service(&self) -> Service {
+        Service::Retention
+    }
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[retention_service_server::SERVICE_NAME]
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> Result<()> {
+        Ok(Migrator::up(db, None).await?)
+    }
+
+    /// Starts the outbox relay and the event consumer.
+    fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
+        start(ctx, routes)
+    }
+}
+
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let activity = activity::Activity::new(ctx.db.clone());
-    let stats = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
+    let consumer = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
         activity.clone(),
         tenants.clone(),
     )));
@@ -45,5 +66,8 @@ pub fn start(
         RetentionServiceServer::new(api::RetentionApi::new(activity, tenants)),
         ctx
     ));
-    Ok(stats)
+    Ok(Started {
+        subject: None,
+        consumer: Some(consumer),
+    })
 }

@@ -20,39 +20,61 @@ use std::sync::Arc;
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::integrations::Integrations;
-use mindmesh_kit::subject_api::SubjectProvider;
+use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
-use mindmesh_proto::mindmesh::storage::v1::storage_service_server::StorageServiceServer;
+use mindmesh_kit::{Result, Service};
+use mindmesh_proto::mindmesh::storage::v1::storage_service_server::{
+    self, StorageServiceServer,
+};
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;
-
-/// The gRPC services this service serves.
-pub const GRPC_SERVICES: &[&str] = &["mindmesh.storage.v1.StorageService"];
 
 pub use store::migration::Migrator;
 
-/// Readies the service's database before it serves: seals what an older version kept
-/// in the clear (see [`documents::Documents::seal_legacy`]).
-pub async fn prepare(ctx: &ServiceContext) -> mindmesh_kit::Result<()> {
-    let sealed = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone())
-        .seal_legacy()
-        .await?;
-    if sealed > 0 {
-        tracing::info!(rows = sealed, "source ids of an older version sealed");
+/// The storage service, as the binary runs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Storage;
+
+#[async_trait::async_trait]
+impl ServiceModule for Storage {
+    fn service(&self) -> Service {
+        Service::Storage
     }
-    Ok(())
+
+    fn grpc_services(&self) -> &'static [&'static str] {
+        &[storage_service_server::SERVICE_NAME]
+    }
+
+    async fn migrate(&self, db: &DatabaseConnection) -> Result<()> {
+        Ok(Migrator::up(db, None).await?)
+    }
+
+    /// Seals what an older version kept in the clear (see
+    /// [`documents::Documents::seal_legacy`]).
+    async fn prepare(&self, ctx: &ServiceContext) -> Result<()> {
+        let sealed = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone())
+            .seal_legacy()
+            .await?;
+        if sealed > 0 {
+            tracing::info!(rows = sealed, "source ids of an older version sealed");
+        }
+        Ok(())
+    }
+
+    /// Starts the outbox relay, the event consumer and the purge of archived documents;
+    /// what the service does for data-subject rights comes back.
+    fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
+        start(ctx, routes)
+    }
 }
 
-/// Starts the service's background tasks and adds its gRPC services to `routes`;
-/// returns what it does for data-subject rights.
-pub fn start(
-    ctx: &ServiceContext,
-    routes: &mut RoutesBuilder,
-) -> mindmesh_kit::Result<Arc<dyn SubjectProvider>> {
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let gate = access::Gate::new(ctx.clone())?;
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let documents = documents::Documents::new(ctx.db.clone(), ctx.keystore.clone());
-    ctx.spawn_consumer(Arc::new(events::StorageEvents::new(
+    let consumer = ctx.spawn_consumer(Arc::new(events::StorageEvents::new(
         ctx.clone(),
         documents.clone(),
         gate.clone(),
@@ -69,11 +91,14 @@ pub fn start(
         )),
         ctx
     ));
-    Ok(Arc::new(subject::StorageSubject::new(
-        ctx.clone(),
-        documents,
-        gate,
-    )))
+    Ok(Started {
+        subject: Some(Arc::new(subject::StorageSubject::new(
+            ctx.clone(),
+            documents,
+            gate,
+        ))),
+        consumer: Some(consumer),
+    })
 }
 
 /// Purges archived documents once their restore window (`storage.archive_purge_after_days`)

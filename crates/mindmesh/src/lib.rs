@@ -24,9 +24,10 @@ use mindmesh_kit::context::{ServiceContext, Shared};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::{KeystoreMigrator, Rotation};
-use mindmesh_kit::subject_api::{SubjectDataApi, SubjectProvider};
-use mindmesh_proto::mindmesh::audit::v1::audit_server::AuditServer;
-use mindmesh_proto::mindmesh::subject::v1::subject_data_server::SubjectDataServer;
+use mindmesh_kit::subject_api::SubjectDataApi;
+use mindmesh_kit::module::{ServiceModule, Started};
+use mindmesh_proto::mindmesh::audit::v1::audit_server::{self, AuditServer};
+use mindmesh_proto::mindmesh::subject::v1::subject_data_server::{self, SubjectDataServer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::RoutesBuilder;
@@ -54,57 +55,32 @@ async fn open_bus(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn EventBu
     })
 }
 
-/// The gRPC services one Mindmesh service serves.
-pub fn grpc_services(service: Service) -> &'static [&'static str] {
-    match service {
-        Service::Ingest => mindmesh_ingest::GRPC_SERVICES,
-        Service::Permissions => mindmesh_permissions::GRPC_SERVICES,
-        Service::Storage => mindmesh_storage::GRPC_SERVICES,
-        Service::Retention => mindmesh_retention::GRPC_SERVICES,
-        Service::Dsar => mindmesh_dsar::GRPC_SERVICES,
-    }
+/// Every service this binary can run, in [`Service::ALL`]'s order.
+pub const MODULES: [&dyn ServiceModule; 5] = [
+    &mindmesh_ingest::Ingest,
+    &mindmesh_permissions::Permissions,
+    &mindmesh_storage::Storage,
+    &mindmesh_retention::Retention,
+    &mindmesh_dsar::Dsar,
+];
+
+/// The modules of `services`, in [`MODULES`]' order.
+fn modules(services: &[Service]) -> impl Iterator<Item = &'static dyn ServiceModule> + '_ {
+    MODULES
+        .into_iter()
+        .filter(move |m| services.contains(&m.service()))
 }
 
+/// Opens `module`'s databases, readies and starts it.
 async fn start_service(
-    service: Service,
+    module: &dyn ServiceModule,
     shared: &Shared,
     routes: &mut RoutesBuilder,
-    subjects: &mut HashMap<Service, Arc<dyn SubjectProvider>>,
-) -> anyhow::Result<ServiceContext> {
-    let ctx = match service {
-        Service::Ingest => {
-            ServiceContext::open::<mindmesh_ingest::Migrator>(service, shared).await?
-        }
-        Service::Permissions => {
-            ServiceContext::open::<mindmesh_permissions::Migrator>(service, shared).await?
-        }
-        Service::Storage => {
-            ServiceContext::open::<mindmesh_storage::Migrator>(service, shared).await?
-        }
-        Service::Retention => {
-            ServiceContext::open::<mindmesh_retention::Migrator>(service, shared).await?
-        }
-        Service::Dsar => ServiceContext::open::<mindmesh_dsar::Migrator>(service, shared).await?,
-    };
-    match service {
-        Service::Ingest => {
-            mindmesh_ingest::prepare(&ctx).await?;
-            mindmesh_ingest::start(&ctx, routes)?;
-        }
-        Service::Permissions => {
-            mindmesh_permissions::prepare(&ctx).await?;
-            subjects.insert(service, mindmesh_permissions::start(&ctx, routes)?);
-        }
-        Service::Storage => {
-            mindmesh_storage::prepare(&ctx).await?;
-            subjects.insert(service, mindmesh_storage::start(&ctx, routes)?);
-        }
-        Service::Retention => {
-            mindmesh_retention::start(&ctx, routes)?;
-        }
-        Service::Dsar => mindmesh_dsar::start(&ctx, routes)?,
-    }
-    Ok(ctx)
+) -> anyhow::Result<(ServiceContext, Started)> {
+    let ctx = ServiceContext::open_module(module, shared).await?;
+    module.prepare(&ctx).await?;
+    let started = module.start(&ctx, routes)?;
+    Ok((ctx, started))
 }
 
 /// Peers this process serves itself are reached on its own listener unless configured.
@@ -162,13 +138,21 @@ pub async fn serve(
     let mut audit_logs = Vec::new();
     let mut health_names = Vec::new();
     let mut subjects = HashMap::new();
-    for service in &services {
-        let ctx = start_service(*service, &shared, &mut routes, &mut subjects)
+    let mut consumers = Vec::new();
+    for module in modules(&services) {
+        let service = module.service();
+        let (ctx, started) = start_service(module, &shared, &mut routes)
             .await
             .with_context(|| format!("starting the {service} service"))?;
         audit_logs.push(ctx.audit.clone());
         health_names.push(service.as_str().to_owned());
-        health_names.extend(grpc_services(*service).iter().map(|s| (*s).to_owned()));
+        health_names.extend(module.grpc_services().iter().map(|s| (*s).to_owned()));
+        if let Some(subject) = started.subject {
+            subjects.insert(service, subject);
+        }
+        if let Some(consumer) = started.consumer {
+            consumers.push((service, consumer));
+        }
         tracing::info!(service = %service, "service started");
     }
     // One Audit and one SubjectData per process, over the services it runs.
@@ -178,8 +162,8 @@ pub async fn serve(
     ));
     let subject_api = SubjectDataApi::new(services.iter().copied(), subjects);
     routes.add_service(api_service!(SubjectDataServer::new(subject_api), shared));
-    health_names.push("mindmesh.audit.v1.Audit".to_owned());
-    health_names.push("mindmesh.subject.v1.SubjectData".to_owned());
+    health_names.push(audit_server::SERVICE_NAME.to_owned());
+    health_names.push(subject_data_server::SERVICE_NAME.to_owned());
 
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
     let served = mindmesh_kit::server::serve(
@@ -198,6 +182,17 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("background tasks did not stop within the grace period");
+    }
+    for (service, consumer) in consumers {
+        use std::sync::atomic::Ordering::Relaxed;
+        tracing::info!(
+            service = %service,
+            delivered = consumer.delivered.load(Relaxed),
+            handled = consumer.handled.load(Relaxed),
+            retried = consumer.retried.load(Relaxed),
+            dead_lettered = consumer.dead_lettered.load(Relaxed),
+            "events consumed while serving"
+        );
     }
     served?;
     Ok(())
@@ -252,27 +247,10 @@ pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()
         services.to_vec()
     };
     let max = config.database.max_connections;
-    for service in services {
-        let url = config.database_url(service);
-        let db = match service {
-            Service::Ingest => {
-                mindmesh_kit::db::open_and_migrate::<mindmesh_ingest::Migrator>(&url, max).await?
-            }
-            Service::Permissions => {
-                mindmesh_kit::db::open_and_migrate::<mindmesh_permissions::Migrator>(&url, max)
-                    .await?
-            }
-            Service::Storage => {
-                mindmesh_kit::db::open_and_migrate::<mindmesh_storage::Migrator>(&url, max).await?
-            }
-            Service::Retention => {
-                mindmesh_kit::db::open_and_migrate::<mindmesh_retention::Migrator>(&url, max)
-                    .await?
-            }
-            Service::Dsar => {
-                mindmesh_kit::db::open_and_migrate::<mindmesh_dsar::Migrator>(&url, max).await?
-            }
-        };
+    for module in modules(&services) {
+        let service = module.service();
+        let db = mindmesh_kit::db::open_creating(&config.database_url(service), max).await?;
+        module.migrate(&db).await?;
         db.close().await?;
         let keys = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(
             &config.keystore_url(service),
@@ -313,4 +291,28 @@ pub fn issue_token(
         bail!("roles other than operator and service need --tenant");
     }
     Ok(TokenIssuer::new(private, config.auth.issuer.clone()).issue(subject, tenant, roles, ttl)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_service_has_one_module_in_order() {
+        let services: Vec<Service> = MODULES.iter().map(|m| m.service()).collect();
+        assert_eq!(services, Service::ALL);
+    }
+
+    #[test]
+    fn the_modules_serve_every_api_service_but_the_per_process_ones() {
+        let mut served: Vec<&str> = MODULES
+            .iter()
+            .flat_map(|m| m.grpc_services().iter().copied())
+            .chain([audit_server::SERVICE_NAME, subject_data_server::SERVICE_NAME])
+            .collect();
+        served.sort_unstable();
+        let mut api = mindmesh_proto::SERVICE_NAMES.to_vec();
+        api.sort_unstable();
+        assert_eq!(served, api);
+    }
 }

@@ -55,7 +55,7 @@ impl EventHandler for IngestEvents {
             _ => return Ok(()),
         };
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus(format!("{} without tenant", envelope.r#type)))?;
+            .ok_or_else(|| Error::MalformedEvent(format!("{} without tenant", envelope.r#type)))?;
         if inbox::handled(self.store.db(), CONSUMER, &envelope.id).await? {
             return Ok(());
         }

@@ -56,6 +56,11 @@ pub enum Error {
     /// The event bus failed.
     #[error("event bus error: {0}")]
     Bus(String),
+    /// An event that decodes but cannot be applied as it is (a field that is not a
+    /// UUID, a missing tenant): delivering it again cannot help, so a consumer moves it
+    /// to the dead letters at once.
+    #[error("malformed event: {0}")]
+    MalformedEvent(String),
     /// Sealing, opening, signing or verifying failed.
     #[error("crypto error: {0}")]
     Crypto(&'static str),
@@ -90,9 +95,11 @@ impl Error {
             Error::Unimplemented(_) => Code::Unimplemented,
             Error::Refused { code, .. } => *code,
             Error::Db(e) if is_connection_error(e) => Code::Unavailable,
-            Error::Db(_) | Error::Crypto(_) | Error::Config(_) | Error::Internal(_) => {
-                Code::Internal
-            }
+            Error::Db(_)
+            | Error::MalformedEvent(_)
+            | Error::Crypto(_)
+            | Error::Config(_)
+            | Error::Internal(_) => Code::Internal,
         }
     }
 }

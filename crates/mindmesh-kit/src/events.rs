@@ -62,14 +62,14 @@ pub fn to_bus_message(envelope: &Envelope) -> Result<BusMessage> {
 /// Decodes a bus message back into its envelope, checking that id and type agree.
 pub fn decode(message: &BusMessage) -> Result<Envelope> {
     let envelope = Envelope::decode(message.payload.as_ref())
-        .map_err(|e| Error::Bus(format!("undecodable envelope: {e}")))?;
+        .map_err(|e| Error::MalformedEvent(format!("undecodable envelope: {e}")))?;
     if envelope.id != message.id.to_string() {
-        return Err(Error::Bus("envelope id differs from message id".into()));
+        return Err(Error::MalformedEvent("envelope id differs from message id".into()));
     }
     match &envelope.payload {
         Some(p) if event_type(p) == envelope.r#type => Ok(envelope),
-        Some(_) => Err(Error::Bus("envelope type differs from its payload".into())),
-        None => Err(Error::Bus("envelope without payload".into())),
+        Some(_) => Err(Error::MalformedEvent("envelope type differs from its payload".into())),
+        None => Err(Error::MalformedEvent("envelope without payload".into())),
     }
 }
 
@@ -82,7 +82,7 @@ pub fn tenant(envelope: &Envelope) -> Result<Option<TenantId>> {
         .tenant_id
         .parse::<TenantId>()
         .map(Some)
-        .map_err(|_| Error::Bus("envelope tenant_id is not a UUID".into()))
+        .map_err(|_| Error::MalformedEvent("envelope tenant_id is not a UUID".into()))
 }
 
 #[cfg(test)]

@@ -389,6 +389,53 @@ async fn poison_events_go_to_dead_letters_after_bounded_retries(backend: Backend
     );
 }
 
+/// Finds every event malformed, as a handler does with an id that is not a UUID.
+struct RefusingHandler;
+
+#[async_trait::async_trait]
+impl EventHandler for RefusingHandler {
+    async fn handle(&self, _: &Envelope) -> mindmesh_kit::Result<()> {
+        Err(mindmesh_kit::Error::MalformedEvent(
+            "user_id is not a UUID".into(),
+        ))
+    }
+}
+
+async fn malformed_events_go_to_dead_letters_at_once(backend: Backend) {
+    let h = harness(backend).await;
+    let envelope = activity("u1");
+    h.bus
+        .publish(&events::to_bus_message(&envelope).unwrap())
+        .await
+        .unwrap();
+    let stats = Arc::new(ConsumerStats::default());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run_consumer(
+        h.bus.clone(),
+        "runner".into(),
+        Arc::new(RefusingHandler),
+        5,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stats.dead_lettered.load(Ordering::Relaxed) < 1 && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(stats.dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.retried.load(Ordering::Relaxed),
+        0,
+        "delivering a malformed event again cannot help"
+    );
+    let dead = h.bus.dead_letters("runner").await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id.to_string(), envelope.id);
+}
+
 async fn runner_applies_each_event_once(backend: Backend) {
     let h = harness(backend).await;
     let envelopes: Vec<Envelope> = (0..20).map(|i| activity(&format!("u{i}"))).collect();
@@ -436,6 +483,7 @@ conformance!(
     duplicate_publish_with_same_id_has_one_effect,
     consumer_restart_resumes_where_it_left,
     poison_events_go_to_dead_letters_after_bounded_retries,
+    malformed_events_go_to_dead_letters_at_once,
     runner_applies_each_event_once,
 );
 

@@ -77,13 +77,13 @@ impl EventHandler for PermissionEvents {
             return Ok(());
         }
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus("lifecycle event without tenant".into()))?;
+            .ok_or_else(|| Error::MalformedEvent("lifecycle event without tenant".into()))?;
         match &envelope.payload {
             Some(Payload::IntegrationConnected(c)) => {
                 let integration: IntegrationId = c
                     .integration_id
                     .parse()
-                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+                    .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
                 let txn = self.ctx.db.begin().await?;
                 if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     Integrations::connected(&txn, tenant, integration).await?;
@@ -94,7 +94,7 @@ impl EventHandler for PermissionEvents {
                 let integration: IntegrationId = d
                     .integration_id
                     .parse()
-                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+                    .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
                 // No more writes for it, then crypto-shred: both idempotent, so a
                 // redelivery finds nothing to do.
                 Integrations::disconnected(&self.ctx.db, tenant, integration).await?;

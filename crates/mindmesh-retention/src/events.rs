@@ -31,7 +31,7 @@ impl RetentionEvents {
 fn user_id(value: &str) -> Result<UserId> {
     value
         .parse()
-        .map_err(|_| Error::Bus("event user_id is not a UUID".into()))
+        .map_err(|_| Error::MalformedEvent("event user_id is not a UUID".into()))
 }
 
 #[async_trait::async_trait]
@@ -45,7 +45,7 @@ impl EventHandler for RetentionEvents {
             return Ok(());
         }
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus("account event without tenant".into()))?;
+            .ok_or_else(|| Error::MalformedEvent("account event without tenant".into()))?;
         let txn = self.activity.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());

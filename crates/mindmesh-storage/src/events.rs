@@ -50,10 +50,10 @@ impl StorageEvents {
     /// `integration.connected`: from here documents of it are taken.
     async fn learn(&self, envelope: &Envelope, integration_id: &str) -> Result<()> {
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus("integration.connected without tenant".into()))?;
+            .ok_or_else(|| Error::MalformedEvent("integration.connected without tenant".into()))?;
         let integration = integration_id
             .parse()
-            .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?;
+            .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
         let txn = self.documents.db().begin().await?;
         if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             Integrations::connected(&txn, tenant, integration).await?;
@@ -76,7 +76,7 @@ impl EventHandler for StorageEvents {
             _ => return Ok(()),
         };
         let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::Bus(format!("{} without tenant", envelope.r#type)))?;
+            .ok_or_else(|| Error::MalformedEvent(format!("{} without tenant", envelope.r#type)))?;
         if inbox::handled(self.documents.db(), CONSUMER, &envelope.id).await? {
             return Ok(());
         }
@@ -84,7 +84,7 @@ impl EventHandler for StorageEvents {
             Some(Payload::IntegrationDisconnected(d)) => Some(ErasureScope::Integration(
                 d.integration_id
                     .parse()
-                    .map_err(|_| Error::Bus("integration_id is not a UUID".into()))?,
+                    .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?,
             )),
             Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
                 Some(ErasureScope::Tenant)
@@ -92,7 +92,7 @@ impl EventHandler for StorageEvents {
             Some(Payload::AccountDeletionRequested(d)) => Some(ErasureScope::Owner(
                 d.user_id
                     .parse()
-                    .map_err(|_| Error::Bus("user_id is not a UUID".into()))?,
+                    .map_err(|_| Error::MalformedEvent("user_id is not a UUID".into()))?,
             )),
             // The person's native documents, if they have an account; storage keeps
             // nothing else keyed to a person.

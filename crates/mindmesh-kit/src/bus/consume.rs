@@ -1,6 +1,7 @@
 //! Running a consumer: deliver, handle, ack after the handler committed; retry with
 //! backoff on failure; after `max_deliver` attempts, or at once for an event that cannot
-//! be decoded, move it to the dead-letter subject (counted, logged, never silently lost).
+//! be decoded or that its handler finds malformed ([`Error::MalformedEvent`]), move it
+//! to the dead-letter subject (counted, logged, never silently lost).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Delivery, EventBus};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Applies events. Implementations claim the event id in their inbox
 /// ([`crate::inbox::claim`]) in the transaction that applies the effect, and ignore
 /// event types they do not care about.
 #[async_trait::async_trait]
 pub trait EventHandler: Send + Sync + 'static {
-    /// Applies one event. An error means "not applied": the event is delivered again.
+    /// Applies one event. An error means "not applied": the event is delivered again,
+    /// unless it is [`Error::MalformedEvent`] (it goes to the dead letters at once).
     async fn handle(&self, envelope: &Envelope) -> Result<()>;
 }
 
@@ -119,6 +121,9 @@ async fn process(
             delivery.ack().await?;
             stats.handled.fetch_add(1, Ordering::Relaxed);
             Ok(())
+        }
+        Err(e @ Error::MalformedEvent(_)) => {
+            dead_letter(bus, consumer, stats, delivery, &e.to_string()).await
         }
         Err(e) if delivery.attempt >= max_deliver => {
             let reason = format!("failed {} times, last error: {e}", delivery.attempt);

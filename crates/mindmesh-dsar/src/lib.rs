@@ -11,9 +11,7 @@ use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::{Result, Service};
 use mindmesh_proto::mindmesh::dsar::v1::{
     dsar_service_server::{self, DsarService, DsarServiceServer},
-    privacy_settings_service_server::{
-        self, PrivacySettingsService, PrivacySettingsServiceServer,
-    },
+    privacy_settings_service_server::{self, PrivacySettingsService, PrivacySettingsServiceServer},
 };
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};

@@ -121,7 +121,11 @@ impl ServiceContext {
     }
 
     /// The context of `service`, whose database `db` is open and migrated.
-    async fn with_database(service: Service, shared: &Shared, db: DatabaseConnection) -> Result<Self> {
+    async fn with_database(
+        service: Service,
+        shared: &Shared,
+        db: DatabaseConnection,
+    ) -> Result<Self> {
         let config = &shared.config;
         let key_db = crate::db::open_and_migrate::<KeystoreMigrator>(
             &config.keystore_url(service),

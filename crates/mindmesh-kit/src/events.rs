@@ -64,11 +64,15 @@ pub fn decode(message: &BusMessage) -> Result<Envelope> {
     let envelope = Envelope::decode(message.payload.as_ref())
         .map_err(|e| Error::MalformedEvent(format!("undecodable envelope: {e}")))?;
     if envelope.id != message.id.to_string() {
-        return Err(Error::MalformedEvent("envelope id differs from message id".into()));
+        return Err(Error::MalformedEvent(
+            "envelope id differs from message id".into(),
+        ));
     }
     match &envelope.payload {
         Some(p) if event_type(p) == envelope.r#type => Ok(envelope),
-        Some(_) => Err(Error::MalformedEvent("envelope type differs from its payload".into())),
+        Some(_) => Err(Error::MalformedEvent(
+            "envelope type differs from its payload".into(),
+        )),
         None => Err(Error::MalformedEvent("envelope without payload".into())),
     }
 }

@@ -513,46 +513,59 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let mut batch_bytes = 0;
         let mut index = 0;
         // One batch is written while the next one arrives; the next write starts only
-        // after the previous one committed, so each sees what came before it.
+        // after the previous one committed, so each sees what came before it. The write
+        // is a task of the service (shutdown waits for it), and whatever ends the
+        // stream, the call returns only once it is done: nothing outlives the call.
         let mut writing: Option<tokio::task::JoinHandle<Result<Vec<pb::PutResult>>>> = None;
-        while let Some((header, content)) =
-            self.next_document(&mut stream, &mut pending, index).await?
-        {
-            index += 1;
-            let integration =
-                IntegrationId::parse_field("header.integration_id", &header.integration_id)?;
-            let modified_at = match &header.modified_at {
-                Some(t) => from_timestamp("header.modified_at", t)?,
-                None => chrono::Utc::now(),
-            };
-            batch_bytes += content.len();
-            batch.push(NewDocument {
-                origin: Origin::Imported {
-                    integration,
-                    external_id: header.external_id,
-                    source_version: header.source_version,
-                },
-                title: header.title,
-                content,
-                mime_type: header.mime_type,
-                source_url: header.source_url,
-                source_owner: header.owner,
-                modified_at,
-            });
-            // Written in batches: few round trips per document, bounded memory.
-            if batch.len() >= PUT_BATCH_DOCUMENTS || batch_bytes >= PUT_BATCH_BYTES {
-                if let Some(previous) = writing.take() {
-                    results.extend(finished(previous).await?);
+        let received: std::result::Result<(), Status> = async {
+            while let Some((header, content)) =
+                self.next_document(&mut stream, &mut pending, index).await?
+            {
+                index += 1;
+                let integration =
+                    IntegrationId::parse_field("header.integration_id", &header.integration_id)?;
+                let modified_at = match &header.modified_at {
+                    Some(t) => from_timestamp("header.modified_at", t)?,
+                    None => chrono::Utc::now(),
+                };
+                batch_bytes += content.len();
+                batch.push(NewDocument {
+                    origin: Origin::Imported {
+                        integration,
+                        external_id: header.external_id,
+                        source_version: header.source_version,
+                    },
+                    title: header.title,
+                    content,
+                    mime_type: header.mime_type,
+                    source_url: header.source_url,
+                    source_owner: header.owner,
+                    modified_at,
+                });
+                // Written in batches: few round trips per document, bounded memory.
+                if batch.len() >= PUT_BATCH_DOCUMENTS || batch_bytes >= PUT_BATCH_BYTES {
+                    if let Some(previous) = writing.take() {
+                        results.extend(finished(previous).await?);
+                    }
+                    let (api, docs) = (self.clone(), std::mem::take(&mut batch));
+                    writing = Some(
+                        self.ctx
+                            .tasks
+                            .spawn(async move { api.write_batch(tenant, docs).await }),
+                    );
+                    batch_bytes = 0;
                 }
-                let (api, docs) = (self.clone(), std::mem::take(&mut batch));
-                writing = Some(tokio::spawn(
-                    async move { api.write_batch(tenant, docs).await },
-                ));
-                batch_bytes = 0;
             }
+            Ok(())
         }
-        if let Some(previous) = writing.take() {
-            results.extend(finished(previous).await?);
+        .await;
+        let previous = match writing.take() {
+            Some(previous) => Some(finished(previous).await),
+            None => None,
+        };
+        received?;
+        if let Some(previous) = previous {
+            results.extend(previous?);
         }
         results.extend(self.write_batch(tenant, batch).await?);
         Ok(Response::new(pb::PutDocumentsResponse { results }))

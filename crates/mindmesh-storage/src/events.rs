@@ -89,11 +89,11 @@ impl EventHandler for StorageEvents {
             Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
                 Some(ErasureScope::Tenant)
             }
-            Some(Payload::AccountDeletionRequested(d)) => Some(ErasureScope::Owner(
-                d.user_id
-                    .parse()
-                    .map_err(|_| Error::MalformedEvent("user_id is not a UUID".into()))?,
-            )),
+            Some(Payload::AccountDeletionRequested(d)) => {
+                Some(ErasureScope::Owner(d.user_id.parse().map_err(|_| {
+                    Error::MalformedEvent("user_id is not a UUID".into())
+                })?))
+            }
             // The person's native documents, if they have an account; storage keeps
             // nothing else keyed to a person.
             Some(Payload::SubjectErasureRequested(e)) => self

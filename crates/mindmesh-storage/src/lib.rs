@@ -23,9 +23,7 @@ use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_kit::{Result, Service};
-use mindmesh_proto::mindmesh::storage::v1::storage_service_server::{
-    self, StorageServiceServer,
-};
+use mindmesh_proto::mindmesh::storage::v1::storage_service_server::{self, StorageServiceServer};
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;

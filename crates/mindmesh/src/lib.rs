@@ -24,8 +24,8 @@ use mindmesh_kit::context::{ServiceContext, Shared};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::{KeystoreMigrator, Rotation};
-use mindmesh_kit::subject_api::SubjectDataApi;
 use mindmesh_kit::module::{ServiceModule, Started};
+use mindmesh_kit::subject_api::SubjectDataApi;
 use mindmesh_proto::mindmesh::audit::v1::audit_server::{self, AuditServer};
 use mindmesh_proto::mindmesh::subject::v1::subject_data_server::{self, SubjectDataServer};
 use tokio::net::TcpListener;
@@ -308,7 +308,10 @@ mod tests {
         let mut served: Vec<&str> = MODULES
             .iter()
             .flat_map(|m| m.grpc_services().iter().copied())
-            .chain([audit_server::SERVICE_NAME, subject_data_server::SERVICE_NAME])
+            .chain([
+                audit_server::SERVICE_NAME,
+                subject_data_server::SERVICE_NAME,
+            ])
             .collect();
         served.sort_unstable();
         let mut api = mindmesh_proto::SERVICE_NAMES.to_vec();

@@ -338,6 +338,40 @@ async fn deceptive_names_urls_ids_times_and_tokens_are_refused(backend: Backend)
     ])
     .await
     .unwrap();
+    // A refusal in the middle of a stream keeps the batches written before it, and the
+    // call returns once they are committed: the same documents again are unchanged.
+    let batch = mindmesh_storage::api::PUT_BATCH_DOCUMENTS;
+    let valid = |i: usize| {
+        [
+            header(&integration.id, &format!("b{i}.md"), "B", "text/plain", ""),
+            chunk(),
+        ]
+    };
+    let mut items: Vec<Item> = (0..batch).flat_map(valid).collect();
+    items.extend([
+        header(&integration.id, "bad.md", "a\u{1b}b", "text/plain", ""),
+        chunk(),
+    ]);
+    assert_refused(
+        put(items).await,
+        Code::InvalidArgument,
+        "header.title",
+        "mid-stream",
+    );
+    let again = put((0..batch).flat_map(valid).collect()).await.unwrap();
+    let outcomes: Vec<i32> = again
+        .into_inner()
+        .results
+        .iter()
+        .map(|r| r.outcome)
+        .collect();
+    assert_eq!(outcomes.len(), batch);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == storage::PutOutcome::Unchanged as i32),
+        "the batch before the refusal was written: {outcomes:?}"
+    );
 
     // Ids in another spelling than the hyphenated one.
     let uuid = uuid::Uuid::now_v7();

@@ -1,6 +1,6 @@
 //! Generated code for the Mindmesh gRPC API and event types, and nothing else.
 //!
-//! The `.proto` files under `proto/` are the contract (see API.md); this crate compiles
+//! The `.proto` files under `proto/` are the contract and its reference; this crate compiles
 //! them with `tonic-prost-build`. RPCs a service does not override answer
 //! `UNIMPLEMENTED` (default stubs), so a half-built service never fakes success.
 
@@ -12,7 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/mindmesh.rs"));
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mindmesh_descriptor.bin"));
 
-/// Fully qualified names of every gRPC service in the API, in the order of API.md.
+/// Fully qualified names of every gRPC service in the API, from the generated code.
 pub const SERVICE_NAMES: &[&str] = &[
     mindmesh::permissions::v1::account_service_server::SERVICE_NAME,
     mindmesh::permissions::v1::permissions_service_server::SERVICE_NAME,

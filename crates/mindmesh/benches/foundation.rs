@@ -33,6 +33,7 @@ async fn grpc_figures(label: &str, distributed: bool) {
     let operator = issuer
         .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
     let tenant: TenantId = loop {
         match accounts
             .create_tenant(authed(
@@ -44,7 +45,10 @@ async fn grpc_figures(label: &str, distributed: bool) {
             .await
         {
             Ok(r) => break r.into_inner().tenant.unwrap().id.parse().unwrap(),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "CreateTenant still failing: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
         }
     };
     let admin = issuer

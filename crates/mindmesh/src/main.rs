@@ -157,6 +157,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let mode = mindmesh::mode_for(&services);
             tracing::info!(%addr, ?mode, "mindmesh listening");
+            // Scripts and tests wait for this line (README, "Two ways to run"): keep it.
             eprintln!("mindmesh listening on {addr} ({mode:?} mode)");
             eprintln!("get a token: cargo run -q --bin mindmesh -- token --role operator");
             let shutdown = CancellationToken::new();

@@ -208,10 +208,11 @@ fn distributed_mode_refuses_to_start_without_keys() {
             "--set",
             "listen=127.0.0.1:0",
         ])
-        .args([
-            "--set",
-            "database.url=postgres://postgres@127.0.0.1:5432/mindmesh_{service}",
-        ])
+        .arg("--set")
+        .arg(format!(
+            "database.url={}/mindmesh_{{service}}",
+            mindmesh_kit::testing::postgres_server()
+        ))
         .arg("--set")
         .arg(format!("data_dir={}", dir.path().display()))
         .output()

@@ -170,7 +170,12 @@ impl BenchServer {
             listener,
             shutdown.clone(),
         ));
+        let deadline = Instant::now() + Duration::from_secs(60);
         let channel = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the server at {addr} did not answer within 60 s"
+            );
             if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
                 .unwrap()
                 .tcp_nodelay(true)
@@ -260,6 +265,7 @@ impl BenchServer {
             .integration
             .unwrap();
         // Its first sync (requested at connect) ends before the benchmark writes.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut progress = ingest
                 .sync_integration(authed(
@@ -281,6 +287,10 @@ impl BenchServer {
                 break;
             }
             assert!(last.error.contains("already running"), "{}", last.error);
+            assert!(
+                Instant::now() < deadline,
+                "the connect-time sync still running after 120 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         integration.id.parse().unwrap()

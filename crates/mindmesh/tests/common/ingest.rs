@@ -74,10 +74,15 @@ pub async fn sync(ingest: &mut Ingest, admin: &str, id: &str, full: bool) -> Vec
 /// Runs a sync and asserts it finished successfully; returns its final progress.
 pub async fn sync_ok(ingest: &mut Ingest, admin: &str, id: &str, full: bool) -> pb::SyncProgress {
     // A sync requested at connect time may be running: wait for it, then run ours.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let all = sync(ingest, admin, id, full).await;
         let last = all.last().cloned().expect("a progress message");
         if last.phase == pb::SyncPhase::Failed as i32 && last.error.contains("already running") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "another sync of {id} still running after 120 s"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         }

@@ -26,10 +26,10 @@ mod support;
 
 // The tests' fake of Google's APIs (it names its sibling as `super::fake_http`).
 #[allow(dead_code, unused_imports)]
-#[path = "../tests/common/fake_google.rs"]
+#[path = "../tests/it/common/fake_google.rs"]
 mod fake_google;
 #[allow(dead_code, unused_imports)]
-#[path = "../tests/common/fake_http.rs"]
+#[path = "../tests/it/common/fake_http.rs"]
 mod fake_http;
 
 use std::sync::{Arc, Mutex};

@@ -1,14 +1,10 @@
 //! AccountService over real gRPC on port 0, in embedded mode (SQLite + embedded bus) and
 //! distributed mode (PostgreSQL + NATS JetStream): the same tests for both.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
-use common::{Backend, TestServer, authed, eventually};
+use crate::common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Claims, Role};
 use mindmesh_kit::ids::UserId;

@@ -3,14 +3,9 @@
 //! permissions service (P02), staff see only what their consented role allows (P11),
 //! archived items stay out of the next sync (P07), native documents, hostile input.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
 use std::collections::HashSet;
 
-use common::{Backend, TestServer, authed};
+use crate::common::{Backend, TestServer, authed};
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::grpc::timestamp;
 use mindmesh_kit::ids::{IntegrationId, TenantId};

@@ -5,17 +5,12 @@
 //! read-only grants (P03), disconnect with revocation (P06), rate limits and hostile
 //! answers.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
-use common::fake_github::{self, Answer, FakeGitHub, Fault, Issue, Repo, Team, User, World};
-use common::fake_google::{self, FakeGoogle, Perm};
-use common::ingest::{self, set, sync_ok, titles};
-use common::{Backend, TestServer, authed, eventually};
+use crate::common::fake_github::{self, Answer, FakeGitHub, Fault, Issue, Repo, Team, User, World};
+use crate::common::fake_google::{self, FakeGoogle, Perm};
+use crate::common::ingest::{self, set, sync_ok, titles};
+use crate::common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
 use serde_json::json;

@@ -3,17 +3,12 @@
 //! key destroyed) and then deleted, and storage attests with a signed `deletion.completed`;
 //! the same for a deleted account, a subject's erasure request and a deleted tenant.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::authed;
+use crate::common::{Backend, TestServer};
 use chrono::Utc;
-use common::authed;
-use common::{Backend, TestServer};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::bus::EventBus;

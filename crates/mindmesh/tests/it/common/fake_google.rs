@@ -1012,7 +1012,7 @@ pub fn blob(id: &str, name: &str, owner: &str, content: &[u8], perms: Vec<Perm>)
 pub fn service_account() -> (serde_json::Value, Vec<u8>) {
     let pem = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/service-account-test-key.pem"
+        "/tests/it/fixtures/service-account-test-key.pem"
     ))
     .unwrap();
     let der = base64::Engine::decode(

@@ -4,17 +4,12 @@
 //! syncs (P02), a sync killed half-way and resumed, rate-limit storms and token expiry,
 //! read-only scopes (P03), disconnect (P06), hostile answers, whole-domain crawls.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::fake_google::{self, Answer, FakeGoogle, Fault, Perm, World, blob, doc};
-use common::ingest::{self, set, sync_ok, titles};
-use common::{Backend, TestServer, authed, eventually};
+use crate::common::fake_google::{self, Answer, FakeGoogle, Fault, Perm, World, blob, doc};
+use crate::common::ingest::{self, set, sync_ok, titles};
+use crate::common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;

@@ -2,14 +2,9 @@
 //! recorded consent from its admin; analysts see pseudonyms only; revocation and expiry
 //! end access; grants, revocations and every staff access are in the audit log.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestServer, authed, eventually};
+use crate::common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::grpc::timestamp;

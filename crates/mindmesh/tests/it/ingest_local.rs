@@ -3,16 +3,12 @@
 //! storage and permissions services: full and incremental syncs (P02), connector
 //! listing (P03), disconnect (P06), archive (P07), hostile folders and requests.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::ingest::{self, set, sync_ok, titles};
-use common::{Backend, TestServer, authed, eventually};
+use crate::common::ingest::{self, set, sync_ok, titles};
+use crate::common::{Backend, TestServer, authed, eventually};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
@@ -21,7 +17,7 @@ use mindmesh_proto::mindmesh::storage::v1 as storage;
 use sea_orm::ConnectionTrait;
 use tonic::Code;
 
-use common::ingest::{folder_server as server, write};
+use crate::common::ingest::{folder_server as server, write};
 
 fn manifest(dir: &Path, json: serde_json::Value) {
     write(dir, "mindmesh-acl.json", &json.to_string());

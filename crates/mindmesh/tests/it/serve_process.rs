@@ -2,8 +2,6 @@
 //! five services, lists the whole API over reflection, answers UNIMPLEMENTED for what is
 //! not built, and exits 0 on SIGTERM. Distributed mode refuses to start without keys.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,12 +3,7 @@
 //! account; storage exports their native documents and restricts their processing; what
 //! is not built answers UNIMPLEMENTED.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::{Backend, TestServer, authed};
+use crate::common::{Backend, TestServer, authed};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;

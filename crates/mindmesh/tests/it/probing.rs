@@ -3,13 +3,9 @@
 //! fixed, in embedded mode (SQLite + embedded bus) and distributed mode (PostgreSQL +
 //! NATS JetStream).
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
-use common::ingest::{self, connect_folder, folder_server as server, sync_ok, write};
-use common::{Backend, TestServer, authed};
+use crate::common;
+use crate::common::ingest::{self, connect_folder, folder_server as server, sync_ok, write};
+use crate::common::{Backend, TestServer, authed};
 use mindmesh_kit::auth::{Claims, Role, now_secs};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;

@@ -3,14 +3,10 @@
 //! one reader across integrations by email (P05), revocations never served stale, and
 //! the disconnect cascade handler.
 
-#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
-
-#[macro_use]
-mod common;
-
+use crate::common;
 use std::time::Duration;
 
-use common::{Backend, TestServer, authed};
+use crate::common::{Backend, TestServer, authed};
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId};

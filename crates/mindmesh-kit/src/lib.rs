@@ -19,7 +19,8 @@
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs;
 //!   [`module`]: the contract each service crate keeps with the binary.
-//! - [`testing`]: throwaway PostgreSQL databases and NATS streams for tests.
+//! - `testing` (feature `testing`, for tests and benches only): throwaway PostgreSQL
+//!   databases and NATS streams, service contexts on either backend, `both_backends!`.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +48,7 @@ pub mod service;
 pub mod subject_api;
 pub mod telemetry;
 pub mod tenants;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
 

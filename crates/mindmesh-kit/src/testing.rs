@@ -161,12 +161,12 @@ where
     }
 }
 
-/// A service's context on a throwaway database — a fresh SQLite file, or fresh
-/// PostgreSQL databases when `postgres` — with the embedded bus and generated keys.
-/// Keep the returned guard alive as long as the context.
+/// A service's context on a throwaway database of `backend` (a fresh SQLite file, or
+/// fresh PostgreSQL databases) with the embedded bus and generated keys. Keep the
+/// returned guard alive as long as the context.
 pub async fn service_context<M: sea_orm_migration::MigratorTrait>(
     service: crate::Service,
-    postgres: bool,
+    backend: Backend,
 ) -> Result<(crate::context::ServiceContext, ContextGuard)> {
     use std::sync::Arc;
     let dir = tempfile_dir()?;
@@ -174,7 +174,7 @@ pub async fn service_context<M: sea_orm_migration::MigratorTrait>(
         data_dir: dir.path().join("data"),
         ..crate::config::Config::default()
     };
-    let pg = postgres.then(TestPostgres::new);
+    let pg = backend.is_postgres().then(TestPostgres::new);
     if let Some(pg) = &pg {
         config.database.url = Some(pg.template());
     }
@@ -203,4 +203,34 @@ pub type TempDir = tempfile::TempDir;
 fn tempfile_dir() -> Result<TempDir> {
     tempfile::tempdir()
         .map_err(|e| Error::Internal(format!("cannot create a temporary directory: {e}")))
+}
+
+/// Which database a store-level test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// Fresh databases on the tests' PostgreSQL, dropped at the end.
+    Postgres,
+}
+
+impl Backend {
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(self) -> bool {
+        self == Backend::Postgres
+    }
+}
+
+/// Runs each named `async fn(Backend)` of the calling module as two tests,
+/// `sqlite::…` and `postgres::…` (the module imports [`Backend`]).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::testing::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::testing::Backend::Postgres).await })*
+        }
+    };
 }

@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-#[macro_use]
 mod support;
+
+use mindmesh_kit::both_backends;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 

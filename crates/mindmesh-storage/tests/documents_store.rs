@@ -6,18 +6,13 @@
 
 use chrono::Utc;
 use mindmesh_kit::Service;
+use mindmesh_kit::both_backends;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
-use mindmesh_kit::testing::{ContextGuard, service_context};
+use mindmesh_kit::testing::{Backend, ContextGuard, service_context};
 use mindmesh_storage::Migrator;
 use mindmesh_storage::documents::{Documents, Filter, NewDocument, Origin, PutOutcome};
 use sea_orm::ConnectionTrait;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 struct Harness {
     docs: Documents,
@@ -26,7 +21,7 @@ struct Harness {
 }
 
 async fn harness(backend: Backend) -> Harness {
-    let (ctx, guard) = service_context::<Migrator>(Service::Storage, backend == Backend::Postgres)
+    let (ctx, guard) = service_context::<Migrator>(Service::Storage, backend)
         .await
         .unwrap();
     Harness {
@@ -823,17 +818,6 @@ async fn concurrent_puts_of_one_new_source_store_it_once(backend: Backend) {
     }
     assert_eq!(created_count, 1);
     assert_eq!(count(&h, "SELECT COUNT(*) FROM documents").await, 1);
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 both_backends!(

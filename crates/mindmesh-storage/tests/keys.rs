@@ -10,19 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use chrono::Utc;
 use mindmesh_kit::Service;
+use mindmesh_kit::both_backends;
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::keys::Keystore;
-use mindmesh_kit::testing::service_context;
+use mindmesh_kit::testing::{Backend, service_context};
 use mindmesh_storage::Migrator;
 use mindmesh_storage::documents::{Documents, Filter, NewDocument, Origin, PutOutcome};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 fn imported(integration: IntegrationId, i: usize) -> NewDocument {
     NewDocument {
@@ -66,7 +61,7 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 }
 
 async fn rotation_while_serving(backend: Backend) {
-    let (ctx, _guard) = service_context::<Migrator>(Service::Storage, backend == Backend::Postgres)
+    let (ctx, _guard) = service_context::<Migrator>(Service::Storage, backend)
         .await
         .unwrap();
     let documents = Documents::new(ctx.db.clone(), ctx.keystore.clone());
@@ -235,7 +230,7 @@ async fn rotation_while_serving(backend: Backend) {
 /// Crypto-shredding: a backup of the document rows taken before an integration was
 /// erased, restored afterwards, cannot be read — its key no longer exists anywhere.
 async fn restored_backup_of_a_shredded_scope_stays_unreadable(backend: Backend) {
-    let (ctx, _guard) = service_context::<Migrator>(Service::Storage, backend == Backend::Postgres)
+    let (ctx, _guard) = service_context::<Migrator>(Service::Storage, backend)
         .await
         .unwrap();
     let documents = Documents::new(ctx.db.clone(), ctx.keystore.clone());
@@ -322,17 +317,6 @@ async fn restored_backup_of_a_shredded_scope_stays_unreadable(backend: Backend) 
         mindmesh_kit::Error::NotFound(_)
     ));
     assert_eq!(fresh.get(tenant, kept).await.unwrap().title, "Report 2");
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }
 
 both_backends!(

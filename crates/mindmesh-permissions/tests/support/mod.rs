@@ -5,15 +5,9 @@
 
 use mindmesh_kit::Service;
 use mindmesh_kit::context::ServiceContext;
+pub use mindmesh_kit::testing::Backend;
 use mindmesh_kit::testing::{ContextGuard, service_context};
 use mindmesh_permissions::Migrator;
-
-/// Which database the test runs on.
-#[derive(Clone, Copy, Debug)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// The service context, and what must live as long as it.
 pub struct Env {
@@ -22,22 +16,8 @@ pub struct Env {
 }
 
 pub async fn env(backend: Backend) -> Env {
-    let (ctx, guard) =
-        service_context::<Migrator>(Service::Permissions, matches!(backend, Backend::Postgres))
-            .await
-            .unwrap();
+    let (ctx, guard) = service_context::<Migrator>(Service::Permissions, backend)
+        .await
+        .unwrap();
     Env { ctx, _guard: guard }
-}
-
-/// Runs each named `async fn(Backend)` as two tests: `sqlite::…` and `postgres::…`.
-#[allow(unused_macros)]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
 }

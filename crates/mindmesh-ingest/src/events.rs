@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::CascadeId;
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
@@ -54,6 +55,7 @@ impl EventHandler for IngestEvents {
             Some(Payload::SubjectErasureRequested(e)) => (&e.cascade_id, false),
             _ => return Ok(()),
         };
+        let cascade = CascadeId::parse_event_field("cascade_id", cascade)?;
         let tenant = events::tenant(envelope)?
             .ok_or_else(|| Error::MalformedEvent(format!("{} without tenant", envelope.r#type)))?;
         if inbox::handled(self.store.db(), CONSUMER, &envelope.id).await? {

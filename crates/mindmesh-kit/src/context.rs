@@ -178,7 +178,7 @@ impl ServiceContext {
         &self,
         txn: &C,
         tenant: Option<crate::ids::TenantId>,
-        cascade: &str,
+        cascade: crate::ids::CascadeId,
         counts: std::collections::HashMap<String, u64>,
         destroyed: &[crate::ids::KeyId],
     ) -> Result<()> {
@@ -187,7 +187,7 @@ impl ServiceContext {
         let completion = crate::events::signed_completion(
             &self.keys.signing,
             DeletionCompleted {
-                cascade_id: cascade.to_owned(),
+                cascade_id: cascade.to_string(),
                 service: self.service.to_proto() as i32,
                 counts,
                 destroyed_key_ids: destroyed.iter().map(ToString::to_string).collect(),

@@ -62,6 +62,14 @@ macro_rules! id_type {
                     )
                 })
             }
+
+            /// Parses a field of a received event: one that is not an id makes the event
+            /// malformed ([`Error::MalformedEvent`], dead-lettered at once).
+            pub fn parse_event_field(field: &'static str, value: &str) -> Result<Self, Error> {
+                canonical_uuid(value)
+                    .map(Self)
+                    .ok_or_else(|| Error::MalformedEvent(format!("{field} is not a UUID")))
+            }
         }
 
         impl Default for $name {
@@ -135,6 +143,21 @@ impl IntegrationId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_field_that_is_not_an_id_makes_the_event_malformed() {
+        let id = CascadeId::new();
+        assert_eq!(
+            CascadeId::parse_event_field("cascade_id", &id.to_string()).unwrap(),
+            id
+        );
+        for bad in ["", "c1", "{00000000-0000-0000-0000-000000000000}"] {
+            match CascadeId::parse_event_field("cascade_id", bad) {
+                Err(Error::MalformedEvent(why)) => assert!(why.contains("cascade_id"), "{why}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn parse_field_names_the_field() {

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use crate::context::ServiceContext;
 use crate::error::{Error, Result};
 use crate::grpc::peer_error;
-use crate::ids::TenantId;
+use crate::ids::{CascadeId, TenantId};
 
 /// How long a tenant the owner confirmed is taken to exist without asking again.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
@@ -128,7 +128,7 @@ impl Tenants {
         &self,
         conn: &C,
         tenant: TenantId,
-        cascade: &str,
+        cascade: CascadeId,
     ) -> Result<()> {
         self.forget(tenant);
         Self::record_erased(conn, tenant, cascade).await
@@ -139,7 +139,7 @@ impl Tenants {
     pub async fn record_erased<C: ConnectionTrait>(
         conn: &C,
         tenant: TenantId,
-        cascade: &str,
+        cascade: CascadeId,
     ) -> Result<()> {
         conn.execute(
             &Query::insert()
@@ -147,7 +147,7 @@ impl Tenants {
                 .columns(["tenant_id", "cascade_id", "erased_at"])
                 .values_panic([
                     tenant.to_string().into(),
-                    cascade.into(),
+                    cascade.to_string().into(),
                     crate::db::now().into(),
                 ])
                 .on_conflict(OnConflict::column("tenant_id").do_nothing().to_owned())

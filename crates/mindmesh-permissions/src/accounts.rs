@@ -213,7 +213,7 @@ impl Accounts {
             .rows_affected;
         let graph = self.policy.delete_tenant(&txn, id).await?;
         // Every replica refuses the tenant's writes from the commit on (P08).
-        Tenants::record_erased(&txn, id, &cascade.to_string()).await?;
+        Tenants::record_erased(&txn, id, cascade).await?;
         tenant::Entity::delete_by_id(id.to_string())
             .exec(&txn)
             .await?;
@@ -244,7 +244,7 @@ impl Accounts {
             .attest(
                 &txn,
                 Some(id),
-                &cascade.to_string(),
+                cascade,
                 HashMap::from([
                     ("principals".to_owned(), graph.principals),
                     ("memberships".to_owned(), graph.memberships),
@@ -518,7 +518,7 @@ impl Accounts {
             .attest(
                 &txn,
                 Some(tenant),
-                &cascade.to_string(),
+                cascade,
                 HashMap::from([("accounts".to_owned(), 1)]),
                 &destroyed,
             )

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::IntegrationId;
+use mindmesh_kit::ids::{CascadeId, IntegrationId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::keys::KeyScope;
 use mindmesh_kit::{Error, Result, Service, events, inbox};
@@ -95,6 +95,7 @@ impl EventHandler for PermissionEvents {
                     .integration_id
                     .parse()
                     .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
+                let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
                 // No more writes for it, then crypto-shred: both idempotent, so a
                 // redelivery finds nothing to do.
                 Integrations::disconnected(&self.ctx.db, tenant, integration).await?;
@@ -113,13 +114,7 @@ impl EventHandler for PermissionEvents {
                     .await
                     .map_err(Error::from)?;
                 self.ctx
-                    .attest(
-                        &txn,
-                        Some(tenant),
-                        &d.cascade_id,
-                        counts(&removed),
-                        &destroyed,
-                    )
+                    .attest(&txn, Some(tenant), cascade, counts(&removed), &destroyed)
                     .await?;
                 txn.commit().await?;
                 settle(&self.ctx, &removed).await?;
@@ -128,6 +123,7 @@ impl EventHandler for PermissionEvents {
                 tracing::info!(tenant_id = %tenant, integration_id = %integration, cascade_id = %d.cascade_id, principals = removed.principals, grants = removed.grants, revision, "integration's permission data deleted");
             }
             Some(Payload::SubjectErasureRequested(e)) => {
+                let cascade = CascadeId::parse_event_field("cascade_id", &e.cascade_id)?;
                 let txn = self.ctx.db.begin().await?;
                 if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     return Ok(());
@@ -138,7 +134,7 @@ impl EventHandler for PermissionEvents {
                     .await
                     .map_err(Error::from)?;
                 self.ctx
-                    .attest(&txn, Some(tenant), &e.cascade_id, counts(&removed), &[])
+                    .attest(&txn, Some(tenant), cascade, counts(&removed), &[])
                     .await?;
                 txn.commit().await?;
                 settle(&self.ctx, &removed).await?;
@@ -146,12 +142,13 @@ impl EventHandler for PermissionEvents {
                 self.ctx.relay.wake();
             }
             Some(Payload::AccountDeletionRequested(d)) => {
+                let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
                 let txn = self.ctx.db.begin().await?;
                 if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     return Ok(());
                 }
                 self.ctx
-                    .attest(&txn, Some(tenant), &d.cascade_id, HashMap::new(), &[])
+                    .attest(&txn, Some(tenant), cascade, HashMap::new(), &[])
                     .await?;
                 txn.commit().await?;
                 self.ctx.relay.wake();

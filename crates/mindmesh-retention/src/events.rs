@@ -3,7 +3,7 @@
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::grpc::from_timestamp;
-use mindmesh_kit::ids::UserId;
+use mindmesh_kit::ids::{CascadeId, UserId};
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
@@ -61,11 +61,10 @@ impl EventHandler for RetentionEvents {
                     .await?;
             }
             Some(Payload::AccountDeletionRequested(d)) => {
+                let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
                 let user = if d.user_id.is_empty() {
                     // The whole tenant: no activity of it is recorded again.
-                    self.tenants
-                        .mark_erased(&txn, tenant, &d.cascade_id)
-                        .await?;
+                    self.tenants.mark_erased(&txn, tenant, cascade).await?;
                     None
                 } else {
                     Some(user_id(&d.user_id)?)

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use mindmesh_kit::crypto::{MacKey, SecretKey};
-use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
+use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
@@ -1199,7 +1199,7 @@ impl Documents {
         &self,
         tenant: TenantId,
         integration: IntegrationId,
-        cascade: &str,
+        cascade: CascadeId,
         max_batches: Option<usize>,
     ) -> Result<Option<Erasure>> {
         self.erase(
@@ -1221,7 +1221,7 @@ impl Documents {
         &self,
         tenant: TenantId,
         scope: &ErasureScope,
-        cascade: &str,
+        cascade: CascadeId,
         max_batches: Option<usize>,
     ) -> Result<Option<Erasure>> {
         let mut erasure = match self.erasure(cascade).await? {
@@ -1248,7 +1248,7 @@ impl Documents {
                                 "deleted",
                             ])
                             .values_panic([
-                                cascade.into(),
+                                cascade.to_string().into(),
                                 tenant.to_string().into(),
                                 scope.to_string().into(),
                                 ids.join(",").into(),
@@ -1347,7 +1347,7 @@ impl Documents {
                         "deleted",
                         i64::try_from(erasure.deleted).unwrap_or(i64::MAX),
                     )
-                    .and_where(Expr::col("cascade_id").eq(cascade))
+                    .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
                     .to_owned(),
             )
             .await?;
@@ -1356,14 +1356,14 @@ impl Documents {
         }
     }
 
-    async fn erasure(&self, cascade: &str) -> Result<Option<Erasure>> {
+    async fn erasure(&self, cascade: CascadeId) -> Result<Option<Erasure>> {
         let row = self
             .db
             .query_one(
                 &Query::select()
                     .columns(["destroyed_key_ids", "deleted"])
                     .from("erasures")
-                    .and_where(Expr::col("cascade_id").eq(cascade))
+                    .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
                     .to_owned(),
             )
             .await?;
@@ -1501,11 +1501,11 @@ impl Documents {
     }
 
     /// Forgets a finished erasure's progress, inside the transaction that attests it.
-    pub async fn forget_erasure<C: ConnectionTrait>(txn: &C, cascade: &str) -> Result<()> {
+    pub async fn forget_erasure<C: ConnectionTrait>(txn: &C, cascade: CascadeId) -> Result<()> {
         txn.execute(
             &Query::delete()
                 .from_table("erasures")
-                .and_where(Expr::col("cascade_id").eq(cascade))
+                .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
                 .to_owned(),
         )
         .await?;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::CascadeId;
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
@@ -75,6 +76,7 @@ impl EventHandler for StorageEvents {
             Some(Payload::SubjectErasureRequested(e)) => &e.cascade_id,
             _ => return Ok(()),
         };
+        let cascade = CascadeId::parse_event_field("cascade_id", cascade)?;
         let tenant = events::tenant(envelope)?
             .ok_or_else(|| Error::MalformedEvent(format!("{} without tenant", envelope.r#type)))?;
         if inbox::handled(self.documents.db(), CONSUMER, &envelope.id).await? {

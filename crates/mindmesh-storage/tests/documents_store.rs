@@ -8,7 +8,7 @@ use chrono::Utc;
 use mindmesh_kit::Service;
 use mindmesh_kit::both_backends;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::testing::{Backend, ContextGuard, service_context};
 use mindmesh_storage::Migrator;
 use mindmesh_storage::documents::{Documents, Filter, NewDocument, Origin, PutOutcome};
@@ -435,7 +435,7 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
 
     let erasure = h
         .docs
-        .erase_integration(tenant, drive, "c1", None)
+        .erase_integration(tenant, drive, CascadeId::new(), None)
         .await
         .unwrap()
         .unwrap();
@@ -461,7 +461,7 @@ async fn disconnect_shreds_then_deletes(backend: Backend) {
     );
     let again = h
         .docs
-        .erase_integration(tenant, drive, "c2", None)
+        .erase_integration(tenant, drive, CascadeId::new(), None)
         .await
         .unwrap()
         .unwrap();
@@ -491,6 +491,7 @@ async fn count(h: &Harness, sql: &str) -> i64 {
 /// totals count every document once, report the key destroyed in the first run, and
 /// leave no document and no index entry of the integration behind.
 async fn interrupted_erasure_resumes(backend: Backend) {
+    let resume = CascadeId::new();
     let h = harness(backend).await;
     let tenant = TenantId::new();
     let drive = IntegrationId::new();
@@ -535,7 +536,7 @@ async fn interrupted_erasure_resumes(backend: Backend) {
     // The first process stops after ten batches of the erasure, as a crash would.
     assert!(
         h.docs
-            .erase_integration(tenant, drive, "c-resume", Some(10))
+            .erase_integration(tenant, drive, resume, Some(10))
             .await
             .unwrap()
             .is_none()
@@ -565,7 +566,7 @@ async fn interrupted_erasure_resumes(backend: Backend) {
         ),
     );
     let done = fresh
-        .erase_integration(tenant, drive, "c-resume", None)
+        .erase_integration(tenant, drive, resume, None)
         .await
         .unwrap()
         .unwrap();
@@ -592,7 +593,7 @@ async fn interrupted_erasure_resumes(backend: Backend) {
     );
     // A duplicate delivery of the same cascade is harmless.
     let again = fresh
-        .erase_integration(tenant, drive, "c-resume", None)
+        .erase_integration(tenant, drive, resume, None)
         .await
         .unwrap()
         .unwrap();

@@ -251,7 +251,7 @@ async fn restored_backup_of_a_shredded_scope_stays_unreadable(backend: Backend) 
     assert_eq!(backup.len(), 2);
 
     documents
-        .erase_integration(tenant, drive, "cascade-1", None)
+        .erase_integration(tenant, drive, mindmesh_kit::ids::CascadeId::new(), None)
         .await
         .unwrap()
         .unwrap();

@@ -1216,7 +1216,7 @@ impl Store {
         .await?;
         let rows = counts.values().sum();
         self.ctx
-            .attest(&txn, Some(tenant), &cascade.to_string(), counts, &destroyed)
+            .attest(&txn, Some(tenant), cascade, counts, &destroyed)
             .await?;
         self.ctx.audit.append(&txn, audit).await?;
         txn.commit().await?;

@@ -283,7 +283,7 @@ impl Accounts {
         let index = blind.email(&fields.email);
         if self.find_by_index(tenant, &index).await?.is_some() {
             return Err(Error::AlreadyExists(
-                "a user with this email exists in the tenant",
+                "a user with this email exists in the tenant".into(),
             ));
         }
         let id = UserId::new();
@@ -313,7 +313,7 @@ impl Accounts {
             self.ctx.keystore.shred(tenant, &scope).await?;
             return Err(match e.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    Error::AlreadyExists("a user with this email exists in the tenant")
+                    Error::AlreadyExists("a user with this email exists in the tenant".into())
                 }
                 _ => e.into(),
             });
@@ -438,7 +438,7 @@ impl Accounts {
             && other.id != row.id
         {
             return Err(Error::AlreadyExists(
-                "a user with this email exists in the tenant",
+                "a user with this email exists in the tenant".into(),
             ));
         }
         let sealed = next.seal(&key, tenant, id)?;
@@ -454,7 +454,7 @@ impl Accounts {
         active.updated_at = Set(now);
         active.update(&txn).await.map_err(|e| match e.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
-                Error::AlreadyExists("a user with this email exists in the tenant")
+                Error::AlreadyExists("a user with this email exists in the tenant".into())
             }
             _ => e.into(),
         })?;
@@ -646,15 +646,12 @@ impl Accounts {
             Ok(key) => key,
             // The key was shredded: the person is being deleted and their data is gone.
             Err(mindmesh_kit::Error::NotFound(_)) => return Err(Error::NotFound("user")),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         let open = |column: &str, sealed: &[u8]| -> Result<String> {
             let plain = key.open(&field_aad(tenant, "users", column, &row.id), sealed)?;
-            String::from_utf8(plain).map_err(|_| {
-                Error::Kit(mindmesh_kit::Error::Internal(
-                    "sealed field is not UTF-8".into(),
-                ))
-            })
+            String::from_utf8(plain)
+                .map_err(|_| mindmesh_kit::Error::Internal("sealed field is not UTF-8".into()))
         };
         Ok(User {
             id,
@@ -689,11 +686,11 @@ impl Editor {
                  links the account to the person's identities in connected tools"
                     .into(),
             )),
-            Editor::SubjectRequest => Err(Error::Kit(mindmesh_kit::Error::FailedPrecondition(
+            Editor::SubjectRequest => Err(mindmesh_kit::Error::FailedPrecondition(
                 "email: a new email links the account to source identities and must be \
                  proven by its owner first; the tenant's admin can change it with UpdateUser"
                     .into(),
-            ))),
+            )),
         }
     }
 }
@@ -780,21 +777,18 @@ impl Fields {
 }
 
 fn parse_key_id(s: &str) -> Result<KeyId> {
-    s.parse().map_err(|_| {
-        Error::Kit(mindmesh_kit::Error::Internal(
-            "malformed key id in store".into(),
-        ))
-    })
+    s.parse()
+        .map_err(|_| mindmesh_kit::Error::Internal("malformed key id in store".into()))
 }
 
 fn require(caller: &Caller, roles: &[Role]) -> Result<()> {
-    caller.require_any(roles).map_err(Error::from)
+    caller.require_any(roles)
 }
 
 /// Trims and checks a required single-line text field: no control, bidirectional
 /// override, zero-width or tag characters (see `mindmesh_kit::validate`).
 pub fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String> {
-    Ok(mindmesh_kit::validate::line(field, value, max, true)?)
+    mindmesh_kit::validate::line(field, value, max, true)
 }
 
 /// Checks an email address: one `@`, a local part of at most 64 characters without

@@ -111,8 +111,7 @@ impl EventHandler for PermissionEvents {
                 let (removed, revision) = self
                     .policy
                     .delete_integration(&txn, tenant, integration)
-                    .await
-                    .map_err(Error::from)?;
+                    .await?;
                 self.ctx
                     .attest(&txn, Some(tenant), cascade, counts(&removed), &destroyed)
                     .await?;
@@ -128,11 +127,7 @@ impl EventHandler for PermissionEvents {
                 if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     return Ok(());
                 }
-                let removed = self
-                    .policy
-                    .delete_subject(&txn, tenant, &e.email)
-                    .await
-                    .map_err(Error::from)?;
+                let removed = self.policy.delete_subject(&txn, tenant, &e.email).await?;
                 self.ctx
                     .attest(&txn, Some(tenant), cascade, counts(&removed), &[])
                     .await?;

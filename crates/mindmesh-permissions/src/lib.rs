@@ -88,7 +88,7 @@ impl ServiceModule for Permissions {
         ctx: &ServiceContext,
         routes: &mut RoutesBuilder,
     ) -> mindmesh_kit::Result<Started> {
-        Ok(start(ctx, routes)?)
+        start(ctx, routes)
     }
 }
 

@@ -896,11 +896,8 @@ impl Policy {
         for pair in pairs {
             let tenant_text: String = pair.try_get("", "tenant_id")?;
             let integration_text: String = pair.try_get("", "integration_id")?;
-            let bad = || {
-                Error::Kit(mindmesh_kit::Error::Internal(
-                    "malformed id in legacy_principal_ids".into(),
-                ))
-            };
+            let bad =
+                || mindmesh_kit::Error::Internal("malformed id in legacy_principal_ids".into());
             let tenant: TenantId = tenant_text.parse().map_err(|_| bad())?;
             let integration: IntegrationId = integration_text.parse().map_err(|_| bad())?;
             // A tenant without keys has nothing left to convert (it was deleted).
@@ -975,10 +972,10 @@ impl Policy {
                             &principal_aad(tenant, integration, kind, &source_id, column),
                             &sealed,
                         )?;
-                        Ok(key.seal(
+                        key.seal(
                             &principal_aad(tenant, integration, kind, &pseudonym, column),
                             &plain,
-                        )?)
+                        )
                     };
                     let email_ct = row
                         .try_get::<Option<Vec<u8>>>("", "email_ct")?
@@ -1159,9 +1156,7 @@ fn engine_kind(kind: &str) -> PrincipalKind {
 }
 
 fn poisoned() -> Error {
-    Error::Kit(mindmesh_kit::Error::Internal(
-        "permission index lock poisoned".into(),
-    ))
+    mindmesh_kit::Error::Internal("permission index lock poisoned".into())
 }
 
 async fn load_accounts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<Vec<Account>> {
@@ -1178,11 +1173,9 @@ async fn load_accounts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result
     {
         let id: String = row.try_get("", "id")?;
         accounts.push(Account {
-            user: id.parse().map_err(|_| {
-                Error::Kit(mindmesh_kit::Error::Internal(
-                    "malformed user id in store".into(),
-                ))
-            })?,
+            user: id
+                .parse()
+                .map_err(|_| mindmesh_kit::Error::Internal("malformed user id in store".into()))?,
             email_index: row.try_get("", "email_index")?,
             domain_index: row.try_get("", "email_domain_index")?,
         });
@@ -1203,11 +1196,7 @@ fn build(snapshot: Snapshot, keys: Option<TenantBlindKeys>) -> TenantIndex {
 async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Snapshot> {
     let t = tenant.to_string();
     let revision = revision::current(txn, tenant).await?;
-    let bad = |what: &str| {
-        Error::Kit(mindmesh_kit::Error::Internal(format!(
-            "malformed {what} in store"
-        )))
-    };
+    let bad = |what: &str| mindmesh_kit::Error::Internal(format!("malformed {what} in store"));
 
     let accounts = load_accounts(txn, tenant).await?;
 

@@ -20,7 +20,7 @@ pub async fn seal(
 ) -> Result<Vec<u8>> {
     let (_, key) = ctx.keystore.data_key(tenant, &KeyScope::Records).await?;
     let (table, column, row) = place;
-    Ok(key.seal(&field_aad(tenant, table, column, row), value.as_bytes())?)
+    key.seal(&field_aad(tenant, table, column, row), value.as_bytes())
 }
 
 /// Opens what [`seal`] sealed for the same place. A tenant whose keys are destroyed
@@ -38,11 +38,8 @@ pub async fn open(
         .ok_or(Error::NotFound("tenant"))?;
     let (table, column, row) = place;
     let plain = key.open(&field_aad(tenant, table, column, row), sealed)?;
-    String::from_utf8(plain).map_err(|_| {
-        Error::Kit(mindmesh_kit::Error::Internal(
-            "sealed record is not UTF-8".into(),
-        ))
-    })
+    String::from_utf8(plain)
+        .map_err(|_| mindmesh_kit::Error::Internal("sealed record is not UTF-8".into()))
 }
 
 /// Seals what a version before sealed records kept in the clear: tenants' names and
@@ -72,9 +69,7 @@ pub async fn seal_legacy(ctx: &ServiceContext) -> Result<u64> {
             let id: String = row.try_get("", id_column)?;
             let tenant: String = row.try_get("", tenant_column)?;
             let tenant: TenantId = tenant.parse().map_err(|_| {
-                Error::Kit(mindmesh_kit::Error::Internal(
-                    "malformed tenant id in store".into(),
-                ))
+                mindmesh_kit::Error::Internal("malformed tenant id in store".into())
             })?;
             let plain: String = row.try_get("", column)?;
             let ct = seal(ctx, tenant, (table, column, &id), &plain).await?;

@@ -354,11 +354,7 @@ fn select() -> sea_orm::sea_query::SelectStatement {
 /// A grant as stored, with its reason still sealed (the reason of a row an older
 /// version wrote is in the clear, and no sealed one).
 fn row_to_grant(row: &sea_orm::QueryResult) -> Result<(StaffGrant, Option<Vec<u8>>)> {
-    let bad = || {
-        Error::Kit(mindmesh_kit::Error::Internal(
-            "malformed staff grant in store".into(),
-        ))
-    };
+    let bad = || mindmesh_kit::Error::Internal("malformed staff grant in store".into());
     let id: String = row.try_get("", "id")?;
     let tenant: String = row.try_get("", "tenant_id")?;
     let role: String = row.try_get("", "role")?;

@@ -47,11 +47,7 @@ impl SubjectProvider for PermissionsSubject {
         request_id: &str,
     ) -> Result<Vec<SubjectRecord>> {
         let mut records = Vec::new();
-        let account = self
-            .accounts
-            .find_by_email(tenant, email)
-            .await
-            .map_err(Error::from)?;
+        let account = self.accounts.find_by_email(tenant, email).await?;
         if let Some(user) = &account {
             records.push(SubjectRecord {
                 kind: "account".into(),
@@ -68,13 +64,7 @@ impl SubjectProvider for PermissionsSubject {
                 updated_at: user.updated_at,
             });
         }
-        let index = self
-            .policy
-            .blind()
-            .keys(tenant)
-            .await
-            .map_err(Error::from)?
-            .email(email);
+        let index = self.policy.blind().keys(tenant).await?.email(email);
         let principals = self
             .ctx
             .db
@@ -157,8 +147,7 @@ impl SubjectProvider for PermissionsSubject {
             let names = self
                 .policy
                 .source_ids(tenant, integration_id, &group_ids)
-                .await
-                .map_err(Error::from)?;
+                .await?;
             for group in group_ids {
                 let group_source_id = names.get(&group).cloned().unwrap_or_else(|| group.clone());
                 records.push(SubjectRecord {
@@ -194,14 +183,15 @@ impl SubjectProvider for PermissionsSubject {
                 let granted_at: chrono::DateTime<Utc> = g.try_get("", "granted_at")?;
                 let expires_at: chrono::DateTime<Utc> = g.try_get("", "expires_at")?;
                 let reason = match g.try_get::<Option<Vec<u8>>>("", "reason_ct")? {
-                    Some(sealed) => crate::records::open(
-                        &self.ctx,
-                        tenant,
-                        ("staff_grants", "reason", &id),
-                        &sealed,
-                    )
-                    .await
-                    .map_err(Error::from)?,
+                    Some(sealed) => {
+                        crate::records::open(
+                            &self.ctx,
+                            tenant,
+                            ("staff_grants", "reason", &id),
+                            &sealed,
+                        )
+                        .await?
+                    }
                     None => g.try_get::<String>("", "reason")?,
                 };
                 records.push(SubjectRecord {
@@ -236,12 +226,7 @@ impl SubjectProvider for PermissionsSubject {
         request_id: &str,
         changes: Rectification,
     ) -> Result<u64> {
-        let Some(user) = self
-            .accounts
-            .find_by_email(tenant, email)
-            .await
-            .map_err(Error::from)?
-        else {
+        let Some(user) = self.accounts.find_by_email(tenant, email).await? else {
             return Ok(0);
         };
         let patch = UserPatch {
@@ -251,11 +236,7 @@ impl SubjectProvider for PermissionsSubject {
             picture_url: changes.picture_url,
         };
         let before = user.clone();
-        let after = self
-            .accounts
-            .rectify_user(caller, user.id, patch)
-            .await
-            .map_err(Error::from)?;
+        let after = self.accounts.rectify_user(caller, user.id, patch).await?;
         self.ctx
             .audit
             .record(&AuditRecord::by(

@@ -133,7 +133,7 @@ async fn round_trip(backend: Backend) {
             .update_user(&caller, created.id, bad)
             .await
             .unwrap_err(),
-        Error::Invalid {
+        Error::InvalidArgument {
             field: "first_name",
             ..
         }

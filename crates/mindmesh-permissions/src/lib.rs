@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod api;
 pub mod blind;
+#[cfg(feature = "dataset")]
 pub mod dataset;
 pub mod engine;
 pub mod error;

@@ -18,9 +18,10 @@ run: build ## Build and start the embedded server (all five services, SQLite, em
 services: ## Install what the tests need and start PostgreSQL and NATS if they are down
 	deploy/dev/ensure-services.sh
 
-lint: ## Formatting and clippy with warnings as errors
+lint: ## Formatting, clippy with warnings as errors, and the layout rules (SQL only in store/)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	deploy/dev/layout-check.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

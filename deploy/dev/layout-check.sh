@@ -19,7 +19,6 @@ SQL_PENDING=(
   crates/mindmesh-permissions/src/staff.rs
   crates/mindmesh-permissions/src/subject.rs
   crates/mindmesh-permissions/src/sync.rs
-  crates/mindmesh-retention/src/activity.rs
   crates/mindmesh-storage/src/documents.rs
   crates/mindmesh-storage/src/find.rs
 )

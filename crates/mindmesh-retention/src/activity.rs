@@ -3,12 +3,9 @@
 use chrono::{DateTime, Utc};
 use mindmesh_kit::Result;
 use mindmesh_kit::ids::{TenantId, UserId};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    Set,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use crate::store::account_activity as row;
+use crate::store::activity as store;
 
 /// Account activity over the retention database.
 #[derive(Clone)]
@@ -37,27 +34,10 @@ impl Activity {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let at = mindmesh_kit::db::micros(at);
-        let existing = row::Entity::find_by_id((tenant.to_string(), user.to_string()))
-            .one(conn)
-            .await?;
-        match existing {
-            None => {
-                row::ActiveModel {
-                    tenant_id: Set(tenant.to_string()),
-                    user_id: Set(user.to_string()),
-                    last_active_at: Set(at),
-                }
-                .insert(conn)
-                .await?;
-            }
-            Some(current) if current.last_active_at < at => {
-                let mut active: row::ActiveModel = current.into();
-                active.last_active_at = Set(at);
-                active.update(conn).await?;
-            }
-            Some(_) => {}
+        match store::last_active(conn, tenant, user).await? {
+            Some(known) if known >= at => Ok(()),
+            _ => store::set_last_active(conn, tenant, user, at).await,
         }
-        Ok(())
     }
 
     /// Forgets a user's activity, or a whole tenant's when `user` is `None`.
@@ -67,12 +47,7 @@ impl Activity {
         tenant: TenantId,
         user: Option<UserId>,
     ) -> Result<u64> {
-        let mut delete =
-            row::Entity::delete_many().filter(row::Column::TenantId.eq(tenant.to_string()));
-        if let Some(user) = user {
-            delete = delete.filter(row::Column::UserId.eq(user.to_string()));
-        }
-        Ok(delete.exec(conn).await?.rows_affected)
+        store::delete(conn, tenant, user).await
     }
 
     /// When `user` was last active, if ever.
@@ -81,11 +56,6 @@ impl Activity {
         tenant: TenantId,
         user: UserId,
     ) -> Result<Option<DateTime<Utc>>> {
-        Ok(
-            row::Entity::find_by_id((tenant.to_string(), user.to_string()))
-                .one(&self.db)
-                .await?
-                .map(|r| r.last_active_at),
-        )
+        store::last_active(&self.db, tenant, user).await
     }
 }

@@ -2,7 +2,7 @@
 //! deletion ledger and its signed receipts (P06, P08), legal holds, and backups (P10).
 //!
 //! Reading order: [`api`] (the gRPC face) → [`events`] (what it consumes) →
-//! [`activity`] (last activity per account) → [`store`] (schema).
+//! [`activity`] (last activity per account) → [`store`] (schema and every query).
 //! Built so far: account activity, fed by `account.activity` events and
 //! `RecordActivity`, and forgotten on `account.deletion_requested`. Every other RPC
 //! answers UNIMPLEMENTED until it is built.

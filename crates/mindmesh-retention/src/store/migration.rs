@@ -1,4 +1,4 @@
-//! The retention database schema.
+//! The retention database schema, migration by migration.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -50,29 +50,4 @@ impl MigrationTrait for AccountActivity {
             )
             .await
     }
-}
-
-/// `account_activity`: when each account was last active (the P09 inactivity clock).
-pub mod account_activity {
-    use sea_orm::entity::prelude::*;
-
-    /// One account's last activity.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "account_activity")]
-    pub struct Model {
-        /// Tenant.
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub tenant_id: String,
-        /// User.
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub user_id: String,
-        /// Latest activity seen.
-        pub last_active_at: DateTimeUtc,
-    }
-
-    /// No relations are navigated through sea-orm.
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
 }

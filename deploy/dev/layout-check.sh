@@ -23,7 +23,6 @@ SQL_PENDING=(
   crates/mindmesh-storage/src/find.rs
 )
 PROTO_PENDING=(
-  crates/mindmesh-ingest/src/store/mod.rs
   crates/mindmesh-permissions/src/accounts.rs
   crates/mindmesh-storage/src/documents.rs
 )

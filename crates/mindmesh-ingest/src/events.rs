@@ -1,4 +1,6 @@
-//! What the ingest service consumes: the deletion cascades it takes part in.
+//! The events of the ingest service: those it publishes ([`integration_connected`],
+//! [`integration_disconnected`]) and those it consumes, the deletion cascades it takes
+//! part in:
 //!
 //! - `account.deletion_requested` for a whole tenant: every integration of the tenant
 //!   stops syncing, its keys are destroyed (the sealed credentials open nowhere), and
@@ -13,15 +15,52 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::CascadeId;
+use mindmesh_kit::ids::{CascadeId, IntegrationId, TenantId};
 use mindmesh_kit::tenants::Tenants;
-use mindmesh_kit::{Error, Result, events, inbox};
-use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_kit::{Error, Result, Service, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{
+    Envelope, IntegrationConnected, IntegrationDisconnected,
+};
 use sea_orm::TransactionTrait;
 
 use crate::store::Store;
 use crate::sync::Engine;
+
+/// `integration.connected`: from here the other services take writes for `integration`.
+pub fn integration_connected(
+    from: Service,
+    tenant: TenantId,
+    integration: IntegrationId,
+    kind: &str,
+) -> Envelope {
+    events::envelope(
+        from,
+        Some(tenant),
+        Payload::IntegrationConnected(IntegrationConnected {
+            integration_id: integration.to_string(),
+            kind: kind.to_owned(),
+        }),
+    )
+}
+
+/// `integration.disconnected`: every service erases what `integration` brought, as
+/// its part of `cascade`.
+pub fn integration_disconnected(
+    from: Service,
+    tenant: TenantId,
+    integration: IntegrationId,
+    cascade: CascadeId,
+) -> Envelope {
+    events::envelope(
+        from,
+        Some(tenant),
+        Payload::IntegrationDisconnected(IntegrationDisconnected {
+            integration_id: integration.to_string(),
+            cascade_id: cascade.to_string(),
+        }),
+    )
+}
 
 /// The service's durable consumer name.
 pub const CONSUMER: &str = "ingest";

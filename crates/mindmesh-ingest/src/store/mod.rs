@@ -17,8 +17,7 @@ use mindmesh_kit::db::FreshStats;
 use mindmesh_kit::db::now;
 use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, KeyId, TenantId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
-use mindmesh_kit::{Error, Result, events, outbox};
-use mindmesh_proto::mindmesh::events::v1 as ev;
+use mindmesh_kit::{Error, Result, outbox};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, TransactionTrait};
 
@@ -305,14 +304,7 @@ impl Store {
         self.ctx.audit.append(&txn, &audit).await?;
         outbox::enqueue(
             &txn,
-            &events::envelope(
-                self.ctx.service,
-                Some(tenant),
-                ev::envelope::Payload::IntegrationConnected(ev::IntegrationConnected {
-                    integration_id: id.to_string(),
-                    kind: kind.to_owned(),
-                }),
-            ),
+            &crate::events::integration_connected(self.ctx.service, tenant, id, kind),
         )
         .await?;
         txn.commit().await?;
@@ -1204,14 +1196,7 @@ impl Store {
             delete_rows(&txn, &INTEGRATION_TABLES, "integration_id", id.to_string()).await?;
         outbox::enqueue(
             &txn,
-            &events::envelope(
-                self.ctx.service,
-                Some(tenant),
-                ev::envelope::Payload::IntegrationDisconnected(ev::IntegrationDisconnected {
-                    integration_id: id.to_string(),
-                    cascade_id: cascade.to_string(),
-                }),
-            ),
+            &crate::events::integration_disconnected(self.ctx.service, tenant, id, cascade),
         )
         .await?;
         let rows = counts.values().sum();

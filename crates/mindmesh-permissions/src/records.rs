@@ -3,13 +3,11 @@
 //! key (P01), bound to tenant, table, column and row. Shredding the tenant's keys on
 //! its deletion makes every copy unreadable.
 
+use crate::error::{Error, Result};
+use crate::store::legacy;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keys::{KeyScope, field_aad};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
-
-use crate::error::{Error, Result};
 
 /// Seals `value` for (`table`, `column`, `row`) of `tenant`.
 pub async fn seal(
@@ -47,42 +45,11 @@ pub async fn open(
 /// database. Returns the rows it sealed.
 pub async fn seal_legacy(ctx: &ServiceContext) -> Result<u64> {
     let mut sealed = 0u64;
-    for (table, column) in [("tenants", "name"), ("staff_grants", "reason")] {
-        let id_column = "id";
-        let tenant_column = if table == "tenants" {
-            "id"
-        } else {
-            "tenant_id"
-        };
-        let rows = ctx
-            .db
-            .query_all(
-                &Query::select()
-                    .columns([id_column, tenant_column, column])
-                    .from(table)
-                    .and_where(Expr::col(format!("{column}_ct")).is_null())
-                    .and_where(Expr::col(column).ne(""))
-                    .to_owned(),
-            )
-            .await?;
-        for row in rows {
-            let id: String = row.try_get("", id_column)?;
-            let tenant: String = row.try_get("", tenant_column)?;
-            let tenant: TenantId = tenant.parse().map_err(|_| {
-                mindmesh_kit::Error::Internal("malformed tenant id in store".into())
-            })?;
-            let plain: String = row.try_get("", column)?;
-            let ct = seal(ctx, tenant, (table, column, &id), &plain).await?;
-            ctx.db
-                .execute(
-                    &Query::update()
-                        .table(table)
-                        .value(column, "")
-                        .value(format!("{column}_ct"), ct)
-                        .and_where(Expr::col(id_column).eq(id))
-                        .to_owned(),
-                )
-                .await?;
+    for place in legacy::CLEAR_FIELDS {
+        let (table, column, _) = place;
+        for field in legacy::clear_fields(&ctx.db, place).await? {
+            let ct = seal(ctx, field.tenant, (table, column, &field.id), &field.plain).await?;
+            legacy::store_sealed(&ctx.db, table, column, &field.id, ct).await?;
             sealed += 1;
         }
     }

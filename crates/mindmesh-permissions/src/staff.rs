@@ -8,12 +8,12 @@ use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::TenantId;
-use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::TransactionTrait;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::records;
+use crate::store::staff_grants;
 
 /// Longest a grant may last.
 pub const MAX_GRANT_DAYS: i64 = 90;
@@ -113,34 +113,7 @@ impl StaffAccess {
         )
         .await?;
         let txn = self.ctx.db.begin().await?;
-        txn.execute(
-            &Query::insert()
-                .into_table("staff_grants")
-                .columns([
-                    "id",
-                    "tenant_id",
-                    "role",
-                    "reason",
-                    "reason_ct",
-                    "granted_by",
-                    "granted_at",
-                    "expires_at",
-                    "revoked_at",
-                ])
-                .values_panic([
-                    grant.id.to_string().into(),
-                    tenant.to_string().into(),
-                    role.as_str().into(),
-                    "".into(),
-                    reason_ct.into(),
-                    grant.granted_by.clone().into(),
-                    grant.granted_at.into(),
-                    grant.expires_at.into(),
-                    Option::<DateTime<Utc>>::None.into(),
-                ])
-                .to_owned(),
-        )
-        .await?;
+        staff_grants::insert(&txn, &grant, reason_ct).await?;
         self.ctx
             .audit
             .append(
@@ -174,15 +147,7 @@ impl StaffAccess {
         }
         let now = mindmesh_kit::db::now();
         let txn = self.ctx.db.begin().await?;
-        txn.execute(
-            &Query::update()
-                .table("staff_grants")
-                .value("revoked_at", now)
-                .and_where(Expr::col("id").eq(id.to_string()))
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        staff_grants::revoke(&txn, tenant, id, now).await?;
         self.ctx
             .audit
             .append(
@@ -238,20 +203,12 @@ impl StaffAccess {
         subject_id: &str,
     ) -> Result<StaffView> {
         let now = Utc::now();
-        let rows = self
-            .ctx
-            .db
-            .query_all(
-                &select()
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .to_owned(),
-            )
-            .await?;
         // Who may enter needs no reasons: they stay sealed.
-        let grants: Vec<StaffGrant> = rows
-            .iter()
-            .map(|r| row_to_grant(r).map(|(g, _)| g))
-            .collect::<Result<_>>()?;
+        let grants: Vec<StaffGrant> = staff_grants::all_of(&self.ctx.db, tenant)
+            .await?
+            .into_iter()
+            .map(|(grant, _)| grant)
+            .collect();
         let active = |role: Role| {
             caller.has(role) && grants.iter().any(|g| g.role == role && g.active_at(now))
         };
@@ -278,27 +235,14 @@ impl StaffAccess {
     }
 
     async fn find(&self, tenant: TenantId, id: Uuid) -> Result<Option<StaffGrant>> {
-        let row = self
-            .ctx
-            .db
-            .query_one(
-                &select()
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("id").eq(id.to_string()))
-                    .to_owned(),
-            )
-            .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_reason(row_to_grant(&row)?).await?)),
+        match staff_grants::find(&self.ctx.db, tenant, id).await? {
+            Some(stored) => Ok(Some(self.with_reason(stored).await?)),
             None => Ok(None),
         }
     }
 
     /// The grant with its sealed reason opened.
-    async fn with_reason(
-        &self,
-        (mut grant, sealed): (StaffGrant, Option<Vec<u8>>),
-    ) -> Result<StaffGrant> {
+    async fn with_reason(&self, (mut grant, sealed): staff_grants::Stored) -> Result<StaffGrant> {
         if let Some(sealed) = sealed {
             grant.reason = records::open(
                 &self.ctx,
@@ -317,56 +261,11 @@ impl StaffAccess {
         before: Option<Uuid>,
         limit: u64,
     ) -> Result<Vec<StaffGrant>> {
-        let mut query = select();
-        query
-            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-            .order_by("id", Order::Desc)
-            .limit(limit);
-        if let Some(before) = before {
-            query.and_where(Expr::col("id").lt(before.to_string()));
-        }
-        let rows = self.ctx.db.query_all(&query).await?;
-        let mut grants = Vec::with_capacity(rows.len());
-        for row in &rows {
-            grants.push(self.with_reason(row_to_grant(row)?).await?);
+        let stored = staff_grants::page(&self.ctx.db, tenant, before, limit).await?;
+        let mut grants = Vec::with_capacity(stored.len());
+        for grant in stored {
+            grants.push(self.with_reason(grant).await?);
         }
         Ok(grants)
     }
-}
-
-fn select() -> sea_orm::sea_query::SelectStatement {
-    Query::select()
-        .columns([
-            "id",
-            "tenant_id",
-            "role",
-            "reason",
-            "reason_ct",
-            "granted_by",
-            "granted_at",
-            "expires_at",
-            "revoked_at",
-        ])
-        .from("staff_grants")
-        .to_owned()
-}
-
-/// A grant as stored, with its reason still sealed (the reason of a row an older
-/// version wrote is in the clear, and no sealed one).
-fn row_to_grant(row: &sea_orm::QueryResult) -> Result<(StaffGrant, Option<Vec<u8>>)> {
-    let bad = || mindmesh_kit::Error::Internal("malformed staff grant in store".into());
-    let id: String = row.try_get("", "id")?;
-    let tenant: String = row.try_get("", "tenant_id")?;
-    let role: String = row.try_get("", "role")?;
-    let grant = StaffGrant {
-        id: id.parse().map_err(|_| bad())?,
-        tenant: tenant.parse().map_err(|_| bad())?,
-        role: role.parse().map_err(|_| bad())?,
-        reason: row.try_get("", "reason")?,
-        granted_by: row.try_get("", "granted_by")?,
-        granted_at: row.try_get("", "granted_at")?,
-        expires_at: row.try_get("", "expires_at")?,
-        revoked_at: row.try_get("", "revoked_at")?,
-    };
-    Ok((grant, row.try_get("", "reason_ct")?))
 }

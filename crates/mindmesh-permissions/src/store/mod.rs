@@ -4,5 +4,6 @@
 pub mod legacy;
 pub mod migration;
 pub mod revision;
+pub mod staff_grants;
 pub mod tenant;
 pub mod user;

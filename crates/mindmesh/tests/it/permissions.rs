@@ -780,7 +780,12 @@ async fn p06_disconnect_cascade_over_nats_and_postgres() {
             }),
         )
     };
-    let first = disconnect("cascade-1");
+    // Cascade ids are UUIDs (an event with another one is malformed).
+    let (cascade_1, cascade_2) = (
+        mindmesh_kit::ids::CascadeId::new().to_string(),
+        mindmesh_kit::ids::CascadeId::new().to_string(),
+    );
+    let first = disconnect(&cascade_1);
     bus.publish(&mindmesh_kit::events::to_bus_message(&first).unwrap())
         .await
         .unwrap();
@@ -790,7 +795,7 @@ async fn p06_disconnect_cascade_over_nats_and_postgres() {
         .unwrap();
 
     let key = server.signing_public_key();
-    let done = completion(&mut *observer, "cascade-1")
+    let done = completion(&mut *observer, &cascade_1)
         .await
         .expect("deletion.completed for the cascade");
     assert_eq!(done.service, Service::Permissions.to_proto() as i32);
@@ -815,11 +820,11 @@ async fn p06_disconnect_cascade_over_nats_and_postgres() {
     }
 
     // A second cascade for the same integration finds nothing left and says so.
-    let second = disconnect("cascade-2");
+    let second = disconnect(&cascade_2);
     bus.publish(&mindmesh_kit::events::to_bus_message(&second).unwrap())
         .await
         .unwrap();
-    let zero = completion(&mut *observer, "cascade-2")
+    let zero = completion(&mut *observer, &cascade_2)
         .await
         .expect("deletion.completed for the second cascade");
     assert!(zero.counts.values().all(|n| *n == 0), "{:?}", zero.counts);
@@ -843,11 +848,12 @@ async fn subject_erasure_removes_the_persons_source_identities() {
     assert!(check(&mut c, &s.service, &s.bob, s.docs[1], 0).await);
     let bus = NatsBus::connect(&server.config.bus).await.unwrap();
     let mut observer = bus.subscribe("observer").await.unwrap();
+    let cascade = mindmesh_kit::ids::CascadeId::new().to_string();
     let erasure = mindmesh_kit::events::envelope(
         Service::Dsar,
         Some(s.tenant),
         Payload::SubjectErasureRequested(SubjectErasureRequested {
-            cascade_id: "erase-bob".into(),
+            cascade_id: cascade.clone(),
             request_id: "dsr-1".into(),
             email: "BOB@acme.example".into(),
         }),
@@ -855,7 +861,7 @@ async fn subject_erasure_removes_the_persons_source_identities() {
     bus.publish(&mindmesh_kit::events::to_bus_message(&erasure).unwrap())
         .await
         .unwrap();
-    let done = completion(&mut *observer, "erase-bob")
+    let done = completion(&mut *observer, &cascade)
         .await
         .expect("deletion.completed for the erasure");
     assert_eq!(done.counts.get("principals"), Some(&1));

@@ -87,12 +87,14 @@ async fn p06_disconnect_erases_the_integrations_documents(backend: Backend) {
         Backend::Distributed => Arc::new(NatsBus::connect(&server.config.bus).await.unwrap()),
     };
     let mut observer = bus.subscribe("observer").await.unwrap();
+    // Cascade ids are UUIDs (an event with another one is malformed).
+    let cascade = mindmesh_kit::ids::CascadeId::new().to_string();
     let event = mindmesh_kit::events::envelope(
         Service::Ingest,
         Some(tenant),
         Payload::IntegrationDisconnected(IntegrationDisconnected {
             integration_id: drive.to_string(),
-            cascade_id: "c-drive".into(),
+            cascade_id: cascade.clone(),
         }),
     );
     bus.publish(&mindmesh_kit::events::to_bus_message(&event).unwrap())
@@ -111,7 +113,7 @@ async fn p06_disconnect_erases_the_integrations_documents(backend: Backend) {
         let envelope = mindmesh_kit::events::decode(&d.message).unwrap();
         d.ack().await.unwrap();
         if let Some(Payload::DeletionCompleted(done)) = envelope.payload
-            && done.cascade_id == "c-drive"
+            && done.cascade_id == cascade
             && done.service == Service::Storage.to_proto() as i32
         {
             break done;
@@ -313,9 +315,13 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
     assert!(service_reads(&mut storage, &service, &bob_doc).await);
 
     // Bob asks for erasure (by email, any case): his native document goes.
+    let (c_bob, c_nobody) = (
+        mindmesh_kit::ids::CascadeId::new().to_string(),
+        mindmesh_kit::ids::CascadeId::new().to_string(),
+    );
     for (cascade, email) in [
-        ("c-bob", "BOB@acme.example"),
-        ("c-nobody", "nobody@acme.example"),
+        (c_bob.as_str(), "BOB@acme.example"),
+        (c_nobody.as_str(), "nobody@acme.example"),
     ] {
         let event = mindmesh_kit::events::envelope(
             Service::Dsar,
@@ -330,11 +336,11 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
             .await
             .unwrap();
     }
-    let done = storage_completion(&mut observer, "c-bob").await;
+    let done = storage_completion(&mut observer, &c_bob).await;
     assert_eq!(done.counts.get("documents"), Some(&1));
     assert!(!service_reads(&mut storage, &service, &bob_doc).await);
     assert!(service_reads(&mut storage, &service, &cy_doc).await);
-    let done = storage_completion(&mut observer, "c-nobody").await;
+    let done = storage_completion(&mut observer, &c_nobody).await;
     assert_eq!(
         done.counts.get("documents"),
         Some(&0),

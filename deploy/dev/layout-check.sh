@@ -16,7 +16,6 @@ SQL_PENDING=(
   crates/mindmesh-permissions/src/accounts.rs
   crates/mindmesh-permissions/src/policy.rs
   crates/mindmesh-permissions/src/subject.rs
-  crates/mindmesh-permissions/src/sync.rs
   crates/mindmesh-storage/src/documents.rs
   crates/mindmesh-storage/src/find.rs
 )

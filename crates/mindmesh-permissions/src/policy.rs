@@ -26,7 +26,7 @@ use crate::engine::{
     PrincipalKind, PrincipalRef, Snapshot, TenantIndex,
 };
 use crate::error::{Error, Result};
-use crate::store::revision;
+use crate::store::{principal_syncs, revision};
 use crate::sync;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -327,7 +327,7 @@ impl Policy {
 
         let slot = self.slot(tenant);
         let _writer = slot.writer.lock().await;
-        let generation = sync::generation(&self.ctx.db, tenant, integration).await?;
+        let generation = principal_syncs::generation(&self.ctx.db, tenant, integration).await?;
         let cached = self
             .synced_set(tenant, integration)
             .filter(|s| s.generation == generation);
@@ -419,7 +419,7 @@ impl Policy {
 
         let next_generation = uuid::Uuid::now_v7().to_string();
         let txn = self.ctx.db.begin().await?;
-        if !sync::advance(
+        if !principal_syncs::advance(
             &txn,
             tenant,
             integration,
@@ -430,7 +430,7 @@ impl Policy {
         {
             // Another replica synced in between: our diff base is stale.
             wholesale = true;
-            sync::force(&txn, tenant, integration, &next_generation).await?;
+            principal_syncs::force(&txn, tenant, integration, &next_generation).await?;
         }
         let scope = |q: &mut sea_orm::sea_query::DeleteStatement| {
             q.and_where(Expr::col("tenant_id").eq(tenant.to_string()))

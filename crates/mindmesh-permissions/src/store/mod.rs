@@ -3,6 +3,7 @@
 
 pub mod legacy;
 pub mod migration;
+pub mod principal_syncs;
 pub mod revision;
 pub mod staff_grants;
 pub mod tenant;

@@ -15,7 +15,6 @@ cd "$(dirname "$0")/../.."
 SQL_PENDING=(
   crates/mindmesh-permissions/src/accounts.rs
   crates/mindmesh-permissions/src/policy.rs
-  crates/mindmesh-permissions/src/subject.rs
   crates/mindmesh-storage/src/documents.rs
   crates/mindmesh-storage/src/find.rs
 )

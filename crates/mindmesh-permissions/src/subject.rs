@@ -11,12 +11,11 @@ use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keys::KeyScope;
 use mindmesh_kit::subject_api::{Rectification, SubjectProvider, SubjectRecord};
 use mindmesh_kit::{Error, Result};
-use sea_orm::ConnectionTrait;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use serde_json::json;
 
 use crate::accounts::{Accounts, UserPatch};
 use crate::policy::{Policy, principal_aad};
+use crate::store::{identities, staff_grants};
 use std::sync::Arc;
 
 /// The permissions service's [`SubjectProvider`].
@@ -65,30 +64,12 @@ impl SubjectProvider for PermissionsSubject {
             });
         }
         let index = self.policy.blind().keys(tenant).await?.email(email);
-        let principals = self
-            .ctx
-            .db
-            .query_all(
-                &Query::select()
-                    .columns([
-                        "integration_id",
-                        "kind",
-                        "external_id",
-                        "external_id_ct",
-                        "email_ct",
-                        "name_ct",
-                    ])
-                    .from("principals")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("email_index").eq(index))
-                    .to_owned(),
-            )
-            .await?;
+        let principals = identities::with_email(&self.ctx.db, tenant, index).await?;
         let now = Utc::now();
-        for row in principals {
-            let integration: String = row.try_get("", "integration_id")?;
-            let kind: String = row.try_get("", "kind")?;
-            let external: String = row.try_get("", "external_id")?;
+        for principal in principals {
+            let integration = principal.integration_id;
+            let kind = principal.kind;
+            let external = principal.external_id;
             let integration_id: IntegrationId = integration
                 .parse()
                 .map_err(|_| Error::Internal("malformed integration id in store".into()))?;
@@ -109,11 +90,11 @@ impl SubjectProvider for PermissionsSubject {
                     })
                     .transpose()
             };
-            let email_plain = open("email", row.try_get("", "email_ct")?)?;
-            let name = open("name", Some(row.try_get("", "name_ct")?))?;
+            let email_plain = open("email", principal.email_ct)?;
+            let name = open("name", Some(principal.name_ct))?;
             // The principal is stored under a pseudonym of the source's id (see `blind`).
-            let source_id = open("external_id", row.try_get("", "external_id_ct")?)?
-                .unwrap_or_else(|| external.clone());
+            let source_id =
+                open("external_id", principal.external_id_ct)?.unwrap_or_else(|| external.clone());
             records.push(SubjectRecord {
                 kind: "principal".into(),
                 id: format!("{integration}/{kind}/{external}"),
@@ -126,24 +107,14 @@ impl SubjectProvider for PermissionsSubject {
                 }),
                 updated_at: now,
             });
-            let groups = self
-                .ctx
-                .db
-                .query_all(
-                    &Query::select()
-                        .column("group_id")
-                        .from("memberships")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration.clone()))
-                        .and_where(Expr::col("member_id").eq(external.clone()))
-                        .and_where(Expr::col("member_is_group").eq(kind == "group"))
-                        .to_owned(),
-                )
-                .await?;
-            let group_ids: Vec<String> = groups
-                .iter()
-                .map(|g| g.try_get("", "group_id"))
-                .collect::<std::result::Result<_, _>>()?;
+            let group_ids = identities::groups_of(
+                &self.ctx.db,
+                tenant,
+                &integration,
+                &external,
+                kind == "group",
+            )
+            .await?;
             let names = self
                 .policy
                 .source_ids(tenant, integration_id, &group_ids)
@@ -159,30 +130,12 @@ impl SubjectProvider for PermissionsSubject {
             }
         }
         if let Some(user) = &account {
-            let grants = self
-                .ctx
-                .db
-                .query_all(
-                    &Query::select()
-                        .columns([
-                            "id",
-                            "role",
-                            "reason",
-                            "reason_ct",
-                            "granted_at",
-                            "expires_at",
-                        ])
-                        .from("staff_grants")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("granted_by").eq(user.id.to_string()))
-                        .to_owned(),
-                )
-                .await?;
-            for g in grants {
-                let id: String = g.try_get("", "id")?;
-                let granted_at: chrono::DateTime<Utc> = g.try_get("", "granted_at")?;
-                let expires_at: chrono::DateTime<Utc> = g.try_get("", "expires_at")?;
-                let reason = match g.try_get::<Option<Vec<u8>>>("", "reason_ct")? {
+            let grants =
+                staff_grants::granted_by(&self.ctx.db, tenant, &user.id.to_string()).await?;
+            for (grant, sealed) in grants {
+                let id = grant.id.to_string();
+                let (granted_at, expires_at) = (grant.granted_at, grant.expires_at);
+                let reason = match sealed {
                     Some(sealed) => {
                         crate::records::open(
                             &self.ctx,
@@ -192,14 +145,14 @@ impl SubjectProvider for PermissionsSubject {
                         )
                         .await?
                     }
-                    None => g.try_get::<String>("", "reason")?,
+                    None => grant.reason,
                 };
                 records.push(SubjectRecord {
                     kind: "staff_access_grant".into(),
                     id: id.clone(),
                     json: json!({
                         "id": id,
-                        "role": g.try_get::<String>("", "role")?,
+                        "role": grant.role.as_str(),
                         "reason": reason,
                         "granted_at": granted_at.to_rfc3339(),
                         "expires_at": expires_at.to_rfc3339(),

@@ -1,6 +1,7 @@
 //! What the permissions service keeps in its database, and the queries over it.
 //! Personal fields are stored sealed (see `accounts`); this layer only moves bytes.
 
+pub mod identities;
 pub mod legacy;
 pub mod migration;
 pub mod principal_syncs;

@@ -81,6 +81,23 @@ pub async fn all_of<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<Ve
     rows.iter().map(row_to_grant).collect()
 }
 
+/// The grants of `tenant` that `user` gave.
+pub async fn granted_by<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    user: &str,
+) -> Result<Vec<Stored>> {
+    let rows = conn
+        .query_all(
+            &select()
+                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+                .and_where(Expr::col("granted_by").eq(user))
+                .to_owned(),
+        )
+        .await?;
+    rows.iter().map(row_to_grant).collect()
+}
+
 /// Grant `id` of `tenant`, if there is one.
 pub async fn find<C: ConnectionTrait>(
     conn: &C,

@@ -395,10 +395,7 @@ impl PermissionReader {
                         && may_read_permissions(f)
                         && not_a_document(f).is_none()
                 })
-                .filter(|(_, f)| {
-                    let version = f.version.clone().unwrap_or_default();
-                    version.is_empty() || described.get(&f.id) != Some(&version)
-                })
+                .filter(|(_, f)| !described_at_version(&described, f))
                 .map(|(i, f)| (i, f.id.clone()))
                 .collect()
         };
@@ -1179,8 +1176,7 @@ impl GoogleDrive {
         {
             let described = self.described();
             for (user, file) in files {
-                let version = file.version.clone().unwrap_or_default();
-                if described.get(&file.id) == Some(&version) && !version.is_empty() {
+                if described_at_version(&described, &file) {
                     continue;
                 }
                 match place.get(&file.id) {
@@ -1197,9 +1193,8 @@ impl GoogleDrive {
         }
         let listed: Vec<Result<(String, Listed)>> = side_by_side(
             fresh.into_iter().map(|(user, file)| async move {
-                let id = file.id.clone();
                 let version = file.version.clone().unwrap_or_default();
-                if self.described().get(&id) == Some(&version) && !version.is_empty() {
+                if described_at_version(&self.described(), &file) {
                     return Ok((version, Listed::Ignored));
                 }
                 Ok((version, self.describe(&user, file).await?))
@@ -1449,6 +1444,14 @@ fn not_a_document(file: &File) -> Option<Listed> {
         }));
     }
     None
+}
+
+/// Whether `file` was described at its version in this sync already (`described`:
+/// [`GoogleDrive::described`]); a file without a version never counts as described.
+fn described_at_version(described: &HashMap<String, String>, file: &File) -> bool {
+    file.version
+        .as_deref()
+        .is_some_and(|v| !v.is_empty() && described.get(&file.id).map(String::as_str) == Some(v))
 }
 
 /// How well placed the user whose listing had `file` is to describe it, as

@@ -24,7 +24,7 @@ use mindmesh_kit::crypto::{SecretKey, hex};
 use mindmesh_kit::ids::{DocumentId, KeyId, TenantId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::documents::words;
@@ -311,9 +311,19 @@ pub async fn release<C: ConnectionTrait>(
     Ok(compact)
 }
 
-/// Deletes blocks and their postings.
+/// Deletes blocks and their postings, locking the blocks' rows first (the order
+/// [`compact`] and [`release`] take them).
 pub async fn drop_blocks<C: ConnectionTrait>(conn: &C, blocks: &[String]) -> Result<()> {
     for chunk in blocks.chunks(500) {
+        conn.query_all(
+            &Query::select()
+                .column("block_id")
+                .from("index_blocks")
+                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
+                .lock(LockType::Update)
+                .to_owned(),
+        )
+        .await?;
         conn.execute(
             &Query::delete()
                 .from_table("term_blocks")
@@ -356,13 +366,20 @@ pub async fn blocks_of<C: ConnectionTrait>(
 }
 
 /// Rewrites `block` without the postings of documents no longer current in it.
+///
+/// In one transaction that first locks the block's row — the order every writer takes
+/// (a batch releasing documents updates `index_blocks`, then may drop `term_blocks`) —
+/// so a compaction and a batch dropping the same block never deadlock, and the count of
+/// current documents it writes is read under that lock, not before a batch changed it.
 pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) -> Result<()> {
-    let Some(info) = db
+    let txn = sea_orm::TransactionTrait::begin(db).await?;
+    let Some(info) = txn
         .query_one(
             &Query::select()
                 .columns(["tenant_id", "key_id"])
                 .from("index_blocks")
                 .and_where(Expr::col("block_id").eq(block))
+                .lock(LockType::Update)
                 .to_owned(),
         )
         .await?
@@ -377,7 +394,7 @@ pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) 
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let current: HashMap<DocumentId, u32> = db
+    let current: HashMap<DocumentId, u32> = txn
         .query_all(
             &Query::select()
                 .columns(["id", "index_stamp"])
@@ -395,7 +412,7 @@ pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) 
             ))
         })
         .collect::<Result<_>>()?;
-    let rows = db
+    let rows = txn
         .query_all(
             &Query::select()
                 .columns(["term", "postings"])
@@ -404,7 +421,6 @@ pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) 
                 .to_owned(),
         )
         .await?;
-    let txn = sea_orm::TransactionTrait::begin(db).await?;
     for row in rows {
         let term: String = row.try_get("", "term")?;
         let aad = postings_aad(tenant, block, &term);

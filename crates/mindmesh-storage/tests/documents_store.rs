@@ -821,6 +821,76 @@ async fn concurrent_puts_of_one_new_source_store_it_once(backend: Backend) {
     assert_eq!(count(&h, "SELECT COUNT(*) FROM documents").await, 1);
 }
 
+/// Batches rewriting documents of the same index blocks at once: one releasing (and
+/// dropping) a block while another compacts it takes the block's locks in the same
+/// order, so no write fails on a deadlock, and every document ends current once.
+async fn concurrent_rewrites_and_compactions_of_shared_blocks_never_deadlock(backend: Backend) {
+    const DOCS: usize = 120;
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 20;
+    let h = harness(backend).await;
+    let tenant = TenantId::new();
+    let drive = IntegrationId::new();
+    let doc = move |i: usize, round: usize| {
+        imported(
+            drive,
+            &format!("f-{i}"),
+            &format!("v{round}"),
+            &format!("Doc {i}"),
+            &format!("word{i} round{round}"),
+        )
+    };
+    h.docs
+        .put_batch(tenant, (0..DOCS).map(|i| doc(i, 0)).collect())
+        .await
+        .unwrap();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let docs = h.docs.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for round in 1..=ROUNDS {
+                    // Each round deals the documents out afresh, so every block of the
+                    // round before loses documents to several batches at once.
+                    let mine: Vec<NewDocument> = (0..DOCS)
+                        .filter(|i| {
+                            (i.wrapping_mul(2_654_435_761) >> 5).wrapping_add(round * 7) % TASKS
+                                == t
+                        })
+                        .map(|i| doc(i, round))
+                        .collect();
+                    barrier.wait().await;
+                    // A failed batch is recorded, not returned: the others wait for
+                    // this task at the next round's barrier.
+                    if let Err(e) = docs.put_batch(tenant, mine).await {
+                        failures.push(format!("round {round}: {e}"));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for task in tasks {
+        failures.extend(task.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(
+        count(&h, "SELECT COUNT(*) FROM documents").await,
+        DOCS as i64
+    );
+    for i in [0, DOCS / 2, DOCS - 1] {
+        let found = h
+            .docs
+            .find(tenant, &format!("word{i}"), &Filter::default(), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "word{i}: {found:?}");
+    }
+}
+
 both_backends!(
     p01_documents_are_sealed_and_bound_to_their_row,
     p07_archived_items_stay_out_of_the_next_sync,
@@ -832,4 +902,5 @@ both_backends!(
     index_blocks_are_compacted_and_dropped,
     p07_purged_archives_keep_their_tombstones,
     concurrent_puts_of_one_new_source_store_it_once,
+    concurrent_rewrites_and_compactions_of_shared_blocks_never_deadlock,
 );

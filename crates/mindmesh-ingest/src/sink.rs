@@ -4,9 +4,11 @@
 //! (which revokes the grants with the document). Every call carries a short-lived
 //! service token for the tenant.
 
+use mindmesh_kit::Service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::grpc::{peer_error, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId};
+use mindmesh_kit::peers::PeerChannel;
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::storage::v1 as store;
@@ -14,7 +16,6 @@ use perm::permissions_service_client::PermissionsServiceClient;
 use store::storage_service_client::StorageServiceClient;
 use tokio::sync::mpsc;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use crate::connector::{Access, Content, Grantee, Principals, SourceDocument, SourceGrant};
 
@@ -51,15 +52,20 @@ pub struct Stored {
 #[derive(Clone)]
 pub struct Sink {
     ctx: ServiceContext,
-    storage: StorageServiceClient<Channel>,
-    permissions: PermissionsServiceClient<Channel>,
+    storage: StorageServiceClient<PeerChannel>,
+    permissions: PermissionsServiceClient<PeerChannel>,
 }
 
 impl Sink {
     /// Clients of the services at `peers.storage_url` and `peers.permissions_url`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
-        let storage = ctx.peer("peers.storage_url", ctx.config.peers.storage_url.as_deref())?;
+        let storage = ctx.peer(
+            Service::Storage,
+            "peers.storage_url",
+            ctx.config.peers.storage_url.as_deref(),
+        )?;
         let permissions = ctx.peer(
+            Service::Permissions,
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;

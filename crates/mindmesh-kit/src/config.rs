@@ -281,8 +281,9 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Where this process reaches the services it calls over gRPC. Unset: the process's
-/// own listener, when it runs that service itself (always so in embedded mode).
+/// Where this process reaches the services it calls over gRPC. Unset: the service in this
+/// process, called without a socket, when the process runs it (always so in embedded
+/// mode); set, that URL even then.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PeersConfig {

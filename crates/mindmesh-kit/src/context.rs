@@ -19,6 +19,7 @@ use crate::keyfiles::KeyMaterial;
 use crate::keys::{Keystore, KeystoreMigrator};
 use crate::module::ServiceModule;
 use crate::outbox::OutboxRelay;
+use crate::peers::{InProcess, PeerChannel};
 use crate::service::Service;
 
 /// Shared by every service in one process.
@@ -38,6 +39,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Cancelled when the process shuts down.
     pub shutdown: CancellationToken,
+    /// The services this process runs, which its services call without a socket.
+    pub in_process: InProcess,
 }
 
 impl Shared {
@@ -61,6 +64,7 @@ impl Shared {
             keys,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            in_process: InProcess::default(),
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct ServiceContext {
     pub tasks: TaskTracker,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// The services this process runs, which this one calls without a socket.
+    pub in_process: InProcess,
 }
 
 impl ServiceContext {
@@ -156,6 +162,7 @@ impl ServiceContext {
             }),
             tasks: shared.tasks.clone(),
             shutdown: shared.shutdown.clone(),
+            in_process: shared.in_process.clone(),
         })
     }
 
@@ -220,12 +227,16 @@ impl ServiceContext {
             .request(tenant, message)
     }
 
-    /// A lazily connected channel to the peer service at `url` (configured as `setting`),
-    /// which this service calls with its own service tokens. Fails naming the setting
-    /// when the URL is missing or malformed, or naming `keys.jwt_private_key_file` when
-    /// this process cannot sign service tokens.
-    pub fn peer(&self, setting: &str, url: Option<&str>) -> Result<tonic::transport::Channel> {
-        let channel = crate::grpc::peer_channel(setting, url)?;
+    /// The channel to the peer service `peer`, which this service calls with its own
+    /// service tokens: to `url` (configured as `setting`) where one is set, else to the
+    /// peer in this process without a socket, where this process runs it. Fails naming
+    /// the setting when neither is so or the URL is malformed, or naming
+    /// `keys.jwt_private_key_file` when this process cannot sign service tokens.
+    pub fn peer(&self, peer: Service, setting: &str, url: Option<&str>) -> Result<PeerChannel> {
+        let channel = match url {
+            None if self.in_process.runs(peer) => self.in_process.channel(peer),
+            url => crate::peers::remote(setting, url)?,
+        };
         if self.service_tokens.is_none() {
             return Err(crate::Error::Config(format!(
                 "the {} service calls the service at {setting} and needs \

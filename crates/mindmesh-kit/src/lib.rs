@@ -43,6 +43,7 @@ pub mod keys;
 pub mod migrations;
 pub mod module;
 pub mod outbox;
+pub mod peers;
 pub mod server;
 pub mod service;
 pub mod subject_api;

@@ -79,7 +79,7 @@ pub async fn serve(
 /// those are rewritten (their messages, naming the limit or field, stay): a message over
 /// the size limit is OUT_OF_RANGE, but the API promises RESOURCE_EXHAUSTED (as gRPC's own
 /// implementations answer); an undecodable request is INTERNAL, but INVALID_ARGUMENT.
-fn rewrite_caller_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
+pub(crate) fn rewrite_caller_errors<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
         && headers

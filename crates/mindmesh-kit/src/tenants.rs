@@ -14,12 +14,12 @@ use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use pb::account_service_client::AccountServiceClient;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
-use tonic::transport::Channel;
 
 use crate::context::ServiceContext;
 use crate::error::{Error, Result};
 use crate::grpc::peer_error;
 use crate::ids::{CascadeId, TenantId};
+use crate::peers::PeerChannel;
 
 /// How long a tenant the owner confirmed is taken to exist without asking again.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
@@ -34,13 +34,14 @@ pub trait TenantAuthority: Send + Sync + 'static {
 /// The permissions service, asked with this service's token for the tenant.
 pub struct AskPermissions {
     ctx: ServiceContext,
-    accounts: AccountServiceClient<Channel>,
+    accounts: AccountServiceClient<PeerChannel>,
 }
 
 impl AskPermissions {
     /// The permissions service at `peers.permissions_url`, asked by the service of `ctx`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
         let channel = ctx.peer(
+            crate::Service::Permissions,
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;

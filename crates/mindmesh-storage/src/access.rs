@@ -8,12 +8,12 @@ use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::grpc::peer_error;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::peers::PeerChannel;
 use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use pb::account_service_client::AccountServiceClient;
 use pb::permissions_service_client::PermissionsServiceClient;
 use pb::staff_access_service_client::StaffAccessServiceClient;
-use tonic::transport::Channel;
 
 /// Most ids per `FilterReadable` call (the permissions service's limit).
 const FILTER_CHUNK: usize = 10_000;
@@ -33,15 +33,16 @@ pub enum StaffView {
 #[derive(Clone)]
 pub struct Gate {
     ctx: ServiceContext,
-    permissions: PermissionsServiceClient<Channel>,
-    staff: StaffAccessServiceClient<Channel>,
-    accounts: AccountServiceClient<Channel>,
+    permissions: PermissionsServiceClient<PeerChannel>,
+    staff: StaffAccessServiceClient<PeerChannel>,
+    accounts: AccountServiceClient<PeerChannel>,
 }
 
 impl Gate {
     /// A gate to the permissions service at `peers.permissions_url`.
     pub fn new(ctx: ServiceContext) -> Result<Self> {
         let channel = ctx.peer(
+            mindmesh_kit::Service::Permissions,
             "peers.permissions_url",
             ctx.config.peers.permissions_url.as_deref(),
         )?;

@@ -247,7 +247,6 @@ async fn run(distributed: bool, words: &[String]) {
 
     // 3. PutDocuments over gRPC, end to end, into the tenant the reads below use.
     let channel = server.channel.clone();
-    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
     let (tenant, admin) = server.tenant("Bench").await;
     let service = server
         .issuer
@@ -262,27 +261,7 @@ async fn run(distributed: bool, words: &[String]) {
     let integration = server.integration(tenant, &admin).await;
     let mut storage = pb::storage_service_client::StorageServiceClient::new(channel.clone())
         .max_decoding_message_size(64 * 1024 * 1024);
-    let items: Vec<pb::PutDocumentsRequest> = texts
-        .iter()
-        .enumerate()
-        .flat_map(|(i, text)| {
-            [
-                pb::put_documents_request::Item::Header(pb::DocumentHeader {
-                    integration_id: integration.to_string(),
-                    external_id: format!("file-{i}"),
-                    source_version: "1".into(),
-                    title: format!("Document {i}"),
-                    mime_type: "text/plain".into(),
-                    source_url: format!("https://drive.example/file-{i}"),
-                    modified_at: None,
-                    owner: "owner@example.com".into(),
-                    size_bytes: text.len() as u64,
-                }),
-                pb::put_documents_request::Item::Chunk(text.as_bytes().to_vec()),
-            ]
-        })
-        .map(|item| pb::PutDocumentsRequest { item: Some(item) })
-        .collect();
+    let items = put_items(&texts, integration);
     let start = Instant::now();
     let results = storage
         .put_documents(authed(tokio_stream::iter(items), &service))
@@ -299,90 +278,24 @@ async fn run(distributed: bool, words: &[String]) {
     assert_eq!(results.len(), n);
     let ids: Vec<String> = results.iter().map(|r| r.document_id.clone()).collect();
 
-    // 4. GetDocument for a member, with its permission check, beside the empty RPC.
-    let user = accounts
-        .create_user(authed(
-            perm::CreateUserRequest {
-                first_name: "Bench".into(),
-                last_name: "Reader".into(),
-                email: "reader@bench.example".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let member = server
-        .issuer
-        .issue(
-            &user.id,
-            Some(tenant),
-            &[Role::Member],
-            Duration::from_secs(7200),
-        )
-        .unwrap();
-    let readable: Vec<String> = ids.iter().take(1_000).cloned().collect();
-    let mut permissions =
-        perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
-    permissions
-        .set_document_acls(authed(
-            perm::SetDocumentAclsRequest {
-                acls: readable
-                    .iter()
-                    .map(|id| perm::DocumentAcl {
-                        document_id: id.clone(),
-                        integration_id: integration.to_string(),
-                        grants: vec![perm::Grant {
-                            grantee_kind: perm::GranteeKind::Anyone.into(),
-                            grantee: String::new(),
-                            role: perm::Role::Reader.into(),
-                        }],
-                    })
-                    .collect(),
-            },
-            &service,
-        ))
-        .await
-        .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let empty = measure(2_000, |_| {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    let get = measure(2_000, |i| {
-        let mut storage = storage.clone();
-        let id = readable[(i * 7919) % readable.len()].clone();
-        let member = member.clone();
-        async move {
-            let doc = storage
-                .get_document(authed(
-                    pb::GetDocumentRequest {
-                        document_id: id,
-                        at_least_revision: 0,
-                    },
-                    &member,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(doc.content.len(), CONTENT_BYTES);
-        }
-    })
-    .await;
+    // 4. GetDocument for a member, with its permission check, beside the empty RPC;
+    //    then the same on a server whose services call each other over its listener.
+    let (empty, get, member) =
+        get_document_figures(&server, tenant, &admin, &service, integration, &ids).await;
     println!();
     row("empty RPC (Health/Check) — baseline", &empty, &empty);
-    row("GetDocument 4 KiB, member, Check included", &get, &empty);
+    row("GetDocument 4 KiB, member, Check in-process", &get, &empty);
+    let (loop_empty, loop_get) = over_loopback(distributed, &texts[..texts.len().min(2_000)]).await;
+    row(
+        "empty RPC (Health/Check), 2nd server — baseline",
+        &loop_empty,
+        &loop_empty,
+    );
+    row(
+        "GetDocument, Check over loopback TCP (before)",
+        &loop_get,
+        &loop_empty,
+    );
 
     // 5. Find over `find_docs` documents (the rest written straight to the store).
     let start = Instant::now();
@@ -458,9 +371,167 @@ async fn run(distributed: bool, words: &[String]) {
         );
     }
     let ratio = get.p99.as_secs_f64() / empty.p99.as_secs_f64();
+    let before = loop_get.p99.as_secs_f64() / loop_empty.p99.as_secs_f64();
     println!(
-        "    GetDocument p99 ≤ 3× the empty RPC's: {ratio:.2}× — {}",
+        "    GetDocument p99 ≤ 3× the empty RPC's: {ratio:.2}× with Check in-process \
+         ({before:.2}× over loopback) — {}",
         verdict(ratio <= 3.0)
     );
     server.stop().await;
+}
+
+/// `PutDocuments` items for `texts` (header, then the content in one chunk).
+fn put_items(texts: &[String], integration: IntegrationId) -> Vec<pb::PutDocumentsRequest> {
+    texts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, text)| {
+            [
+                pb::put_documents_request::Item::Header(pb::DocumentHeader {
+                    integration_id: integration.to_string(),
+                    external_id: format!("file-{i}"),
+                    source_version: "1".into(),
+                    title: format!("Document {i}"),
+                    mime_type: "text/plain".into(),
+                    source_url: format!("https://drive.example/file-{i}"),
+                    modified_at: None,
+                    owner: "owner@example.com".into(),
+                    size_bytes: text.len() as u64,
+                }),
+                pb::put_documents_request::Item::Chunk(text.as_bytes().to_vec()),
+            ]
+        })
+        .map(|item| pb::PutDocumentsRequest { item: Some(item) })
+        .collect()
+}
+
+/// `GetDocument` as a member who may read the first 1,000 of `ids`, beside the empty RPC
+/// on the same server: (empty, get, the member's token).
+async fn get_document_figures(
+    server: &BenchServer,
+    tenant: TenantId,
+    admin: &str,
+    service: &str,
+    integration: IntegrationId,
+    ids: &[String],
+) -> (support::Stats, support::Stats, String) {
+    let channel = server.channel.clone();
+    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
+    let storage = pb::storage_service_client::StorageServiceClient::new(channel.clone());
+    let user = accounts
+        .create_user(authed(
+            perm::CreateUserRequest {
+                first_name: "Bench".into(),
+                last_name: "Reader".into(),
+                email: "reader@bench.example".into(),
+                picture_url: String::new(),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let member = server
+        .issuer
+        .issue(
+            &user.id,
+            Some(tenant),
+            &[Role::Member],
+            Duration::from_secs(7200),
+        )
+        .unwrap();
+    let readable: Vec<String> = ids.iter().take(1_000).cloned().collect();
+    let mut permissions =
+        perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
+    permissions
+        .set_document_acls(authed(
+            perm::SetDocumentAclsRequest {
+                acls: readable
+                    .iter()
+                    .map(|id| perm::DocumentAcl {
+                        document_id: id.clone(),
+                        integration_id: integration.to_string(),
+                        grants: vec![perm::Grant {
+                            grantee_kind: perm::GranteeKind::Anyone.into(),
+                            grantee: String::new(),
+                            role: perm::Role::Reader.into(),
+                        }],
+                    })
+                    .collect(),
+            },
+            service,
+        ))
+        .await
+        .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let empty = measure(2_000, |_| {
+        let mut health = health.clone();
+        async move {
+            health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let get = measure(2_000, |i| {
+        let mut storage = storage.clone();
+        let id = readable[(i * 7919) % readable.len()].clone();
+        let member = member.clone();
+        async move {
+            let doc = storage
+                .get_document(authed(
+                    pb::GetDocumentRequest {
+                        document_id: id,
+                        at_least_revision: 0,
+                    },
+                    &member,
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(doc.content.len(), CONTENT_BYTES);
+        }
+    })
+    .await;
+    (empty, get, member)
+}
+
+/// The `GetDocument` figures on a second server whose storage asks permissions over its
+/// own listener (as before peers were called in-process), with `texts` stored in it.
+async fn over_loopback(distributed: bool, texts: &[String]) -> (support::Stats, support::Stats) {
+    let server = BenchServer::start_over_loopback(distributed).await;
+    let (tenant, admin) = server.tenant("Bench over loopback").await;
+    let service = server
+        .issuer
+        .issue(
+            "ingest",
+            Some(tenant),
+            &[Role::Service],
+            Duration::from_secs(7200),
+        )
+        .unwrap();
+    let integration = server.integration(tenant, &admin).await;
+    let mut storage = pb::storage_service_client::StorageServiceClient::new(server.channel.clone())
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let ids: Vec<String> = storage
+        .put_documents(authed(
+            tokio_stream::iter(put_items(texts, integration)),
+            &service,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.document_id)
+        .collect();
+    let (empty, get, _) =
+        get_document_figures(&server, tenant, &admin, &service, integration, &ids).await;
+    server.stop().await;
+    (empty, get)
 }

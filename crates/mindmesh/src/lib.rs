@@ -25,6 +25,7 @@ use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::keys::{KeystoreMigrator, Rotation};
 use mindmesh_kit::module::{ServiceModule, Started};
+use mindmesh_kit::peers::InProcess;
 use mindmesh_kit::subject_api::SubjectDataApi;
 use mindmesh_proto::mindmesh::audit::v1::audit_server::{self, AuditServer};
 use mindmesh_proto::mindmesh::subject::v1::subject_data_server::{self, SubjectDataServer};
@@ -83,30 +84,6 @@ async fn start_service(
     Ok((ctx, started))
 }
 
-/// Peers this process serves itself are reached on its own listener unless configured.
-fn fill_in_own_peers(
-    config: &mut Config,
-    services: &[Service],
-    listener: &TcpListener,
-) -> anyhow::Result<()> {
-    let mut addr = listener.local_addr()?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let own = format!("http://{addr}");
-    if services.contains(&Service::Permissions) && config.peers.permissions_url.is_none() {
-        config.peers.permissions_url = Some(own.clone());
-    }
-    if services.contains(&Service::Storage) && config.peers.storage_url.is_none() {
-        config.peers.storage_url = Some(own);
-    }
-    Ok(())
-}
-
 /// Runs `services` (all five when empty) on `listener` until `shutdown` is cancelled,
 /// then drains in-flight calls, stops consumers and relays, and returns.
 pub async fn serve(
@@ -125,14 +102,14 @@ pub async fn serve(
         mindmesh_kit::db::prepare_data_dir(&config.data_dir)?;
     }
     let keys = Arc::new(KeyMaterial::load(&config, mode)?);
-    let mut config = config;
-    fill_in_own_peers(&mut config, &services, &listener)?;
     let config = Arc::new(config);
     let bus = open_bus(&config, mode)
         .await
         .context("opening the event bus")?;
     let mut shared = Shared::new(config.clone(), bus, keys);
     shared.shutdown = shutdown.clone();
+    // The peers this process runs are called in-process (unless a URL is configured).
+    shared.in_process = InProcess::new(&services, shutdown.clone());
 
     let mut routes = RoutesBuilder::default();
     let mut audit_logs = Vec::new();
@@ -165,15 +142,11 @@ pub async fn serve(
     health_names.push(audit_server::SERVICE_NAME.to_owned());
     health_names.push(subject_data_server::SERVICE_NAME.to_owned());
 
+    let routes = routes.routes();
+    shared.in_process.install(routes.clone());
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
-    let served = mindmesh_kit::server::serve(
-        listener,
-        routes.routes(),
-        health_names,
-        shutdown.clone(),
-        grace,
-    )
-    .await;
+    let served =
+        mindmesh_kit::server::serve(listener, routes, health_names, shutdown.clone(), grace).await;
     // Whatever ended the server, stop the background work and wait for it.
     shutdown.cancel();
     shared.tasks.close();

@@ -123,6 +123,21 @@ impl BenchServer {
 
     /// [`BenchServer::start`], with the configuration changed by `tweak` first.
     pub async fn start_with(distributed: bool, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_routed(distributed, false, tweak).await
+    }
+
+    /// [`BenchServer::start`], but its services call each other over its own listener
+    /// (`peers.*_url` set to it), as every process did before peers were called
+    /// in-process: the "before" of the in-process figures.
+    pub async fn start_over_loopback(distributed: bool) -> Self {
+        Self::start_routed(distributed, true, |_| {}).await
+    }
+
+    async fn start_routed(
+        distributed: bool,
+        over_loopback: bool,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -163,6 +178,10 @@ impl BenchServer {
         let issuer = TokenIssuer::new(keys.jwt_private.as_ref().unwrap(), "mindmesh");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        if over_loopback {
+            config.peers.permissions_url = Some(format!("http://{addr}"));
+            config.peers.storage_url = Some(format!("http://{addr}"));
+        }
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(mindmesh::serve(
             config.clone(),

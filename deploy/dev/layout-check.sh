@@ -13,13 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SQL_PENDING=(
-  crates/mindmesh-permissions/src/accounts.rs
-  crates/mindmesh-permissions/src/policy.rs
   crates/mindmesh-storage/src/documents.rs
   crates/mindmesh-storage/src/find.rs
 )
 PROTO_PENDING=(
-  crates/mindmesh-permissions/src/accounts.rs
   crates/mindmesh-storage/src/documents.rs
 )
 

@@ -17,17 +17,12 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
+use mindmesh_kit::outbox;
 use mindmesh_kit::tenants::{TenantAuthority, Tenants};
-use mindmesh_kit::{events, outbox};
-use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
-use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested};
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, SqlErr, TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, SqlErr, TransactionTrait};
 
 use crate::error::{Error, Result};
+use crate::events;
 use crate::policy::Policy;
 use crate::records;
 use crate::staff::{StaffAccess, StaffView};
@@ -138,14 +133,7 @@ impl Accounts {
         let name_ct =
             records::seal(&self.ctx, tenant.id, ("tenants", "name", &id), &tenant.name).await?;
         let txn = self.db().begin().await?;
-        tenant::ActiveModel {
-            id: Set(id),
-            name: Set(String::new()),
-            name_ct: Set(Some(name_ct)),
-            created_at: Set(tenant.created_at),
-        }
-        .insert(&txn)
-        .await?;
+        tenant::insert(&txn, tenant.id, name_ct, tenant.created_at).await?;
         self.ctx
             .audit
             .append(
@@ -175,8 +163,7 @@ impl Accounts {
         if !caller.has(Role::Operator) {
             self.reader(caller, "get_tenant", &id.to_string()).await?;
         }
-        let row = tenant::Entity::find_by_id(id.to_string())
-            .one(self.db())
+        let row = tenant::get(self.db(), id)
             .await?
             .ok_or(Error::NotFound("tenant"))?;
         let name = match &row.name_ct {
@@ -196,27 +183,17 @@ impl Accounts {
     /// deletes its rows, and starts the cascade through every service. Operators only.
     pub async fn delete_tenant(&self, caller: &Caller, id: TenantId) -> Result<CascadeId> {
         require(caller, &[Role::Operator])?;
-        if tenant::Entity::find_by_id(id.to_string())
-            .one(self.db())
-            .await?
-            .is_none()
-        {
+        if !tenant::exists(self.db(), id).await? {
             return Err(Error::NotFound("tenant"));
         }
         let destroyed = self.ctx.keystore.shred_tenant(id).await?;
         let cascade = CascadeId::new();
         let txn = self.db().begin().await?;
-        let accounts_removed = user::Entity::delete_many()
-            .filter(user::Column::TenantId.eq(id.to_string()))
-            .exec(&txn)
-            .await?
-            .rows_affected;
+        let accounts_removed = user::delete_tenant(&txn, id).await?;
         let graph = self.policy.delete_tenant(&txn, id).await?;
         // Every replica refuses the tenant's writes from the commit on (P08).
         Tenants::record_erased(&txn, id, cascade).await?;
-        tenant::Entity::delete_by_id(id.to_string())
-            .exec(&txn)
-            .await?;
+        tenant::delete(&txn, id).await?;
         tracing::info!(tenant_id = %id, principals = graph.principals, grants = graph.grants, "tenant permission data deleted");
         self.ctx
             .audit
@@ -229,15 +206,7 @@ impl Accounts {
             .await?;
         outbox::enqueue(
             &txn,
-            &events::envelope(
-                self.ctx.service,
-                Some(id),
-                Payload::AccountDeletionRequested(AccountDeletionRequested {
-                    cascade_id: cascade.to_string(),
-                    user_id: String::new(),
-                    email: String::new(),
-                }),
-            ),
+            &events::account_deletion_requested(self.ctx.service, id, cascade, None),
         )
         .await?;
         self.ctx
@@ -272,11 +241,7 @@ impl Accounts {
         require(caller, &[Role::Admin, Role::Service])?;
         let tenant = caller.tenant()?;
         let fields = Fields::validate(new)?;
-        if tenant::Entity::find_by_id(tenant.to_string())
-            .one(self.db())
-            .await?
-            .is_none()
-        {
+        if !tenant::exists(self.db(), tenant).await? {
             return Err(Error::NotFound("tenant"));
         }
         let blind = self.policy.blind().keys(tenant).await?;
@@ -292,20 +257,22 @@ impl Accounts {
         let now = mindmesh_kit::db::now();
         let sealed = fields.seal(&key, tenant, id)?;
         let txn = self.db().begin().await?;
-        let inserted = user::ActiveModel {
-            id: Set(id.to_string()),
-            tenant_id: Set(tenant.to_string()),
-            key_id: Set(key_id.to_string()),
-            email_index: Set(index),
-            email_domain_index: Set(blind.domain(&fields.email)),
-            first_name_ct: Set(sealed.first_name),
-            last_name_ct: Set(sealed.last_name),
-            email_ct: Set(sealed.email),
-            picture_url_ct: Set(sealed.picture_url),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&txn)
+        let inserted = user::insert(
+            &txn,
+            user::Model {
+                id: id.to_string(),
+                tenant_id: tenant.to_string(),
+                key_id: key_id.to_string(),
+                email_index: index,
+                email_domain_index: blind.domain(&fields.email),
+                first_name_ct: sealed.first_name,
+                last_name_ct: sealed.last_name,
+                email_ct: sealed.email,
+                picture_url_ct: sealed.picture_url,
+                created_at: now,
+                updated_at: now,
+            },
+        )
         .await;
         if let Err(e) = inserted {
             drop(txn);
@@ -325,18 +292,7 @@ impl Accounts {
                 &AuditRecord::by(caller, "user.create", Some(tenant), id.to_string()),
             )
             .await?;
-        outbox::enqueue(
-            &txn,
-            &events::envelope(
-                self.ctx.service,
-                Some(tenant),
-                Payload::AccountActivity(AccountActivity {
-                    user_id: id.to_string(),
-                    kind: "created".to_owned(),
-                }),
-            ),
-        )
-        .await?;
+        outbox::enqueue(&txn, &events::account_created(self.ctx.service, tenant, id)).await?;
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
         self.policy.accounts_changed(tenant, revision).await?;
@@ -444,20 +400,24 @@ impl Accounts {
         let sealed = next.seal(&key, tenant, id)?;
         let now = mindmesh_kit::db::now();
         let txn = self.db().begin().await?;
-        let mut active: user::ActiveModel = row.clone().into();
-        active.email_index = Set(index);
-        active.email_domain_index = Set(blind.domain(&next.email));
-        active.first_name_ct = Set(sealed.first_name);
-        active.last_name_ct = Set(sealed.last_name);
-        active.email_ct = Set(sealed.email);
-        active.picture_url_ct = Set(sealed.picture_url);
-        active.updated_at = Set(now);
-        active.update(&txn).await.map_err(|e| match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => {
-                Error::AlreadyExists("a user with this email exists in the tenant".into())
-            }
-            _ => e.into(),
-        })?;
+        let changed_row = user::Model {
+            email_index: index,
+            email_domain_index: blind.domain(&next.email),
+            first_name_ct: sealed.first_name,
+            last_name_ct: sealed.last_name,
+            email_ct: sealed.email,
+            picture_url_ct: sealed.picture_url,
+            updated_at: now,
+            ..row
+        };
+        user::update(&txn, changed_row)
+            .await
+            .map_err(|e| match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => {
+                    Error::AlreadyExists("a user with this email exists in the tenant".into())
+                }
+                _ => e.into(),
+            })?;
         self.ctx
             .audit
             .append(
@@ -487,11 +447,7 @@ impl Accounts {
             .await?;
         let cascade = CascadeId::new();
         let txn = self.db().begin().await?;
-        user::Entity::delete_many()
-            .filter(user::Column::Id.eq(id.to_string()))
-            .filter(user::Column::TenantId.eq(tenant.to_string()))
-            .exec(&txn)
-            .await?;
+        user::delete(&txn, tenant, id).await?;
         self.ctx
             .audit
             .append(
@@ -503,14 +459,11 @@ impl Accounts {
             .await?;
         outbox::enqueue(
             &txn,
-            &events::envelope(
+            &events::account_deletion_requested(
                 self.ctx.service,
-                Some(tenant),
-                Payload::AccountDeletionRequested(AccountDeletionRequested {
-                    cascade_id: cascade.to_string(),
-                    user_id: id.to_string(),
-                    email,
-                }),
+                tenant,
+                cascade,
+                Some((id, email)),
             ),
         )
         .await?;
@@ -544,14 +497,7 @@ impl Accounts {
             ));
         }
         let (tenant, view) = self.reader(caller, "list_users", "").await?;
-        let mut query = user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.to_string()))
-            .order_by_asc(user::Column::Id)
-            .limit(limit);
-        if let Some(after) = after {
-            query = query.filter(Expr::col(user::Column::Id).gt(after.to_string()));
-        }
-        let rows = query.all(self.db()).await?;
+        let rows = user::page(self.db(), tenant, after, limit).await?;
         let mut users = Vec::with_capacity(rows.len());
         for row in rows {
             let user = self.open(tenant, row).await?;
@@ -608,9 +554,7 @@ impl Accounts {
     }
 
     async fn load(&self, tenant: TenantId, id: UserId) -> Result<user::Model> {
-        user::Entity::find_by_id(id.to_string())
-            .filter(user::Column::TenantId.eq(tenant.to_string()))
-            .one(self.db())
+        user::get(self.db(), tenant, id)
             .await?
             .ok_or(Error::NotFound("user"))
     }
@@ -625,11 +569,7 @@ impl Accounts {
     }
 
     async fn find_by_index(&self, tenant: TenantId, index: &str) -> Result<Option<user::Model>> {
-        Ok(user::Entity::find()
-            .filter(user::Column::TenantId.eq(tenant.to_string()))
-            .filter(user::Column::EmailIndex.eq(index))
-            .one(self.db())
-            .await?)
+        user::with_email_index(self.db(), tenant, index).await
     }
 
     async fn open(&self, tenant: TenantId, row: user::Model) -> Result<User> {
@@ -711,10 +651,7 @@ impl TenantRecords {
 #[async_trait::async_trait]
 impl TenantAuthority for TenantRecords {
     async fn exists(&self, tenant: TenantId) -> mindmesh_kit::Result<bool> {
-        Ok(tenant::Entity::find_by_id(tenant.to_string())
-            .one(&self.db)
-            .await?
-            .is_some())
+        tenant::exists(&self.db, tenant).await
     }
 }
 

@@ -17,12 +17,12 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::{CascadeId, IntegrationId};
+use mindmesh_kit::ids::{CascadeId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::keys::KeyScope;
 use mindmesh_kit::{Error, Result, Service, events, inbox};
-use mindmesh_proto::mindmesh::events::v1::Envelope;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested, Envelope};
 use sea_orm::TransactionTrait;
 
 use crate::policy::{Policy, Removed};
@@ -41,6 +41,41 @@ impl PermissionEvents {
     pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
         PermissionEvents { ctx, policy }
     }
+}
+
+/// `account.activity` of kind `created`: `user` was created in `tenant`.
+pub fn account_created(from: Service, tenant: TenantId, user: UserId) -> Envelope {
+    events::envelope(
+        from,
+        Some(tenant),
+        Payload::AccountActivity(AccountActivity {
+            user_id: user.to_string(),
+            kind: "created".to_owned(),
+        }),
+    )
+}
+
+/// `account.deletion_requested`: the cascade `cascade` erasing the account `user` (with
+/// its email, by which the other services find what they hold about the person), or
+/// the whole `tenant` when `user` is `None`.
+pub fn account_deletion_requested(
+    from: Service,
+    tenant: TenantId,
+    cascade: CascadeId,
+    user: Option<(UserId, String)>,
+) -> Envelope {
+    let (user_id, email) = user
+        .map(|(id, email)| (id.to_string(), email))
+        .unwrap_or_default();
+    events::envelope(
+        from,
+        Some(tenant),
+        Payload::AccountDeletionRequested(AccountDeletionRequested {
+            cascade_id: cascade.to_string(),
+            user_id,
+            email,
+        }),
+    )
 }
 
 fn counts(removed: &Removed) -> HashMap<String, u64> {

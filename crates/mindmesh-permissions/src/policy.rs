@@ -15,18 +15,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait,
-};
+use sea_orm::{AccessMode, DatabaseTransaction, DbBackend, IsolationLevel, TransactionTrait};
 
 use crate::blind::{BlindIndex, TenantBlindKeys};
 use crate::engine::{
-    AccessRole, Account, DocumentAcl, Explanation, Grant, Grantee, Membership, Principal,
-    PrincipalKind, PrincipalRef, Snapshot, TenantIndex,
+    DocumentAcl, Explanation, Grantee, Membership, Principal, PrincipalKind, PrincipalRef,
+    Snapshot, TenantIndex,
 };
 use crate::error::{Error, Result};
-use crate::store::{principal_syncs, revision};
+use crate::store::grants::{self, GrantRow};
+use crate::store::{graph, legacy, principal_syncs, revision, scope, user};
 use crate::sync;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -42,8 +40,6 @@ pub const MAX_ACLS_PER_CALL: usize = 1_000;
 pub const MAX_GRANTS_PER_DOCUMENT: usize = 1_000;
 /// Longest external id or domain, in bytes.
 pub const MAX_EXTERNAL_ID: usize = 512;
-/// Rows per INSERT statement (keeps statements small; see DEPENDENCIES.md).
-const INSERT_CHUNK: usize = 200;
 
 /// A user of an integration, as a sync delivers it.
 #[derive(Clone, Debug, Default)]
@@ -156,7 +152,7 @@ impl Policy {
             *slot.index.write().map_err(|_| poisoned())? = None;
             return Ok(());
         }
-        let accounts = load_accounts(&self.ctx.db, tenant).await?;
+        let accounts = user::accounts(&self.ctx.db, tenant).await?;
         let mut guard = slot.index.write().map_err(|_| poisoned())?;
         match guard.as_mut() {
             Some(index) if slot.patchable() && index.revision() + 1 == revision => {
@@ -169,21 +165,8 @@ impl Policy {
 
     /// Loads the index of every tenant that has permission state.
     pub async fn warm_up(&self) -> Result<()> {
-        let rows = self
-            .ctx
-            .db
-            .query_all(
-                &Query::select()
-                    .column("tenant_id")
-                    .from("tenant_revisions")
-                    .to_owned(),
-            )
-            .await?;
-        for row in rows {
-            let tenant: String = row.try_get("", "tenant_id")?;
-            if let Ok(tenant) = tenant.parse::<TenantId>() {
-                self.read(tenant, 0, |_| ()).await?;
-            }
+        for tenant in revision::tenants(&self.ctx.db).await? {
+            self.read(tenant, 0, |_| ()).await?;
         }
         Ok(())
     }
@@ -357,24 +340,21 @@ impl Policy {
                 value.as_bytes(),
             )
         };
-        let principal_row = |key: &sync::PrincipalKey| -> Result<[sea_orm::sea_query::Expr; 8]> {
+        let principal_row = |key: &sync::PrincipalKey| -> Result<graph::PrincipalRow> {
             let (kind, id) = key;
             let (email, name, _, source_id) = &desired[key];
-            Ok([
-                tenant.to_string().into(),
-                integration.to_string().into(),
-                (*kind).into(),
-                id.clone().into(),
-                (!email.is_empty()).then(|| keys.email(email)).into(),
-                if email.is_empty() {
+            Ok(graph::PrincipalRow {
+                kind,
+                external_id: id.clone(),
+                email_index: (!email.is_empty()).then(|| keys.email(email)),
+                email_ct: if email.is_empty() {
                     None
                 } else {
                     Some(seal(kind, id, "email", email)?)
-                }
-                .into(),
-                seal(kind, id, "name", name)?.into(),
-                seal(kind, id, "external_id", source_id)?.into(),
-            ])
+                },
+                name_ct: seal(kind, id, "name", name)?,
+                external_id_ct: seal(kind, id, "external_id", source_id)?,
+            })
         };
 
         // What the index needs to follow the diff (computed now, while the sets are
@@ -432,78 +412,27 @@ impl Policy {
             wholesale = true;
             principal_syncs::force(&txn, tenant, integration, &next_generation).await?;
         }
-        let scope = |q: &mut sea_orm::sea_query::DeleteStatement| {
-            q.and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("integration_id").eq(integration.to_string()));
-        };
         let (principal_rows, edge_rows): (Vec<&sync::PrincipalKey>, Vec<&sync::Edge>) = if wholesale
         {
             for table in ["principals", "memberships"] {
-                let mut delete = Query::delete();
-                delete.from_table(table);
-                scope(&mut delete);
-                txn.execute(&delete).await?;
+                scope::delete(&txn, table, scope::integration(tenant, integration)).await?;
             }
             (desired.keys().collect(), edges.iter().collect())
         } else {
             for (kind, id) in removed.iter().chain(changed.iter()) {
-                let mut delete = Query::delete();
-                delete.from_table("principals");
-                scope(&mut delete);
-                delete
-                    .and_where(Expr::col("kind").eq(*kind))
-                    .and_where(Expr::col("external_id").eq(id.clone()));
-                txn.execute(&delete).await?;
+                graph::delete_principal(&txn, tenant, integration, kind, id).await?;
             }
-            for (group, member, is_group) in &edges_removed {
-                let mut delete = Query::delete();
-                delete.from_table("memberships");
-                scope(&mut delete);
-                delete
-                    .and_where(Expr::col("group_id").eq(group.clone()))
-                    .and_where(Expr::col("member_id").eq(member.clone()))
-                    .and_where(Expr::col("member_is_group").eq(*is_group));
-                txn.execute(&delete).await?;
+            for edge in &edges_removed {
+                graph::delete_membership(&txn, tenant, integration, edge).await?;
             }
             (changed, edges_added)
         };
-        for chunk in principal_rows.chunks(INSERT_CHUNK) {
-            let mut insert = Query::insert();
-            insert.into_table("principals").columns([
-                "tenant_id",
-                "integration_id",
-                "kind",
-                "external_id",
-                "email_index",
-                "email_ct",
-                "name_ct",
-                "external_id_ct",
-            ]);
-            for key in chunk {
-                insert.values_panic(principal_row(key)?);
-            }
-            txn.execute(&insert).await?;
-        }
-        for chunk in edge_rows.chunks(INSERT_CHUNK) {
-            let mut insert = Query::insert();
-            insert.into_table("memberships").columns([
-                "tenant_id",
-                "integration_id",
-                "group_id",
-                "member_id",
-                "member_is_group",
-            ]);
-            for (group, member, is_group) in chunk {
-                insert.values_panic([
-                    tenant.to_string().into(),
-                    integration.to_string().into(),
-                    group.clone().into(),
-                    member.clone().into(),
-                    (*is_group).into(),
-                ]);
-            }
-            txn.execute(&insert).await?;
-        }
+        let principal_rows = principal_rows
+            .into_iter()
+            .map(principal_row)
+            .collect::<Result<Vec<_>>>()?;
+        graph::insert_principals(&txn, tenant, integration, principal_rows).await?;
+        graph::insert_memberships(&txn, tenant, integration, edge_rows).await?;
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
         self.remember_synced(
@@ -596,43 +525,16 @@ impl Policy {
         let _writer = slot.writer.lock().await;
         let txn = self.ctx.db.begin().await?;
         let ids: Vec<String> = acls.iter().map(|a| a.document.to_string()).collect();
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            txn.execute(
-                &Query::delete()
-                    .from_table("grants")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("document_id").is_in(chunk.iter().cloned()))
-                    .to_owned(),
-            )
-            .await?;
-        }
-        let rows: Vec<_> = acls
+        grants::delete_of_documents(&txn, tenant, &ids).await?;
+        let rows: Vec<GrantRow> = acls
             .iter()
-            .flat_map(|acl| acl.grants.iter().map(move |g| (acl, g)))
+            .flat_map(|acl| {
+                acl.grants
+                    .iter()
+                    .map(|g| GrantRow::new(acl.document, acl.integration, g))
+            })
             .collect();
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert = Query::insert();
-            insert.into_table("grants").columns([
-                "tenant_id",
-                "document_id",
-                "integration_id",
-                "grantee_kind",
-                "grantee",
-                "role",
-            ]);
-            for (acl, g) in chunk {
-                let (kind, grantee) = grantee_columns(&g.grantee);
-                insert.values_panic([
-                    tenant.to_string().into(),
-                    acl.document.to_string().into(),
-                    acl.integration.to_string().into(),
-                    kind.into(),
-                    grantee.into(),
-                    role_column(g.role).into(),
-                ]);
-            }
-            txn.execute(&insert).await?;
-        }
+        grants::insert(&txn, tenant, &rows).await?;
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
         self.grant_stats
@@ -657,32 +559,15 @@ impl Policy {
         tenant: TenantId,
         integration: IntegrationId,
     ) -> Result<(Removed, u64)> {
-        let mut removed = Removed::default();
-        for (table, count) in [
-            ("principals", &mut removed.principals),
-            ("memberships", &mut removed.memberships),
-            ("grants", &mut removed.grants),
-        ] {
-            *count = txn
-                .execute(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                        .to_owned(),
-                )
-                .await?
-                .rows_affected();
-        }
+        let of_integration = || scope::integration(tenant, integration);
+        let removed = Removed {
+            principals: scope::delete(txn, "principals", of_integration()).await?,
+            memberships: scope::delete(txn, "memberships", of_integration()).await?,
+            grants: scope::delete(txn, "grants", of_integration()).await?,
+            destroyed_keys: Vec::new(),
+        };
         for table in ["principal_syncs", "legacy_principal_ids"] {
-            txn.execute(
-                &Query::delete()
-                    .from_table(table)
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                    .to_owned(),
-            )
-            .await?;
+            scope::delete(txn, table, of_integration()).await?;
         }
         self.forget_synced(tenant);
         let revision = revision::bump(txn, tenant).await?;
@@ -696,27 +581,18 @@ impl Policy {
         txn: &DatabaseTransaction,
         tenant: TenantId,
     ) -> Result<Removed> {
-        let mut removed = Removed::default();
-        for (table, count) in [
-            ("principals", Some(&mut removed.principals)),
-            ("memberships", Some(&mut removed.memberships)),
-            ("grants", Some(&mut removed.grants)),
-            ("tenant_revisions", None),
-            ("principal_syncs", None),
-            ("legacy_principal_ids", None),
+        let removed = Removed {
+            principals: scope::delete(txn, "principals", scope::tenant(tenant)).await?,
+            memberships: scope::delete(txn, "memberships", scope::tenant(tenant)).await?,
+            grants: scope::delete(txn, "grants", scope::tenant(tenant)).await?,
+            destroyed_keys: Vec::new(),
+        };
+        for table in [
+            "tenant_revisions",
+            "principal_syncs",
+            "legacy_principal_ids",
         ] {
-            let n = txn
-                .execute(
-                    &Query::delete()
-                        .from_table(table)
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .to_owned(),
-                )
-                .await?
-                .rows_affected();
-            if let Some(count) = count {
-                *count = n;
-            }
+            scope::delete(txn, table, scope::tenant(tenant)).await?;
         }
         mindmesh_kit::integrations::Integrations::forget_tenant(txn, tenant).await?;
         self.forget_synced(tenant);
@@ -732,53 +608,22 @@ impl Policy {
         email: &str,
     ) -> Result<Removed> {
         let index = self.blind.keys(tenant).await?.email(email);
-        let rows = txn
-            .query_all(
-                &Query::select()
-                    .columns(["integration_id", "kind", "external_id"])
-                    .from("principals")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("email_index").eq(index.clone()))
-                    .to_owned(),
+        let mut removed = Removed::default();
+        for (integration, kind, external) in
+            graph::principals_with_email(txn, tenant, &index).await?
+        {
+            removed.memberships += graph::delete_memberships_of_member(
+                txn,
+                tenant,
+                &integration,
+                &external,
+                kind == "group",
             )
             .await?;
-        let mut removed = Removed::default();
-        for row in rows {
-            let integration: String = row.try_get("", "integration_id")?;
-            let kind: String = row.try_get("", "kind")?;
-            let external: String = row.try_get("", "external_id")?;
-            removed.memberships += txn
-                .execute(
-                    &Query::delete()
-                        .from_table("memberships")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration))
-                        .and_where(Expr::col("member_id").eq(external))
-                        .and_where(Expr::col("member_is_group").eq(kind == "group"))
-                        .to_owned(),
-                )
-                .await?
-                .rows_affected();
         }
-        removed.principals = txn
-            .execute(
-                &Query::delete()
-                    .from_table("principals")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("email_index").eq(index))
-                    .to_owned(),
-            )
-            .await?
-            .rows_affected();
+        removed.principals = graph::delete_principals_with_email(txn, tenant, &index).await?;
         // Every replica's copy of these principal sets is now stale.
-        txn.execute(
-            &Query::update()
-                .table("principal_syncs")
-                .value("generation", uuid::Uuid::now_v7().to_string())
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        principal_syncs::invalidate_tenant(txn, tenant).await?;
         self.forget_synced(tenant);
         revision::bump(txn, tenant).await?;
         Ok(removed)
@@ -882,35 +727,11 @@ impl Policy {
     /// the service serves (every replica must run this version: an older one would go
     /// on writing ids in the clear). Returns the rows it converted.
     pub async fn pseudonymize_legacy(&self) -> Result<u64> {
-        let pairs = self
-            .ctx
-            .db
-            .query_all(
-                &Query::select()
-                    .columns(["tenant_id", "integration_id"])
-                    .from("legacy_principal_ids")
-                    .to_owned(),
-            )
-            .await?;
         let mut converted = 0u64;
-        for pair in pairs {
-            let tenant_text: String = pair.try_get("", "tenant_id")?;
-            let integration_text: String = pair.try_get("", "integration_id")?;
-            let bad =
-                || mindmesh_kit::Error::Internal("malformed id in legacy_principal_ids".into());
-            let tenant: TenantId = tenant_text.parse().map_err(|_| bad())?;
-            let integration: IntegrationId = integration_text.parse().map_err(|_| bad())?;
+        for (tenant, integration) in legacy::pending_integrations(&self.ctx.db).await? {
             // A tenant without keys has nothing left to convert (it was deleted).
             let Some(keys) = self.blind.existing_keys(tenant).await? else {
-                self.ctx
-                    .db
-                    .execute(
-                        &Query::delete()
-                            .from_table("legacy_principal_ids")
-                            .and_where(Expr::col("tenant_id").eq(tenant_text.clone()))
-                            .to_owned(),
-                    )
-                    .await?;
+                scope::delete(&self.ctx.db, "legacy_principal_ids", scope::tenant(tenant)).await?;
                 continue;
             };
             let data_key = self
@@ -919,57 +740,29 @@ impl Policy {
                 .existing_data_key(tenant, &KeyScope::Integration(integration.to_string()))
                 .await?
                 .map(|(_, k)| k);
-            let scope = |q: &mut sea_orm::sea_query::SelectStatement| {
-                q.and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()));
-            };
-            let mut select = Query::select();
-            select
-                .columns(["kind", "external_id", "email_index", "email_ct", "name_ct"])
-                .from("principals");
-            scope(&mut select);
-            let principals = self.ctx.db.query_all(&select).await?;
-            let mut select = Query::select();
-            select
-                .columns(["group_id", "member_id", "member_is_group"])
-                .from("memberships");
-            scope(&mut select);
-            let memberships = self.ctx.db.query_all(&select).await?;
-            let mut select = Query::select();
-            select
-                .columns(["document_id", "grantee_kind", "grantee", "role"])
-                .from("grants")
-                .and_where(Expr::col("grantee_kind").is_in(["user", "group"]));
-            scope(&mut select);
-            let grants = self.ctx.db.query_all(&select).await?;
+            let principals = graph::legacy_principals(&self.ctx.db, tenant, integration).await?;
+            let memberships = graph::memberships(&self.ctx.db, tenant, integration).await?;
+            let named = grants::naming_principals(&self.ctx.db, tenant, integration).await?;
 
-            let of_integration = |table: &'static str| {
-                let mut delete = Query::delete();
-                delete
-                    .from_table(table)
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration.to_string()));
-                delete
-            };
             let txn = self.ctx.db.begin().await?;
             for table in ["principals", "memberships"] {
-                txn.execute(&of_integration(table)).await?;
+                scope::delete(&txn, table, scope::integration(tenant, integration)).await?;
             }
-            txn.execute(
-                of_integration("grants")
-                    .and_where(Expr::col("grantee_kind").is_in(["user", "group"])),
+            scope::delete(
+                &txn,
+                "grants",
+                grants::naming_principals_of(tenant, integration),
             )
             .await?;
             // Without its key the integration is being erased: its principals go.
             if let Some(key) = &data_key {
-                for row in &principals {
-                    let kind: String = row.try_get("", "kind")?;
-                    let kind = sync::kind_name(&kind);
-                    let source_id: String = row.try_get("", "external_id")?;
-                    let pseudonym = keys.principal(integration, &source_id);
+                let mut rows = Vec::with_capacity(principals.len());
+                for row in principals {
+                    let kind = sync::kind_name(&row.kind);
+                    let pseudonym = keys.principal(integration, &row.source_id);
                     let reseal = |column: &str, sealed: Vec<u8>| -> Result<Vec<u8>> {
                         let plain = key.open(
-                            &principal_aad(tenant, integration, kind, &source_id, column),
+                            &principal_aad(tenant, integration, kind, &row.source_id, column),
                             &sealed,
                         )?;
                         key.seal(
@@ -978,94 +771,51 @@ impl Policy {
                         )
                     };
                     let email_ct = row
-                        .try_get::<Option<Vec<u8>>>("", "email_ct")?
+                        .email_ct
+                        .clone()
                         .map(|ct| reseal("email", ct))
                         .transpose()?;
-                    let name_ct = reseal("name", row.try_get("", "name_ct")?)?;
-                    let source_id_ct = key.seal(
+                    let name_ct = reseal("name", row.name_ct.clone())?;
+                    let external_id_ct = key.seal(
                         &principal_aad(tenant, integration, kind, &pseudonym, "external_id"),
-                        source_id.as_bytes(),
+                        row.source_id.as_bytes(),
                     )?;
-                    txn.execute(
-                        &Query::insert()
-                            .into_table("principals")
-                            .columns([
-                                "tenant_id",
-                                "integration_id",
-                                "kind",
-                                "external_id",
-                                "email_index",
-                                "email_ct",
-                                "name_ct",
-                                "external_id_ct",
-                            ])
-                            .values_panic([
-                                tenant.to_string().into(),
-                                integration.to_string().into(),
-                                kind.into(),
-                                pseudonym.into(),
-                                row.try_get::<Option<String>>("", "email_index")?.into(),
-                                email_ct.into(),
-                                name_ct.into(),
-                                source_id_ct.into(),
-                            ])
-                            .to_owned(),
+                    rows.push(graph::PrincipalRow {
+                        kind,
+                        external_id: pseudonym,
+                        email_index: row.email_index,
+                        email_ct,
+                        name_ct,
+                        external_id_ct,
+                    });
+                }
+                converted += rows.len() as u64;
+                graph::insert_principals(&txn, tenant, integration, rows).await?;
+            }
+            let edges: Vec<graph::Edge> = memberships
+                .into_iter()
+                .map(|(group, member, is_group)| {
+                    (
+                        keys.principal(integration, &group),
+                        keys.principal(integration, &member),
+                        is_group,
                     )
-                    .await?;
-                    converted += 1;
-                }
-            }
-            for chunk in memberships.chunks(INSERT_CHUNK) {
-                let mut insert = Query::insert();
-                insert.into_table("memberships").columns([
-                    "tenant_id",
-                    "integration_id",
-                    "group_id",
-                    "member_id",
-                    "member_is_group",
-                ]);
-                for row in chunk {
-                    let group: String = row.try_get("", "group_id")?;
-                    let member: String = row.try_get("", "member_id")?;
-                    insert.values_panic([
-                        tenant.to_string().into(),
-                        integration.to_string().into(),
-                        keys.principal(integration, &group).into(),
-                        keys.principal(integration, &member).into(),
-                        row.try_get::<bool>("", "member_is_group")?.into(),
-                    ]);
-                }
-                txn.execute(&insert).await?;
-                converted += chunk.len() as u64;
-            }
-            for chunk in grants.chunks(INSERT_CHUNK) {
-                let mut insert = Query::insert();
-                insert.into_table("grants").columns([
-                    "tenant_id",
-                    "document_id",
-                    "integration_id",
-                    "grantee_kind",
-                    "grantee",
-                    "role",
-                ]);
-                for row in chunk {
-                    let grantee: String = row.try_get("", "grantee")?;
-                    insert.values_panic([
-                        tenant.to_string().into(),
-                        row.try_get::<String>("", "document_id")?.into(),
-                        integration.to_string().into(),
-                        row.try_get::<String>("", "grantee_kind")?.into(),
-                        keys.principal(integration, &grantee).into(),
-                        row.try_get::<String>("", "role")?.into(),
-                    ]);
-                }
-                txn.execute(&insert).await?;
-                converted += chunk.len() as u64;
-            }
+                })
+                .collect();
+            converted += graph::insert_memberships(&txn, tenant, integration, &edges).await?;
+            let named: Vec<GrantRow> = named
+                .into_iter()
+                .map(|row| GrantRow {
+                    grantee: keys.principal(integration, &row.grantee),
+                    ..row
+                })
+                .collect();
+            grants::insert(&txn, tenant, &named).await?;
+            converted += named.len() as u64;
             // The stored sets a sync diffs against are of the old ids: forget them, and
             // the pair is converted.
             for table in ["principal_syncs", "legacy_principal_ids"] {
-                txn.execute(&of_integration(table)).await?;
+                scope::delete(&txn, table, scope::integration(tenant, integration)).await?;
             }
             revision::bump(&txn, tenant).await?;
             txn.commit().await?;
@@ -1094,38 +844,23 @@ impl Policy {
         else {
             return Ok(out);
         };
-        for chunk in pseudonyms.chunks(INSERT_CHUNK) {
-            let rows = self
-                .ctx
-                .db
-                .query_all(
-                    &Query::select()
-                        .columns(["kind", "external_id", "external_id_ct"])
-                        .from("principals")
-                        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                        .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                        .and_where(Expr::col("external_id").is_in(chunk.iter().cloned()))
-                        .to_owned(),
-                )
-                .await?;
-            for row in rows {
-                let kind: String = row.try_get("", "kind")?;
-                let pseudonym: String = row.try_get("", "external_id")?;
-                let Some(sealed) = row.try_get::<Option<Vec<u8>>>("", "external_id_ct")? else {
-                    continue;
-                };
-                let plain = key.open(
-                    &principal_aad(
-                        tenant,
-                        integration,
-                        sync::kind_name(&kind),
-                        &pseudonym,
-                        "external_id",
-                    ),
-                    &sealed,
-                )?;
-                out.insert(pseudonym, String::from_utf8_lossy(&plain).into_owned());
-            }
+        for (kind, pseudonym, sealed) in
+            graph::sealed_source_ids(&self.ctx.db, tenant, integration, pseudonyms).await?
+        {
+            let Some(sealed) = sealed else {
+                continue;
+            };
+            let plain = key.open(
+                &principal_aad(
+                    tenant,
+                    integration,
+                    sync::kind_name(&kind),
+                    &pseudonym,
+                    "external_id",
+                ),
+                &sealed,
+            )?;
+            out.insert(pseudonym, String::from_utf8_lossy(&plain).into_owned());
         }
         Ok(out)
     }
@@ -1159,30 +894,6 @@ fn poisoned() -> Error {
     mindmesh_kit::Error::Internal("permission index lock poisoned".into())
 }
 
-async fn load_accounts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<Vec<Account>> {
-    let mut accounts = Vec::new();
-    for row in conn
-        .query_all(
-            &Query::select()
-                .columns(["id", "email_index", "email_domain_index"])
-                .from("users")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .to_owned(),
-        )
-        .await?
-    {
-        let id: String = row.try_get("", "id")?;
-        accounts.push(Account {
-            user: id
-                .parse()
-                .map_err(|_| mindmesh_kit::Error::Internal("malformed user id in store".into()))?,
-            email_index: row.try_get("", "email_index")?,
-            domain_index: row.try_get("", "email_domain_index")?,
-        });
-    }
-    Ok(accounts)
-}
-
 fn build(snapshot: Snapshot, keys: Option<TenantBlindKeys>) -> TenantIndex {
     match keys {
         Some(keys) => {
@@ -1194,96 +905,13 @@ fn build(snapshot: Snapshot, keys: Option<TenantBlindKeys>) -> TenantIndex {
 }
 
 async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Snapshot> {
-    let t = tenant.to_string();
     let revision = revision::current(txn, tenant).await?;
     let bad = |what: &str| mindmesh_kit::Error::Internal(format!("malformed {what} in store"));
-
-    let accounts = load_accounts(txn, tenant).await?;
-
-    let mut principals = Vec::new();
-    for row in txn
-        .query_all(
-            &Query::select()
-                .columns(["integration_id", "kind", "external_id", "email_index"])
-                .from("principals")
-                .and_where(Expr::col("tenant_id").eq(t.clone()))
-                .to_owned(),
-        )
-        .await?
-    {
-        let integration: String = row.try_get("", "integration_id")?;
-        let kind: String = row.try_get("", "kind")?;
-        principals.push(Principal {
-            principal: PrincipalRef {
-                integration: integration.parse().map_err(|_| bad("integration id"))?,
-                kind: if kind == "group" {
-                    PrincipalKind::Group
-                } else {
-                    PrincipalKind::User
-                },
-                external_id: row.try_get("", "external_id")?,
-            },
-            email_index: row.try_get("", "email_index")?,
-        });
-    }
-
-    let mut memberships = Vec::new();
-    for row in txn
-        .query_all(
-            &Query::select()
-                .columns(["integration_id", "group_id", "member_id", "member_is_group"])
-                .from("memberships")
-                .and_where(Expr::col("tenant_id").eq(t.clone()))
-                .to_owned(),
-        )
-        .await?
-    {
-        let integration: String = row.try_get("", "integration_id")?;
-        memberships.push(Membership {
-            integration: integration.parse().map_err(|_| bad("integration id"))?,
-            group: row.try_get("", "group_id")?,
-            member: row.try_get("", "member_id")?,
-            member_is_group: row.try_get("", "member_is_group")?,
-        });
-    }
-
     let mut by_doc: HashMap<DocumentId, DocumentAcl> = HashMap::new();
-    for row in txn
-        .query_all(
-            &Query::select()
-                .columns([
-                    "document_id",
-                    "integration_id",
-                    "grantee_kind",
-                    "grantee",
-                    "role",
-                ])
-                .from("grants")
-                .and_where(Expr::col("tenant_id").eq(t))
-                .to_owned(),
-        )
-        .await?
-    {
-        let doc: String = row.try_get("", "document_id")?;
-        let integration: String = row.try_get("", "integration_id")?;
-        let kind: String = row.try_get("", "grantee_kind")?;
-        let grantee: String = row.try_get("", "grantee")?;
-        let role: String = row.try_get("", "role")?;
-        let document: DocumentId = doc.parse().map_err(|_| bad("document id"))?;
-        let integration: IntegrationId = integration.parse().map_err(|_| bad("integration id"))?;
-        let grant = Grant {
-            grantee: match kind.as_str() {
-                "user" => Grantee::User(grantee),
-                "group" => Grantee::Group(grantee),
-                "domain" => Grantee::Domain(grantee),
-                _ => Grantee::Anyone,
-            },
-            role: match role.as_str() {
-                "owner" => AccessRole::Owner,
-                "writer" => AccessRole::Writer,
-                _ => AccessRole::Reader,
-            },
-        };
+    for row in grants::of_tenant(txn, tenant).await? {
+        let document: DocumentId = row.document.parse().map_err(|_| bad("document id"))?;
+        let integration: IntegrationId =
+            row.integration.parse().map_err(|_| bad("integration id"))?;
         by_doc
             .entry(document)
             .or_insert_with(|| DocumentAcl {
@@ -1292,32 +920,15 @@ async fn load_snapshot(txn: &DatabaseTransaction, tenant: TenantId) -> Result<Sn
                 grants: Vec::new(),
             })
             .grants
-            .push(grant);
+            .push(row.grant());
     }
     Ok(Snapshot {
         revision,
-        accounts,
-        principals,
-        memberships,
+        accounts: user::accounts(txn, tenant).await?,
+        principals: graph::principals_of_tenant(txn, tenant).await?,
+        memberships: graph::memberships_of_tenant(txn, tenant).await?,
         acls: by_doc.into_values().collect(),
     })
-}
-
-fn grantee_columns(grantee: &Grantee) -> (&'static str, String) {
-    match grantee {
-        Grantee::User(id) => ("user", id.clone()),
-        Grantee::Group(id) => ("group", id.clone()),
-        Grantee::Domain(d) => ("domain", d.to_lowercase()),
-        Grantee::Anyone => ("anyone", String::new()),
-    }
-}
-
-fn role_column(role: AccessRole) -> &'static str {
-    match role {
-        AccessRole::Reader => "reader",
-        AccessRole::Writer => "writer",
-        AccessRole::Owner => "owner",
-    }
 }
 
 fn check_external_id(field: &'static str, value: &str) -> Result<()> {

@@ -13,12 +13,12 @@ use sea_orm::ConnectionTrait;
 
 use crate::error::Result;
 use crate::policy::principal_aad;
-use crate::store::principal_syncs;
+use crate::store::{graph, principal_syncs};
 
 /// (kind, external id) of a principal.
 pub type PrincipalKey = (&'static str, String);
 /// (group, member, member is a group) of a membership edge.
-pub type Edge = (String, String, bool);
+pub use crate::store::graph::Edge;
 
 /// What the database holds for one integration, as far as diffs need to know.
 #[derive(Debug, Default)]
@@ -60,7 +60,7 @@ pub async fn load<C: ConnectionTrait>(
         ..StoredSet::default()
     };
     for (kind, external, email_ct, name_ct) in
-        principal_syncs::sealed_principals(conn, tenant, integration).await?
+        graph::sealed_principals(conn, tenant, integration).await?
     {
         let kind = kind_name(&kind);
         let open = |column: &str, sealed: Option<Vec<u8>>| -> Option<String> {
@@ -83,7 +83,7 @@ pub async fn load<C: ConnectionTrait>(
         };
         set.principals.insert((kind, external), print);
     }
-    set.memberships = principal_syncs::memberships(conn, tenant, integration)
+    set.memberships = graph::memberships(conn, tenant, integration)
         .await?
         .into_iter()
         .collect();

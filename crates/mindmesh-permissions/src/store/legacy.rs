@@ -1,7 +1,8 @@
 //! Fields a version before sealed records kept in the clear (tenants' names,
-//! staff-access reasons), found and replaced by their sealed form at start.
+//! staff-access reasons), found and replaced by their sealed form at start; and the
+//! integrations whose principals an older version stored under the source's ids.
 
-use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::ids::{IntegrationId, TenantId};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 
@@ -71,4 +72,29 @@ pub async fn store_sealed<C: ConnectionTrait>(
     )
     .await?;
     Ok(())
+}
+
+/// The (tenant, integration) pairs whose principals, memberships and grants an older
+/// version wrote with the source's ids in the clear (`legacy_principal_ids`).
+pub async fn pending_integrations<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<(TenantId, IntegrationId)>> {
+    let bad = || mindmesh_kit::Error::Internal("malformed id in legacy_principal_ids".into());
+    conn.query_all(
+        &Query::select()
+            .columns(["tenant_id", "integration_id"])
+            .from("legacy_principal_ids")
+            .to_owned(),
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        let tenant: String = row.try_get("", "tenant_id")?;
+        let integration: String = row.try_get("", "integration_id")?;
+        Ok((
+            tenant.parse().map_err(|_| bad())?,
+            integration.parse().map_err(|_| bad())?,
+        ))
+    })
+    .collect()
 }

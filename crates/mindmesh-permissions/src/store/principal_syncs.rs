@@ -1,13 +1,11 @@
-//! `principal_syncs` (each integration's generation, the tag of the principal set a
-//! replica remembers), and the reads of an integration's principals and memberships
-//! that a diff starts from (see `crate::sync`).
+//! `principal_syncs`: each integration's generation, the tag of the principal set a
+//! replica remembers (see `crate::sync`).
 
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use sea_orm::ConnectionTrait;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 
 use crate::error::Result;
-use crate::sync::Edge;
 
 /// The integration's current generation (`None` before its first sync).
 pub async fn generation<C: ConnectionTrait>(
@@ -103,61 +101,16 @@ pub async fn force<C: ConnectionTrait>(
     Ok(())
 }
 
-/// One stored principal of an integration: kind, external id, sealed email (if any),
-/// sealed name.
-pub type SealedPrincipal = (String, String, Option<Vec<u8>>, Vec<u8>);
-
-/// Every principal of `integration`, still sealed.
-pub async fn sealed_principals<C: ConnectionTrait>(
-    conn: &C,
-    tenant: TenantId,
-    integration: IntegrationId,
-) -> Result<Vec<SealedPrincipal>> {
-    let rows = conn
-        .query_all(
-            &Query::select()
-                .columns(["kind", "external_id", "email_ct", "name_ct"])
-                .from("principals")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                .to_owned(),
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("", "kind")?,
-                row.try_get("", "external_id")?,
-                row.try_get("", "email_ct")?,
-                row.try_get("", "name_ct")?,
-            ))
-        })
-        .collect()
-}
-
-/// Every membership edge of `integration`.
-pub async fn memberships<C: ConnectionTrait>(
-    conn: &C,
-    tenant: TenantId,
-    integration: IntegrationId,
-) -> Result<Vec<Edge>> {
-    let rows = conn
-        .query_all(
-            &Query::select()
-                .columns(["group_id", "member_id", "member_is_group"])
-                .from("memberships")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("integration_id").eq(integration.to_string()))
-                .to_owned(),
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                row.try_get("", "group_id")?,
-                row.try_get("", "member_id")?,
-                row.try_get("", "member_is_group")?,
-            ))
-        })
-        .collect()
+/// Gives every principal set of `tenant` a new generation, so that no replica diffs
+/// against the copy it remembers (after rows were deleted outside a sync).
+pub async fn invalidate_tenant<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<()> {
+    conn.execute(
+        &Query::update()
+            .table("principal_syncs")
+            .value("generation", uuid::Uuid::now_v7().to_string())
+            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

@@ -49,3 +49,22 @@ pub async fn current<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<u
         None => 0,
     })
 }
+
+/// Every tenant with a revision, i.e. with permission state.
+pub async fn tenants<C: ConnectionTrait>(conn: &C) -> Result<Vec<TenantId>> {
+    let rows = conn
+        .query_all(
+            &Query::select()
+                .column("tenant_id")
+                .from("tenant_revisions")
+                .to_owned(),
+        )
+        .await?;
+    // A row that does not name a tenant is skipped, not fatal: warming up is an
+    // optimisation.
+    Ok(rows
+        .iter()
+        .filter_map(|row| row.try_get::<String>("", "tenant_id").ok())
+        .filter_map(|t| t.parse().ok())
+        .collect())
+}

@@ -29,7 +29,7 @@ use mindmesh_proto::mindmesh::storage::v1 as pb;
 use mindmesh_storage::documents::{Documents, NewDocument, Origin};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use support::{BenchServer, authed, measure, row};
+use support::{BenchServer, Samples, authed, measure, row};
 
 const CONTENT_BYTES: usize = 4 * 1024;
 const VOCABULARY: usize = 20_000;
@@ -278,14 +278,24 @@ async fn run(distributed: bool, words: &[String]) {
     assert_eq!(results.len(), n);
     let ids: Vec<String> = results.iter().map(|r| r.document_id.clone()).collect();
 
-    // 4. GetDocument for a member, with its permission check, beside the empty RPC;
-    //    then the same on a server whose services call each other over its listener.
-    let (empty, get, member) =
-        get_document_figures(&server, tenant, &admin, &service, integration, &ids).await;
+    // 4. GetDocument for a member, with its permission check, beside the empty RPC; and
+    //    the same on a second server whose services call each other over its listener
+    //    (as before peers were called in-process), measured in turns with the first.
+    let here = Reader::new(&server, tenant, &admin, &service, integration, &ids).await;
+    let (second, there) = over_loopback(distributed, &texts[..texts.len().min(2_000)]).await;
+    let mut figures_here = [Samples::default(), Samples::default()];
+    let mut figures_there = [Samples::default(), Samples::default()];
+    for _ in 0..4 {
+        here.take(&server, 500, &mut figures_here).await;
+        there.take(&second, 500, &mut figures_there).await;
+    }
+    second.stop().await;
+    let [empty, get] = figures_here.map(Samples::stats);
+    let [loop_empty, loop_get] = figures_there.map(Samples::stats);
+    let member = here.member.clone();
     println!();
     row("empty RPC (Health/Check) — baseline", &empty, &empty);
     row("GetDocument 4 KiB, member, Check in-process", &get, &empty);
-    let (loop_empty, loop_get) = over_loopback(distributed, &texts[..texts.len().min(2_000)]).await;
     row(
         "empty RPC (Health/Check), 2nd server — baseline",
         &loop_empty,
@@ -405,105 +415,118 @@ fn put_items(texts: &[String], integration: IntegrationId) -> Vec<pb::PutDocumen
         .collect()
 }
 
-/// `GetDocument` as a member who may read the first 1,000 of `ids`, beside the empty RPC
-/// on the same server: (empty, get, the member's token).
-async fn get_document_figures(
-    server: &BenchServer,
-    tenant: TenantId,
-    admin: &str,
-    service: &str,
-    integration: IntegrationId,
-    ids: &[String],
-) -> (support::Stats, support::Stats, String) {
-    let channel = server.channel.clone();
-    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
-    let storage = pb::storage_service_client::StorageServiceClient::new(channel.clone());
-    let user = accounts
-        .create_user(authed(
-            perm::CreateUserRequest {
-                first_name: "Bench".into(),
-                last_name: "Reader".into(),
-                email: "reader@bench.example".into(),
-                picture_url: String::new(),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    let member = server
-        .issuer
-        .issue(
-            &user.id,
-            Some(tenant),
-            &[Role::Member],
-            Duration::from_secs(7200),
-        )
-        .unwrap();
-    let readable: Vec<String> = ids.iter().take(1_000).cloned().collect();
-    let mut permissions =
-        perm::permissions_service_client::PermissionsServiceClient::new(channel.clone());
-    permissions
-        .set_document_acls(authed(
-            perm::SetDocumentAclsRequest {
-                acls: readable
-                    .iter()
-                    .map(|id| perm::DocumentAcl {
-                        document_id: id.clone(),
-                        integration_id: integration.to_string(),
-                        grants: vec![perm::Grant {
-                            grantee_kind: perm::GranteeKind::Anyone.into(),
-                            grantee: String::new(),
-                            role: perm::Role::Reader.into(),
-                        }],
-                    })
-                    .collect(),
-            },
-            service,
-        ))
-        .await
-        .unwrap();
-    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let empty = measure(2_000, |_| {
-        let mut health = health.clone();
-        async move {
-            health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .unwrap();
-        }
-    })
-    .await;
-    let get = measure(2_000, |i| {
-        let mut storage = storage.clone();
-        let id = readable[(i * 7919) % readable.len()].clone();
-        let member = member.clone();
-        async move {
-            let doc = storage
-                .get_document(authed(
-                    pb::GetDocumentRequest {
-                        document_id: id,
-                        at_least_revision: 0,
-                    },
-                    &member,
-                ))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(doc.content.len(), CONTENT_BYTES);
-        }
-    })
-    .await;
-    (empty, get, member)
+/// A member who may read the first 1,000 of `ids`, whose `GetDocument` calls are timed
+/// beside the empty RPC of the same server.
+struct Reader {
+    member: String,
+    readable: Vec<String>,
 }
 
-/// The `GetDocument` figures on a second server whose storage asks permissions over its
-/// own listener (as before peers were called in-process), with `texts` stored in it.
-async fn over_loopback(distributed: bool, texts: &[String]) -> (support::Stats, support::Stats) {
+impl Reader {
+    async fn new(
+        server: &BenchServer,
+        tenant: TenantId,
+        admin: &str,
+        service: &str,
+        integration: IntegrationId,
+        ids: &[String],
+    ) -> Self {
+        let channel = server.channel.clone();
+        let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
+        let user = accounts
+            .create_user(authed(
+                perm::CreateUserRequest {
+                    first_name: "Bench".into(),
+                    last_name: "Reader".into(),
+                    email: "reader@bench.example".into(),
+                    picture_url: String::new(),
+                },
+                admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        let member = server
+            .issuer
+            .issue(
+                &user.id,
+                Some(tenant),
+                &[Role::Member],
+                Duration::from_secs(7200),
+            )
+            .unwrap();
+        let readable: Vec<String> = ids.iter().take(1_000).cloned().collect();
+        let mut permissions =
+            perm::permissions_service_client::PermissionsServiceClient::new(channel);
+        permissions
+            .set_document_acls(authed(
+                perm::SetDocumentAclsRequest {
+                    acls: readable
+                        .iter()
+                        .map(|id| perm::DocumentAcl {
+                            document_id: id.clone(),
+                            integration_id: integration.to_string(),
+                            grants: vec![perm::Grant {
+                                grantee_kind: perm::GranteeKind::Anyone.into(),
+                                grantee: String::new(),
+                                role: perm::Role::Reader.into(),
+                            }],
+                        })
+                        .collect(),
+                },
+                service,
+            ))
+            .await
+            .unwrap();
+        Reader { member, readable }
+    }
+
+    /// Adds `n` empty RPCs to `into[0]` and `n` `GetDocument`s to `into[1]`.
+    async fn take(&self, server: &BenchServer, n: usize, into: &mut [Samples; 2]) {
+        let health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
+        let storage = pb::storage_service_client::StorageServiceClient::new(server.channel.clone());
+        into[0]
+            .take(n, |_| {
+                let mut health = health.clone();
+                async move {
+                    health
+                        .check(tonic_health::pb::HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+        into[1]
+            .take(n, |i| {
+                let mut storage = storage.clone();
+                let id = self.readable[(i * 7919) % self.readable.len()].clone();
+                let member = self.member.clone();
+                async move {
+                    let doc = storage
+                        .get_document(authed(
+                            pb::GetDocumentRequest {
+                                document_id: id,
+                                at_least_revision: 0,
+                            },
+                            &member,
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert_eq!(doc.content.len(), CONTENT_BYTES);
+                }
+            })
+            .await;
+    }
+}
+
+/// A second server whose storage asks permissions over its own listener (as before
+/// peers were called in-process), with `texts` stored in it, and its reader.
+async fn over_loopback(distributed: bool, texts: &[String]) -> (BenchServer, Reader) {
     let server = BenchServer::start_over_loopback(distributed).await;
     let (tenant, admin) = server.tenant("Bench over loopback").await;
     let service = server
@@ -530,8 +553,6 @@ async fn over_loopback(distributed: bool, texts: &[String]) -> (support::Stats, 
         .into_iter()
         .map(|r| r.document_id)
         .collect();
-    let (empty, get, _) =
-        get_document_figures(&server, tenant, &admin, &service, integration, &ids).await;
-    server.stop().await;
-    (empty, get)
+    let reader = Reader::new(&server, tenant, &admin, &service, integration, &ids).await;
+    (server, reader)
 }

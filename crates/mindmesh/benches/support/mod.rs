@@ -34,22 +34,47 @@ pub fn stats(mut samples: Vec<Duration>, total: Duration) -> Stats {
 }
 
 /// Times `n` sequential calls of `f` after a 10% warm-up.
-pub async fn measure<F, Fut>(n: usize, mut f: F) -> Stats
+pub async fn measure<F, Fut>(n: usize, f: F) -> Stats
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = ()>,
 {
-    for i in 0..n / 10 {
-        f(i).await;
+    let mut samples = Samples::default();
+    samples.take(n, f).await;
+    samples.stats()
+}
+
+/// Latencies gathered over several rounds (so that two variants measured in turns see
+/// the same drift of a noisy machine), and the time they took.
+#[derive(Default)]
+pub struct Samples {
+    latencies: Vec<Duration>,
+    total: Duration,
+}
+
+impl Samples {
+    /// Adds `n` sequential calls of `f`, after a 10% warm-up.
+    pub async fn take<F, Fut>(&mut self, n: usize, mut f: F)
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        for i in 0..n / 10 {
+            f(i).await;
+        }
+        let start = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            f(n + i).await;
+            self.latencies.push(t.elapsed());
+        }
+        self.total += start.elapsed();
     }
-    let mut samples = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        f(n + i).await;
-        samples.push(t.elapsed());
+
+    /// The rate and percentiles of every call taken.
+    pub fn stats(self) -> Stats {
+        stats(self.latencies, self.total)
     }
-    stats(samples, start.elapsed())
 }
 
 /// Times `n` calls of `f` with `in_flight` of them running at once.

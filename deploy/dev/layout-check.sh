@@ -14,7 +14,6 @@ cd "$(dirname "$0")/../.."
 
 SQL_PENDING=(
   crates/mindmesh-storage/src/documents.rs
-  crates/mindmesh-storage/src/find.rs
 )
 PROTO_PENDING=(
   crates/mindmesh-storage/src/documents.rs

@@ -22,6 +22,7 @@ use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::events::v1::Envelope;
 
 use crate::find;
+use crate::store::index;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
@@ -1308,12 +1309,12 @@ impl Documents {
                 let label = scope.to_string();
                 let only = (*scope != ErasureScope::Tenant).then_some(label.as_str());
                 loop {
-                    let blocks = find::blocks_of(&self.db, tenant, only, 200).await?;
+                    let blocks = index::blocks_of(&self.db, tenant, only, 200).await?;
                     if blocks.is_empty() {
                         break;
                     }
                     let txn = self.db.begin().await?;
-                    find::drop_blocks(&txn, &blocks).await?;
+                    index::drop_blocks(&txn, &blocks).await?;
                     txn.commit().await?;
                 }
                 let txn = self.db.begin().await?;

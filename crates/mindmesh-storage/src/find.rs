@@ -24,10 +24,10 @@ use mindmesh_kit::crypto::{SecretKey, hex};
 use mindmesh_kit::ids::{DocumentId, KeyId, TenantId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
-use sea_orm::sea_query::{Expr, ExprTrait, LockType, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::documents::words;
+use crate::store::index;
 
 /// Bytes of one posting: document id, stamp, modification time in µs.
 const POSTING: usize = 16 + 4 + 8;
@@ -113,44 +113,18 @@ impl PreparedBlock {
 
     /// Inserts the block (inside the caller's transaction).
     pub async fn write<C: ConnectionTrait>(&self, conn: &C, tenant: TenantId) -> Result<()> {
-        conn.execute(
-            &Query::insert()
-                .into_table("index_blocks")
-                .columns([
-                    "block_id",
-                    "tenant_id",
-                    "scope",
-                    "key_id",
-                    "documents",
-                    "live",
-                ])
-                .values_panic([
-                    self.block.clone().into(),
-                    tenant.to_string().into(),
-                    self.label.clone().into(),
-                    self.key_id.to_string().into(),
-                    self.documents.into(),
-                    self.documents.into(),
-                ])
-                .to_owned(),
+        index::insert_block(
+            conn,
+            tenant,
+            index::NewBlock {
+                block: &self.block,
+                label: &self.label,
+                key_id: self.key_id.to_string(),
+                documents: self.documents,
+                rows: &self.rows,
+            },
         )
-        .await?;
-        // 3 values a row: 3,000 rows stay under both databases' bind limits.
-        for chunk in self.rows.chunks(3_000) {
-            let mut insert = Query::insert();
-            insert
-                .into_table("term_blocks")
-                .columns(["term", "block_id", "postings"]);
-            for (term, sealed) in chunk {
-                insert.values_panic([
-                    term.clone().into(),
-                    self.block.clone().into(),
-                    sealed.clone().into(),
-                ]);
-            }
-            conn.execute(&insert).await?;
-        }
-        Ok(())
+        .await
     }
 }
 
@@ -280,89 +254,16 @@ pub async fn release<C: ConnectionTrait>(
         if block.is_empty() {
             continue;
         }
-        conn.execute(
-            &Query::update()
-                .table("index_blocks")
-                .value("live", Expr::col("live").sub(*n))
-                .and_where(Expr::col("block_id").eq(block.clone()))
-                .to_owned(),
-        )
-        .await?;
-        let Some(row) = conn
-            .query_one(
-                &Query::select()
-                    .columns(["documents", "live"])
-                    .from("index_blocks")
-                    .and_where(Expr::col("block_id").eq(block.clone()))
-                    .to_owned(),
-            )
-            .await?
-        else {
+        let Some((documents, live)) = index::release(conn, block, *n).await? else {
             continue;
         };
-        let documents: i64 = row.try_get("", "documents")?;
-        let live: i64 = row.try_get("", "live")?;
         if live <= 0 {
-            drop_blocks(conn, std::slice::from_ref(block)).await?;
+            index::drop_blocks(conn, std::slice::from_ref(block)).await?;
         } else if live * 2 < documents {
             compact.push(block.clone());
         }
     }
     Ok(compact)
-}
-
-/// Deletes blocks and their postings, locking the blocks' rows first (the order
-/// [`compact`] and [`release`] take them).
-pub async fn drop_blocks<C: ConnectionTrait>(conn: &C, blocks: &[String]) -> Result<()> {
-    for chunk in blocks.chunks(500) {
-        conn.query_all(
-            &Query::select()
-                .column("block_id")
-                .from("index_blocks")
-                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
-                .lock(LockType::Update)
-                .to_owned(),
-        )
-        .await?;
-        conn.execute(
-            &Query::delete()
-                .from_table("term_blocks")
-                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
-                .to_owned(),
-        )
-        .await?;
-        conn.execute(
-            &Query::delete()
-                .from_table("index_blocks")
-                .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
-                .to_owned(),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Up to `limit` blocks of `tenant`'s `scope` (every scope when `None`).
-pub async fn blocks_of<C: ConnectionTrait>(
-    conn: &C,
-    tenant: TenantId,
-    scope: Option<&str>,
-    limit: u64,
-) -> Result<Vec<String>> {
-    let mut query = Query::select();
-    query
-        .column("block_id")
-        .from("index_blocks")
-        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-        .limit(limit);
-    if let Some(scope) = scope {
-        query.and_where(Expr::col("scope").eq(scope));
-    }
-    conn.query_all(&query)
-        .await?
-        .iter()
-        .map(|r| Ok(r.try_get::<String>("", "block_id")?))
-        .collect()
 }
 
 /// Rewrites `block` without the postings of documents no longer current in it.
@@ -373,59 +274,25 @@ pub async fn blocks_of<C: ConnectionTrait>(
 /// current documents it writes is read under that lock, not before a batch changed it.
 pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) -> Result<()> {
     let txn = sea_orm::TransactionTrait::begin(db).await?;
-    let Some(info) = txn
-        .query_one(
-            &Query::select()
-                .columns(["tenant_id", "key_id"])
-                .from("index_blocks")
-                .and_where(Expr::col("block_id").eq(block))
-                .lock(LockType::Update)
-                .to_owned(),
-        )
-        .await?
-    else {
+    let Some((tenant, key_id)) = index::lock_block(&txn, block).await? else {
         return Ok(());
     };
-    let tenant: TenantId = parse(&info.try_get::<String>("", "tenant_id")?)?;
-    let key_id: KeyId = parse(&info.try_get::<String>("", "key_id")?)?;
+    let tenant: TenantId = parse(&tenant)?;
+    let key_id: KeyId = parse(&key_id)?;
     let key = match keystore.key(tenant, key_id).await {
         Ok(key) => key,
         // Its scope was erased: the erasure drops the block.
         Err(Error::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let current: HashMap<DocumentId, u32> = txn
-        .query_all(
-            &Query::select()
-                .columns(["id", "index_stamp"])
-                .from("documents")
-                .and_where(Expr::col("index_block").eq(block))
-                .to_owned(),
-        )
+    let current: HashMap<DocumentId, u32> = index::current_documents(&txn, block)
         .await?
-        .iter()
-        .map(|r| {
-            let stamp: i64 = r.try_get("", "index_stamp")?;
-            Ok((
-                parse(&r.try_get::<String>("", "id")?)?,
-                u32::try_from(stamp).unwrap_or(0),
-            ))
-        })
+        .into_iter()
+        .map(|(id, stamp)| Ok((parse(&id)?, u32::try_from(stamp).unwrap_or(0))))
         .collect::<Result<_>>()?;
-    let rows = txn
-        .query_all(
-            &Query::select()
-                .columns(["term", "postings"])
-                .from("term_blocks")
-                .and_where(Expr::col("block_id").eq(block))
-                .to_owned(),
-        )
-        .await?;
-    for row in rows {
-        let term: String = row.try_get("", "term")?;
+    for (term, sealed) in index::postings_of(&txn, block).await? {
         let aad = postings_aad(tenant, block, &term);
-        let postings =
-            Posting::decode_all(&key.open(&aad, &row.try_get::<Vec<u8>>("", "postings")?)?)?;
+        let postings = Posting::decode_all(&key.open(&aad, &sealed)?)?;
         let kept: Vec<&Posting> = postings
             .iter()
             .filter(|p| current.get(&p.document) == Some(&p.stamp))
@@ -433,44 +300,21 @@ pub async fn compact(db: &DatabaseConnection, keystore: &Keystore, block: &str) 
         if kept.len() == postings.len() {
             continue;
         }
-        let by_term = Expr::col("term")
-            .eq(term.clone())
-            .and(Expr::col("block_id").eq(block));
-        if kept.is_empty() {
-            txn.execute(
-                &Query::delete()
-                    .from_table("term_blocks")
-                    .and_where(by_term)
-                    .to_owned(),
-            )
-            .await?;
+        let rewritten = if kept.is_empty() {
+            None
         } else {
             let mut bytes = Vec::with_capacity(kept.len() * POSTING);
             for p in kept {
                 p.encode(&mut bytes);
             }
-            txn.execute(
-                &Query::update()
-                    .table("term_blocks")
-                    .value("postings", key.seal(&aad, &bytes)?)
-                    .and_where(by_term)
-                    .to_owned(),
-            )
-            .await?;
-        }
+            Some(key.seal(&aad, &bytes)?)
+        };
+        index::rewrite_postings(&txn, block, &term, rewritten).await?;
     }
     let live = i64::try_from(current.len()).unwrap_or(i64::MAX);
-    txn.execute(
-        &Query::update()
-            .table("index_blocks")
-            .value("documents", live)
-            .value("live", live)
-            .and_where(Expr::col("block_id").eq(block))
-            .to_owned(),
-    )
-    .await?;
+    index::set_counts(&txn, block, live).await?;
     if live == 0 {
-        drop_blocks(&txn, &[block.to_owned()]).await?;
+        index::drop_blocks(&txn, &[block.to_owned()]).await?;
     }
     txn.commit().await?;
     Ok(())
@@ -500,43 +344,16 @@ pub async fn search(
     }
     // Two plain lookups rather than a join, so every database drives from the term
     // (a planner starting from the tenant's blocks would scan every posting).
-    let rows = db
-        .query_all(
-            &Query::select()
-                .columns(["term", "block_id", "postings"])
-                .from("term_blocks")
-                .and_where(Expr::col("term").is_in(terms))
-                .to_owned(),
-        )
-        .await?;
-    let mut blocks: Vec<String> = rows
-        .iter()
-        .map(|r| r.try_get::<String>("", "block_id"))
-        .collect::<std::result::Result<_, _>>()?;
+    let rows = index::postings_with_terms(db, terms).await?;
+    let mut blocks: Vec<String> = rows.iter().map(|(_, block, _)| block.clone()).collect();
     blocks.sort_unstable();
     blocks.dedup();
     // Only this tenant's blocks count (a term is a tenant-keyed HMAC, so another
     // tenant's equal term is all but impossible, and excluded here regardless).
-    let mut block_keys: HashMap<String, String> = HashMap::new();
-    for chunk in blocks.chunks(500) {
-        for r in db
-            .query_all(
-                &Query::select()
-                    .columns(["block_id", "key_id"])
-                    .from("index_blocks")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("block_id").is_in(chunk.iter().cloned()))
-                    .to_owned(),
-            )
-            .await?
-        {
-            block_keys.insert(r.try_get("", "block_id")?, r.try_get("", "key_id")?);
-        }
-    }
+    let block_keys = index::block_keys(db, tenant, &blocks).await?;
     let mut keys: HashMap<String, Option<SecretKey>> = HashMap::new();
     let mut found: HashMap<(DocumentId, u32), Candidate> = HashMap::new();
-    for row in rows {
-        let block: String = row.try_get("", "block_id")?;
+    for (term, block, sealed) in rows {
         let Some(key_id) = block_keys.get(&block).cloned() else {
             continue;
         };
@@ -552,8 +369,6 @@ pub async fn search(
         let Some(Some(key)) = keys.get(&key_id) else {
             continue;
         };
-        let term: String = row.try_get("", "term")?;
-        let sealed: Vec<u8> = row.try_get("", "postings")?;
         for posting in
             Posting::decode_all(&key.open(&postings_aad(tenant, &block, &term), &sealed)?)?
         {

@@ -1,3 +1,5 @@
-//! The storage database schema.
+//! What the storage service keeps in its database, and the queries over it. Sealed
+//! fields are sealed and opened by the domain modules; this layer only moves bytes.
 
+pub mod index;
 pub mod migration;

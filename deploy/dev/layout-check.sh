@@ -13,10 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SQL_PENDING=(
-  crates/mindmesh-storage/src/documents.rs
 )
 PROTO_PENDING=(
-  crates/mindmesh-storage/src/documents.rs
 )
 
 SQL='Query::(select|insert|update|delete)|Expr::(col|cust|tbl)|Statement::from_|execute_unprepared|"(SELECT|INSERT|DELETE|UPDATE) |Entity::(find|delete|insert|update)|ActiveModel \{'

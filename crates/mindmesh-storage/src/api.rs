@@ -13,9 +13,7 @@ use mindmesh_kit::grpc::{from_timestamp, inbound, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::tenants::Tenants;
-use mindmesh_kit::{Error, Result, events};
-use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
-use mindmesh_proto::mindmesh::events::v1::{DocumentArchived, DocumentRestored};
+use mindmesh_kit::{Error, Result};
 use mindmesh_proto::mindmesh::storage::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -918,23 +916,10 @@ impl StorageApi {
                 "only an admin, the owner or a writer may archive or restore this document".into(),
             ));
         }
-        let integration_id = doc.integration.map(|i| i.to_string()).unwrap_or_default();
-        let payload = if archive {
-            Payload::DocumentArchived(DocumentArchived {
-                document_id: id.to_string(),
-                integration_id,
-            })
-        } else {
-            Payload::DocumentRestored(DocumentRestored {
-                document_id: id.to_string(),
-                integration_id,
-            })
-        };
-        let event = events::envelope(self.ctx.service, Some(tenant), payload);
         if archive {
-            self.documents.archive(tenant, id, Some(&event)).await?;
+            self.documents.archive(tenant, id).await?;
         } else {
-            self.documents.restore(tenant, id, Some(&event)).await?;
+            self.documents.restore(tenant, id).await?;
         }
         self.ctx.relay.wake();
         let doc = self.documents.load(tenant, id, Read::MetadataOnly).await?;

@@ -19,11 +19,10 @@ use mindmesh_kit::crypto::{MacKey, SecretKey};
 use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, Keystore, field_aad};
 use mindmesh_kit::{Error, Result};
-use mindmesh_proto::mindmesh::events::v1::Envelope;
 
 use crate::find;
-use crate::store::index;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
+use crate::store::documents as store;
+use crate::store::{erasures, index, tombstones};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
 /// Documents deleted per transaction when an integration is erased.
@@ -168,63 +167,8 @@ pub struct Filter {
     pub include_restricted: bool,
 }
 
-impl Filter {
-    fn apply(&self, statement: &mut sea_orm::sea_query::SelectStatement) {
-        if let Some(integration) = self.integration {
-            statement
-                .and_where(Expr::col(("documents", "integration_id")).eq(integration.to_string()));
-        }
-        if let Some(since) = self.modified_since {
-            statement
-                .and_where(Expr::col(("documents", "modified_us")).gte(since.timestamp_micros()));
-        }
-        if !self.include_archived {
-            statement.and_where(Expr::col(("documents", "state")).eq("active"));
-        }
-        if !self.include_restricted {
-            statement.and_where(Expr::col(("documents", "restricted")).eq(false));
-        }
-    }
-}
-
 /// A position in the newest-first listing: (modification time in µs, id).
 pub type ListPosition = (i64, DocumentId);
-
-const META_COLUMNS: [&str; 16] = [
-    "id",
-    "integration_id",
-    "source_index",
-    "external_id_ct",
-    "source_version",
-    "key_id",
-    "title_ct",
-    "source_url_ct",
-    "mime_type",
-    "owner",
-    "owner_ct",
-    "modified_at",
-    "size_bytes",
-    "state",
-    "tenant_id",
-    "restricted",
-];
-
-/// The rows of `tenant`. Lookups by a list of ids constrain only the id in SQL, so that
-/// every planner uses the primary key (with the tenant as well, SQLite without table
-/// statistics prefers scanning the tenant's rows); the tenant is checked here.
-fn of_tenant(
-    rows: Vec<sea_orm::QueryResult>,
-    tenant: TenantId,
-) -> Result<Vec<sea_orm::QueryResult>> {
-    let tenant = tenant.to_string();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        if row.try_get::<String>("", "tenant_id")? == tenant {
-            out.push(row);
-        }
-    }
-    Ok(out)
-}
 
 /// The blind index of an imported document's source: its integration and the source's
 /// id, under the tenant's source-index key. It finds a document (and its tombstone) by
@@ -288,31 +232,6 @@ fn source_key(origin: &Origin) -> SourceKey {
         Origin::Native { id, .. } => SourceKey::Native(*id),
     }
 }
-
-const DOCUMENT_COLUMNS: [&str; 22] = [
-    "id",
-    "tenant_id",
-    "integration_id",
-    "source_index",
-    "external_id_ct",
-    "source_version",
-    "key_id",
-    "title_ct",
-    "content_ct",
-    "source_url_ct",
-    "mime_type",
-    "owner",
-    "owner_ct",
-    "size_bytes",
-    "modified_at",
-    "modified_us",
-    "state",
-    "archived_at",
-    "created_at",
-    "updated_at",
-    "index_block",
-    "index_stamp",
-];
 
 /// The documents of one storage service.
 #[derive(Clone)]
@@ -459,7 +378,7 @@ impl Documents {
         let mut keys: std::collections::HashMap<KeyScope, (KeyId, SecretKey)> =
             std::collections::HashMap::new();
         let now = mindmesh_kit::db::now();
-        let mut rows: Vec<Vec<sea_orm::sea_query::SimpleExpr>> = Vec::with_capacity(writes.len());
+        let mut rows: Vec<store::NewRow> = Vec::with_capacity(writes.len());
         // One block of postings per key scope in this batch.
         let mut index_inputs: Vec<find::IndexInput> = Vec::new();
         let mut stamps = Vec::with_capacity(writes.len());
@@ -533,29 +452,27 @@ impl Documents {
                 ),
                 None => (String::new(), None, None),
             };
-            let values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
-                row.clone().into(),
-                tenant.to_string().into(),
-                integration.into(),
-                source_index.into(),
-                external_id_ct.into(),
-                source_version.into(),
-                key_id.to_string().into(),
-                seal("title", doc.title.as_bytes())?.into(),
-                seal("content", &doc.content)?.into(),
-                seal("source_url", doc.source_url.as_bytes())?.into(),
-                doc.mime_type.clone().into(),
-                owner.into(),
-                owner_ct.into(),
-                i64::try_from(doc.content.len()).unwrap_or(i64::MAX).into(),
-                mindmesh_kit::db::micros(doc.modified_at).into(),
-                doc.modified_at.timestamp_micros().into(),
-                "active".into(),
-                Option::<DateTime<Utc>>::None.into(),
-                now.into(),
-                now.into(),
-            ];
-            rows.push(values);
+            rows.push(store::NewRow {
+                id: row.clone(),
+                tenant_id: tenant.to_string(),
+                integration_id: integration,
+                source_index,
+                external_id_ct,
+                source_version,
+                key_id: key_id.to_string(),
+                title_ct: seal("title", doc.title.as_bytes())?,
+                content_ct: seal("content", &doc.content)?,
+                source_url_ct: seal("source_url", doc.source_url.as_bytes())?,
+                mime_type: doc.mime_type.clone(),
+                owner,
+                owner_ct,
+                size_bytes: i64::try_from(doc.content.len()).unwrap_or(i64::MAX),
+                modified_at: mindmesh_kit::db::micros(doc.modified_at),
+                modified_us: doc.modified_at.timestamp_micros(),
+                index_block: String::new(),
+                index_stamp: 0,
+                now,
+            });
         }
 
         let blocks = match term_key {
@@ -571,38 +488,13 @@ impl Documents {
             block.write(&txn, tenant).await?;
             block_ids.insert(scope, block.id().to_owned());
         }
-        for (values, (scope, stamp)) in rows.iter_mut().zip(stamps) {
-            values.push(block_ids.get(&scope).cloned().unwrap_or_default().into());
-            values.push(i64::from(stamp).into());
+        for (row, (scope, stamp)) in rows.iter_mut().zip(stamps) {
+            row.index_block = block_ids.get(&scope).cloned().unwrap_or_default();
+            row.index_stamp = i64::from(stamp);
         }
-        for chunk in replaced.chunks(500) {
-            // By id alone (the lookup found them in this tenant): every planner then uses
-            // the primary key.
-            txn.execute(
-                &Query::delete()
-                    .from_table("documents")
-                    .and_where(Expr::col("id").is_in(chunk.iter().cloned()))
-                    .to_owned(),
-            )
-            .await?;
-        }
-        // 22 values a row: 400 rows stay under both databases' bind limits.
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut insert = Query::insert();
-            insert.into_table("documents").columns(DOCUMENT_COLUMNS);
-            for values in rows.by_ref().take(400) {
-                insert.values_panic(values);
-            }
-            txn.execute(&insert).await.map_err(|e| match e.sql_err() {
-                // Another write of the same new source committed first: retryable, and
-                // the retry finds it stored.
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => Error::Unavailable(
-                    "a concurrent write stored the same document first; retry".into(),
-                ),
-                _ => Error::Db(e),
-            })?;
-        }
+        // By id alone (the lookup found them in this tenant).
+        store::delete_ids(&txn, &replaced).await?;
+        store::insert(&txn, rows).await?;
         let compact = find::release(&txn, &leaving).await?;
         txn.commit().await?;
         self.compact(&compact).await;
@@ -655,25 +547,9 @@ impl Documents {
             }
         }
         let external: Vec<String> = by_index.keys().map(|(_, index)| index.clone()).collect();
-        for chunk in native.chunks(500) {
-            let rows = self
-                .db
-                .query_all(
-                    &Query::select()
-                        .columns(["id", "tenant_id", "index_block"])
-                        .from("documents")
-                        .and_where(Expr::col("id").is_in(chunk.iter().cloned()))
-                        .to_owned(),
-                )
-                .await?;
-            for row in of_tenant(rows, tenant)? {
-                let id: String = row.try_get("", "id")?;
-                let id: DocumentId = parse_id(&id, "document id")?;
-                stored.insert(
-                    SourceKey::Native(id),
-                    (id, String::new(), row.try_get("", "index_block")?),
-                );
-            }
+        for (id, block) in store::native_blocks(&self.db, tenant, &native).await? {
+            let id: DocumentId = parse_id(&id, "document id")?;
+            stored.insert(SourceKey::Native(id), (id, String::new(), block));
         }
         let mut integrations: Vec<String> = docs
             .iter()
@@ -684,43 +560,25 @@ impl Documents {
             .collect();
         integrations.sort_unstable();
         integrations.dedup();
-        for chunk in external.chunks(500) {
-            for (table, is_tombstone) in [("tombstones", true), ("documents", false)] {
-                // The whole source key, so the (tenant, integration, external id) index
-                // is used rather than a scan of the tenant's rows.
-                let mut query = Query::select();
-                query
-                    .columns(["integration_id", "source_index"])
-                    .from(table)
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").is_in(integrations.iter().cloned()))
-                    .and_where(Expr::col("source_index").is_in(chunk.iter().cloned()));
-                if !is_tombstone {
-                    query.columns(["id", "source_version", "index_block"]);
-                    query.and_where(Expr::col("integration_id").ne(""));
-                }
-                for row in self.db.query_all(&query).await? {
-                    let integration: String = row.try_get("", "integration_id")?;
-                    let index: String = row.try_get("", "source_index")?;
-                    let Some(external_id) = by_index.get(&(integration.clone(), index)) else {
-                        continue; // the same index in another integration of the batch
-                    };
-                    let key = SourceKey::Imported(
-                        parse_id(&integration, "integration id")?,
-                        external_id.clone(),
-                    );
-                    if is_tombstone {
+        for tombstones in [true, false] {
+            for source in
+                store::sources(&self.db, tenant, &integrations, &external, tombstones).await?
+            {
+                let Some(external_id) =
+                    by_index.get(&(source.integration_id.clone(), source.source_index))
+                else {
+                    continue; // the same index in another integration of the batch
+                };
+                let key = SourceKey::Imported(
+                    parse_id(&source.integration_id, "integration id")?,
+                    external_id.clone(),
+                );
+                match source.document {
+                    None => {
                         tombstoned.insert(key);
-                    } else {
-                        let id: String = row.try_get("", "id")?;
-                        stored.insert(
-                            key,
-                            (
-                                parse_id(&id, "document id")?,
-                                row.try_get("", "source_version")?,
-                                row.try_get("", "index_block")?,
-                            ),
-                        );
+                    }
+                    Some((id, version, block)) => {
+                        stored.insert(key, (parse_id(&id, "document id")?, version, block));
                     }
                 }
             }
@@ -735,22 +593,11 @@ impl Documents {
 
     /// A document of `tenant`, with or without its content.
     pub async fn load(&self, tenant: TenantId, id: DocumentId, read: Read) -> Result<Document> {
-        let mut statement = Query::select();
-        statement
-            .columns(META_COLUMNS)
-            .from("documents")
-            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-            .and_where(Expr::col("id").eq(id.to_string()));
-        if read == Read::WithContent {
-            statement.column("content_ct");
-        }
-        let row = self
-            .db
-            .query_one(&statement)
+        let row = store::load(&self.db, tenant, &id.to_string(), read == Read::WithContent)
             .await?
             .ok_or(Error::NotFound("document"))?;
         let mut keys = KeyCache::default();
-        self.decode(tenant, &row, read, &mut keys).await
+        self.decode(tenant, row, &mut keys).await
     }
 
     /// The metadata of those of `ids` that exist in `tenant` and can be opened, in the
@@ -759,24 +606,12 @@ impl Documents {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = self
-            .db
-            .query_all(
-                &Query::select()
-                    .columns(META_COLUMNS)
-                    .from("documents")
-                    .and_where(Expr::col("id").is_in(ids.iter().map(ToString::to_string)))
-                    .to_owned(),
-            )
-            .await?;
-        let rows = of_tenant(rows, tenant)?;
+        let ids_text: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows = store::load_many(&self.db, tenant, &ids_text).await?;
         let mut keys = KeyCache::default();
         let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for row in &rows {
-            match self
-                .decode(tenant, row, Read::MetadataOnly, &mut keys)
-                .await
-            {
+        for row in rows {
+            match self.decode(tenant, row, &mut keys).await {
                 Ok(doc) => {
                     found.insert(doc.id, doc);
                 }
@@ -791,55 +626,46 @@ impl Documents {
     async fn decode(
         &self,
         tenant: TenantId,
-        row: &sea_orm::QueryResult,
-        read: Read,
+        row: store::StoredRow,
         keys: &mut KeyCache,
     ) -> Result<Document> {
-        let id: DocumentId = parse_id(&row.try_get::<String>("", "id")?, "document id")?;
-        let key_id: KeyId = parse_id(&row.try_get::<String>("", "key_id")?, "key id")?;
+        let id: DocumentId = parse_id(&row.id, "document id")?;
+        let key_id: KeyId = parse_id(&row.key_id, "key id")?;
         let key = keys.get(&self.keystore, tenant, key_id).await?;
-        let rowid = id.to_string();
-        let open = |column: &str, sealed: Vec<u8>| {
-            key.open(&field_aad(tenant, "documents", column, &rowid), &sealed)
+        let open = |column: &str, sealed: &[u8]| {
+            key.open(&field_aad(tenant, "documents", column, &row.id), sealed)
         };
-        let integration: String = row.try_get("", "integration_id")?;
-        let state: String = row.try_get("", "state")?;
-        let size: i64 = row.try_get("", "size_bytes")?;
         Ok(Document {
             id,
             tenant,
-            integration: if integration.is_empty() {
+            integration: if row.integration_id.is_empty() {
                 None
             } else {
-                Some(parse_id(&integration, "integration id")?)
+                Some(parse_id(&row.integration_id, "integration id")?)
             },
-            external_id: match row.try_get::<Option<Vec<u8>>>("", "external_id_ct")? {
+            external_id: match &row.external_id_ct {
                 Some(sealed) => String::from_utf8_lossy(&open("external_id", sealed)?).into_owned(),
                 // Native documents have none; a row of an older version keeps it in
                 // the clear until `seal_legacy` runs.
-                None => row.try_get("", "source_index")?,
+                None => row.source_index.clone(),
             },
-            source_version: row.try_get("", "source_version")?,
-            title: String::from_utf8_lossy(&open("title", row.try_get("", "title_ct")?)?)
+            source_version: row.source_version.clone(),
+            title: String::from_utf8_lossy(&open("title", &row.title_ct)?).into_owned(),
+            content: match &row.content_ct {
+                Some(sealed) => open("content", sealed)?,
+                None => Vec::new(),
+            },
+            mime_type: row.mime_type.clone(),
+            source_url: String::from_utf8_lossy(&open("source_url", &row.source_url_ct)?)
                 .into_owned(),
-            content: match read {
-                Read::WithContent => open("content", row.try_get("", "content_ct")?)?,
-                Read::MetadataOnly => Vec::new(),
-            },
-            mime_type: row.try_get("", "mime_type")?,
-            source_url: String::from_utf8_lossy(&open(
-                "source_url",
-                row.try_get("", "source_url_ct")?,
-            )?)
-            .into_owned(),
-            owner: match row.try_get::<Option<Vec<u8>>>("", "owner_ct")? {
+            owner: match &row.owner_ct {
                 Some(sealed) => String::from_utf8_lossy(&open("owner", sealed)?).into_owned(),
-                None => row.try_get("", "owner")?,
+                None => row.owner.clone(),
             },
-            modified_at: row.try_get("", "modified_at")?,
-            size_bytes: u64::try_from(size).unwrap_or(0),
-            archived: state == "archived",
-            restricted: row.try_get("", "restricted")?,
+            modified_at: row.modified_at,
+            size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+            archived: row.state == "archived",
+            restricted: row.restricted,
         })
     }
 
@@ -852,32 +678,11 @@ impl Documents {
         after: Option<ListPosition>,
         limit: u64,
     ) -> Result<Vec<ListPosition>> {
-        let mut statement = Query::select();
-        statement
-            .columns([("documents", "id"), ("documents", "modified_us")])
-            .from("documents")
-            .and_where(Expr::col(("documents", "tenant_id")).eq(tenant.to_string()))
-            .order_by(("documents", "modified_us"), Order::Desc)
-            .order_by(("documents", "id"), Order::Desc)
-            .limit(limit);
-        filter.apply(&mut statement);
-        if let Some((us, id)) = after {
-            statement.and_where(
-                Expr::col(("documents", "modified_us"))
-                    .lt(us)
-                    .or(Expr::col(("documents", "modified_us"))
-                        .eq(us)
-                        .and(Expr::col(("documents", "id")).lt(id.to_string()))),
-            );
-        }
-        let rows = self.db.query_all(&statement).await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64>("", "modified_us")?,
-                    parse_id(&r.try_get::<String>("", "id")?, "document id")?,
-                ))
-            })
+        let after = after.map(|(us, id)| (us, id.to_string()));
+        store::list(&self.db, tenant, filter, after, limit)
+            .await?
+            .into_iter()
+            .map(|(us, id)| Ok((us, parse_id(&id, "document id")?)))
             .collect()
     }
 
@@ -927,28 +732,15 @@ impl Documents {
     ) -> Result<Vec<DocumentId>> {
         let mut out = Vec::with_capacity(candidates.len());
         for chunk in candidates.chunks(500) {
-            let mut statement = Query::select();
-            statement
-                .columns([
-                    ("documents", "id"),
-                    ("documents", "tenant_id"),
-                    ("documents", "index_stamp"),
-                ])
-                .from("documents")
-                .and_where(
-                    Expr::col(("documents", "id"))
-                        .is_in(chunk.iter().map(|c| c.posting.document.to_string())),
-                );
-            filter.apply(&mut statement);
+            let ids = chunk
+                .iter()
+                .map(|c| c.posting.document.to_string())
+                .collect();
             let current: std::collections::HashMap<DocumentId, i64> =
-                of_tenant(self.db.query_all(&statement).await?, tenant)?
-                    .iter()
-                    .map(|r| {
-                        Ok((
-                            parse_id(&r.try_get::<String>("", "id")?, "document id")?,
-                            r.try_get::<i64>("", "index_stamp")?,
-                        ))
-                    })
+                store::stamps(&self.db, tenant, ids, filter)
+                    .await?
+                    .into_iter()
+                    .map(|(id, stamp)| Ok((parse_id(&id, "document id")?, stamp)))
                     .collect::<Result<_>>()?;
             out.extend(
                 chunk
@@ -966,37 +758,19 @@ impl Documents {
     /// content and index entries go, their tombstones stay (so the next sync still skips
     /// them). Returns how many were purged.
     pub async fn purge_archived(&self, before: DateTime<Utc>) -> Result<u64> {
-        let rows = self
-            .db
-            .query_all(
-                &Query::select()
-                    .columns(["id", "archived_at", "index_block"])
-                    .from("documents")
-                    .and_where(Expr::col("state").eq("archived"))
-                    .to_owned(),
-            )
-            .await?;
         let mut due: Vec<(String, String)> = Vec::new();
-        for row in rows {
+        for (id, archived_at, block) in store::archived(&self.db).await? {
             // Compared here, not in SQL: SQLite keeps times as text.
-            let archived_at: Option<DateTime<Utc>> = row.try_get("", "archived_at")?;
             if archived_at.is_some_and(|at| at < before) {
-                due.push((row.try_get("", "id")?, row.try_get("", "index_block")?));
+                due.push((id, block));
             }
         }
         let mut purged = 0;
         for chunk in due.chunks(500) {
             let txn = self.db.begin().await?;
-            purged += txn
-                .execute(
-                    &Query::delete()
-                        .from_table("documents")
-                        .and_where(Expr::col("id").is_in(chunk.iter().map(|(id, _)| id.clone())))
-                        .and_where(Expr::col("state").eq("archived"))
-                        .to_owned(),
-                )
-                .await?
-                .rows_affected();
+            purged +=
+                store::delete_archived(&txn, chunk.iter().map(|(id, _)| id.clone()).collect())
+                    .await?;
             let mut leaving: std::collections::HashMap<String, i64> =
                 std::collections::HashMap::new();
             for (_, block) in chunk {
@@ -1011,21 +785,10 @@ impl Documents {
 
     /// The native documents `owner` wrote, newest first.
     pub async fn owned_by(&self, tenant: TenantId, owner: UserId) -> Result<Vec<DocumentId>> {
-        let rows = self
-            .db
-            .query_all(
-                &Query::select()
-                    .column("id")
-                    .from("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(""))
-                    .and_where(Expr::col("owner").eq(owner.to_string()))
-                    .order_by("modified_us", Order::Desc)
-                    .to_owned(),
-            )
-            .await?;
-        rows.iter()
-            .map(|r| parse_id(&r.try_get::<String>("", "id")?, "document id"))
+        store::owned_by(&self.db, tenant, owner)
+            .await?
+            .iter()
+            .map(|id| parse_id(id, "document id"))
             .collect()
     }
 
@@ -1037,48 +800,15 @@ impl Documents {
         owner: UserId,
         restricted: bool,
     ) -> Result<u64> {
-        Ok(self
-            .db
-            .execute(
-                &Query::update()
-                    .table("documents")
-                    .value("restricted", restricted)
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(""))
-                    .and_where(Expr::col("owner").eq(owner.to_string()))
-                    .and_where(Expr::col("restricted").ne(restricted))
-                    .to_owned(),
-            )
-            .await?
-            .rows_affected())
+        store::restrict_owner(&self.db, tenant, owner, restricted).await
     }
 
     /// Deletes a document and its terms (and its tombstone if it had one: deleting is
     /// not archiving). False when there was nothing to delete.
     pub async fn delete(&self, tenant: TenantId, id: DocumentId) -> Result<bool> {
         let txn = self.db.begin().await?;
-        let block: Option<String> = txn
-            .query_one(
-                &Query::select()
-                    .column("index_block")
-                    .from("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("id").eq(id.to_string()))
-                    .to_owned(),
-            )
-            .await?
-            .map(|r| r.try_get("", "index_block"))
-            .transpose()?;
-        let deleted = txn
-            .execute(
-                &Query::delete()
-                    .from_table("documents")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("id").eq(id.to_string()))
-                    .to_owned(),
-            )
-            .await?
-            .rows_affected();
+        let block = store::block_of(&txn, tenant, &id.to_string()).await?;
+        let deleted = store::delete(&txn, tenant, &id.to_string()).await?;
         let compact = match block {
             Some(block) if deleted > 0 => {
                 find::release(&txn, &std::collections::HashMap::from([(block, 1)])).await?
@@ -1091,26 +821,13 @@ impl Documents {
     }
 
     /// Archives a document: kept for reversal, and — if imported — tombstoned so the next
-    /// sync does not bring it back (P07). `event` is published with the change (outbox).
-    pub async fn archive(
-        &self,
-        tenant: TenantId,
-        id: DocumentId,
-        event: Option<&Envelope>,
-    ) -> Result<()> {
+    /// sync does not bring it back (P07). `document.archived` is published with the change
+    /// (outbox).
+    pub async fn archive(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
         let doc = self.load(tenant, id, Read::MetadataOnly).await?;
         let now = mindmesh_kit::db::now();
         let txn = self.db.begin().await?;
-        txn.execute(
-            &Query::update()
-                .table("documents")
-                .value("state", "archived")
-                .value("archived_at", now)
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("id").eq(id.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        store::set_archived(&txn, tenant, &id.to_string(), Some(now)).await?;
         if let Some(integration) = doc.integration {
             let integration = integration.to_string();
             let index = source_index(
@@ -1118,59 +835,20 @@ impl Documents {
                 &integration,
                 &doc.external_id,
             );
-            txn.execute(
-                &Query::insert()
-                    .into_table("tombstones")
-                    .columns([
-                        "tenant_id",
-                        "integration_id",
-                        "source_index",
-                        "archived_at",
-                        "legacy",
-                    ])
-                    .values_panic([
-                        tenant.to_string().into(),
-                        integration.into(),
-                        index.into(),
-                        now.into(),
-                        false.into(),
-                    ])
-                    .on_conflict(
-                        OnConflict::columns(["tenant_id", "integration_id", "source_index"])
-                            .do_nothing()
-                            .to_owned(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+            tombstones::insert(&txn, tenant, &integration, &index, now).await?;
         }
-        if let Some(event) = event {
-            mindmesh_kit::outbox::enqueue(&txn, event).await?;
-        }
+        let event = crate::events::document_state_changed(tenant, id, doc.integration, true);
+        mindmesh_kit::outbox::enqueue(&txn, &event).await?;
         txn.commit().await?;
         Ok(())
     }
 
-    /// Restores an archived document and lifts its tombstone. `event` is published with
-    /// the change (outbox).
-    pub async fn restore(
-        &self,
-        tenant: TenantId,
-        id: DocumentId,
-        event: Option<&Envelope>,
-    ) -> Result<()> {
+    /// Restores an archived document and lifts its tombstone. `document.restored` is
+    /// published with the change (outbox).
+    pub async fn restore(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
         let doc = self.load(tenant, id, Read::MetadataOnly).await?;
         let txn = self.db.begin().await?;
-        txn.execute(
-            &Query::update()
-                .table("documents")
-                .value("state", "active")
-                .value("archived_at", Option::<DateTime<Utc>>::None)
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .and_where(Expr::col("id").eq(id.to_string()))
-                .to_owned(),
-        )
-        .await?;
+        store::set_archived(&txn, tenant, &id.to_string(), None).await?;
         if let Some(integration) = doc.integration {
             let integration = integration.to_string();
             let index = source_index(
@@ -1178,19 +856,10 @@ impl Documents {
                 &integration,
                 &doc.external_id,
             );
-            txn.execute(
-                &Query::delete()
-                    .from_table("tombstones")
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("integration_id").eq(integration))
-                    .and_where(Expr::col("source_index").eq(index))
-                    .to_owned(),
-            )
-            .await?;
+            tombstones::delete(&txn, tenant, &integration, &index).await?;
         }
-        if let Some(event) = event {
-            mindmesh_kit::outbox::enqueue(&txn, event).await?;
-        }
+        let event = crate::events::document_state_changed(tenant, id, doc.integration, false);
+        mindmesh_kit::outbox::enqueue(&txn, &event).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -1236,29 +905,7 @@ impl Documents {
                             .await?
                     }
                 };
-                let ids: Vec<String> = keys.iter().map(ToString::to_string).collect();
-                self.db
-                    .execute(
-                        &Query::insert()
-                            .into_table("erasures")
-                            .columns([
-                                "cascade_id",
-                                "tenant_id",
-                                "integration_id",
-                                "destroyed_key_ids",
-                                "deleted",
-                            ])
-                            .values_panic([
-                                cascade.to_string().into(),
-                                tenant.to_string().into(),
-                                scope.to_string().into(),
-                                ids.join(",").into(),
-                                0i64.into(),
-                            ])
-                            .on_conflict(OnConflict::column("cascade_id").do_nothing().to_owned())
-                            .to_owned(),
-                    )
-                    .await?;
+                erasures::start(&self.db, cascade, tenant, &scope.to_string(), &keys).await?;
                 Erasure {
                     deleted: 0,
                     destroyed: keys,
@@ -1280,29 +927,7 @@ impl Documents {
                 return Ok(None);
             }
             let txn = self.db.begin().await?;
-            let mut select = Query::select();
-            select
-                .column("id")
-                .from("documents")
-                .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                .limit(ERASE_BATCH);
-            match scope {
-                ErasureScope::Integration(integration) => {
-                    select.and_where(Expr::col("integration_id").eq(integration.to_string()));
-                }
-                ErasureScope::Owner(user) => {
-                    select
-                        .and_where(Expr::col("integration_id").eq(""))
-                        .and_where(Expr::col("owner").eq(user.to_string()));
-                }
-                ErasureScope::Tenant => {}
-            }
-            let ids: Vec<String> = txn
-                .query_all(&select)
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String>("", "id"))
-                .collect::<std::result::Result<_, _>>()?;
+            let ids = store::ids_in_scope(&txn, tenant, scope, ERASE_BATCH).await?;
             if ids.is_empty() {
                 txn.commit().await?;
                 // Then the scope's index blocks, a batch of blocks per transaction.
@@ -1319,69 +944,23 @@ impl Documents {
                 }
                 let txn = self.db.begin().await?;
                 if *scope == ErasureScope::Tenant {
-                    txn.execute(
-                        &Query::delete()
-                            .from_table("tombstones")
-                            .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                            .to_owned(),
-                    )
-                    .await?;
+                    tombstones::delete_tenant(&txn, tenant).await?;
                     mindmesh_kit::integrations::Integrations::forget_tenant(&txn, tenant).await?;
                 }
                 txn.commit().await?;
                 return Ok(Some(erasure));
             }
-            let n = txn
-                .execute(
-                    &Query::delete()
-                        .from_table("documents")
-                        .and_where(Expr::col("id").is_in(ids))
-                        .to_owned(),
-                )
-                .await?
-                .rows_affected();
-            erasure.deleted += n;
-            txn.execute(
-                &Query::update()
-                    .table("erasures")
-                    .value(
-                        "deleted",
-                        i64::try_from(erasure.deleted).unwrap_or(i64::MAX),
-                    )
-                    .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
-                    .to_owned(),
-            )
-            .await?;
+            erasure.deleted += store::delete_ids(&txn, &ids).await?;
+            erasures::advance(&txn, cascade, erasure.deleted).await?;
             txn.commit().await?;
             batches += 1;
         }
     }
 
     async fn erasure(&self, cascade: CascadeId) -> Result<Option<Erasure>> {
-        let row = self
-            .db
-            .query_one(
-                &Query::select()
-                    .columns(["destroyed_key_ids", "deleted"])
-                    .from("erasures")
-                    .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
-                    .to_owned(),
-            )
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let keys: String = row.try_get("", "destroyed_key_ids")?;
-        let deleted: i64 = row.try_get("", "deleted")?;
-        Ok(Some(Erasure {
-            deleted: u64::try_from(deleted).unwrap_or(0),
-            destroyed: keys
-                .split(',')
-                .filter(|k| !k.is_empty())
-                .map(|k| {
-                    k.parse()
-                        .map_err(|_| Error::Internal("malformed key id in erasure".into()))
-                })
-                .collect::<Result<_>>()?,
-        }))
+        Ok(erasures::progress(&self.db, cascade)
+            .await?
+            .map(|(destroyed, deleted)| Erasure { deleted, destroyed }))
     }
 
     /// Seals what a version before sealed source ids kept in the clear: imported
@@ -1392,105 +971,52 @@ impl Documents {
         let mut sealed = 0u64;
         let mut unopenable: BTreeSet<String> = BTreeSet::new();
         loop {
-            let rows = self
-                .db
-                .query_all(
-                    &Query::select()
-                        .columns([
-                            "id",
-                            "tenant_id",
-                            "integration_id",
-                            "source_index",
-                            "key_id",
-                            "owner",
-                        ])
-                        .from("documents")
-                        .and_where(Expr::col("external_id_ct").is_null())
-                        .and_where(Expr::col("integration_id").ne(""))
-                        .and_where(Expr::col("id").is_not_in(unopenable.iter().cloned()))
-                        .limit(500)
-                        .to_owned(),
-                )
-                .await?;
+            let rows = store::legacy(&self.db, unopenable.iter().cloned()).await?;
             if rows.is_empty() {
                 break;
             }
             let txn = self.db.begin().await?;
             for row in rows {
-                let id: String = row.try_get("", "id")?;
-                let tenant: TenantId =
-                    parse_id(&row.try_get::<String>("", "tenant_id")?, "tenant id")?;
-                let integration: String = row.try_get("", "integration_id")?;
-                let plain: String = row.try_get("", "source_index")?;
-                let key_id: KeyId = parse_id(&row.try_get::<String>("", "key_id")?, "key id")?;
+                let tenant: TenantId = parse_id(&row.tenant_id, "tenant id")?;
+                let key_id: KeyId = parse_id(&row.key_id, "key id")?;
                 let key = match self.keystore.key(tenant, key_id).await {
                     Ok(key) => key,
                     Err(Error::NotFound(_)) => {
-                        unopenable.insert(id);
+                        unopenable.insert(row.id);
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
-                let index =
-                    source_index(&self.source_index_key(tenant).await?, &integration, &plain);
+                let index = source_index(
+                    &self.source_index_key(tenant).await?,
+                    &row.integration_id,
+                    &row.external_id,
+                );
                 let ct = key.seal(
-                    &field_aad(tenant, "documents", "external_id", &id),
-                    plain.as_bytes(),
+                    &field_aad(tenant, "documents", "external_id", &row.id),
+                    row.external_id.as_bytes(),
                 )?;
-                let owner: String = row.try_get("", "owner")?;
                 let owner_ct = key.seal(
-                    &field_aad(tenant, "documents", "owner", &id),
-                    owner.as_bytes(),
+                    &field_aad(tenant, "documents", "owner", &row.id),
+                    row.owner.as_bytes(),
                 )?;
-                txn.execute(
-                    &Query::update()
-                        .table("documents")
-                        .value("source_index", index)
-                        .value("external_id_ct", ct)
-                        .value("owner", "")
-                        .value("owner_ct", owner_ct)
-                        .and_where(Expr::col("id").eq(id))
-                        .to_owned(),
-                )
-                .await?;
+                store::seal_legacy(&txn, &row.id, index, ct, owner_ct).await?;
                 sealed += 1;
             }
             txn.commit().await?;
         }
         loop {
-            let rows = self
-                .db
-                .query_all(
-                    &Query::select()
-                        .columns(["tenant_id", "integration_id", "source_index"])
-                        .from("tombstones")
-                        .and_where(Expr::col("legacy").eq(true))
-                        .limit(500)
-                        .to_owned(),
-                )
-                .await?;
+            let rows = tombstones::legacy(&self.db).await?;
             if rows.is_empty() {
                 break;
             }
             let txn = self.db.begin().await?;
-            for row in rows {
-                let tenant: String = row.try_get("", "tenant_id")?;
-                let integration: String = row.try_get("", "integration_id")?;
-                let plain: String = row.try_get("", "source_index")?;
+            for (tenant, integration, plain) in rows {
                 let keys = self
                     .source_index_key(parse_id(&tenant, "tenant id")?)
                     .await?;
-                txn.execute(
-                    &Query::update()
-                        .table("tombstones")
-                        .value("source_index", source_index(&keys, &integration, &plain))
-                        .value("legacy", false)
-                        .and_where(Expr::col("tenant_id").eq(tenant))
-                        .and_where(Expr::col("integration_id").eq(integration))
-                        .and_where(Expr::col("source_index").eq(plain))
-                        .to_owned(),
-                )
-                .await?;
+                let index = source_index(&keys, &integration, &plain);
+                tombstones::seal_legacy(&txn, (tenant, integration, plain), index).await?;
                 sealed += 1;
             }
             txn.commit().await?;
@@ -1503,14 +1029,7 @@ impl Documents {
 
     /// Forgets a finished erasure's progress, inside the transaction that attests it.
     pub async fn forget_erasure<C: ConnectionTrait>(txn: &C, cascade: CascadeId) -> Result<()> {
-        txn.execute(
-            &Query::delete()
-                .from_table("erasures")
-                .and_where(Expr::col("cascade_id").eq(cascade.to_string()))
-                .to_owned(),
-        )
-        .await?;
-        Ok(())
+        erasures::forget(txn, cascade).await
     }
 
     /// The database (for handlers that wrap a deletion in their own transaction).

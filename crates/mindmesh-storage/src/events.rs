@@ -14,12 +14,12 @@ use std::collections::HashMap;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::CascadeId;
+use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::tenants::Tenants;
-use mindmesh_kit::{Error, Result, events, inbox};
-use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_kit::{Error, Result, Service, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{DocumentArchived, DocumentRestored, Envelope};
 use sea_orm::TransactionTrait;
 
 use crate::access::Gate;
@@ -27,6 +27,30 @@ use crate::documents::{Documents, Erasure, ErasureScope};
 
 /// The service's durable consumer name.
 pub const CONSUMER: &str = "storage";
+
+/// `document.archived` (when `archived`) or `document.restored`: a person archived or
+/// restored `document` of `tenant` (imported through `integration`, if it was).
+pub fn document_state_changed(
+    tenant: TenantId,
+    document: DocumentId,
+    integration: Option<IntegrationId>,
+    archived: bool,
+) -> Envelope {
+    let document_id = document.to_string();
+    let integration_id = integration.map(|i| i.to_string()).unwrap_or_default();
+    let payload = if archived {
+        Payload::DocumentArchived(DocumentArchived {
+            document_id,
+            integration_id,
+        })
+    } else {
+        Payload::DocumentRestored(DocumentRestored {
+            document_id,
+            integration_id,
+        })
+    };
+    events::envelope(Service::Storage, Some(tenant), payload)
+}
 
 /// Applies lifecycle events to the document store.
 pub struct StorageEvents {

@@ -146,7 +146,7 @@ async fn p01_documents_are_sealed_and_bound_to_their_row(backend: Backend) {
             .await
             .unwrap(),
     );
-    h.docs.archive(tenant, archived, None).await.unwrap();
+    h.docs.archive(tenant, archived).await.unwrap();
     let owned = NewDocument {
         source_owner: "zqxcanaryowner@acme.example".into(),
         ..imported(drive, "f9", "v1", "Owned", "owned")
@@ -280,7 +280,7 @@ async fn p07_archived_items_stay_out_of_the_next_sync(backend: Backend) {
             .unwrap(),
         PutOutcome::Unchanged(id)
     );
-    h.docs.archive(tenant, id, None).await.unwrap();
+    h.docs.archive(tenant, id).await.unwrap();
     assert!(
         h.docs.get(tenant, id).await.unwrap().archived,
         "kept for reversal"
@@ -297,7 +297,7 @@ async fn p07_archived_items_stay_out_of_the_next_sync(backend: Backend) {
         "Old plan",
         "the sync changed nothing"
     );
-    h.docs.restore(tenant, id, None).await.unwrap();
+    h.docs.restore(tenant, id).await.unwrap();
     assert_eq!(
         h.docs
             .put(tenant, imported(drive, "f1", "v2", "New plan", "two"))
@@ -361,7 +361,7 @@ async fn find_ranks_by_matched_words_without_plaintext(backend: Backend) {
             .unwrap()
             .is_empty()
     );
-    h.docs.archive(tenant, both, None).await.unwrap();
+    h.docs.archive(tenant, both).await.unwrap();
     assert_eq!(
         h.docs
             .find(tenant, "budget", &Filter::default(), 0, 10)
@@ -613,7 +613,7 @@ async fn batches_decide_like_single_puts_in_order(backend: Backend) {
             .await
             .unwrap(),
     );
-    h.docs.archive(tenant, archived, None).await.unwrap();
+    h.docs.archive(tenant, archived).await.unwrap();
     let kept = created(
         h.docs
             .put(tenant, imported(drive, "kept", "1", "Kept", "words"))
@@ -754,7 +754,7 @@ async fn p07_purged_archives_keep_their_tombstones(backend: Backend) {
             .await
             .unwrap(),
     );
-    h.docs.archive(tenant, gone, None).await.unwrap();
+    h.docs.archive(tenant, gone).await.unwrap();
     // Inside the window nothing goes.
     let window_start = Utc::now() - chrono::Duration::days(30);
     assert_eq!(h.docs.purge_archived(window_start).await.unwrap(), 0);

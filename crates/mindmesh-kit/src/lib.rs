@@ -18,7 +18,8 @@
 //!   service may still write for, so that nothing outlives a deletion (P06, P08).
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs;
-//!   [`module`]: the contract each service crate keeps with the binary.
+//!   [`module`]: the contract each service crate keeps with the binary; [`peers`]: how a
+//!   service reaches another — in-process when this process runs it, else over gRPC.
 //! - `testing` (feature `testing`, for tests and benches only): throwaway PostgreSQL
 //!   databases and NATS streams, service contexts on either backend, `both_backends!`.
 

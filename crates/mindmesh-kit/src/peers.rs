@@ -77,7 +77,7 @@ impl InProcess {
     }
 
     /// A channel to `service` in this process. A call made while the process is still
-    /// starting waits for its routes (at most [`STARTING_WAIT`]); once the process shuts
+    /// starting waits for its routes (at most 30 s); once the process shuts
     /// down a call answers UNAVAILABLE (which callers retry), as a closed listener would.
     pub fn channel(&self, service: Service) -> PeerChannel {
         let routes = self.routes.clone();

@@ -6,7 +6,9 @@
 //! Reading order: [`api`] (the gRPC face) → [`policy`] (the per-tenant index host,
 //! revisions, writes) → [`engine`] (the pure index: checks, listing, explanations) →
 //! [`accounts`] (tenants and users: validation, sealing, events, audit) → [`events`]
-//! (what it consumes) → [`blind`] (blind indexes) → [`store`] (schema).
+//! (what it consumes and publishes) → [`blind`] (blind indexes) → [`store`] (the
+//! queries, one module per table group — tenants, users, the identity graph, grants,
+//! revisions, syncs, staff grants — scoped by `store::scope`, and the schema).
 //! [`staff`] holds the consent grants that admit staff roles (P11); [`records`] seals
 //! what describes a tenant (its name, staff-access reasons).
 

@@ -1,9 +1,12 @@
 //! The storage service: keeps documents encrypted, asks permissions before every read, archives and tombstones (P01, P02, P07).
 //!
-//! [`documents`] — sealed documents, blind-index terms, archive and tombstones, erasure
-//! of an integration's documents with its key; [`access`] — the questions storage asks
-//! the permissions service; [`api`] — the gRPC face, the enforcement point of every
-//! read; [`events`] — the deletion cascades; [`subject`] — export and restriction.
+//! Reading order: [`api`] — the gRPC face, the enforcement point of every read →
+//! [`documents`] — sealed documents, archive and tombstones, erasure of a scope's
+//! documents with its key → [`find`] — the find index (hashed words, sealed postings,
+//! ranking, compaction) → [`access`] — the questions storage asks the permissions
+//! service → [`events`] — the deletion cascades and the events storage publishes →
+//! [`subject`] — export and restriction → [`store`] — the queries, one module per table
+//! group (documents, tombstones, erasures, the index), and the schema.
 
 #![forbid(unsafe_code)]
 

@@ -18,9 +18,8 @@ use mindmesh_proto::mindmesh::storage::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::{Gate, StaffView};
-use crate::documents::{
-    Document, Documents, Filter, ListPosition, NewDocument, Origin, PutOutcome, Read,
-};
+use crate::documents::{Document, Documents, Filter, NewDocument, Origin, PutOutcome, Read};
+use crate::listing::{self, PageRequest, Position};
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 1_000;
@@ -34,8 +33,6 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 pub const PUT_BATCH_DOCUMENTS: usize = 500;
 /// Content bytes buffered before `PutDocuments` writes a batch.
 pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Ranked candidates checked (still current, then readable) per step of a find.
-const FIND_FILTER_BATCH: usize = 2_000;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
 
@@ -454,11 +451,9 @@ fn document_id(value: &str) -> Result<DocumentId> {
     DocumentId::parse_field("document_id", value)
 }
 
-/// A page position: keyset for listings, offset for ranked finds.
-enum PageToken {
-    List(ListPosition),
-    Find(u64),
-}
+/// A page position as the API carries it (`page_token`): `t<µs>.<id>` after a listing's
+/// key, `o<n>` after a find's first `n` candidates.
+struct PageToken(Position);
 
 impl PageToken {
     fn parse(token: &str, finding: bool) -> Result<Option<PageToken>> {
@@ -472,23 +467,23 @@ impl PageToken {
             )
         };
         let parsed = match (token.split_at_checked(1), finding) {
-            (Some(("o", offset)), true) => PageToken::Find(offset.parse().map_err(|_| bad())?),
+            (Some(("o", offset)), true) => Position::Find(offset.parse().map_err(|_| bad())?),
             (Some(("t", rest)), false) => {
                 let (us, id) = rest.split_once('.').ok_or_else(bad)?;
-                PageToken::List((
+                Position::List((
                     us.parse().map_err(|_| bad())?,
                     id.parse().map_err(|_| bad())?,
                 ))
             }
             _ => return Err(bad()),
         };
-        Ok(Some(parsed))
+        Ok(Some(PageToken(parsed)))
     }
 
     fn encode(&self) -> String {
-        match self {
-            PageToken::List((us, id)) => format!("t{us}.{id}"),
-            PageToken::Find(offset) => format!("o{offset}"),
+        match self.0 {
+            Position::List((us, id)) => format!("t{us}.{id}"),
+            Position::Find(offset) => format!("o{offset}"),
         }
     }
 }
@@ -750,98 +745,31 @@ impl pb::storage_service_server::StorageService for StorageApi {
             include_restricted: reader == Reader::Service,
             ..filter
         };
-        // Candidates come a batch at a time — for a find, slices of one ranking, each kept
-        // to the documents still as indexed; for a listing, the next keys — and the
-        // permissions service filters each batch until the page is full.
-        let batch = if finding {
-            FIND_FILTER_BATCH
-        } else {
-            Ord::max(limit * 2, 100) as usize
+        let user = match reader {
+            Reader::User { user, .. } => Some(user),
+            Reader::Service | Reader::Staff(_) => None,
         };
-        let ranked = if finding {
-            self.documents.rank(tenant, &req.query).await?
-        } else {
-            Vec::new()
-        };
-        let mut page: Vec<DocumentId> = Vec::new();
-        let mut next = None;
-        let (mut after, mut offset) = match token {
-            Some(PageToken::List(position)) => (Some(position), 0),
-            Some(PageToken::Find(offset)) => (None, usize::try_from(offset).unwrap_or(usize::MAX)),
-            None => (None, 0),
-        };
-        loop {
-            // Each candidate with the position to resume after it.
-            let candidates: Vec<(DocumentId, PageToken)> = if finding {
-                let slice = &ranked[offset.min(ranked.len())..(offset + batch).min(ranked.len())];
-                let current: std::collections::HashSet<DocumentId> = self
-                    .documents
-                    .current(tenant, slice, &filter)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let start = offset;
-                offset += slice.len();
-                slice
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| current.contains(&c.posting.document))
-                    .map(|(i, c)| (c.posting.document, PageToken::Find((start + i + 1) as u64)))
-                    .collect()
-            } else {
-                let listed = self
-                    .documents
-                    .list(tenant, &filter, after, batch as u64)
-                    .await?;
-                if let Some(last) = listed.last() {
-                    after = Some(*last);
-                }
-                listed
-                    .into_iter()
-                    .map(|position| (position.1, PageToken::List(position)))
-                    .collect()
-            };
-            let exhausted = if finding {
-                offset >= ranked.len()
-            } else {
-                candidates.len() < batch
-            };
-            let ids: Vec<DocumentId> = candidates.iter().map(|(id, _)| *id).collect();
-            let readable: std::collections::HashSet<DocumentId> = match reader {
-                Reader::User { user, .. } if !ids.is_empty() => self
-                    .gate
-                    .readable(tenant, user, &ids, 0)
-                    .await?
-                    .into_iter()
-                    .collect(),
-                _ => ids.iter().copied().collect(),
-            };
-            let last = candidates.len();
-            let mut full = false;
-            for (i, (id, position)) in candidates.into_iter().enumerate() {
-                if readable.contains(&id) {
-                    page.push(id);
-                    if page.len() as u64 == limit {
-                        if !(exhausted && i + 1 == last) {
-                            next = Some(position);
-                        }
-                        full = true;
-                        break;
-                    }
-                }
-            }
-            if full || exhausted {
-                break;
-            }
-        }
-        let docs = self.documents.load_many(tenant, &page).await?;
+        let page = listing::page(
+            &self.documents,
+            &self.gate,
+            tenant,
+            user,
+            PageRequest {
+                query: &req.query,
+                filter: &filter,
+                limit,
+                from: token.map(|t| t.0),
+            },
+        )
+        .await?;
+        let docs = self.documents.load_many(tenant, &page.documents).await?;
         let mut documents = Vec::with_capacity(docs.len());
         for doc in &docs {
             documents.push(self.meta(reader, doc).await?);
         }
         Ok(Response::new(pb::ListDocumentsResponse {
             documents,
-            next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
+            next_page_token: page.next.map(|p| PageToken(p).encode()).unwrap_or_default(),
         }))
     }
 

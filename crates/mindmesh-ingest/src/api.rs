@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use mindmesh_kit::audit::AuditRecord;
@@ -23,7 +22,7 @@ use pb::ingest_service_server::IngestService;
 use tonic::{Request, Response, Status};
 
 use crate::connectors::{self, Grant, Setup};
-use crate::oauth::Forget;
+use crate::disconnect::Disconnection;
 use crate::store::{Integration, Status as IntegrationStatus, Store};
 use crate::sync::{Engine, Phase, Progress};
 
@@ -35,9 +34,6 @@ const MAX_SETTING_BYTES: usize = 16 * 1024;
 const MAX_SKIPPED_SHOWN: usize = 100;
 /// Longest credential handed over at connect time.
 const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
-/// How long a disconnect waits for a sync on another replica to notice and stop (it
-/// notices within a heartbeat; a crashed one's lease runs out).
-const DISCONNECT_WAIT: Duration = Duration::from_secs(2 * crate::sync::LEASE.as_secs());
 
 /// The ingest service's gRPC face.
 #[derive(Clone)]
@@ -65,76 +61,6 @@ impl IngestApi {
             engine,
             setup,
             tenants,
-        }
-    }
-
-    /// Stops syncs, revokes the token at the provider (best effort), then erases the
-    /// credentials and publishes the cascade. Returns the cascade id.
-    async fn disconnect(
-        &self,
-        caller: &Caller,
-        tenant: TenantId,
-        id: IntegrationId,
-    ) -> Result<String> {
-        let (integration, cascade) = self.store.begin_disconnect(tenant, id).await?;
-        if integration.status == IntegrationStatus::Disconnected {
-            return Ok(cascade.to_string());
-        }
-        // From here no sync takes or renews a lease: stop ours, wait for any other.
-        self.engine.stop(id).await;
-        let deadline = tokio::time::Instant::now() + DISCONNECT_WAIT;
-        while self.store.leased(id).await? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Unavailable(
-                    "a sync of this integration on another replica did not stop; retry".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.revoke(&integration).await;
-        let audit = AuditRecord::by(
-            caller,
-            "integration.disconnect",
-            Some(tenant),
-            id.to_string(),
-        )
-        .with_details(format!("kind={} cascade={cascade}", integration.kind));
-        self.store
-            .finish_disconnect(tenant, id, cascade, &audit)
-            .await?;
-        tracing::info!(tenant_id = %tenant, integration_id = %id, cascade_id = %cascade, "integration disconnected");
-        Ok(cascade.to_string())
-    }
-
-    /// Revokes the integration's token at the provider; a failure is logged, never fatal
-    /// (the credentials are destroyed here either way).
-    async fn revoke(&self, integration: &Integration) {
-        let credentials = match self
-            .store
-            .credentials(integration.tenant, integration.id)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(integration_id = %integration.id, error = %e, "credentials unreadable; nothing to revoke");
-                return;
-            }
-        };
-        let revoked = async {
-            connectors::open(
-                &self.setup,
-                integration.tenant,
-                &integration.kind,
-                &integration.settings,
-                credentials,
-                Arc::new(Forget),
-            )?
-            .revoke()
-            .await
-        }
-        .await;
-        if let Err(e) = revoked {
-            tracing::warn!(integration_id = %integration.id, error = %e, "revoking the token at the provider failed");
         }
     }
 }
@@ -389,9 +315,11 @@ impl IngestService for IngestApi {
         let caller = Caller::from_request(&request)?;
         let tenant = admin(&caller)?;
         let id = integration_id(&request.get_ref().integration_id)?;
-        let cascade_id = self.disconnect(&caller, tenant, id).await?;
+        let cascade = Disconnection::new(&self.store, &self.engine, &self.setup)
+            .run(&caller, tenant, id)
+            .await?;
         Ok(Response::new(pb::DisconnectIntegrationResponse {
-            cascade_id,
+            cascade_id: cascade.to_string(),
         }))
     }
 

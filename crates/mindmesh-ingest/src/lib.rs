@@ -11,6 +11,8 @@
 //! - [`principals`] — the directory and the outside people grants name;
 //! - [`sink`] — where a sync writes: storage and permissions over gRPC;
 //! - [`store`] — integrations, sealed credentials, imported items;
+//! - [`disconnect`] — disconnecting an integration: syncs stopped, token revoked,
+//!   credentials destroyed, the cascade published;
 //! - [`events`] — the deletion cascades ingest takes part in;
 //! - [`api`] — `IngestService`, the gRPC face.
 
@@ -20,6 +22,7 @@ pub mod api;
 pub mod backoff;
 pub mod connector;
 pub mod connectors;
+pub mod disconnect;
 pub mod events;
 pub mod http;
 pub mod oauth;

@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use fake_google::{FakeGoogle, Perm, World, doc};
 use futures::StreamExt;
-use mindmesh_kit::auth::Role;
 use mindmesh_kit::ids::TenantId;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
@@ -180,15 +179,7 @@ async fn store_only(
     admin: &str,
     files: usize,
 ) -> (Duration, Duration) {
-    let token = server
-        .issuer
-        .issue(
-            "ingest",
-            Some(tenant),
-            &[Role::Service],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    let token = server.service_token(tenant);
     let integration = server.integration(tenant, admin).await;
     let mut storage =
         store::storage_service_client::StorageServiceClient::new(server.channel.clone())

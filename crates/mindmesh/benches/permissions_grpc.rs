@@ -85,15 +85,7 @@ async fn run() {
     let mut permissions =
         pb::permissions_service_client::PermissionsServiceClient::new(channel.clone());
     let (tenant, admin) = server.tenant("Bench").await;
-    let service = server
-        .issuer
-        .issue(
-            "ingest",
-            Some(tenant),
-            &[Role::Service],
-            std::time::Duration::from_secs(7200),
-        )
-        .unwrap();
+    let service = server.service_token(tenant);
     // The dataset's principals and grants come from one connected integration.
     d.integration = server.integration(tenant, &admin).await;
     let snapshot = snapshot(&d);

@@ -248,15 +248,7 @@ async fn run(distributed: bool, words: &[String]) {
     // 3. PutDocuments over gRPC, end to end, into the tenant the reads below use.
     let channel = server.channel.clone();
     let (tenant, admin) = server.tenant("Bench").await;
-    let service = server
-        .issuer
-        .issue(
-            "ingest",
-            Some(tenant),
-            &[Role::Service],
-            Duration::from_secs(7200),
-        )
-        .unwrap();
+    let service = server.service_token(tenant);
     // Imported through an integration ingest has announced, as a sync would.
     let integration = server.integration(tenant, &admin).await;
     let mut storage = pb::storage_service_client::StorageServiceClient::new(channel.clone())
@@ -529,15 +521,7 @@ impl Reader {
 async fn over_loopback(distributed: bool, texts: &[String]) -> (BenchServer, Reader) {
     let server = BenchServer::start_over_loopback(distributed).await;
     let (tenant, admin) = server.tenant("Bench over loopback").await;
-    let service = server
-        .issuer
-        .issue(
-            "ingest",
-            Some(tenant),
-            &[Role::Service],
-            Duration::from_secs(7200),
-        )
-        .unwrap();
+    let service = server.service_token(tenant);
     let integration = server.integration(tenant, &admin).await;
     let mut storage = pb::storage_service_client::StorageServiceClient::new(server.channel.clone())
         .max_decoding_message_size(64 * 1024 * 1024);

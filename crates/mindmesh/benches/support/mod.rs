@@ -284,6 +284,18 @@ impl BenchServer {
         (tenant, admin)
     }
 
+    /// A service token of `tenant` (as ingest holds one), valid two hours.
+    pub fn service_token(&self, tenant: TenantId) -> String {
+        self.issuer
+            .issue(
+                "ingest",
+                Some(tenant),
+                &[Role::Service],
+                Duration::from_secs(7200),
+            )
+            .unwrap()
+    }
+
     /// A connected integration of `tenant` (an empty local folder, connected by
     /// `admin`, its first sync done), so that a benchmark can write principals, grants
     /// and documents for it with a service token, as ingest does.

@@ -10,7 +10,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mindmesh_kit::auth::Role;
 use mindmesh_permissions::dataset::*;
 use mindmesh_permissions::engine::{Grantee, Membership, TenantIndex};
 use mindmesh_proto::mindmesh::permissions::v1 as pb;

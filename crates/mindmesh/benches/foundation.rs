@@ -26,7 +26,7 @@ use support::{BenchServer, authed, measure, row, stats};
 
 async fn grpc_figures(label: &str, distributed: bool) {
     let server = BenchServer::start(distributed).await;
-    let issuer = &server.issuer;
+    let issuer = server.issuer();
     let channel = server.channel.clone();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());

@@ -441,7 +441,7 @@ impl Reader {
             .user
             .unwrap();
         let member = server
-            .issuer
+            .issuer()
             .issue(
                 &user.id,
                 Some(tenant),

@@ -6,14 +6,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use mindmesh_kit::Service;
 use mindmesh_kit::auth::{Role, TokenIssuer};
-use mindmesh_kit::config::{Config, Mode};
+use mindmesh_kit::config::Config;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
-use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::{TestNats, TestPostgres};
-use mindmesh_proto::mindmesh::permissions::v1 as perm;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 /// A rate and two percentiles.
@@ -120,24 +115,19 @@ pub fn row(name: &str, s: &Stats, base: &Stats) {
     );
 }
 
-pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
+#[path = "../../tests/support/server.rs"]
+mod server;
+pub use server::authed;
+use server::{Backend, TestServer};
 
-/// A Mindmesh server in this process.
+/// A Mindmesh server in this process (the tests' harness, `tests/support/server.rs`),
+/// with a connection to it and its configuration at hand.
 pub struct BenchServer {
+    /// A connection to the server.
     pub channel: Channel,
+    /// Its configuration.
     pub config: Config,
-    pub issuer: TokenIssuer,
-    shutdown: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-    _pg: Option<TestPostgres>,
-    _nats: Option<TestNats>,
+    server: TestServer,
 }
 
 impl BenchServer {
@@ -163,137 +153,49 @@ impl BenchServer {
         over_loopback: bool,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        tweak(&mut config);
-        config.limits.max_message_bytes = 16 * 1024 * 1024;
-        // Local folders for the integrations a benchmark connects (see `integration`).
-        config.ingest.local_folder_root = Some(dir.path().join("import"));
-        let (pg, nats, services, mode) = if distributed {
-            let pg = TestPostgres::new();
-            let nats = TestNats::new(Duration::from_secs(30));
-            config.database.url = Some(pg.template());
-            config.bus = nats.config.clone();
-            // Distributed mode generates nothing: let embedded mode write key files for it.
-            KeyMaterial::load(
-                &Config {
-                    data_dir: dir.path().join("generated"),
-                    ..Config::default()
-                },
-                Mode::Embedded,
-            )
-            .unwrap();
-            let key_dir = dir.path().join("generated/keys");
-            config.keys.master_key_file = Some(key_dir.join("master.key"));
-            config.keys.jwt_private_key_file = Some(key_dir.join("jwt.pk8"));
-            config.keys.signing_key_file = Some(key_dir.join("signing.pk8"));
-            (
-                Some(pg),
-                Some(nats),
-                Service::ALL.to_vec(),
-                Mode::Distributed,
-            )
+        let backend = if distributed {
+            Backend::Distributed
         } else {
-            (None, None, Vec::new(), Mode::Embedded)
+            Backend::Embedded
         };
-        let keys = KeyMaterial::load(&config, mode).unwrap();
-        let issuer = TokenIssuer::new(keys.jwt_private.as_ref().unwrap(), "mindmesh");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        if over_loopback {
-            config.peers.permissions_url = Some(format!("http://{addr}"));
-            config.peers.storage_url = Some(format!("http://{addr}"));
-        }
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(mindmesh::serve(
-            config.clone(),
-            services,
-            listener,
-            shutdown.clone(),
-        ));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let channel = loop {
-            assert!(
-                Instant::now() < deadline,
-                "the server at {addr} did not answer within 60 s"
-            );
-            if let Ok(c) = Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .tcp_nodelay(true)
-                .connect()
-                .await
-            {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(c.clone());
-                if health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                {
-                    break c;
-                }
+        let server = TestServer::start_configured(backend, |config, addr| {
+            // Long runs: redeliver only what a consumer truly lost.
+            config.bus.ack_wait_ms = 30_000;
+            tweak(config);
+            config.limits.max_message_bytes = 16 * 1024 * 1024;
+            if over_loopback {
+                config.peers.permissions_url = Some(format!("http://{addr}"));
+                config.peers.storage_url = Some(format!("http://{addr}"));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        })
+        .await;
         BenchServer {
-            channel,
-            config,
-            issuer,
-            shutdown,
-            handle,
-            _dir: dir,
-            _pg: pg,
-            _nats: nats,
+            channel: server.channel().await,
+            config: server.config.clone(),
+            server,
         }
+    }
+
+    /// What signs the server's tokens.
+    pub fn issuer(&self) -> &TokenIssuer {
+        self.server.issuer()
     }
 
     /// A new tenant named `name` and an admin token of it (valid two hours).
     pub async fn tenant(&self, name: &str) -> (TenantId, String) {
-        let operator = self
-            .issuer
-            .issue("op", None, &[Role::Operator], Duration::from_secs(7200))
-            .unwrap();
-        let mut accounts =
-            perm::account_service_client::AccountServiceClient::new(self.channel.clone());
-        let tenant: TenantId = accounts
-            .create_tenant(authed(
-                perm::CreateTenantRequest { name: name.into() },
-                &operator,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .tenant
-            .unwrap()
-            .id
-            .parse()
-            .unwrap();
-        let admin = self
-            .issuer
-            .issue(
-                "admin",
-                Some(tenant),
-                &[Role::Admin],
-                Duration::from_secs(7200),
-            )
-            .unwrap();
+        let (tenant, _) = self.server.create_tenant(name).await;
+        let admin = self.server.token_for(
+            "admin",
+            Some(tenant),
+            &[Role::Admin],
+            Duration::from_secs(7200),
+        );
         (tenant, admin)
     }
 
     /// A service token of `tenant` (as ingest holds one), valid two hours.
     pub fn service_token(&self, tenant: TenantId) -> String {
-        self.issuer
-            .issue(
-                "ingest",
-                Some(tenant),
-                &[Role::Service],
-                Duration::from_secs(7200),
-            )
-            .unwrap()
+        self.server.service_token(tenant, Duration::from_secs(7200))
     }
 
     /// A connected integration of `tenant` (an empty local folder, connected by
@@ -353,7 +255,6 @@ impl BenchServer {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.handle.await.unwrap().unwrap();
+        self.server.stop().await;
     }
 }

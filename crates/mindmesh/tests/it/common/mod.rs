@@ -1,198 +1,25 @@
-//! A Mindmesh server in the test process, on port 0, in embedded mode (SQLite files in a
-//! temporary directory, embedded bus) or distributed mode (a fresh PostgreSQL database
-//! per service, fresh NATS streams) — everything removed when the test ends.
+//! What the binary crate's integration tests share: the server harness (shared with the
+//! benchmarks, `tests/support/server.rs`), seeds, fakes of the source tools, and what the
+//! server keeps at rest.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
 use mindmesh_kit::Service;
-use mindmesh_kit::auth::{Role, TokenIssuer};
-use mindmesh_kit::config::{Config, Mode};
-use mindmesh_kit::crypto::{SecretKey, SigningKey};
+use mindmesh_kit::config::Mode;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
-use mindmesh_kit::testing::{TestNats, TestPostgres};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-/// Which way to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// SQLite + embedded bus, all services in one process.
-    Embedded,
-    /// PostgreSQL + NATS JetStream, every service named explicitly.
-    Distributed,
-}
-
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub config: Config,
-    pub backend: Backend,
-    issuer: TokenIssuer,
-    shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    pub dir: tempfile::TempDir,
-    pub pg: Option<TestPostgres>,
-    _nats: Option<TestNats>,
-}
+#[path = "../../support/server.rs"]
+mod server;
+pub use server::{Backend, TestServer, authed};
 
 impl TestServer {
-    pub async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, |_| {}).await
-    }
-
-    /// Starts a server whose configuration `configure` adjusts first.
-    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        config.bus.ack_wait_ms = 2000;
-        config.bus.relay_interval_ms = 200;
-        config.limits.shutdown_grace_secs = 5;
-        // Local folders for the integrations tests connect (see `integration`).
-        config.ingest.local_folder_root = Some(dir.path().join("import"));
-        let (pg, nats, mode) = match backend {
-            Backend::Embedded => (None, None, Mode::Embedded),
-            Backend::Distributed => {
-                let pg = TestPostgres::new();
-                let nats = TestNats::new(Duration::from_secs(2));
-                config.database.url = Some(pg.template());
-                config.bus = nats.config.clone();
-                config.bus.relay_interval_ms = 200;
-                let keys = dir.path().join("keys");
-                std::fs::create_dir_all(&keys).unwrap();
-                let master = SecretKey::generate().unwrap();
-                std::fs::write(
-                    keys.join("master.key"),
-                    base64::engine::general_purpose::STANDARD.encode(master.expose()),
-                )
-                .unwrap();
-                std::fs::write(
-                    keys.join("jwt.pk8"),
-                    SigningKey::generate().unwrap().pkcs8(),
-                )
-                .unwrap();
-                std::fs::write(
-                    keys.join("signing.pk8"),
-                    SigningKey::generate().unwrap().pkcs8(),
-                )
-                .unwrap();
-                config.keys.master_key_file = Some(keys.join("master.key"));
-                config.keys.jwt_private_key_file = Some(keys.join("jwt.pk8"));
-                config.keys.signing_key_file = Some(keys.join("signing.pk8"));
-                (Some(pg), Some(nats), Mode::Distributed)
-            }
-        };
-        configure(&mut config);
-        // Loading first generates the embedded keys, so the test signs with the server's key.
-        let keys = KeyMaterial::load(&config, mode).expect("keys");
-        let issuer = TokenIssuer::new(
-            keys.jwt_private.as_ref().expect("jwt key"),
-            config.auth.issuer.clone(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let services = match backend {
-            Backend::Embedded => Vec::new(),
-            Backend::Distributed => Service::ALL.to_vec(),
-        };
-        let handle = tokio::spawn(mindmesh::serve(
-            config.clone(),
-            services,
-            listener,
-            shutdown.clone(),
-        ));
-        let server = TestServer {
-            addr,
-            config,
-            backend,
-            issuer,
-            shutdown,
-            handle: Some(handle),
-            dir,
-            pg,
-            _nats: nats,
-        };
-        server.wait_until_serving().await;
-        server
-    }
-
-    /// Stops the server (gracefully, as on SIGTERM) and starts it again on the same
-    /// databases, bus and keys, on a new port.
-    pub async fn restart(&mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.expect("server task").expect("server result");
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        self.addr = listener.local_addr().unwrap();
-        self.shutdown = CancellationToken::new();
-        let services = match self.backend {
-            Backend::Embedded => Vec::new(),
-            Backend::Distributed => Service::ALL.to_vec(),
-        };
-        self.handle = Some(tokio::spawn(mindmesh::serve(
-            self.config.clone(),
-            services,
-            listener,
-            self.shutdown.clone(),
-        )));
-        self.wait_until_serving().await;
-    }
-
-    async fn wait_until_serving(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .unwrap()
-                .connect()
-                .await
-            {
-                let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-                let request = tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                };
-                let serving =
-                    tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-                if let Ok(r) = health.check(request).await
-                    && r.into_inner().status == serving
-                {
-                    return;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "server did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
-    }
-
-    pub fn token(&self, subject: &str, tenant: Option<TenantId>, roles: &[Role]) -> String {
-        self.issuer
-            .issue(subject, tenant, roles, Duration::from_secs(600))
-            .unwrap()
-    }
-
-    pub fn issuer(&self) -> &TokenIssuer {
-        &self.issuer
-    }
-
     /// A connection to one service's database, as the server uses it.
     pub async fn service_db(&self, service: Service) -> DatabaseConnection {
         match self.backend {
@@ -204,38 +31,9 @@ impl TestServer {
             }
         }
     }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.handle.take() {
-            handle.await.expect("server task").expect("server result");
-        }
-    }
 }
 
 impl TestServer {
-    /// Creates a tenant as the operator; returns it and a token of its admin `admin-1`.
-    pub async fn create_tenant(&self, name: &str) -> (TenantId, String) {
-        let operator = self.token("op", None, &[Role::Operator]);
-        let mut accounts = mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient::new(self.channel().await);
-        let tenant: TenantId = accounts
-            .create_tenant(authed(
-                mindmesh_proto::mindmesh::permissions::v1::CreateTenantRequest {
-                    name: name.into(),
-                },
-                &operator,
-            ))
-            .await
-            .expect("create tenant")
-            .into_inner()
-            .tenant
-            .expect("tenant")
-            .id
-            .parse()
-            .expect("tenant id");
-        (tenant, self.token("admin-1", Some(tenant), &[Role::Admin]))
-    }
-
     /// A connected integration of `tenant` — an empty local folder, its first sync done
     /// — so that a test can write principals, grants and documents for it with a
     /// service token, as ingest does. Storage and permissions take imported data only
@@ -356,15 +154,6 @@ macro_rules! both_modes {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Distributed).await })*
         }
     };
-}
-
-/// `message` with `authorization: Bearer <token>`.
-pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// Polls `check` until it returns true or `within` passes.

@@ -67,7 +67,6 @@ fn acl(doc: DocumentId, integration: IntegrationId, grants: Vec<pb::Grant>) -> p
 
 async fn scene(server: &TestServer) -> Scene {
     let channel = server.channel().await;
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let (tenant, admin) = server.create_tenant("Acme").await;
     let mut ids = Vec::new();
     for (first, email) in [
@@ -75,21 +74,7 @@ async fn scene(server: &TestServer) -> Scene {
         ("Bob", "bob@acme.example"),
         ("Eve", "eve@other.example"),
     ] {
-        let u = accounts
-            .create_user(authed(
-                pb::CreateUserRequest {
-                    first_name: first.into(),
-                    last_name: "X".into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let u = server.create_user(&admin, first, "X", email).await;
         ids.push(u.id);
     }
     let service = server.token("ingest", Some(tenant), &[Role::Service]);
@@ -551,23 +536,9 @@ async fn bad_input_and_roles(backend: Backend) {
 async fn p01_source_ids_of_people_are_not_stored_in_the_clear(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (tenant, admin) = server.create_tenant("Acme").await;
-    let mut accounts =
-        pb::account_service_client::AccountServiceClient::new(server.channel().await);
-    let ada = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "L".into(),
-                email: "zqxada@acme.example".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
+    let ada = server
+        .create_user(&admin, "Ada", "L", "zqxada@acme.example")
         .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
         .id;
     let drive = server.integration(tenant, &admin).await;
     let service = server.token("ingest", Some(tenant), &[Role::Service]);

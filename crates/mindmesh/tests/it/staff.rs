@@ -14,24 +14,10 @@ use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use tonic::Code;
 
 async fn tenant_with_user(server: &TestServer, name: &str) -> (TenantId, String, String) {
-    let channel = server.channel().await;
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel);
     let (tenant, admin) = server.create_tenant(name).await;
-    let user = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-                email: "ada@acme.example".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
     (tenant, admin, user.id)
 }
 

@@ -226,21 +226,7 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
     let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
     let mut members = Vec::new();
     for email in ["ada@acme.example", "bob@acme.example", "cy@acme.example"] {
-        let user = accounts
-            .create_user(authed(
-                perm::CreateUserRequest {
-                    first_name: "X".into(),
-                    last_name: "Y".into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = server.create_user(&admin, "X", "Y", email).await;
         members.push((
             user.id.clone(),
             server.token(&user.id, Some(tenant), &[Role::Member]),

@@ -117,7 +117,6 @@ fn acl(doc: &str, drive: IntegrationId, grants: Vec<perm::Grant>) -> perm::Docum
 
 async fn scene(server: &TestServer) -> Scene {
     let channel = server.channel().await;
-    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
     let (tenant, admin) = server.create_tenant("Acme").await;
     let mut ids = Vec::new();
     for (first, email) in [
@@ -125,21 +124,7 @@ async fn scene(server: &TestServer) -> Scene {
         ("Bob", "bob@acme.example"),
         ("Eve", "eve@other.example"),
     ] {
-        let user = accounts
-            .create_user(authed(
-                perm::CreateUserRequest {
-                    first_name: first.into(),
-                    last_name: "X".into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = server.create_user(&admin, first, "X", email).await;
         ids.push(user.id);
     }
     let service = server.token("ingest", Some(tenant), &[Role::Service]);

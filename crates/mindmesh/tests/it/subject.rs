@@ -17,21 +17,9 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
     let channel = server.channel().await;
     let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let (tenant, admin) = server.create_tenant("Acme").await;
-    let ada = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "Lovelace".into(),
-                email: "ada@acme.example".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let ada = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
     let service = server.token("dsar", Some(tenant), &[Role::Service]);
     let drive = server.integration(tenant, &admin).await;
     pb::permissions_service_client::PermissionsServiceClient::new(channel.clone())
@@ -213,25 +201,10 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
 async fn p12_storage_exports_and_restricts_a_persons_documents(backend: Backend) {
     let server = TestServer::start(backend).await;
     let channel = server.channel().await;
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let (tenant, admin) = server.create_tenant("Acme").await;
     let mut ids = Vec::new();
     for email in ["ada@acme.example", "bob@acme.example"] {
-        let user = accounts
-            .create_user(authed(
-                pb::CreateUserRequest {
-                    first_name: "X".into(),
-                    last_name: "Y".into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = server.create_user(&admin, "X", "Y", email).await;
         ids.push(user.id);
     }
     let ada = server.token(&ids[0], Some(tenant), &[Role::Member]);

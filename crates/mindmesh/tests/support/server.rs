@@ -249,6 +249,33 @@ impl TestServer {
             .expect("tenant id");
         (tenant, self.token("admin-1", Some(tenant), &[Role::Admin]))
     }
+
+    /// Creates the user `first_name last_name <email>` in the tenant of `admin` (a
+    /// tenant admin's token), as an admin would.
+    pub async fn create_user(
+        &self,
+        admin: &str,
+        first_name: &str,
+        last_name: &str,
+        email: &str,
+    ) -> mindmesh_proto::mindmesh::permissions::v1::User {
+        use mindmesh_proto::mindmesh::permissions::v1 as perm;
+        perm::account_service_client::AccountServiceClient::new(self.channel().await)
+            .create_user(authed(
+                perm::CreateUserRequest {
+                    first_name: first_name.into(),
+                    last_name: last_name.into(),
+                    email: email.into(),
+                    picture_url: String::new(),
+                },
+                admin,
+            ))
+            .await
+            .expect("create user")
+            .into_inner()
+            .user
+            .expect("user")
+    }
 }
 
 /// `message` with `token` as its bearer token.

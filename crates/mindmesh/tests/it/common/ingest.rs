@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 
 use mindmesh_kit::ids::TenantId;
 use mindmesh_proto::mindmesh::ingest::v1 as pb;
-use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
 use pb::ingest_service_client::IngestServiceClient;
 use tonic::transport::Channel;
@@ -142,23 +141,8 @@ pub async fn member(
     admin: &str,
     email: &str,
 ) -> (String, String) {
-    let mut accounts =
-        perm::account_service_client::AccountServiceClient::new(server.channel().await);
-    let user = accounts
-        .create_user(authed(
-            perm::CreateUserRequest {
-                first_name: email.split('@').next().unwrap_or("x").into(),
-                last_name: "Test".into(),
-                email: email.into(),
-                picture_url: String::new(),
-            },
-            admin,
-        ))
-        .await
-        .expect("create user")
-        .into_inner()
-        .user
-        .expect("user");
+    let first = email.split('@').next().unwrap_or("x");
+    let user = server.create_user(admin, first, "Test", email).await;
     let token = server.token(&user.id, Some(tenant), &[Role::Member]);
     (user.id, token)
 }

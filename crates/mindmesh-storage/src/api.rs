@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::access::{Gate, StaffView};
 use crate::documents::{Document, Documents, Filter, NewDocument, Origin, PutOutcome, Read};
+use crate::imports::Imports;
 use crate::listing::{self, PageRequest, Position};
 
 /// Longest title, in characters.
@@ -30,9 +31,7 @@ pub const MAX_URL_BYTES: usize = 4_096;
 /// Largest content chunk of a `PutDocuments` stream.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Documents written per transaction by `PutDocuments`.
-pub const PUT_BATCH_DOCUMENTS: usize = 500;
-/// Content bytes buffered before `PutDocuments` writes a batch.
-pub const PUT_BATCH_BYTES: usize = 8 * 1024 * 1024;
+pub const PUT_BATCH_DOCUMENTS: usize = crate::imports::BATCH_DOCUMENTS;
 /// Longest text query, in bytes.
 pub const MAX_QUERY_BYTES: usize = 1_024;
 
@@ -222,48 +221,6 @@ impl StorageApi {
     }
 
     /// Writes a batch of a `PutDocuments` stream; returns its results in order.
-    async fn write_batch(
-        &self,
-        tenant: TenantId,
-        docs: Vec<NewDocument>,
-    ) -> Result<Vec<pb::PutResult>> {
-        let mut results = Vec::with_capacity(docs.len());
-        // Only for connected integrations of the tenant: a disconnected one's documents
-        // are erased, and none is stored again.
-        let integrations: std::collections::BTreeSet<IntegrationId> = docs
-            .iter()
-            .filter_map(|d| match &d.origin {
-                Origin::Imported { integration, .. } => Some(*integration),
-                Origin::Native { .. } => None,
-            })
-            .collect();
-        self.integrations
-            .require_writable(tenant, &integrations, "header.integration_id")
-            .await?;
-        let external: Vec<String> = docs
-            .iter()
-            .map(|d| match &d.origin {
-                Origin::Imported { external_id, .. } => external_id.clone(),
-                Origin::Native { .. } => String::new(),
-            })
-            .collect();
-        let outcomes = self.documents.put_batch(tenant, docs).await?;
-        for (external_id, outcome) in external.into_iter().zip(outcomes) {
-            let (document_id, outcome) = match outcome {
-                PutOutcome::Created(id) => (id.to_string(), pb::PutOutcome::Created),
-                PutOutcome::Updated(id) => (id.to_string(), pb::PutOutcome::Updated),
-                PutOutcome::Unchanged(id) => (id.to_string(), pb::PutOutcome::Unchanged),
-                PutOutcome::SkippedArchived => (String::new(), pb::PutOutcome::SkippedArchived),
-            };
-            results.push(pb::PutResult {
-                external_id,
-                document_id,
-                outcome: outcome.into(),
-            });
-        }
-        Ok(results)
-    }
-
     /// Reads the next imported document of a `PutDocuments` stream: its header, then
     /// exactly `size_bytes` of content in chunks. `None` at the end of the stream.
     async fn next_document(
@@ -340,15 +297,6 @@ impl StorageApi {
     }
 }
 
-/// The results of a batch written in the background.
-async fn finished(
-    task: tokio::task::JoinHandle<Result<Vec<pb::PutResult>>>,
-) -> Result<Vec<pb::PutResult>> {
-    task.await
-        .map_err(|e| Error::Internal(format!("a document batch write stopped: {e}")))?
-}
-
-/// True when `doc` is a native document `user` wrote.
 fn is_native_owner(doc: &Document, user: UserId) -> bool {
     doc.integration.is_none() && doc.owner == user.to_string()
 }
@@ -501,15 +449,13 @@ impl pb::storage_service_server::StorageService for StorageApi {
         self.tenants.require_live(tenant).await?;
         let mut stream = request.into_inner();
         let mut pending = None;
-        let mut results = Vec::new();
-        let mut batch: Vec<NewDocument> = Vec::new();
-        let mut batch_bytes = 0;
         let mut index = 0;
-        // One batch is written while the next one arrives; the next write starts only
-        // after the previous one committed, so each sees what came before it. The write
-        // is a task of the service (shutdown waits for it), and whatever ends the
-        // stream, the call returns only once it is done: nothing outlives the call.
-        let mut writing: Option<tokio::task::JoinHandle<Result<Vec<pb::PutResult>>>> = None;
+        let mut imports = Imports::new(
+            self.documents.clone(),
+            self.integrations.clone(),
+            self.ctx.tasks.clone(),
+            tenant,
+        );
         let received: std::result::Result<(), Status> = async {
             while let Some((header, content)) =
                 self.next_document(&mut stream, &mut pending, index).await?
@@ -521,46 +467,44 @@ impl pb::storage_service_server::StorageService for StorageApi {
                     Some(t) => from_timestamp("header.modified_at", t)?,
                     None => chrono::Utc::now(),
                 };
-                batch_bytes += content.len();
-                batch.push(NewDocument {
-                    origin: Origin::Imported {
-                        integration,
-                        external_id: header.external_id,
-                        source_version: header.source_version,
-                    },
-                    title: header.title,
-                    content,
-                    mime_type: header.mime_type,
-                    source_url: header.source_url,
-                    source_owner: header.owner,
-                    modified_at,
-                });
-                // Written in batches: few round trips per document, bounded memory.
-                if batch.len() >= PUT_BATCH_DOCUMENTS || batch_bytes >= PUT_BATCH_BYTES {
-                    if let Some(previous) = writing.take() {
-                        results.extend(finished(previous).await?);
-                    }
-                    let (api, docs) = (self.clone(), std::mem::take(&mut batch));
-                    writing = Some(
-                        self.ctx
-                            .tasks
-                            .spawn(async move { api.write_batch(tenant, docs).await }),
-                    );
-                    batch_bytes = 0;
-                }
+                imports
+                    .push(NewDocument {
+                        origin: Origin::Imported {
+                            integration,
+                            external_id: header.external_id,
+                            source_version: header.source_version,
+                        },
+                        title: header.title,
+                        content,
+                        mime_type: header.mime_type,
+                        source_url: header.source_url,
+                        source_owner: header.owner,
+                        modified_at,
+                    })
+                    .await?;
             }
             Ok(())
         }
         .await;
-        let previous = match writing.take() {
-            Some(previous) => Some(finished(previous).await),
-            None => None,
-        };
+        // Whatever ended the stream, the write in flight is waited for.
+        let imported = imports.finish(received.is_ok()).await;
         received?;
-        if let Some(previous) = previous {
-            results.extend(previous?);
-        }
-        results.extend(self.write_batch(tenant, batch).await?);
+        let results = imported?
+            .into_iter()
+            .map(|(external_id, outcome)| {
+                let (document_id, outcome) = match outcome {
+                    PutOutcome::Created(id) => (id.to_string(), pb::PutOutcome::Created),
+                    PutOutcome::Updated(id) => (id.to_string(), pb::PutOutcome::Updated),
+                    PutOutcome::Unchanged(id) => (id.to_string(), pb::PutOutcome::Unchanged),
+                    PutOutcome::SkippedArchived => (String::new(), pb::PutOutcome::SkippedArchived),
+                };
+                pb::PutResult {
+                    external_id,
+                    document_id,
+                    outcome: outcome.into(),
+                }
+            })
+            .collect();
         Ok(Response::new(pb::PutDocumentsResponse { results }))
     }
 

@@ -3,7 +3,8 @@
 //! Reading order: [`api`] — the gRPC face, the enforcement point of every read →
 //! [`documents`] — sealed documents, archive and tombstones, erasure of a scope's
 //! documents with its key → [`find`] — the find index (hashed words, sealed postings,
-//! ranking, compaction) → [`listing`] — a page of a listing or find as a reader may
+//! ranking, compaction) → [`imports`] — what ingest streams in, written in batches →
+//! [`listing`] — a page of a listing or find as a reader may
 //! see it → [`access`] — the questions storage asks the permissions
 //! service → [`events`] — the deletion cascades and the events storage publishes →
 //! [`subject`] — export and restriction → [`store`] — the queries, one module per table
@@ -16,6 +17,7 @@ pub mod api;
 pub mod documents;
 pub mod events;
 pub mod find;
+pub mod imports;
 pub mod listing;
 pub mod store;
 pub mod subject;

@@ -30,10 +30,13 @@
 //!   assertions signed with the service account's key; revoked at `revoke_url` on
 //!   disconnect.
 
+mod cursor;
+mod wire;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::StreamExt;
 use mindmesh_kit::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -45,6 +48,11 @@ use crate::connector::{
 use crate::connectors::Grant;
 use crate::http::{Answer, Auth, Call, Http, endpoint, setting_url};
 use crate::oauth::{self, CredentialSink, Forget, Renewal, ServiceAccount, TokenSource};
+use cursor::{CURSOR_FORMAT, Cursor, Listing, Log};
+use wire::{
+    ChangeList, DirMember, DriveList, File, FileList, GroupList, MemberList, Permission,
+    PermissionList, SharedDrive, StartToken, UserList,
+};
 
 /// The scopes the connector asks for: read-only, and no more (P03).
 pub const SCOPES: &[&str] = &[
@@ -504,242 +512,6 @@ pub fn open(
         ahead: std::sync::Mutex::new(HashMap::new()),
         ahead_changes: std::sync::Mutex::new(HashMap::new()),
     })
-}
-
-// --- Wire format (only the fields Mindmesh reads) ---
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UserList {
-    #[serde(default)]
-    users: Vec<DirUser>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DirUser {
-    id: String,
-    primary_email: String,
-    #[serde(default)]
-    name: Option<DirName>,
-    #[serde(default)]
-    suspended: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DirName {
-    #[serde(default)]
-    full_name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GroupList {
-    #[serde(default)]
-    groups: Vec<DirGroup>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DirGroup {
-    id: String,
-    email: String,
-    #[serde(default)]
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MemberList {
-    #[serde(default)]
-    members: Vec<DirMember>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DirMember {
-    #[serde(default)]
-    email: String,
-    #[serde(rename = "type", default)]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileList {
-    #[serde(default)]
-    files: Vec<File>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct File {
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    mime_type: String,
-    #[serde(default)]
-    version: Option<String>,
-    #[serde(default)]
-    modified_time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    web_view_link: String,
-    #[serde(default)]
-    size: Option<String>,
-    #[serde(default)]
-    trashed: bool,
-    /// The shared drive the file is in, if it is in one.
-    #[serde(default)]
-    drive_id: Option<String>,
-    #[serde(default)]
-    owned_by_me: bool,
-    #[serde(default)]
-    owners: Vec<Owner>,
-    #[serde(default)]
-    capabilities: Option<Capabilities>,
-    #[serde(default)]
-    permissions: Option<Vec<Permission>>,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Owner {
-    #[serde(default)]
-    email_address: String,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Capabilities {
-    #[serde(default)]
-    can_edit: bool,
-    #[serde(default)]
-    can_share: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PermissionList {
-    #[serde(default)]
-    permissions: Vec<Permission>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Permission {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    email_address: String,
-    #[serde(default)]
-    domain: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    allow_file_discovery: bool,
-    #[serde(default)]
-    deleted: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StartToken {
-    start_page_token: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DriveList {
-    #[serde(default)]
-    drives: Vec<SharedDrive>,
-    next_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct SharedDrive {
-    id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ChangeList {
-    #[serde(default)]
-    changes: Vec<Change>,
-    next_page_token: Option<String>,
-    new_start_page_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Change {
-    #[serde(default)]
-    file_id: String,
-    #[serde(default)]
-    removed: bool,
-    #[serde(default)]
-    file: Option<File>,
-}
-
-// --- The cursor ---
-
-/// The cursor's format since listings and change logs are read side by side.
-const CURSOR_FORMAT: u32 = 2;
-
-/// Where a Drive sync stands. Users are named by directory id, never by email.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Cursor {
-    /// [`CURSOR_FORMAT`]; 0 for cursors written before it (one user at a time).
-    #[serde(default)]
-    format: u32,
-    /// `list` during a full listing, `changes` after it.
-    phase: String,
-    /// The listings of the full listing not finished yet, in order.
-    #[serde(default)]
-    listings: Vec<Listing>,
-    /// Change logs: each user's own and one per shared drive.
-    #[serde(default)]
-    logs: Vec<Log>,
-    /// Format 0: the change log being read (those before it were read this round).
-    #[serde(default)]
-    log: usize,
-}
-
-/// One listing of a full listing: a user's files (My Drive and shared with them) or a
-/// shared drive's, read as one of its members.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
-struct Listing {
-    /// Directory id of the user it is read as (empty: the connected user).
-    user: String,
-    /// Shared drive id; empty for the user's own files.
-    #[serde(default)]
-    drive: String,
-    /// The `files.list` page token to read next; `None` for the first page.
-    #[serde(default)]
-    page_token: Option<String>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Log {
-    /// Directory id of the user the log is read as (empty: the connected user).
-    user: String,
-    /// Shared drive id; empty for the user's own log.
-    drive: String,
-    /// Page token to read from.
-    token: String,
-    /// Read to its end in this round (a round ends when every log is).
-    #[serde(default)]
-    read: bool,
-}
-
-impl Cursor {
-    fn encode(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|_| Error::Internal("cursor does not encode".into()))
-    }
 }
 
 /// A Drive file as a source document, or why it is not one.

@@ -19,12 +19,11 @@ use sea_orm::{AccessMode, DatabaseTransaction, DbBackend, IsolationLevel, Transa
 
 use crate::blind::{BlindIndex, TenantBlindKeys};
 use crate::engine::{
-    DocumentAcl, Explanation, Grantee, Membership, Principal, PrincipalKind, PrincipalRef,
-    Snapshot, TenantIndex,
+    DocumentAcl, Explanation, Grantee, Membership, Principal, PrincipalRef, Snapshot, TenantIndex,
 };
 use crate::error::{Error, Result};
 use crate::store::grants::{self, GrantRow};
-use crate::store::{graph, legacy, principal_syncs, revision, scope, user};
+use crate::store::{graph, identities, legacy, principal_syncs, revision, scope, user};
 use crate::sync;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -364,7 +363,7 @@ impl Policy {
             Principal {
                 principal: PrincipalRef {
                     integration,
-                    kind: engine_kind(kind),
+                    kind: graph::kind_of(kind),
                     external_id: id.clone(),
                 },
                 email_index: (!email.is_empty()).then(|| keys.email(email)),
@@ -384,7 +383,7 @@ impl Policy {
                     .collect::<Vec<_>>(),
                 removed
                     .iter()
-                    .map(|(k, id)| (engine_kind(k), id.clone()))
+                    .map(|(k, id)| (graph::kind_of(k), id.clone()))
                     .collect::<Vec<_>>(),
                 edges_added
                     .iter()
@@ -609,15 +608,13 @@ impl Policy {
     ) -> Result<Removed> {
         let index = self.blind.keys(tenant).await?.email(email);
         let mut removed = Removed::default();
-        for (integration, kind, external) in
-            graph::principals_with_email(txn, tenant, &index).await?
-        {
+        for identity in identities::with_email(txn, tenant, index.clone()).await? {
             removed.memberships += graph::delete_memberships_of_member(
                 txn,
                 tenant,
-                &integration,
-                &external,
-                kind == "group",
+                &identity.integration_id,
+                &identity.external_id,
+                identity.kind == "group",
             )
             .await?;
         }
@@ -880,14 +877,6 @@ pub fn principal_aad(
         column,
         &format!("{integration}/{kind}/{external_id}"),
     )
-}
-
-fn engine_kind(kind: &str) -> PrincipalKind {
-    if kind == "group" {
-        PrincipalKind::Group
-    } else {
-        PrincipalKind::User
-    }
 }
 
 fn poisoned() -> Error {

@@ -46,7 +46,8 @@ fn malformed(what: &str) -> mindmesh_kit::Error {
     mindmesh_kit::Error::Internal(format!("malformed {what} in store"))
 }
 
-fn kind_of(kind: &str) -> PrincipalKind {
+/// The index's kind of a principal stored as `kind` (`user` or `group`).
+pub fn kind_of(kind: &str) -> PrincipalKind {
     if kind == "group" {
         PrincipalKind::Group
     } else {
@@ -149,32 +150,6 @@ pub async fn delete_membership<C: ConnectionTrait>(
     )
     .await?;
     Ok(())
-}
-
-/// The principals of `tenant` whose email has the blind index `index`: (integration,
-/// kind, stored id).
-pub async fn principals_with_email<C: ConnectionTrait>(
-    conn: &C,
-    tenant: TenantId,
-    index: &str,
-) -> Result<Vec<(String, String, String)>> {
-    conn.query_all(
-        &Query::select()
-            .columns(["integration_id", "kind", "external_id"])
-            .from("principals")
-            .cond_where(scope::tenant(tenant).add(Expr::col("email_index").eq(index)))
-            .to_owned(),
-    )
-    .await?
-    .iter()
-    .map(|row| {
-        Ok((
-            row.try_get("", "integration_id")?,
-            row.try_get("", "kind")?,
-            row.try_get("", "external_id")?,
-        ))
-    })
-    .collect()
 }
 
 /// Deletes the memberships of `integration` that name `member`; returns how many.

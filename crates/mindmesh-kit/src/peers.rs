@@ -98,7 +98,7 @@ impl InProcess {
                 let Some(routes) = routes else {
                     return Ok(unavailable(service, "is not serving yet"));
                 };
-                let span = crate::telemetry::grpc_request_span(&head(&request));
+                let span = crate::telemetry::request_span(request.uri().path(), request.headers());
                 let response = routes.oneshot(request).instrument(span).await;
                 let response = match response {
                     Ok(response) => response,
@@ -112,15 +112,6 @@ impl InProcess {
 
 fn unavailable(service: Service, state: &str) -> http::Response<Body> {
     tonic::Status::unavailable(format!("the {service} service in this process {state}")).into_http()
-}
-
-/// The head of `request` (its path and headers, which carry the trace context), as the
-/// server's request span reads it.
-fn head(request: &http::Request<Body>) -> http::Request<()> {
-    let mut head = http::Request::new(());
-    *head.uri_mut() = request.uri().clone();
-    *head.headers_mut() = request.headers().clone();
-    head
 }
 
 /// A lazily connected channel to the remote peer at `url` (configured as `setting`).

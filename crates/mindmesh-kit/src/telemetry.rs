@@ -120,12 +120,14 @@ impl Injector for MetadataInjector<'_> {
 
 /// The span of one incoming gRPC call, parented on the caller's trace context.
 pub fn grpc_request_span(request: &http::Request<()>) -> tracing::Span {
-    let span = tracing::info_span!(
-        "grpc",
-        path = %request.uri().path(),
-        caller = tracing::field::Empty,
-    );
-    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    request_span(request.uri().path(), request.headers())
+}
+
+/// The span of a gRPC call to `path` whose metadata is `headers` (the trace context it
+/// carries becomes the span's parent).
+pub fn request_span(path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!("grpc", path = %path, caller = tracing::field::Empty);
+    let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let _ = span.set_parent(cx);
     span
 }

@@ -16,15 +16,18 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use mindmesh_kit::auth::{Role, TokenIssuer};
 use mindmesh_kit::crypto::{SecretKey, SigningKey};
-use mindmesh_kit::ids::{TenantId, UserId};
+use mindmesh_kit::ids::UserId;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
 use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;
-use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use mindmesh_proto::mindmesh::retention::v1 as retention;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[path = "../crates/mindmesh/tests/support/server.rs"]
+mod support;
+use support::authed;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mindmesh");
 
@@ -153,14 +156,6 @@ impl Deployment {
     }
 }
 
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 async fn connect(addr: &str) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -254,50 +249,9 @@ async fn a_user_created_in_one_process_reaches_retention_in_another() {
         tonic::Code::NotFound
     );
 
-    let operator = deployment
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
-        .unwrap();
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(permissions);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Acme".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = deployment
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(600),
-        )
-        .unwrap();
-    let user = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "L".into(),
-                email: "ada@example.com".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let (tenant, admin) =
+        support::seed_tenant(permissions.clone(), &deployment.issuer, "Acme").await;
+    let user = support::seed_user(permissions, &admin, "Ada", "L", "ada@example.com").await;
     let user_id: UserId = user.id.parse().unwrap();
 
     // The event crossed from the permissions process to the retention process.
@@ -390,52 +344,11 @@ async fn storage_asks_a_separate_permissions_process_before_every_read() {
     let permissions = connect(&permissions_addr).await;
     let storage_channel = connect(&storage_addr).await;
 
-    let operator = deployment
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
-        .unwrap();
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(permissions);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Acme".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
-    let admin = deployment
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(600),
-        )
-        .unwrap();
+    let (tenant, admin) =
+        support::seed_tenant(permissions.clone(), &deployment.issuer, "Acme").await;
     let mut members = Vec::new();
     for email in ["ada@example.com", "bob@example.com"] {
-        let user = accounts
-            .create_user(authed(
-                pb::CreateUserRequest {
-                    first_name: "A".into(),
-                    last_name: "B".into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = support::seed_user(permissions.clone(), &admin, "A", "B", email).await;
         members.push(
             deployment
                 .issuer
@@ -548,54 +461,13 @@ async fn ingest_syncs_into_separate_storage_and_permissions_processes() {
         ],
     );
 
-    let operator = deployment
-        .issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(600))
-        .unwrap();
-    let mut accounts =
-        pb::account_service_client::AccountServiceClient::new(connect(&permissions_addr).await);
-    let tenant: TenantId = accounts
-        .create_tenant(authed(
-            pb::CreateTenantRequest {
-                name: "Acme".into(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .tenant
-        .unwrap()
-        .id
-        .parse()
-        .unwrap();
+    let permissions = connect(&permissions_addr).await;
+    let (tenant, admin) =
+        support::seed_tenant(permissions.clone(), &deployment.issuer, "Acme").await;
     // Each tenant's folders live below `<root>/<tenant id>/`.
     std::fs::create_dir(folders.path().join(tenant.to_string())).unwrap();
     std::fs::rename(&dir, folders.path().join(tenant.to_string()).join("acme")).unwrap();
-    let admin = deployment
-        .issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(600),
-        )
-        .unwrap();
-    let ada = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "L".into(),
-                email: "ada@example.com".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let ada = support::seed_user(permissions, &admin, "Ada", "L", "ada@example.com").await;
     let ada = deployment
         .issuer
         .issue(

@@ -14,66 +14,22 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mindmesh_kit::auth::Role;
 use mindmesh_kit::bus::embedded::EmbeddedBus;
 use mindmesh_kit::bus::nats::NatsBus;
 use mindmesh_kit::bus::{BusMessage, EventBus};
 use mindmesh_kit::crypto::SecretKey;
-use mindmesh_kit::ids::{EventId, TenantId};
+use mindmesh_kit::ids::EventId;
 use mindmesh_kit::testing::TestNats;
 use mindmesh_proto::mindmesh::permissions::v1 as pb;
 use support::{BenchServer, authed, measure, row, stats};
 
 async fn grpc_figures(label: &str, distributed: bool) {
     let server = BenchServer::start(distributed).await;
-    let issuer = server.issuer();
+    let (_, admin) = server.tenant("Bench").await;
+    let user = server.user(&admin, "Ada", "L", "ada@example.com").await;
     let channel = server.channel.clone();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
-    let operator = issuer
-        .issue("op", None, &[Role::Operator], Duration::from_secs(3600))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let tenant: TenantId = loop {
-        match accounts
-            .create_tenant(authed(
-                pb::CreateTenantRequest {
-                    name: "Bench".into(),
-                },
-                &operator,
-            ))
-            .await
-        {
-            Ok(r) => break r.into_inner().tenant.unwrap().id.parse().unwrap(),
-            Err(e) => {
-                assert!(Instant::now() < deadline, "CreateTenant still failing: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-        }
-    };
-    let admin = issuer
-        .issue(
-            "admin",
-            Some(tenant),
-            &[Role::Admin],
-            Duration::from_secs(3600),
-        )
-        .unwrap();
-    let user = accounts
-        .create_user(authed(
-            pb::CreateUserRequest {
-                first_name: "Ada".into(),
-                last_name: "L".into(),
-                email: "ada@example.com".into(),
-                picture_url: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let accounts = pb::account_service_client::AccountServiceClient::new(channel);
 
     let n = 2000;
     let empty = measure(n, |_| {

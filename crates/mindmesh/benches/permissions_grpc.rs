@@ -80,7 +80,6 @@ async fn run() {
     let mut d = dataset();
     let server = BenchServer::start(false).await;
     let channel = server.channel.clone();
-    let mut accounts = pb::account_service_client::AccountServiceClient::new(channel.clone());
     let mut permissions =
         pb::permissions_service_client::PermissionsServiceClient::new(channel.clone());
     let (tenant, admin) = server.tenant("Bench").await;
@@ -100,21 +99,9 @@ async fn run() {
     }
     let mut account_ids = Vec::new();
     for u in &sample_users {
-        let user = accounts
-            .create_user(authed(
-                pb::CreateUserRequest {
-                    first_name: "U".into(),
-                    last_name: user_name(*u),
-                    email: email(*u, &d),
-                    picture_url: String::new(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = server
+            .user(&admin, "U", &user_name(*u), &email(*u, &d))
+            .await;
         account_ids.push(user.id);
     }
 

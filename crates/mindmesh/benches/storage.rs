@@ -424,22 +424,9 @@ impl Reader {
         ids: &[String],
     ) -> Self {
         let channel = server.channel.clone();
-        let mut accounts = perm::account_service_client::AccountServiceClient::new(channel.clone());
-        let user = accounts
-            .create_user(authed(
-                perm::CreateUserRequest {
-                    first_name: "Bench".into(),
-                    last_name: "Reader".into(),
-                    email: "reader@bench.example".into(),
-                    picture_url: String::new(),
-                },
-                admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap();
+        let user = server
+            .user(admin, "Bench", "Reader", "reader@bench.example")
+            .await;
         let member = server
             .issuer()
             .issue(

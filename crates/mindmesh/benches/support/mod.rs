@@ -193,6 +193,19 @@ impl BenchServer {
         (tenant, admin)
     }
 
+    /// The user `first_name last_name <email>`, created by `admin` as an admin would.
+    pub async fn user(
+        &self,
+        admin: &str,
+        first_name: &str,
+        last_name: &str,
+        email: &str,
+    ) -> mindmesh_proto::mindmesh::permissions::v1::User {
+        self.server
+            .create_user(admin, first_name, last_name, email)
+            .await
+    }
+
     /// A service token of `tenant` (as ingest holds one), valid two hours.
     pub fn service_token(&self, tenant: TenantId) -> String {
         self.server.service_token(tenant, Duration::from_secs(7200))

@@ -3,7 +3,8 @@
 //! embedded bus) or distributed mode (a fresh PostgreSQL database per service, fresh NATS
 //! streams) — everything removed when it is dropped. `tests/it/common` and
 //! `benches/support` include this file and add what only they need.
-//! (`tests/e2e_distributed.rs` runs the binary in separate processes instead.)
+//! `tests/e2e_distributed.rs` runs the binary in separate processes instead, and uses
+//! only the seed helpers ([`seed_tenant`], [`seed_user`]) and [`authed`].
 
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ use mindmesh_kit::crypto::{SecretKey, SigningKey};
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::keyfiles::KeyMaterial;
 use mindmesh_kit::testing::{TestNats, TestPostgres};
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -230,24 +232,7 @@ impl TestServer {
 
     /// Creates a tenant as the operator; returns it and a token of its admin `admin-1`.
     pub async fn create_tenant(&self, name: &str) -> (TenantId, String) {
-        let operator = self.token("op", None, &[Role::Operator]);
-        let mut accounts = mindmesh_proto::mindmesh::permissions::v1::account_service_client::AccountServiceClient::new(self.channel().await);
-        let tenant: TenantId = accounts
-            .create_tenant(authed(
-                mindmesh_proto::mindmesh::permissions::v1::CreateTenantRequest {
-                    name: name.into(),
-                },
-                &operator,
-            ))
-            .await
-            .expect("create tenant")
-            .into_inner()
-            .tenant
-            .expect("tenant")
-            .id
-            .parse()
-            .expect("tenant id");
-        (tenant, self.token("admin-1", Some(tenant), &[Role::Admin]))
+        seed_tenant(self.channel().await, &self.issuer, name).await
     }
 
     /// Creates the user `first_name last_name <email>` in the tenant of `admin` (a
@@ -258,24 +243,60 @@ impl TestServer {
         first_name: &str,
         last_name: &str,
         email: &str,
-    ) -> mindmesh_proto::mindmesh::permissions::v1::User {
-        use mindmesh_proto::mindmesh::permissions::v1 as perm;
-        perm::account_service_client::AccountServiceClient::new(self.channel().await)
-            .create_user(authed(
-                perm::CreateUserRequest {
-                    first_name: first_name.into(),
-                    last_name: last_name.into(),
-                    email: email.into(),
-                    picture_url: String::new(),
-                },
-                admin,
-            ))
-            .await
-            .expect("create user")
-            .into_inner()
-            .user
-            .expect("user")
+    ) -> perm::User {
+        seed_user(self.channel().await, admin, first_name, last_name, email).await
     }
+}
+
+/// Creates a tenant named `name` through `channel` (a server running the permissions
+/// service) as an operator whose tokens `issuer` signs; returns the tenant and a token,
+/// valid ten minutes, of its admin `admin-1`.
+pub async fn seed_tenant(channel: Channel, issuer: &TokenIssuer, name: &str) -> (TenantId, String) {
+    let ttl = Duration::from_secs(600);
+    let operator = issuer.issue("op", None, &[Role::Operator], ttl).unwrap();
+    let tenant: TenantId = perm::account_service_client::AccountServiceClient::new(channel)
+        .create_tenant(authed(
+            perm::CreateTenantRequest { name: name.into() },
+            &operator,
+        ))
+        .await
+        .expect("create tenant")
+        .into_inner()
+        .tenant
+        .expect("tenant")
+        .id
+        .parse()
+        .expect("tenant id");
+    let admin = issuer
+        .issue("admin-1", Some(tenant), &[Role::Admin], ttl)
+        .unwrap();
+    (tenant, admin)
+}
+
+/// Creates the user `first_name last_name <email>` through `channel` in the tenant of
+/// `admin` (a tenant admin's token), as an admin would.
+pub async fn seed_user(
+    channel: Channel,
+    admin: &str,
+    first_name: &str,
+    last_name: &str,
+    email: &str,
+) -> perm::User {
+    perm::account_service_client::AccountServiceClient::new(channel)
+        .create_user(authed(
+            perm::CreateUserRequest {
+                first_name: first_name.into(),
+                last_name: last_name.into(),
+                email: email.into(),
+                picture_url: String::new(),
+            },
+            admin,
+        ))
+        .await
+        .expect("create user")
+        .into_inner()
+        .user
+        .expect("user")
 }
 
 /// `message` with `token` as its bearer token.

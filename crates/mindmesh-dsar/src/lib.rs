@@ -1,9 +1,13 @@
 //! The dsar service: data-subject requests, exports, consents, communication preferences, processor switches and breach notices (P12–P15).
 //!
-//! Not built yet beyond its database, outbox relay and gRPC surface: every RPC answers
-//! UNIMPLEMENTED until its issue is done.
+//! Not built yet beyond its database, outbox relay, gRPC surface and its part in deletion
+//! cascades ([`events`]): every RPC answers UNIMPLEMENTED until its issue is done.
 
 #![forbid(unsafe_code)]
+
+pub mod events;
+
+use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
@@ -38,7 +42,7 @@ impl ServiceModule for Dsar {
         Ok(Migrator::up(db, None).await?)
     }
 
-    /// Starts the outbox relay.
+    /// Starts the outbox relay and the event consumer.
     fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         start(ctx, routes)
     }
@@ -55,12 +59,16 @@ impl MigratorTrait for Migrator {
 
 fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
+    let consumer = ctx.spawn_consumer(Arc::new(events::DsarEvents::new(ctx.clone())));
     routes.add_service(api_service!(DsarServiceServer::new(DsarServiceApi), ctx));
     routes.add_service(api_service!(
         PrivacySettingsServiceServer::new(PrivacySettingsServiceApi),
         ctx
     ));
-    Ok(Started::default())
+    Ok(Started {
+        subject: None,
+        consumer: Some(consumer),
+    })
 }
 
 /// `DsarService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).

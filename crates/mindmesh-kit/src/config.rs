@@ -42,6 +42,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The ingest service.
     pub ingest: IngestConfig,
+    /// The retention service.
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             peers: PeersConfig::default(),
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -359,6 +362,43 @@ impl Default for IngestConfig {
     }
 }
 
+/// The retention service: the deletion ledger.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// The Ed25519 public key (32 bytes, base64) each service's deletion attestations
+    /// are checked against, by service name (`retention.attester_keys.storage = "…"`).
+    /// A service not named signs with the key this process signs with
+    /// (`keys.signing_key_file`), as every service running in one process does.
+    pub attester_keys: std::collections::BTreeMap<String, String>,
+}
+
+impl RetentionConfig {
+    /// `attester_keys` read: each name a service, each key 32 bytes of base64.
+    pub fn attester_keys(&self) -> Result<std::collections::BTreeMap<Service, [u8; 32]>> {
+        use base64::Engine;
+        self.attester_keys
+            .iter()
+            .map(|(name, key)| {
+                let setting = format!("retention.attester_keys.{name}");
+                let service = name
+                    .parse::<Service>()
+                    .map_err(|e| Error::Config(format!("{setting}: {e}")))?;
+                let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+                    .decode(key.trim())
+                    .ok()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{setting} must be an Ed25519 public key: 32 bytes, base64"
+                        ))
+                    })?;
+                Ok((service, key))
+            })
+            .collect()
+    }
+}
+
 /// How the process runs (DESIGN.md §3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -408,6 +448,7 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
+        self.retention.attester_keys()?;
         if self.database.max_connections == 0 {
             return Err(Error::Config(
                 "database.max_connections must be at least 1".into(),
@@ -607,6 +648,30 @@ mod tests {
             err.to_string().contains("storage.max_content_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn attester_keys_name_the_bad_setting() {
+        let key = "A".repeat(43) + "=";
+        let good = [("retention.attester_keys.storage".to_owned(), key.clone())];
+        let config = Config::load(None, Vec::new(), &good).unwrap();
+        let keys = config.retention.attester_keys().unwrap();
+        assert_eq!(keys.get(&Service::Storage), Some(&[0u8; 32]));
+        for (name, value, says) in [
+            ("billing", key.as_str(), "unknown service"),
+            ("storage", "c2hvcnQ=", "32 bytes"),
+            ("storage", "not base64!", "32 bytes"),
+        ] {
+            let bad = [(format!("retention.attester_keys.{name}"), value.to_owned())];
+            let err = Config::load(None, Vec::new(), &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("retention.attester_keys.{name}")),
+                "{err}"
+            );
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -1,63 +1,171 @@
-//! What retention consumes. Each effect commits with the event id in the inbox, so a
-//! redelivered event changes nothing.
+//! What retention consumes:
+//!
+//! - the events that request a cascade — `integration.disconnected`,
+//!   `account.deletion_requested` (a user, or the whole tenant) and
+//!   `subject.erasure_requested` — open its ledger entry ([`crate::ledger`]);
+//! - `deletion.completed`, each service's signed attestation of its part, is checked
+//!   against that service's key ([`crate::attesters`]) and recorded; one that does not
+//!   verify is recorded as a failure;
+//! - `account.activity` moves the inactivity clock; `account.deletion_requested` also
+//!   forgets the activity it concerns, and retention attests its own part. Retention
+//!   keeps nothing keyed to an email, so it attests a subject erasure with nothing
+//!   deleted (an account's activity goes with the account).
+//!
+//! The ledger is idempotent by itself (an opening or a part recorded twice changes
+//! nothing); the activity effects commit with the event id in the inbox.
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use mindmesh_kit::bus::consume::EventHandler;
-use mindmesh_kit::grpc::from_timestamp;
-use mindmesh_kit::ids::{CascadeId, UserId};
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::ids::{CascadeId, TenantId, UserId};
 use mindmesh_kit::tenants::Tenants;
-use mindmesh_kit::{Error, Result, events, inbox};
-use mindmesh_proto::mindmesh::events::v1::Envelope;
+use mindmesh_kit::{Error, Result, Service, events, inbox};
+use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, Envelope};
 use sea_orm::TransactionTrait;
 
 use crate::activity::Activity;
+use crate::attesters::Attesters;
+use crate::ledger::{Cascade, CascadeKind, Ledger, Opening, Part, PartState};
 
 /// The retention service's consumer name (its durable consumer on the bus).
 pub const CONSUMER: &str = "retention";
 
-/// Applies `account.activity` and `account.deletion_requested`.
+/// Applies cascades, attestations and account activity.
 pub struct RetentionEvents {
+    ctx: ServiceContext,
     activity: Activity,
+    ledger: Ledger,
+    attesters: Attesters,
     tenants: Tenants,
 }
 
 impl RetentionEvents {
-    /// A handler writing to `activity`, recording erased `tenants`.
-    pub fn new(activity: Activity, tenants: Tenants) -> Self {
-        RetentionEvents { activity, tenants }
-    }
-}
-
-fn user_id(value: &str) -> Result<UserId> {
-    value
-        .parse()
-        .map_err(|_| Error::MalformedEvent("event user_id is not a UUID".into()))
-}
-
-#[async_trait::async_trait]
-impl EventHandler for RetentionEvents {
-    async fn handle(&self, envelope: &Envelope) -> Result<()> {
-        let relevant = matches!(
-            envelope.payload,
-            Some(Payload::AccountActivity(_)) | Some(Payload::AccountDeletionRequested(_))
-        );
-        if !relevant {
-            return Ok(());
+    /// A handler writing to `activity` and `ledger`, checking attestations against
+    /// `attesters`, recording erased `tenants`, attesting with `ctx`'s key.
+    pub fn new(
+        ctx: ServiceContext,
+        activity: Activity,
+        ledger: Ledger,
+        attesters: Attesters,
+        tenants: Tenants,
+    ) -> Self {
+        RetentionEvents {
+            ctx,
+            activity,
+            ledger,
+            attesters,
+            tenants,
         }
-        let tenant = events::tenant(envelope)?
-            .ok_or_else(|| Error::MalformedEvent("account event without tenant".into()))?;
+    }
+
+    /// Opens the cascade `envelope` requests, if it requests one.
+    async fn open(&self, envelope: &Envelope, tenant: TenantId) -> Result<()> {
+        let requested_at = occurred_at(envelope)?;
+        let (cascade, kind, scope_id, subject) = match &envelope.payload {
+            Some(Payload::IntegrationDisconnected(d)) => (
+                &d.cascade_id,
+                CascadeKind::Integration,
+                d.integration_id.clone(),
+                None,
+            ),
+            Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
+                (&d.cascade_id, CascadeKind::Tenant, tenant.to_string(), None)
+            }
+            Some(Payload::AccountDeletionRequested(d)) => (
+                &d.cascade_id,
+                CascadeKind::User,
+                user_id(&d.user_id)?.to_string(),
+                Some(d.email.clone()),
+            ),
+            Some(Payload::SubjectErasureRequested(e)) => (
+                &e.cascade_id,
+                CascadeKind::Subject,
+                e.request_id.clone(),
+                Some(e.email.clone()),
+            ),
+            _ => return Ok(()),
+        };
+        let opening = Opening {
+            cascade: CascadeId::parse_event_field("cascade_id", cascade)?,
+            tenant,
+            kind,
+            scope_id,
+            subject,
+            requested_at,
+        };
+        if let Some(done) = self.ledger.open(&opening).await? {
+            completed(&done);
+        }
+        Ok(())
+    }
+
+    /// Records a service's attestation of its part.
+    async fn record(
+        &self,
+        envelope: &Envelope,
+        tenant: TenantId,
+        c: &DeletionCompleted,
+    ) -> Result<()> {
+        let cascade = CascadeId::parse_event_field("cascade_id", &c.cascade_id)?;
+        let service = Service::from_proto(c.service)
+            .ok_or_else(|| Error::MalformedEvent("deletion.completed without a service".into()))?;
+        let reported_at = occurred_at(envelope)?;
+        let verified = mindmesh_kit::events::verify_completion(self.attesters.key(service), c);
+        let (state, reason) = if !verified {
+            tracing::warn!(cascade_id = %cascade, service = %service, "deletion attestation does not verify");
+            (
+                PartState::Failed,
+                format!("the attestation does not verify against the {service} service's key"),
+            )
+        } else {
+            match CascadeState::try_from(c.state) {
+                Ok(CascadeState::Done) => (PartState::Done, String::new()),
+                Ok(CascadeState::RetainedWithGround) => (
+                    PartState::Retained,
+                    "the service retains data on a recorded ground".into(),
+                ),
+                Ok(CascadeState::Failed) => {
+                    (PartState::Failed, "the service reported a failure".into())
+                }
+                // Progress, not an outcome: the part stays as it is.
+                Ok(CascadeState::Pending) | Ok(CascadeState::Running) => return Ok(()),
+                Ok(CascadeState::Unspecified) | Err(_) => (
+                    PartState::Failed,
+                    format!("the service reported an unknown state ({})", c.state),
+                ),
+            }
+        };
+        let part = Part {
+            service,
+            state,
+            counts: c.counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            destroyed_key_ids: c.destroyed_key_ids.clone(),
+            signature: c.signature.clone(),
+            reason,
+            since: reported_at,
+            reported_at: Some(reported_at),
+        };
+        if let Some(done) = self.ledger.record(cascade, tenant, part).await? {
+            completed(&done);
+        }
+        Ok(())
+    }
+
+    /// The activity effects of `envelope`, with retention's own attestation of an
+    /// account deletion or a subject erasure, committed with the inbox entry.
+    async fn apply(&self, envelope: &Envelope, tenant: TenantId) -> Result<()> {
         let txn = self.activity.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
         }
         match &envelope.payload {
             Some(Payload::AccountActivity(a)) => {
-                let at = match &envelope.occurred_at {
-                    Some(t) => from_timestamp("occurred_at", t)?,
-                    None => chrono::Utc::now(),
-                };
                 self.activity
-                    .touch(&txn, tenant, user_id(&a.user_id)?, at)
+                    .touch(&txn, tenant, user_id(&a.user_id)?, occurred_at(envelope)?)
                     .await?;
             }
             Some(Payload::AccountDeletionRequested(d)) => {
@@ -70,11 +178,81 @@ impl EventHandler for RetentionEvents {
                     Some(user_id(&d.user_id)?)
                 };
                 let removed = self.activity.forget(&txn, tenant, user).await?;
-                tracing::info!(tenant_id = %tenant, cascade_id = %d.cascade_id, removed, "account activity forgotten");
+                self.ctx
+                    .attest(
+                        &txn,
+                        Some(tenant),
+                        cascade,
+                        HashMap::from([("activity".to_owned(), removed)]),
+                        &[],
+                    )
+                    .await?;
+                tracing::info!(tenant_id = %tenant, cascade_id = %cascade, removed, "account activity forgotten");
+            }
+            Some(Payload::SubjectErasureRequested(e)) => {
+                let cascade = CascadeId::parse_event_field("cascade_id", &e.cascade_id)?;
+                self.ctx
+                    .attest(&txn, Some(tenant), cascade, HashMap::new(), &[])
+                    .await?;
             }
             _ => {}
         }
         txn.commit().await?;
+        self.ctx.relay.wake();
         Ok(())
+    }
+}
+
+fn user_id(value: &str) -> Result<UserId> {
+    value
+        .parse()
+        .map_err(|_| Error::MalformedEvent("event user_id is not a UUID".into()))
+}
+
+/// When the event happened; a time that cannot be one is a malformed event (not
+/// worth retrying).
+fn occurred_at(envelope: &Envelope) -> Result<DateTime<Utc>> {
+    match &envelope.occurred_at {
+        Some(t) => mindmesh_kit::grpc::from_timestamp("occurred_at", t)
+            .map_err(|_| Error::MalformedEvent("occurred_at is not a time".into())),
+        None => Ok(Utc::now()),
+    }
+}
+
+fn completed(cascade: &Cascade) {
+    tracing::info!(
+        tenant_id = %cascade.tenant,
+        cascade_id = %cascade.id,
+        kind = cascade.kind.map(CascadeKind::as_str).unwrap_or_default(),
+        "cascade complete"
+    );
+}
+
+#[async_trait::async_trait]
+impl EventHandler for RetentionEvents {
+    async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        let relevant = matches!(
+            envelope.payload,
+            Some(Payload::AccountActivity(_))
+                | Some(Payload::AccountDeletionRequested(_))
+                | Some(Payload::IntegrationDisconnected(_))
+                | Some(Payload::SubjectErasureRequested(_))
+                | Some(Payload::DeletionCompleted(_))
+        );
+        if !relevant {
+            return Ok(());
+        }
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::MalformedEvent(format!("{} without tenant", envelope.r#type)))?;
+        match &envelope.payload {
+            Some(Payload::DeletionCompleted(c)) => self.record(envelope, tenant, c).await,
+            Some(Payload::IntegrationDisconnected(_)) => self.open(envelope, tenant).await,
+            Some(Payload::AccountDeletionRequested(_))
+            | Some(Payload::SubjectErasureRequested(_)) => {
+                self.open(envelope, tenant).await?;
+                self.apply(envelope, tenant).await
+            }
+            _ => self.apply(envelope, tenant).await,
+        }
     }
 }

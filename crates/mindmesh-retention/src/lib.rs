@@ -2,16 +2,21 @@
 //! deletion ledger and its signed receipts (P06, P08), legal holds, and backups (P10).
 //!
 //! Reading order: [`api`] (the gRPC face) → [`events`] (what it consumes) →
-//! [`activity`] (last activity per account) → [`store`] (schema and every query).
-//! Built so far: account activity, fed by `account.activity` events and
-//! `RecordActivity`, and forgotten on `account.deletion_requested`. Every other RPC
-//! answers UNIMPLEMENTED until it is built.
+//! [`ledger`] (every cascade and each service's part) → [`attesters`] (whose key an
+//! attestation must verify against) → [`activity`] (last activity per account) →
+//! [`store`] (schema and every query).
+//! Built so far: the deletion ledger (`GetCascade`, `ListCascades`), and account
+//! activity, fed by `account.activity` events and `RecordActivity`, and forgotten on
+//! `account.deletion_requested`. Every other RPC answers UNIMPLEMENTED until it is
+//! built.
 
 #![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod api;
+pub mod attesters;
 pub mod events;
+pub mod ledger;
 pub mod store;
 
 use std::sync::Arc;
@@ -58,12 +63,18 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let activity = activity::Activity::new(ctx.db.clone());
+    let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master)?;
+    let attesters =
+        attesters::Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key())?;
     let consumer = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
+        ctx.clone(),
         activity.clone(),
+        ledger.clone(),
+        attesters,
         tenants.clone(),
     )));
     routes.add_service(api_service!(
-        RetentionServiceServer::new(api::RetentionApi::new(activity, tenants)),
+        RetentionServiceServer::new(api::RetentionApi::new(activity, ledger, tenants)),
         ctx
     ));
     Ok(Started {

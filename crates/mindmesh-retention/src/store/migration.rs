@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(Box::new(AccountActivity));
         all.push(mindmesh_kit::migrations::write_guards());
+        all.push(Box::new(Ledger));
         all
     }
 }
@@ -48,6 +49,114 @@ impl MigrationTrait for AccountActivity {
                     .if_exists()
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// The deletion ledger: one row per cascade, one per service taking part.
+struct Ledger;
+
+impl MigrationName for Ledger {
+    fn name(&self) -> &str {
+        "m20261202_000100_retention_ledger"
+    }
+}
+
+/// `cascades`: one per cascade, opened by whichever of its events came first.
+#[derive(DeriveIden)]
+pub(crate) enum Cascades {
+    Table,
+    Id,
+    TenantId,
+    /// Empty until the event that opened the cascade has arrived.
+    Kind,
+    ScopeId,
+    SubjectHash,
+    RequestedAt,
+    FirstSeenAt,
+    CompletedAt,
+}
+
+/// `cascade_parts`: one service's part in a cascade.
+#[derive(DeriveIden)]
+pub(crate) enum CascadeParts {
+    Table,
+    CascadeId,
+    Service,
+    State,
+    Counts,
+    DestroyedKeyIds,
+    Signature,
+    Reason,
+    Since,
+    ReportedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Ledger {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Cascades::Table)
+                    .if_not_exists()
+                    .col(string(Cascades::Id).primary_key())
+                    .col(string(Cascades::TenantId))
+                    .col(string(Cascades::Kind))
+                    .col(string(Cascades::ScopeId))
+                    .col(string(Cascades::SubjectHash))
+                    .col(timestamp_with_time_zone_null(Cascades::RequestedAt))
+                    .col(timestamp_with_time_zone(Cascades::FirstSeenAt))
+                    .col(timestamp_with_time_zone_null(Cascades::CompletedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("cascades_by_tenant")
+                    .table(Cascades::Table)
+                    .col(Cascades::TenantId)
+                    .col(Cascades::FirstSeenAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(CascadeParts::Table)
+                    .if_not_exists()
+                    .col(string(CascadeParts::CascadeId))
+                    .col(string(CascadeParts::Service))
+                    .col(string(CascadeParts::State))
+                    .col(text(CascadeParts::Counts))
+                    .col(text(CascadeParts::DestroyedKeyIds))
+                    .col(text(CascadeParts::Signature))
+                    .col(text(CascadeParts::Reason))
+                    .col(timestamp_with_time_zone(CascadeParts::Since))
+                    .col(timestamp_with_time_zone_null(CascadeParts::ReportedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(CascadeParts::CascadeId)
+                            .col(CascadeParts::Service),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(CascadeParts::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Cascades::Table).if_exists().to_owned())
             .await
     }
 }

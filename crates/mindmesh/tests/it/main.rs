@@ -13,6 +13,7 @@ mod ingest_github;
 mod ingest_local;
 mod permissions;
 mod probing;
+mod retention;
 mod serve_process;
 mod staff;
 mod storage;

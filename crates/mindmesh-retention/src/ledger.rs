@@ -1,0 +1,417 @@
+//! The deletion ledger (DESIGN.md §5): every cascade — an integration disconnected, a
+//! user or tenant deleted, a person's data erased, a tenant expired for inactivity — and
+//! each participating service's part in it, persisted.
+//!
+//! A cascade is opened by whichever of its events reaches retention first: the event
+//! that requested it, or a service's `deletion.completed`, which may overtake it. A part
+//! is recorded once: a repeated attestation changes nothing, and an attestation whose
+//! signature does not verify is recorded as a failure, never as done (a valid one
+//! later replaces it). A cascade is complete only when it has been opened and every
+//! service its kind names is done (or retains with a recorded ground).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use mindmesh_kit::crypto::SecretKey;
+use mindmesh_kit::ids::{CascadeId, TenantId};
+use mindmesh_kit::{Error, Result, Service};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+
+use crate::store::ledger as store;
+
+/// Most cascades one page of a listing holds.
+pub const MAX_PAGE: u64 = 1000;
+
+/// What a cascade erases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CascadeKind {
+    /// Everything one integration brought (a disconnect).
+    Integration,
+    /// One person's account.
+    User,
+    /// A whole tenant.
+    Tenant,
+    /// A data subject's data, found by email (an erasure request).
+    Subject,
+    /// A whole tenant, expired for inactivity (P09).
+    Inactivity,
+}
+
+impl CascadeKind {
+    /// The name stored and shown (`scope_kind` in the API).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CascadeKind::Integration => "integration",
+            CascadeKind::User => "user",
+            CascadeKind::Tenant => "tenant",
+            CascadeKind::Subject => "subject",
+            CascadeKind::Inactivity => "inactivity",
+        }
+    }
+
+    /// The kind named `value`, if it is one.
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            CascadeKind::Integration,
+            CascadeKind::User,
+            CascadeKind::Tenant,
+            CascadeKind::Subject,
+            CascadeKind::Inactivity,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == value)
+    }
+
+    /// The services that must take part: a disconnect touches what an integration
+    /// brought (ingest, permissions, storage); anything about people touches all five,
+    /// so retention and dsar attest for what they hold too.
+    pub const fn participants(self) -> &'static [Service] {
+        match self {
+            CascadeKind::Integration => &[Service::Ingest, Service::Permissions, Service::Storage],
+            _ => &Service::ALL,
+        }
+    }
+}
+
+/// One service's state in a cascade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartState {
+    /// Expected, not yet reported.
+    Pending,
+    /// Deleted everything in scope and attested it.
+    Done,
+    /// Keeps data in scope on a recorded ground (a legal hold).
+    Retained,
+    /// Reported a failure, or an attestation that does not verify.
+    Failed,
+}
+
+impl PartState {
+    /// The name stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PartState::Pending => "pending",
+            PartState::Done => "done",
+            PartState::Retained => "retained",
+            PartState::Failed => "failed",
+        }
+    }
+
+    /// The state named `value`, if it is one.
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            PartState::Pending,
+            PartState::Done,
+            PartState::Retained,
+            PartState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+
+    /// Whether the part lets the cascade complete.
+    pub const fn settled(self) -> bool {
+        matches!(self, PartState::Done | PartState::Retained)
+    }
+}
+
+/// A cascade's state as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overall {
+    /// Nobody has reported yet.
+    Pending,
+    /// Some services have reported, not all.
+    Running,
+    /// Every participant is done (or retains with a ground).
+    Complete,
+    /// A participant failed; it is not complete.
+    Failed,
+}
+
+/// The event that requested a cascade, as the ledger records it.
+#[derive(Clone, Debug)]
+pub struct Opening {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// What it erases.
+    pub kind: CascadeKind,
+    /// The integration, user or tenant id it erases.
+    pub scope_id: String,
+    /// The person it concerns (an email), hashed before it is stored.
+    pub subject: Option<String>,
+    /// When it was requested.
+    pub requested_at: DateTime<Utc>,
+}
+
+/// A service's report of its part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The service.
+    pub service: Service,
+    /// Its state.
+    pub state: PartState,
+    /// Rows deleted, by kind.
+    pub counts: BTreeMap<String, u64>,
+    /// The data keys it destroyed.
+    pub destroyed_key_ids: Vec<String>,
+    /// Its signature over the attestation (base64), as it came.
+    pub signature: String,
+    /// Why it failed or retains; empty when done.
+    pub reason: String,
+    /// Since when it is in this state (pending: since the cascade was seen).
+    pub since: DateTime<Utc>,
+    /// When it reported, if it has.
+    pub reported_at: Option<DateTime<Utc>>,
+}
+
+impl Part {
+    /// A part not yet reported, expected since `since`.
+    pub fn pending(service: Service, since: DateTime<Utc>) -> Self {
+        Part {
+            service,
+            state: PartState::Pending,
+            counts: BTreeMap::new(),
+            destroyed_key_ids: Vec::new(),
+            signature: String::new(),
+            reason: String::new(),
+            since,
+            reported_at: None,
+        }
+    }
+}
+
+/// A cascade as the ledger holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cascade {
+    /// Its id.
+    pub id: CascadeId,
+    /// Its tenant.
+    pub tenant: TenantId,
+    /// What it erases; `None` until the event that requested it has arrived.
+    pub kind: Option<CascadeKind>,
+    /// The integration, user or tenant id it erases (empty until opened).
+    pub scope_id: String,
+    /// The keyed hash of the person it concerns (hex), empty when none.
+    pub subject_hash: String,
+    /// When it was requested (once opened).
+    pub requested_at: Option<DateTime<Utc>>,
+    /// When retention first heard of it.
+    pub first_seen_at: DateTime<Utc>,
+    /// When it completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Each service's part, in service order.
+    pub parts: Vec<Part>,
+}
+
+impl Cascade {
+    /// Whether every participant has settled (the opening event must have arrived:
+    /// until then nobody knows who takes part).
+    pub fn settled(&self) -> bool {
+        let Some(kind) = self.kind else {
+            return false;
+        };
+        kind.participants().iter().all(|service| {
+            self.parts
+                .iter()
+                .any(|p| p.service == *service && p.state.settled())
+        })
+    }
+
+    /// The state as a whole.
+    pub fn overall(&self) -> Overall {
+        if self.completed_at.is_some() {
+            Overall::Complete
+        } else if self.parts.iter().any(|p| p.state == PartState::Failed) {
+            Overall::Failed
+        } else if self.parts.iter().any(|p| p.state != PartState::Pending) {
+            Overall::Running
+        } else {
+            Overall::Pending
+        }
+    }
+
+    /// The participants that have not reported (or not settled), in service order.
+    pub fn waiting_for(&self) -> Vec<Service> {
+        let participants = self.kind.map(CascadeKind::participants).unwrap_or(&[]);
+        participants
+            .iter()
+            .copied()
+            .filter(|service| {
+                !self
+                    .parts
+                    .iter()
+                    .any(|p| p.service == *service && p.state.settled())
+            })
+            .collect()
+    }
+}
+
+/// The cascade `id` of `tenant`, locked for the rest of `txn` (so that two reports
+/// of one cascade are applied one after the other); a new entry seen first at `now` if
+/// the ledger has none.
+async fn locked(
+    txn: &DatabaseTransaction,
+    id: CascadeId,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+) -> Result<Cascade> {
+    let cascade = match store::find(txn, id, true).await? {
+        Some(c) => c,
+        None => {
+            let cascade = Cascade {
+                id,
+                tenant,
+                kind: None,
+                scope_id: String::new(),
+                subject_hash: String::new(),
+                requested_at: None,
+                first_seen_at: now,
+                completed_at: None,
+                parts: Vec::new(),
+            };
+            store::insert(txn, &cascade).await?;
+            cascade
+        }
+    };
+    if cascade.tenant != tenant {
+        return Err(Error::MalformedEvent(
+            "a cascade's events name two tenants".into(),
+        ));
+    }
+    Ok(cascade)
+}
+
+/// Where a listing goes on: after the cascade first seen at this time with this id.
+pub type ListPosition = (DateTime<Utc>, CascadeId);
+
+/// The ledger over the retention database.
+#[derive(Clone)]
+pub struct Ledger {
+    db: DatabaseConnection,
+    /// Keys the hash of a cascade's subject, so that the ledger and its receipts name
+    /// no one (and an email cannot be confirmed by hashing guesses without it).
+    subject_key: SecretKey,
+}
+
+impl Ledger {
+    /// The ledger in `db`, hashing subjects with a key derived from `master`.
+    pub fn new(db: DatabaseConnection, master: &SecretKey) -> Result<Self> {
+        Ok(Ledger {
+            db,
+            subject_key: master.derive("mindmesh/retention/subject-hash/v1")?,
+        })
+    }
+
+    /// The keyed hash of `subject` (an email) in `tenant`, hex.
+    pub fn subject_hash(&self, tenant: TenantId, subject: &str) -> String {
+        let data = format!("{tenant}\n{}", subject.trim().to_lowercase());
+        mindmesh_kit::crypto::hex(&self.subject_key.mac(data.as_bytes()))
+    }
+
+    /// Records the request that opened a cascade (again: nothing changes), and expects
+    /// a part from each service its kind names. Returns the cascade if this completed
+    /// it (its parts had all come before).
+    pub async fn open(&self, opening: &Opening) -> Result<Option<Cascade>> {
+        let now = mindmesh_kit::db::now();
+        let subject_hash = opening
+            .subject
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| self.subject_hash(opening.tenant, s))
+            .unwrap_or_default();
+        let txn = self.db.begin().await?;
+        let mut cascade = locked(&txn, opening.cascade, opening.tenant, now).await?;
+        if cascade.kind.is_some() {
+            txn.commit().await?;
+            return Ok(None);
+        }
+        cascade.kind = Some(opening.kind);
+        cascade.scope_id = opening.scope_id.clone();
+        cascade.subject_hash = subject_hash;
+        cascade.requested_at = Some(mindmesh_kit::db::micros(opening.requested_at));
+        store::set_opening(&txn, &cascade).await?;
+        for service in opening.kind.participants() {
+            if !cascade.parts.iter().any(|p| p.service == *service) {
+                let part = Part::pending(*service, cascade.first_seen_at);
+                store::put_part(&txn, cascade.id, &part).await?;
+                cascade.parts.push(part);
+            }
+        }
+        let completed = self.complete_if_settled(&txn, &mut cascade, now).await?;
+        txn.commit().await?;
+        Ok(completed.then_some(cascade))
+    }
+
+    /// Records `part` of `cascade` in `tenant`, opening the cascade if this is the first
+    /// word of it. A part already settled stays as it is (a repeated report changes
+    /// nothing); a failed one is replaced by a later report. Returns the cascade if
+    /// this completed it.
+    pub async fn record(
+        &self,
+        cascade_id: CascadeId,
+        tenant: TenantId,
+        part: Part,
+    ) -> Result<Option<Cascade>> {
+        let now = mindmesh_kit::db::now();
+        let txn = self.db.begin().await?;
+        let mut cascade = locked(&txn, cascade_id, tenant, now).await?;
+        let known = cascade.parts.iter().position(|p| p.service == part.service);
+        let replace = match known.map(|i| cascade.parts[i].state) {
+            None | Some(PartState::Pending) | Some(PartState::Failed) => true,
+            Some(PartState::Done) | Some(PartState::Retained) => false,
+        };
+        if replace {
+            store::put_part(&txn, cascade.id, &part).await?;
+            match known {
+                Some(i) => cascade.parts[i] = part,
+                None => cascade.parts.push(part),
+            }
+        }
+        let completed = self.complete_if_settled(&txn, &mut cascade, now).await?;
+        txn.commit().await?;
+        Ok(completed.then_some(cascade))
+    }
+
+    /// Marks `cascade` complete at `now` if it is settled and was not complete yet.
+    async fn complete_if_settled<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        cascade: &mut Cascade,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        if cascade.completed_at.is_some() || !cascade.settled() {
+            return Ok(false);
+        }
+        cascade.completed_at = Some(now);
+        store::set_completed(conn, cascade.id, now).await?;
+        Ok(true)
+    }
+
+    /// The cascade `id`, if it is in `tenant` (any tenant's for `None`).
+    pub async fn get(&self, tenant: Option<TenantId>, id: CascadeId) -> Result<Option<Cascade>> {
+        Ok(store::find(&self.db, id, false)
+            .await?
+            .filter(|c| tenant.is_none_or(|t| c.tenant == t)))
+    }
+
+    /// Up to `limit` cascades of `tenant` (every tenant's for `None`), newest first,
+    /// after `after`; and where the next page starts, if there is one.
+    pub async fn list(
+        &self,
+        tenant: Option<TenantId>,
+        limit: u64,
+        after: Option<ListPosition>,
+    ) -> Result<(Vec<Cascade>, Option<ListPosition>)> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut page = store::page(&self.db, tenant, limit + 1, after).await?;
+        let next = if page.len() as u64 > limit {
+            page.truncate(limit as usize);
+            page.last().map(|c| (c.first_seen_at, c.id))
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+}

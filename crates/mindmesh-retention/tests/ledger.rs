@@ -1,0 +1,345 @@
+//! The deletion ledger on SQLite and on the real PostgreSQL, fed through the retention
+//! service's event handler as the bus would feed it: events in any order, twice, for
+//! cascades nobody opened, and attestations that do not verify (P06).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::sync::Arc;
+
+use mindmesh_kit::both_backends;
+use mindmesh_kit::bus::consume::EventHandler;
+use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::crypto::SigningKey;
+use mindmesh_kit::ids::{CascadeId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::tenants::{TenantAuthority, Tenants};
+use mindmesh_kit::testing::{Backend, ContextGuard, service_context};
+use mindmesh_kit::{Result, Service, events};
+use mindmesh_proto::mindmesh::common::v1::CascadeState;
+use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
+use mindmesh_proto::mindmesh::events::v1::{
+    AccountDeletionRequested, DeletionCompleted, Envelope, IntegrationDisconnected,
+};
+use mindmesh_retention::Migrator;
+use mindmesh_retention::activity::Activity;
+use mindmesh_retention::attesters::Attesters;
+use mindmesh_retention::events::RetentionEvents;
+use mindmesh_retention::ledger::{Cascade, CascadeKind, Ledger, Overall, PartState};
+
+/// Every tenant exists (the ledger does not ask).
+struct Everyone;
+
+#[async_trait::async_trait]
+impl TenantAuthority for Everyone {
+    async fn exists(&self, _: TenantId) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+struct Harness {
+    handler: RetentionEvents,
+    ledger: Ledger,
+    ctx: ServiceContext,
+    tenant: TenantId,
+    _guard: ContextGuard,
+}
+
+async fn harness(backend: Backend) -> Harness {
+    let (ctx, guard) = service_context::<Migrator>(Service::Retention, backend)
+        .await
+        .unwrap();
+    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master).unwrap();
+    let attesters = Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key()).unwrap();
+    let handler = RetentionEvents::new(
+        ctx.clone(),
+        Activity::new(ctx.db.clone()),
+        ledger.clone(),
+        attesters,
+        Tenants::new(ctx.db.clone(), Arc::new(Everyone)),
+    );
+    Harness {
+        handler,
+        ledger,
+        ctx,
+        tenant: TenantId::new(),
+        _guard: guard,
+    }
+}
+
+impl Harness {
+    fn disconnected(&self, cascade: CascadeId) -> Envelope {
+        events::envelope(
+            Service::Ingest,
+            Some(self.tenant),
+            Payload::IntegrationDisconnected(IntegrationDisconnected {
+                integration_id: IntegrationId::new().to_string(),
+                cascade_id: cascade.to_string(),
+            }),
+        )
+    }
+
+    /// `service`'s attestation of `cascade`, signed with `key`.
+    fn completed(&self, cascade: CascadeId, service: Service, key: &SigningKey) -> Envelope {
+        let completion = events::signed_completion(
+            key,
+            DeletionCompleted {
+                cascade_id: cascade.to_string(),
+                service: service.to_proto() as i32,
+                counts: [("rows".to_owned(), 7u64)].into(),
+                destroyed_key_ids: vec!["key-1".into()],
+                state: CascadeState::Done as i32,
+                signature: String::new(),
+            },
+        );
+        events::envelope(
+            service,
+            Some(self.tenant),
+            Payload::DeletionCompleted(completion),
+        )
+    }
+
+    /// `service`'s attestation of `cascade` with this process's key, as the services
+    /// running beside retention sign.
+    fn attested(&self, cascade: CascadeId, service: Service) -> Envelope {
+        self.completed(cascade, service, &self.ctx.keys.signing)
+    }
+
+    async fn feed(&self, envelope: &Envelope) {
+        self.handler.handle(envelope).await.unwrap();
+    }
+
+    /// The cascade as the ledger holds it.
+    async fn cascade(&self, cascade: CascadeId) -> Cascade {
+        self.ledger
+            .get(Some(self.tenant), cascade)
+            .await
+            .unwrap()
+            .expect("in the ledger")
+    }
+
+    async fn overall(&self, cascade: CascadeId) -> Overall {
+        self.cascade(cascade).await.overall()
+    }
+}
+
+const DISCONNECT: [Service; 3] = [Service::Ingest, Service::Permissions, Service::Storage];
+
+async fn p06_a_disconnect_completes_once_every_participant_attested(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    h.feed(&h.disconnected(cascade)).await;
+    let opened = h.cascade(cascade).await;
+    assert_eq!(opened.kind, Some(CascadeKind::Integration));
+    assert_eq!(opened.overall(), Overall::Pending);
+    assert_eq!(opened.waiting_for(), DISCONNECT.to_vec());
+
+    h.feed(&h.attested(cascade, Service::Storage)).await;
+    h.feed(&h.attested(cascade, Service::Ingest)).await;
+    let running = h.cascade(cascade).await;
+    assert_eq!(running.overall(), Overall::Running);
+    assert_eq!(running.waiting_for(), vec![Service::Permissions]);
+    assert!(running.completed_at.is_none());
+
+    h.feed(&h.attested(cascade, Service::Permissions)).await;
+    let done = h.cascade(cascade).await;
+    assert_eq!(done.overall(), Overall::Complete);
+    assert!(done.waiting_for().is_empty());
+    assert_eq!(done.parts.len(), 3);
+    for part in &done.parts {
+        assert_eq!(part.state, PartState::Done);
+        assert_eq!(part.counts.get("rows"), Some(&7));
+        assert_eq!(part.destroyed_key_ids, vec!["key-1".to_owned()]);
+    }
+    // Another tenant does not see it.
+    assert!(
+        h.ledger
+            .get(Some(TenantId::new()), cascade)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn p06_completions_before_the_opening_event_are_kept(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    for service in DISCONNECT {
+        h.feed(&h.attested(cascade, service)).await;
+    }
+    // Nobody knows yet who takes part: not complete, whatever came.
+    let early = h.cascade(cascade).await;
+    assert_eq!(early.kind, None);
+    assert_eq!(early.parts.len(), 3);
+    assert!(early.completed_at.is_none());
+    assert_eq!(early.overall(), Overall::Running);
+
+    h.feed(&h.disconnected(cascade)).await;
+    assert_eq!(h.overall(cascade).await, Overall::Complete);
+    // Opening it again changes nothing.
+    h.feed(&h.disconnected(cascade)).await;
+    let (page, _) = h.ledger.list(Some(h.tenant), 10, None).await.unwrap();
+    assert_eq!(page.len(), 1, "one entry for the cascade");
+    assert_eq!(page[0].parts.len(), 3);
+}
+
+async fn p06_a_repeated_completion_is_recorded_once(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    h.feed(&h.disconnected(cascade)).await;
+    let first = h.attested(cascade, Service::Storage);
+    h.feed(&first).await;
+    let recorded = h.cascade(cascade).await;
+    // The same event redelivered, and the service attesting again (a re-asked cascade).
+    h.feed(&first).await;
+    h.feed(&h.attested(cascade, Service::Storage)).await;
+    let again = h.cascade(cascade).await;
+    assert_eq!(again, recorded);
+    assert_eq!(
+        again.waiting_for(),
+        vec![Service::Ingest, Service::Permissions]
+    );
+}
+
+async fn p06_an_attestation_that_does_not_verify_is_a_failure(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    h.feed(&h.disconnected(cascade)).await;
+    h.feed(&h.attested(cascade, Service::Ingest)).await;
+    h.feed(&h.attested(cascade, Service::Permissions)).await;
+    // Storage's part signed with some other key: recorded, as a failure.
+    let forger = SigningKey::generate().unwrap();
+    h.feed(&h.completed(cascade, Service::Storage, &forger))
+        .await;
+    let failed = h.cascade(cascade).await;
+    assert_eq!(failed.overall(), Overall::Failed);
+    let storage = failed
+        .parts
+        .iter()
+        .find(|p| p.service == Service::Storage)
+        .unwrap();
+    assert_eq!(storage.state, PartState::Failed);
+    assert!(
+        storage.reason.contains("does not verify"),
+        "{}",
+        storage.reason
+    );
+    assert!(failed.completed_at.is_none());
+
+    // A tampered count breaks the genuine signature too.
+    let mut tampered = h.attested(cascade, Service::Storage);
+    if let Some(Payload::DeletionCompleted(c)) = &mut tampered.payload {
+        c.counts.insert("rows".into(), 0);
+    }
+    h.feed(&tampered).await;
+    assert_eq!(h.overall(cascade).await, Overall::Failed);
+
+    // Storage's own attestation, when it comes, settles it.
+    h.feed(&h.attested(cascade, Service::Storage)).await;
+    assert_eq!(h.overall(cascade).await, Overall::Complete);
+}
+
+async fn p06_a_reported_failure_never_completes(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    h.feed(&h.disconnected(cascade)).await;
+    h.feed(&h.attested(cascade, Service::Ingest)).await;
+    h.feed(&h.attested(cascade, Service::Storage)).await;
+    let mut failure = DeletionCompleted {
+        cascade_id: cascade.to_string(),
+        service: Service::Permissions.to_proto() as i32,
+        state: CascadeState::Failed as i32,
+        ..Default::default()
+    };
+    failure = events::signed_completion(&h.ctx.keys.signing, failure);
+    h.feed(&events::envelope(
+        Service::Permissions,
+        Some(h.tenant),
+        Payload::DeletionCompleted(failure),
+    ))
+    .await;
+    let c = h.cascade(cascade).await;
+    assert_eq!(c.overall(), Overall::Failed);
+    assert_eq!(c.waiting_for(), vec![Service::Permissions]);
+}
+
+async fn p06_a_user_deletion_waits_for_all_five_services(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    let requested = events::envelope(
+        Service::Permissions,
+        Some(h.tenant),
+        Payload::AccountDeletionRequested(AccountDeletionRequested {
+            cascade_id: cascade.to_string(),
+            user_id: UserId::new().to_string(),
+            email: "Ada@Example.com".into(),
+        }),
+    );
+    h.feed(&requested).await;
+    let opened = h.cascade(cascade).await;
+    assert_eq!(opened.kind, Some(CascadeKind::User));
+    assert_eq!(opened.waiting_for(), Service::ALL.to_vec());
+    // The subject is a keyed hash, never the email.
+    assert_eq!(opened.subject_hash.len(), 64);
+    assert!(!opened.subject_hash.contains("ada"));
+    assert_eq!(
+        opened.subject_hash,
+        h.ledger.subject_hash(h.tenant, "ada@example.com")
+    );
+    for service in DISCONNECT {
+        h.feed(&h.attested(cascade, service)).await;
+    }
+    assert_eq!(h.overall(cascade).await, Overall::Running);
+    h.feed(&h.attested(cascade, Service::Retention)).await;
+    h.feed(&h.attested(cascade, Service::Dsar)).await;
+    assert_eq!(h.overall(cascade).await, Overall::Complete);
+}
+
+async fn cascades_are_listed_newest_first_in_pages(backend: Backend) {
+    let h = harness(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let cascade = CascadeId::new();
+        h.feed(&h.disconnected(cascade)).await;
+        ids.push(cascade);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = h.ledger.list(Some(h.tenant), 2, after).await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|c| c.id));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    ids.reverse();
+    let mut sorted = seen.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 5, "every cascade once: {seen:?}");
+    // Newest first (cascades seen in the same microsecond by id, descending).
+    let (all, _) = h.ledger.list(Some(h.tenant), 10, None).await.unwrap();
+    let firsts: Vec<_> = all.iter().map(|c| (c.first_seen_at, c.id)).collect();
+    let mut ordered = firsts.clone();
+    ordered.sort_by(|a, b| b.cmp(a));
+    assert_eq!(firsts, ordered);
+    assert_eq!(seen, all.iter().map(|c| c.id).collect::<Vec<_>>());
+    // Other tenants' cascades are not listed.
+    assert!(
+        h.ledger
+            .list(Some(TenantId::new()), 10, None)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+}
+
+both_backends!(
+    p06_a_disconnect_completes_once_every_participant_attested,
+    p06_completions_before_the_opening_event_are_kept,
+    p06_a_repeated_completion_is_recorded_once,
+    p06_an_attestation_that_does_not_verify_is_a_failure,
+    p06_a_reported_failure_never_completes,
+    p06_a_user_deletion_waits_for_all_five_services,
+    cascades_are_listed_newest_first_in_pages,
+);

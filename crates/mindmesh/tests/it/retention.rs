@@ -1,0 +1,241 @@
+//! The deletion ledger end to end: a disconnect, a user deletion and a tenant deletion
+//! each gather every participating service's signed attestation, and `GetCascade`
+//! follows them to complete (P06, P08). Who may read the ledger.
+
+use std::time::Duration;
+
+use mindmesh_kit::Service;
+use mindmesh_kit::auth::Role;
+use mindmesh_proto::mindmesh::common::v1::CascadeState;
+use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;
+use mindmesh_proto::mindmesh::permissions::v1 as perm;
+use mindmesh_proto::mindmesh::retention::v1 as pb;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::ingest::{self, connect_folder, folder_server, sync_ok, write};
+use crate::common::{Backend, TestServer, authed};
+
+type Retention = pb::retention_service_client::RetentionServiceClient<Channel>;
+
+async fn retention(server: &TestServer) -> Retention {
+    Retention::new(server.channel().await)
+}
+
+/// The cascade `id` once complete (within 60 s), as `token` reads it.
+async fn completed(server: &TestServer, token: &str, id: &str) -> pb::Cascade {
+    let mut client = retention(server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = client
+            .get_cascade(authed(
+                pb::GetCascadeRequest {
+                    cascade_id: id.to_owned(),
+                },
+                token,
+            ))
+            .await;
+        if let Ok(r) = &answer
+            && let Some(c) = &r.get_ref().cascade
+            && c.state == CascadeState::Done as i32
+        {
+            return c.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cascade {id} did not complete: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Deletes the user `id` as `admin`; returns the cascade.
+async fn delete_user(server: &TestServer, admin: &str, id: String) -> String {
+    perm::account_service_client::AccountServiceClient::new(server.channel().await)
+        .delete_user(authed(perm::DeleteUserRequest { user_id: id }, admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id
+}
+
+fn services(cascade: &pb::Cascade) -> Vec<Service> {
+    cascade
+        .services
+        .iter()
+        .map(|s| Service::from_proto(s.service).expect("a service"))
+        .collect()
+}
+
+fn all_done(cascade: &pb::Cascade) {
+    assert!(cascade.waiting_for.is_empty(), "{cascade:?}");
+    for part in &cascade.services {
+        assert_eq!(part.state, CascadeState::Done as i32, "{part:?}");
+        assert!(!part.signature.is_empty(), "{part:?}");
+        assert!(part.completed_at.is_some(), "{part:?}");
+    }
+}
+
+async fn p06_a_disconnect_cascade_completes_with_every_attestation(backend: Backend) {
+    let (server, root) = folder_server(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let dir = root.path().join(tenant.to_string()).join("acme");
+    write(&dir, "a.txt", "alpha");
+    write(&dir, "b.txt", "beta");
+    let mut client = ingest::client(&server).await;
+    let integration = connect_folder(&mut client, &admin, "Acme", "acme")
+        .await
+        .unwrap();
+    sync_ok(&mut client, &admin, &integration.id, false).await;
+    let cascade = client
+        .disconnect_integration(authed(
+            ingest_pb::DisconnectIntegrationRequest {
+                integration_id: integration.id.clone(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+
+    let done = completed(&server, &admin, &cascade).await;
+    assert_eq!(done.scope_kind, "integration");
+    assert_eq!(done.scope_id, integration.id);
+    assert_eq!(
+        services(&done),
+        vec![Service::Ingest, Service::Permissions, Service::Storage]
+    );
+    all_done(&done);
+    let storage = &done.services[2];
+    assert_eq!(storage.counts.get("documents"), Some(&2), "{storage:?}");
+    assert!(!storage.destroyed_key_ids.is_empty(), "{storage:?}");
+
+    // The ledger lists it; an operator reads any tenant's.
+    let operator = server.token("op", None, &[Role::Operator]);
+    let listed = retention(&server)
+        .await
+        .list_cascades(authed(pb::ListCascadesRequest::default(), &operator))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.cascades.iter().any(|c| c.id == cascade));
+    server.stop().await;
+}
+
+async fn p06_a_user_deletion_is_attested_by_all_five_services(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let cascade = delete_user(&server, &admin, user.id.clone()).await;
+    let done = completed(&server, &admin, &cascade).await;
+    assert_eq!(done.scope_kind, "user");
+    assert_eq!(done.scope_id, user.id);
+    assert_eq!(services(&done), Service::ALL.to_vec());
+    all_done(&done);
+    server.stop().await;
+}
+
+async fn p08_a_tenant_deletion_is_attested_by_all_five_services(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let operator = server.token("op", None, &[Role::Operator]);
+    let cascade = perm::account_service_client::AccountServiceClient::new(server.channel().await)
+        .delete_tenant(authed(
+            perm::DeleteTenantRequest {
+                tenant_id: tenant.to_string(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+    // The tenant's own tokens are worth nothing once it is gone: the operator follows it.
+    let done = completed(&server, &operator, &cascade).await;
+    assert_eq!(done.scope_kind, "tenant");
+    assert_eq!(done.scope_id, tenant.to_string());
+    assert_eq!(services(&done), Service::ALL.to_vec());
+    all_done(&done);
+    server.stop().await;
+}
+
+async fn the_ledger_is_read_by_admins_of_its_tenant_and_operators(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let cascade = delete_user(&server, &admin, user.id).await;
+    completed(&server, &admin, &cascade).await;
+    let mut client = retention(&server).await;
+    let get = |token: String, id: String| {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_cascade(authed(pb::GetCascadeRequest { cascade_id: id }, &token))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+        }
+    };
+    // A member may not read the ledger.
+    let member = server.token("someone", Some(tenant), &[Role::Member]);
+    assert_eq!(
+        get(member, cascade.clone()).await.code(),
+        Code::PermissionDenied
+    );
+    // Another tenant's admin does not learn it exists.
+    let (_, other) = server.create_tenant("Other").await;
+    assert_eq!(
+        get(other.clone(), cascade.clone()).await.code(),
+        Code::NotFound
+    );
+    // Bad input names the field.
+    let err = get(admin.clone(), "not-a-uuid".into()).await;
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("cascade_id"), "{err:?}");
+    let err = client
+        .list_cascades(authed(
+            pb::ListCascadesRequest {
+                page_size: 5000,
+                page_token: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("page_size"), "{err:?}");
+    let err = client
+        .list_cascades(authed(
+            pb::ListCascadesRequest {
+                page_size: 0,
+                page_token: "garbage".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("page_token"), "{err:?}");
+    // The other tenant's listing is empty.
+    let listed = client
+        .list_cascades(authed(pb::ListCascadesRequest::default(), &other))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.cascades.is_empty());
+    server.stop().await;
+}
+
+both_modes!(
+    p06_a_disconnect_cascade_completes_with_every_attestation,
+    p06_a_user_deletion_is_attested_by_all_five_services,
+    p08_a_tenant_deletion_is_attested_by_all_five_services,
+    the_ledger_is_read_by_admins_of_its_tenant_and_operators,
+);

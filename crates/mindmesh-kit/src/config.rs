@@ -363,7 +363,7 @@ impl Default for IngestConfig {
 }
 
 /// The retention service: the deletion ledger.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// The Ed25519 public key (32 bytes, base64) each service's deletion attestations
@@ -371,6 +371,22 @@ pub struct RetentionConfig {
     /// A service not named signs with the key this process signs with
     /// (`keys.signing_key_file`), as every service running in one process does.
     pub attester_keys: std::collections::BTreeMap<String, String>,
+    /// The receipt log's name: the origin of its checkpoints and the key name of their
+    /// signatures (C2SP tlog-checkpoint); no spaces, no `+`.
+    pub log_name: String,
+    /// Days a backup is kept (1 to 7): a receipt says the erased data is gone from every
+    /// backup this long after the cascade completed.
+    pub backup_retention_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            attester_keys: std::collections::BTreeMap::new(),
+            log_name: "mindmesh-receipts".to_owned(),
+            backup_retention_days: 7,
+        }
+    }
 }
 
 impl RetentionConfig {
@@ -449,6 +465,11 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         self.retention.attester_keys()?;
+        if !(1..=7).contains(&self.retention.backup_retention_days) {
+            return Err(Error::Config(
+                "retention.backup_retention_days must be between 1 and 7 (P10)".into(),
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(Error::Config(
                 "database.max_connections must be at least 1".into(),

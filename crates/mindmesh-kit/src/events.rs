@@ -177,6 +177,37 @@ pub fn verify_completion(
     crate::crypto::verify_signature(public_key, &completion_bytes(completion), &signature)
 }
 
+/// Checks a service's attestation as a receipt carries it (without the bus's types):
+/// `retained` when the service settled its part by retaining data on a ground, else
+/// done.
+pub fn verify_attestation(
+    public_key: &[u8],
+    cascade_id: &str,
+    service: Service,
+    retained: bool,
+    counts: &std::collections::BTreeMap<String, u64>,
+    destroyed_key_ids: &[String],
+    signature: &str,
+) -> bool {
+    use mindmesh_proto::mindmesh::common::v1::CascadeState;
+    let state = if retained {
+        CascadeState::RetainedWithGround
+    } else {
+        CascadeState::Done
+    };
+    verify_completion(
+        public_key,
+        &mindmesh_proto::mindmesh::events::v1::DeletionCompleted {
+            cascade_id: cascade_id.to_owned(),
+            service: service.to_proto() as i32,
+            counts: counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            destroyed_key_ids: destroyed_key_ids.to_vec(),
+            state: state as i32,
+            signature: signature.to_owned(),
+        },
+    )
+}
+
 #[cfg(test)]
 mod completion_tests {
     use super::*;

@@ -11,9 +11,10 @@ use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
 use crate::ledger::{Cascade, CascadeKind, Ledger, ListPosition, Overall, Part, PartState};
+use crate::receipts::{self, Attestation, Inclusion, Receipt};
 
-/// `RetentionService`. Built: `RecordActivity`, `GetCascade`, `ListCascades`; the rest
-/// answers UNIMPLEMENTED.
+/// `RetentionService`. Built: `RecordActivity`, `GetCascade`, `ListCascades`,
+/// `VerifyReceipt`; the rest answers UNIMPLEMENTED.
 #[derive(Clone)]
 pub struct RetentionApi {
     activity: Activity,
@@ -60,6 +61,129 @@ fn completion(part: &Part) -> pb::ServiceCompletion {
         destroyed_key_ids: part.destroyed_key_ids.clone(),
         completed_at: part.reported_at.map(timestamp),
         signature: part.signature.clone(),
+        public_key: String::new(),
+    }
+}
+
+fn attestation(a: &Attestation) -> pb::ServiceCompletion {
+    let state = if a.state == "retained" {
+        CascadeState::RetainedWithGround
+    } else {
+        CascadeState::Done
+    };
+    pb::ServiceCompletion {
+        service: a
+            .service
+            .parse::<mindmesh_kit::Service>()
+            .map(|s| s.to_proto() as i32)
+            .unwrap_or_default(),
+        state: state as i32,
+        counts: a.counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        destroyed_key_ids: a.destroyed_key_ids.clone(),
+        completed_at: Some(timestamp(a.reported_at)),
+        signature: a.signature.clone(),
+        public_key: a.public_key.clone(),
+    }
+}
+
+fn receipt(r: &Receipt) -> pb::Receipt {
+    pb::Receipt {
+        cascade_id: r.cascade_id.clone(),
+        scope_kind: r.kind.clone(),
+        subject_hash: r.subject_hash.clone(),
+        attestations: r.attestations.iter().map(attestation).collect(),
+        backups_expire_at: Some(timestamp(r.backups_expire_at)),
+        issued_at: Some(timestamp(r.completed_at)),
+        signature: r.signature.clone(),
+        log_index: r.log_index,
+        tenant_id: r.tenant_id.clone(),
+        scope_id: r.scope_id.clone(),
+        requested_at: Some(timestamp(r.requested_at)),
+        version: r.version,
+    }
+}
+
+fn required_time(
+    field: &'static str,
+    t: &Option<prost_types::Timestamp>,
+) -> mindmesh_kit::Result<chrono::DateTime<chrono::Utc>> {
+    let t = t
+        .as_ref()
+        .ok_or_else(|| Error::invalid(field, "is required"))?;
+    from_timestamp(field, t)
+}
+
+/// A receipt as a client sent it back, to verify.
+fn receipt_from(r: &pb::Receipt) -> mindmesh_kit::Result<Receipt> {
+    let attestations = r
+        .attestations
+        .iter()
+        .map(|a| {
+            let service = mindmesh_kit::Service::from_proto(a.service).ok_or_else(|| {
+                Error::invalid("receipt.attestations.service", "must name a service")
+            })?;
+            let state = match CascadeState::try_from(a.state) {
+                Ok(CascadeState::Done) => "done",
+                Ok(CascadeState::RetainedWithGround) => "retained",
+                _ => {
+                    return Err(Error::invalid(
+                        "receipt.attestations.state",
+                        "must be done or retained with ground",
+                    ));
+                }
+            };
+            Ok(Attestation {
+                service: service.as_str().to_owned(),
+                state: state.to_owned(),
+                counts: a.counts.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                destroyed_key_ids: a.destroyed_key_ids.clone(),
+                reported_at: required_time("receipt.attestations.completed_at", &a.completed_at)?,
+                signature: a.signature.clone(),
+                public_key: a.public_key.clone(),
+            })
+        })
+        .collect::<mindmesh_kit::Result<Vec<_>>>()?;
+    Ok(Receipt {
+        version: r.version,
+        cascade_id: r.cascade_id.clone(),
+        tenant_id: r.tenant_id.clone(),
+        kind: r.scope_kind.clone(),
+        scope_id: r.scope_id.clone(),
+        subject_hash: r.subject_hash.clone(),
+        requested_at: required_time("receipt.requested_at", &r.requested_at)?,
+        completed_at: required_time("receipt.issued_at", &r.issued_at)?,
+        backups_expire_at: required_time("receipt.backups_expire_at", &r.backups_expire_at)?,
+        log_index: r.log_index,
+        attestations,
+        signature: r.signature.clone(),
+    })
+}
+
+/// A receipt and its inclusion proof as `GetCascade` answers them, as the file a
+/// customer keeps and checks offline ([`receipts::verify`]).
+pub fn receipt_file(
+    r: &pb::Receipt,
+    proof: &pb::InclusionProof,
+) -> mindmesh_kit::Result<receipts::ReceiptFile> {
+    Ok(receipts::ReceiptFile {
+        receipt: receipt_from(r)?,
+        inclusion: Inclusion {
+            log_name: proof.log_name.clone(),
+            tree_size: proof.tree_size,
+            root_hash: proof.root_hash.clone(),
+            audit_path: proof.audit_path.clone(),
+            checkpoint: proof.checkpoint.clone(),
+        },
+    })
+}
+
+fn inclusion(i: Inclusion) -> pb::InclusionProof {
+    pb::InclusionProof {
+        log_name: i.log_name,
+        tree_size: i.tree_size,
+        root_hash: i.root_hash,
+        audit_path: i.audit_path,
+        checkpoint: i.checkpoint,
     }
 }
 
@@ -153,8 +277,18 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             self.ledger.get(scope, id).await?.ok_or_else(|| {
                 Error::NotFound("cascade (not in the ledger, or not this tenant's)")
             })?;
+        let mut answer = cascade(&found);
+        let mut proof = None;
+        if let Some(issued) = self.ledger.receipt(scope, id).await? {
+            let notary = self.ledger.notary();
+            proof = Some(inclusion(
+                notary.inclusion(self.ledger.db(), &issued).await?,
+            ));
+            answer.receipt = Some(receipt(&issued));
+        }
         Ok(Response::new(pb::GetCascadeResponse {
-            cascade: Some(cascade(&found)),
+            cascade: Some(answer),
+            inclusion: proof,
         }))
     }
 
@@ -171,6 +305,34 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         Ok(Response::new(pb::ListCascadesResponse {
             cascades: page.iter().map(cascade).collect(),
             next_page_token: next.map(page_token).unwrap_or_default(),
+        }))
+    }
+
+    async fn verify_receipt(
+        &self,
+        request: Request<pb::VerifyReceiptRequest>,
+    ) -> Result<Response<pb::VerifyReceiptResponse>, Status> {
+        // Anyone signed in may check a receipt: it carries no personal data, and the
+        // answer says only whether it is genuine.
+        Caller::from_request(&request)?;
+        let given = request
+            .get_ref()
+            .receipt
+            .as_ref()
+            .ok_or_else(|| Error::invalid("receipt", "is required"))?;
+        let given = receipt_from(given)?;
+        let notary = self.ledger.notary();
+        let signature_valid = receipts::signature_valid(&given, &notary.public_key());
+        let attestations_valid = receipts::attestations_valid(&given);
+        let (included, proof) = notary.logged(self.ledger.db(), &given).await?;
+        Ok(Response::new(pb::VerifyReceiptResponse {
+            signature_valid,
+            included,
+            audit_path: proof.audit_path,
+            root_hash: proof.root_hash,
+            tree_size: proof.tree_size,
+            attestations_valid,
+            checkpoint: proof.checkpoint,
         }))
     }
 }

@@ -17,6 +17,7 @@ use mindmesh_kit::ids::{CascadeId, TenantId};
 use mindmesh_kit::{Error, Result, Service};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
+use crate::receipts::{Notary, Receipt};
 use crate::store::ledger as store;
 
 /// Most cascades one page of a listing holds.
@@ -293,15 +294,29 @@ pub struct Ledger {
     /// Keys the hash of a cascade's subject, so that the ledger and its receipts name
     /// no one (and an email cannot be confirmed by hashing guesses without it).
     subject_key: SecretKey,
+    /// Issues the receipt of each cascade as it completes.
+    notary: Notary,
 }
 
 impl Ledger {
-    /// The ledger in `db`, hashing subjects with a key derived from `master`.
-    pub fn new(db: DatabaseConnection, master: &SecretKey) -> Result<Self> {
+    /// The ledger in `db`, hashing subjects with a key derived from `master`, and
+    /// issuing receipts with `notary`.
+    pub fn new(db: DatabaseConnection, master: &SecretKey, notary: Notary) -> Result<Self> {
         Ok(Ledger {
             db,
             subject_key: master.derive("mindmesh/retention/subject-hash/v1")?,
+            notary,
         })
+    }
+
+    /// The notary of this ledger's receipts.
+    pub fn notary(&self) -> &Notary {
+        &self.notary
+    }
+
+    /// The database (to read receipts and the log with [`Ledger::notary`]).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// The keyed hash of `subject` (an email) in `tenant`, hex.
@@ -374,7 +389,8 @@ impl Ledger {
         Ok(completed.then_some(cascade))
     }
 
-    /// Marks `cascade` complete at `now` if it is settled and was not complete yet.
+    /// Marks `cascade` complete at `now` if it is settled and was not complete yet, and
+    /// issues its receipt in the same transaction: a complete cascade always has one.
     async fn complete_if_settled<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
@@ -386,7 +402,21 @@ impl Ledger {
         }
         cascade.completed_at = Some(now);
         store::set_completed(conn, cascade.id, now).await?;
+        self.notary.issue(conn, cascade).await?;
         Ok(true)
+    }
+
+    /// The receipt of cascade `id` in `tenant` (any tenant's for `None`), once complete.
+    pub async fn receipt(
+        &self,
+        tenant: Option<TenantId>,
+        id: CascadeId,
+    ) -> Result<Option<Receipt>> {
+        Ok(self
+            .notary
+            .receipt(&self.db, id)
+            .await?
+            .filter(|r| tenant.is_none_or(|t| r.tenant_id == t.to_string())))
     }
 
     /// The cascade `id`, if it is in `tenant` (any tenant's for `None`).

@@ -3,9 +3,12 @@
 //!
 //! Reading order: [`api`] (the gRPC face) → [`events`] (what it consumes) →
 //! [`ledger`] (every cascade and each service's part) → [`attesters`] (whose key an
-//! attestation must verify against) → [`activity`] (last activity per account) →
+//! attestation must verify against) → [`receipts`] (the signed proof a cascade
+//! completed) → [`receipt_log`] (the Merkle log of receipts, its checkpoints and
+//! proofs) → [`activity`] (last activity per account) →
 //! [`store`] (schema and every query).
-//! Built so far: the deletion ledger (`GetCascade`, `ListCascades`), and account
+//! Built so far: the deletion ledger and its receipts (`GetCascade`, `ListCascades`,
+//! `VerifyReceipt`), and account
 //! activity, fed by `account.activity` events and `RecordActivity`, and forgotten on
 //! `account.deletion_requested`. Every other RPC answers UNIMPLEMENTED until it is
 //! built.
@@ -17,6 +20,8 @@ pub mod api;
 pub mod attesters;
 pub mod events;
 pub mod ledger;
+pub mod receipt_log;
+pub mod receipts;
 pub mod store;
 
 use std::sync::Arc;
@@ -63,9 +68,15 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
     ctx.spawn_relay();
     let activity = activity::Activity::new(ctx.db.clone());
-    let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master)?;
     let attesters =
         attesters::Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key())?;
+    let notary = receipts::Notary::new(
+        ctx.keys.clone(),
+        receipt_log::LogName::new(&ctx.config.retention.log_name)?,
+        attesters.clone(),
+        ctx.config.retention.backup_retention_days,
+    );
+    let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master, notary)?;
     let consumer = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
         ctx.clone(),
         activity.clone(),

@@ -24,6 +24,8 @@ use mindmesh_retention::activity::Activity;
 use mindmesh_retention::attesters::Attesters;
 use mindmesh_retention::events::RetentionEvents;
 use mindmesh_retention::ledger::{Cascade, CascadeKind, Ledger, Overall, PartState};
+use mindmesh_retention::receipt_log::{self, LogName};
+use mindmesh_retention::receipts::{self, Notary, ReceiptFile};
 
 /// Every tenant exists (the ledger does not ask).
 struct Everyone;
@@ -47,8 +49,14 @@ async fn harness(backend: Backend) -> Harness {
     let (ctx, guard) = service_context::<Migrator>(Service::Retention, backend)
         .await
         .unwrap();
-    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master).unwrap();
     let attesters = Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key()).unwrap();
+    let notary = Notary::new(
+        ctx.keys.clone(),
+        LogName::new("mindmesh-receipts").unwrap(),
+        attesters.clone(),
+        7,
+    );
+    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master, notary).unwrap();
     let handler = RetentionEvents::new(
         ctx.clone(),
         Activity::new(ctx.db.clone()),
@@ -118,6 +126,40 @@ impl Harness {
 
     async fn overall(&self, cascade: CascadeId) -> Overall {
         self.cascade(cascade).await.overall()
+    }
+}
+
+impl Harness {
+    /// A complete disconnect cascade.
+    async fn complete_disconnect(&self) -> CascadeId {
+        let cascade = CascadeId::new();
+        self.feed(&self.disconnected(cascade)).await;
+        for service in DISCONNECT {
+            self.feed(&self.attested(cascade, service)).await;
+        }
+        assert_eq!(self.overall(cascade).await, Overall::Complete);
+        cascade
+    }
+
+    /// The receipt of `cascade` with its inclusion proof, as a customer keeps it.
+    async fn receipt_file(&self, cascade: CascadeId) -> ReceiptFile {
+        let receipt = self
+            .ledger
+            .receipt(Some(self.tenant), cascade)
+            .await
+            .unwrap()
+            .expect("a receipt");
+        let inclusion = self
+            .ledger
+            .notary()
+            .inclusion(self.ledger.db(), &receipt)
+            .await
+            .unwrap();
+        ReceiptFile { receipt, inclusion }
+    }
+
+    fn retention_key(&self) -> [u8; 32] {
+        self.ctx.keys.signing.public_key()
     }
 }
 
@@ -334,7 +376,138 @@ async fn cascades_are_listed_newest_first_in_pages(backend: Backend) {
     );
 }
 
+async fn p06_a_complete_cascade_has_a_receipt_that_verifies_offline(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = h.complete_disconnect().await;
+    let file = h.receipt_file(cascade).await;
+    let r = &file.receipt;
+    assert_eq!(r.cascade_id, cascade.to_string());
+    assert_eq!(r.kind, "integration");
+    assert_eq!(r.attestations.len(), 3);
+    assert!(r.backups_expire_at - r.completed_at <= chrono::Duration::days(7));
+    assert!(r.backups_expire_at > r.completed_at);
+    let checked = receipts::verify(&file, &h.retention_key());
+    assert!(checked.ok(), "{checked:?}");
+    // Read back as JSON (the offline file), it still verifies.
+    let json = serde_json::to_string(&file).unwrap();
+    let read: ReceiptFile = serde_json::from_str(&json).unwrap();
+    assert!(receipts::verify(&read, &h.retention_key()).ok());
+    // Against another key, nothing verifies.
+    let other = SigningKey::generate().unwrap().public_key();
+    let checked = receipts::verify(&file, &other);
+    assert!(
+        !checked.signature_valid && !checked.checkpoint_valid,
+        "{checked:?}"
+    );
+    // Not before it completes: a cascade still running has none.
+    let running = CascadeId::new();
+    h.feed(&h.disconnected(running)).await;
+    assert!(
+        h.ledger
+            .receipt(Some(h.tenant), running)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn p06_a_changed_receipt_or_proof_is_rejected(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = h.complete_disconnect().await;
+    let file = h.receipt_file(cascade).await;
+    let key = h.retention_key();
+
+    // One changed byte anywhere in what was signed.
+    let mut changed = file.clone();
+    changed.receipt.subject_hash.push('0');
+    let checked = receipts::verify(&changed, &key);
+    assert!(!checked.signature_valid && !checked.included, "{checked:?}");
+    let mut changed = file.clone();
+    changed.receipt.attestations[2]
+        .counts
+        .insert("rows".into(), 6);
+    let checked = receipts::verify(&changed, &key);
+    assert!(
+        !checked.signature_valid && !checked.attestations_valid,
+        "{checked:?}"
+    );
+    let mut changed = file.clone();
+    let mut sig = changed.receipt.signature.into_bytes();
+    sig[3] = if sig[3] == b'A' { b'B' } else { b'A' };
+    changed.receipt.signature = String::from_utf8(sig).unwrap();
+    assert!(!receipts::verify(&changed, &key).signature_valid);
+
+    // A forged attestation, even inside a receipt signed with retention's key.
+    let mut forged = file.clone();
+    let forger = SigningKey::generate().unwrap();
+    let a = &mut forged.receipt.attestations[0];
+    a.signature = {
+        let mut other = a.signature.clone().into_bytes();
+        other[5] = if other[5] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(other).unwrap()
+    };
+    use base64::Engine;
+    forged.receipt.signature = base64::engine::general_purpose::STANDARD
+        .encode(h.ctx.keys.signing.sign(&forged.receipt.body()));
+    let checked = receipts::verify(&forged, &key);
+    assert!(checked.signature_valid, "{checked:?}");
+    assert!(!checked.attestations_valid, "{checked:?}");
+    drop(forger);
+
+    // A wrong inclusion proof: a changed path, another index, another root.
+    let mut wrong = file.clone();
+    wrong.inclusion.audit_path.push("00".repeat(32));
+    assert!(!receipts::verify(&wrong, &key).included);
+    let mut wrong = file.clone();
+    wrong.inclusion.root_hash = "11".repeat(32);
+    assert!(!receipts::verify(&wrong, &key).included);
+    let mut wrong = file.clone();
+    wrong.inclusion.checkpoint = wrong.inclusion.checkpoint.replace("\n1\n", "\n2\n");
+    let checked = receipts::verify(&wrong, &key);
+    assert!(
+        !checked.checkpoint_valid && !checked.included,
+        "{checked:?}"
+    );
+}
+
+async fn p06_consistency_proofs_hold_across_later_appends(backend: Backend) {
+    let h = harness(backend).await;
+    let first = h.complete_disconnect().await;
+    let db = h.ledger.db();
+    let early = receipt_log::head(db).await.unwrap();
+    assert_eq!(early.size, 1);
+    let mut heads = vec![early];
+    for _ in 0..6 {
+        h.complete_disconnect().await;
+        heads.push(receipt_log::head(db).await.unwrap());
+    }
+    let last = *heads.last().unwrap();
+    assert_eq!(last.size, 7);
+    for old in &heads {
+        let proof = receipt_log::prove_consistency(db, old.size, last.size)
+            .await
+            .unwrap();
+        assert!(
+            receipt_log::verify_consistency(old, &last, &proof),
+            "{old:?}"
+        );
+        // A rewritten past does not match.
+        let forged_old = receipt_log::TreeHead {
+            size: old.size,
+            root: [7u8; 32],
+        };
+        assert!(!receipt_log::verify_consistency(&forged_old, &last, &proof));
+    }
+    // The first receipt is still in the grown log, and its proof checks offline.
+    let file = h.receipt_file(first).await;
+    assert_eq!(file.inclusion.tree_size, 7);
+    assert!(receipts::verify(&file, &h.retention_key()).ok());
+}
+
 both_backends!(
+    p06_a_complete_cascade_has_a_receipt_that_verifies_offline,
+    p06_a_changed_receipt_or_proof_is_rejected,
+    p06_consistency_proofs_hold_across_later_appends,
     p06_a_disconnect_completes_once_every_participant_attested,
     p06_completions_before_the_opening_event_are_kept,
     p06_a_repeated_completion_is_recorded_once,

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(AccountActivity));
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(Ledger));
+        all.push(Box::new(ReceiptLog));
         all
     }
 }
@@ -158,5 +159,101 @@ impl MigrationTrait for Ledger {
         manager
             .drop_table(Table::drop().table(Cascades::Table).if_exists().to_owned())
             .await
+    }
+}
+
+/// The receipts and their Merkle log.
+struct ReceiptLog;
+
+impl MigrationName for ReceiptLog {
+    fn name(&self) -> &str {
+        "m20261202_000200_retention_receipt_log"
+    }
+}
+
+/// `receipts`: the signed receipt of each completed cascade.
+#[derive(DeriveIden)]
+pub(crate) enum Receipts {
+    Table,
+    CascadeId,
+    TenantId,
+    LogIndex,
+    /// The receipt as JSON (its signature included).
+    Body,
+}
+
+/// `log_hashes`: the receipt log's permanent node hashes, by stored-hash index.
+#[derive(DeriveIden)]
+pub(crate) enum LogHashes {
+    Table,
+    Idx,
+    Hash,
+}
+
+/// `log_head`: one row, the log's size; locked by whoever appends.
+#[derive(DeriveIden)]
+pub(crate) enum LogHead {
+    Table,
+    Id,
+    Size,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ReceiptLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Receipts::Table)
+                    .if_not_exists()
+                    .col(string(Receipts::CascadeId).primary_key())
+                    .col(string(Receipts::TenantId))
+                    .col(big_integer_uniq(Receipts::LogIndex))
+                    .col(text(Receipts::Body))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LogHashes::Table)
+                    .if_not_exists()
+                    .col(big_integer(LogHashes::Idx).primary_key())
+                    .col(blob(LogHashes::Hash))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(LogHead::Table)
+                    .if_not_exists()
+                    .col(integer(LogHead::Id).primary_key())
+                    .col(big_integer(LogHead::Size))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .exec_stmt(
+                Query::insert()
+                    .into_table(LogHead::Table)
+                    .columns([LogHead::Id, LogHead::Size])
+                    .values_panic([1.into(), 0i64.into()])
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Receipts::Table.into_iden(),
+            LogHashes::Table.into_iden(),
+            LogHead::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The deletion ledger end to end: a disconnect, a user deletion and a tenant deletion
-//! each gather every participating service's signed attestation, and `GetCascade`
-//! follows them to complete (P06, P08). Who may read the ledger.
+//! each gather every participating service's signed attestation, `GetCascade` follows
+//! them to complete, and the receipt verifies with `VerifyReceipt` and offline (P06,
+//! P08); a changed byte fails both. Who may read the ledger.
 
 use std::time::Duration;
 
@@ -24,6 +25,15 @@ async fn retention(server: &TestServer) -> Retention {
 
 /// The cascade `id` once complete (within 60 s), as `token` reads it.
 async fn completed(server: &TestServer, token: &str, id: &str) -> pb::Cascade {
+    completed_with_proof(server, token, id).await.0
+}
+
+/// The cascade `id` once complete, with its receipt's inclusion proof.
+async fn completed_with_proof(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+) -> (pb::Cascade, pb::InclusionProof) {
     let mut client = retention(server).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -39,7 +49,12 @@ async fn completed(server: &TestServer, token: &str, id: &str) -> pb::Cascade {
             && let Some(c) = &r.get_ref().cascade
             && c.state == CascadeState::Done as i32
         {
-            return c.clone();
+            let proof = r
+                .get_ref()
+                .inclusion
+                .clone()
+                .expect("a complete cascade's proof");
+            return (c.clone(), proof);
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -65,6 +80,70 @@ fn services(cascade: &pb::Cascade) -> Vec<Service> {
         .iter()
         .map(|s| Service::from_proto(s.service).expect("a service"))
         .collect()
+}
+
+/// Checks the receipt of the complete `cascade` with the server and offline, and that a
+/// changed byte fails both.
+async fn receipt_verifies(
+    server: &TestServer,
+    token: &str,
+    cascade: &pb::Cascade,
+    proof: &pb::InclusionProof,
+) {
+    let receipt = cascade
+        .receipt
+        .clone()
+        .expect("a complete cascade's receipt");
+    assert_eq!(receipt.cascade_id, cascade.id);
+    assert_eq!(receipt.attestations.len(), cascade.services.len());
+    let mut client = retention(server).await;
+    let verify = |r: pb::Receipt| {
+        let mut client = client.clone();
+        let token = token.to_owned();
+        async move {
+            client
+                .verify_receipt(authed(
+                    pb::VerifyReceiptRequest { receipt: Some(r) },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let answer = verify(receipt.clone()).await;
+    assert!(
+        answer.signature_valid && answer.attestations_valid && answer.included,
+        "{answer:?}"
+    );
+    assert_eq!(answer.root_hash.len(), 64);
+
+    // Offline, with only retention's public key.
+    let key = server.signing_public_key();
+    let file = mindmesh_retention::api::receipt_file(&receipt, proof).unwrap();
+    let checked = mindmesh_retention::receipts::verify(&file, &key);
+    assert!(checked.ok(), "{checked:?}");
+
+    // One changed byte: a count.
+    let mut changed = receipt.clone();
+    *changed.attestations[0]
+        .counts
+        .entry("rows".into())
+        .or_default() += 1;
+    let answer = verify(changed.clone()).await;
+    assert!(
+        !answer.signature_valid && !answer.attestations_valid && !answer.included,
+        "{answer:?}"
+    );
+    let file = mindmesh_retention::api::receipt_file(&changed, proof).unwrap();
+    assert!(!mindmesh_retention::receipts::verify(&file, &key).ok());
+    // Bad input names the field.
+    let err = client
+        .verify_receipt(authed(pb::VerifyReceiptRequest { receipt: None }, token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("receipt"), "{err:?}");
 }
 
 fn all_done(cascade: &pb::Cascade) {
@@ -99,7 +178,8 @@ async fn p06_a_disconnect_cascade_completes_with_every_attestation(backend: Back
         .into_inner()
         .cascade_id;
 
-    let done = completed(&server, &admin, &cascade).await;
+    let (done, proof) = completed_with_proof(&server, &admin, &cascade).await;
+    receipt_verifies(&server, &admin, &done, &proof).await;
     assert_eq!(done.scope_kind, "integration");
     assert_eq!(done.scope_id, integration.id);
     assert_eq!(
@@ -130,7 +210,8 @@ async fn p06_a_user_deletion_is_attested_by_all_five_services(backend: Backend) 
         .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
         .await;
     let cascade = delete_user(&server, &admin, user.id.clone()).await;
-    let done = completed(&server, &admin, &cascade).await;
+    let (done, proof) = completed_with_proof(&server, &admin, &cascade).await;
+    receipt_verifies(&server, &admin, &done, &proof).await;
     assert_eq!(done.scope_kind, "user");
     assert_eq!(done.scope_id, user.id);
     assert_eq!(services(&done), Service::ALL.to_vec());
@@ -157,7 +238,8 @@ async fn p08_a_tenant_deletion_is_attested_by_all_five_services(backend: Backend
         .into_inner()
         .cascade_id;
     // The tenant's own tokens are worth nothing once it is gone: the operator follows it.
-    let done = completed(&server, &operator, &cascade).await;
+    let (done, proof) = completed_with_proof(&server, &operator, &cascade).await;
+    receipt_verifies(&server, &operator, &done, &proof).await;
     assert_eq!(done.scope_kind, "tenant");
     assert_eq!(done.scope_id, tenant.to_string());
     assert_eq!(services(&done), Service::ALL.to_vec());

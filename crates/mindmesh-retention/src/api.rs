@@ -275,7 +275,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         let id = CascadeId::parse_field("cascade_id", &request.get_ref().cascade_id)?;
         let found =
             self.ledger.get(scope, id).await?.ok_or_else(|| {
-                Error::NotFound("cascade (not in the ledger, or not this tenant's)")
+                Error::NotFound("cascade (not in the ledger yet — it appears when its first event arrives — or not this tenant's)")
             })?;
         let mut answer = cascade(&found);
         let mut proof = None;

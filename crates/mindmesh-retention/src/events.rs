@@ -113,7 +113,8 @@ impl RetentionEvents {
         let cascade = CascadeId::parse_event_field("cascade_id", &c.cascade_id)?;
         let service = Service::from_proto(c.service)
             .ok_or_else(|| Error::MalformedEvent("deletion.completed without a service".into()))?;
-        let reported_at = occurred_at(envelope)?;
+        // As stored and signed in receipts: to the microsecond.
+        let reported_at = mindmesh_kit::db::micros(occurred_at(envelope)?);
         let verified = mindmesh_kit::events::verify_completion(self.attesters.key(service), c);
         let (state, reason) = if !verified {
             tracing::warn!(cascade_id = %cascade, service = %service, "deletion attestation does not verify");

@@ -236,6 +236,25 @@ pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()
     Ok(())
 }
 
+/// The public key this process signs attestations and receipts with (base64), and the
+/// receipt log's note verifier key (`name+id+base64`), as `mindmesh keys public` prints
+/// them. Distributed when `database.url` is set, else embedded (keys generated in the
+/// data directory on first use).
+pub fn receipt_keys(config: &Config) -> anyhow::Result<(String, String)> {
+    use base64::Engine;
+    let mode = if config.database.url.is_some() {
+        Mode::Distributed
+    } else {
+        Mode::Embedded
+    };
+    let public = KeyMaterial::load(config, mode)?.signing.public_key();
+    let name = mindmesh_retention::receipt_log::LogName::new(&config.retention.log_name)?;
+    Ok((
+        base64::engine::general_purpose::STANDARD.encode(public),
+        mindmesh_retention::receipt_log::verifier_key(&name, &public),
+    ))
+}
+
 /// Issues a token from the configured (or, in embedded mode, generated) signing key.
 pub fn issue_token(
     config: &Config,

@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +58,16 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Deletion cascades in the ledger (talks to a running server).
+    Cascades {
+        #[command(subcommand)]
+        action: cli::cascades::Command,
+    },
+    /// Deletion receipts, checked offline.
+    Receipt {
+        #[command(subcommand)]
+        action: cli::receipt::Command,
+    },
     /// Key management.
     Keys {
         #[command(subcommand)]
@@ -67,6 +79,9 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum KeysCommand {
+    /// Prints the public key this server signs deletion attestations, receipts and
+    /// receipt-log checkpoints with: publish it so that anyone can verify a receipt.
+    Public,
     /// Gives every tenant (or one) a new key version and re-wraps every data key under
     /// it, re-wraps tenant keys under the current master key, and destroys old versions
     /// nothing uses. Content is not re-encrypted; the services keep serving.
@@ -92,9 +107,13 @@ fn parse_overrides(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Version = cli.command {
-        println!("mindmesh {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
+    match cli.command {
+        Command::Version => {
+            println!("mindmesh {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Command::Receipt { action } => return cli::receipt::run(action),
+        _ => {}
     }
     let overrides = parse_overrides(&cli.overrides)?;
     let config = Config::load(cli.config.as_deref(), std::env::vars(), &overrides)?;
@@ -108,7 +127,16 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Version => Ok(()),
+        Command::Version | Command::Receipt { .. } => Ok(()),
+        Command::Cascades { action } => cli::cascades::run(action).await,
+        Command::Keys {
+            action: KeysCommand::Public,
+        } => {
+            let (public, verifier) = mindmesh::receipt_keys(&config)?;
+            println!("attestation and receipt key (Ed25519, base64): {public}");
+            println!("receipt log verifier key: {verifier}");
+            Ok(())
+        }
         Command::Token {
             tenant,
             sub,

@@ -234,3 +234,171 @@ fn unknown_configuration_keys_are_rejected() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 }
+
+/// Runs the binary with `args` against the data directory; returns (success, stdout,
+/// stderr).
+fn cli(data_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--set")
+        .arg(format!("data_dir={}", data_dir.display()))
+        .env("MINDMESH__TELEMETRY__LOG_FILTER", "warn")
+        .output()
+        .expect("run mindmesh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn p06_a_deletion_receipt_saved_with_the_cli_verifies_offline() {
+    use mindmesh_proto::mindmesh::permissions::v1 as perm;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, addr) = spawn_server(&data);
+    let server = format!("http://{addr}");
+    let channel = Channel::from_shared(server.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let operator = token(&data, "operator");
+    let mut accounts = perm::account_service_client::AccountServiceClient::new(channel);
+    let tenant = accounts
+        .create_tenant(crate::common::authed(
+            perm::CreateTenantRequest {
+                name: "Acme".into(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap()
+        .id;
+    let (ok, admin, err) = cli(
+        &data,
+        &[
+            "token", "--role", "admin", "--tenant", &tenant, "--sub", "admin",
+        ],
+    );
+    assert!(ok, "{err}");
+    let admin = admin.trim().to_owned();
+    let user = accounts
+        .create_user(crate::common::authed(
+            perm::CreateUserRequest {
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+                email: "ada@acme.example".into(),
+                picture_url: String::new(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let cascade = accounts
+        .delete_user(crate::common::authed(
+            perm::DeleteUserRequest { user_id: user.id },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .cascade_id;
+
+    // `cascades get` follows it; once complete it saves the receipt.
+    let file = dir.path().join("receipt.json");
+    let file_arg = file.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let (ok, out, err) = cli(
+            &data,
+            &[
+                "cascades",
+                "get",
+                &cascade,
+                "--receipt",
+                &file_arg,
+                "--server",
+                &server,
+                "--token",
+                &operator,
+            ],
+        );
+        if ok {
+            break out;
+        }
+        assert!(
+            err.contains("not complete") || err.contains("NotFound"),
+            "{err}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the cascade did not complete: {out}{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(shown.contains("complete"), "{shown}");
+    assert!(shown.contains("storage"), "{shown}");
+    let (ok, listed, err) = cli(
+        &data,
+        &[
+            "cascades", "list", "--server", &server, "--token", &operator,
+        ],
+    );
+    assert!(ok && listed.contains(&cascade), "{listed}{err}");
+    // A bad token says what to do about it.
+    let (ok, _, err) = cli(
+        &data,
+        &["cascades", "list", "--server", &server, "--token", "nope"],
+    );
+    assert!(
+        !ok && err.contains("Unauthenticated") && err.contains("mindmesh token"),
+        "{err}"
+    );
+
+    sigterm(&child);
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(30))
+            .await
+            .success()
+    );
+
+    // Offline: no server, only the published key.
+    let (ok, keys, err) = cli(&data, &["keys", "public"]);
+    assert!(ok, "{err}");
+    let verifier = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("receipt log verifier key: "))
+        .expect("a verifier key")
+        .to_owned();
+    let (ok, out, err) = cli(
+        &data,
+        &["receipt", "verify", &file_arg, "--public-key", &verifier],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("verified"), "{out}");
+    // One changed count: the receipt no longer verifies, and the exit code says so.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tampered = text.replacen("\"accounts\": 1", "\"accounts\": 2", 1);
+    assert_ne!(
+        tampered, text,
+        "the receipt names the accounts permissions deleted"
+    );
+    std::fs::write(&file, tampered).unwrap();
+    let (ok, out, err) = cli(
+        &data,
+        &["receipt", "verify", &file_arg, "--public-key", &verifier],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAILED") && err.contains("does NOT verify"),
+        "{out}{err}"
+    );
+}

@@ -377,6 +377,9 @@ pub struct RetentionConfig {
     /// Days a backup is kept (1 to 7): a receipt says the erased data is gone from every
     /// backup this long after the cascade completed.
     pub backup_retention_days: u32,
+    /// Seconds a cascade may wait for a participant before it counts as stalled: its
+    /// request is then sent again (and again after as long), and it is listed as stalled.
+    pub cascade_stall_after_secs: u64,
 }
 
 impl Default for RetentionConfig {
@@ -385,6 +388,7 @@ impl Default for RetentionConfig {
             attester_keys: std::collections::BTreeMap::new(),
             log_name: "mindmesh-receipts".to_owned(),
             backup_retention_days: 7,
+            cascade_stall_after_secs: 900,
         }
     }
 }
@@ -465,6 +469,11 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         self.retention.attester_keys()?;
+        if self.retention.cascade_stall_after_secs == 0 {
+            return Err(Error::Config(
+                "retention.cascade_stall_after_secs must be at least 1".into(),
+            ));
+        }
         if !(1..=7).contains(&self.retention.backup_retention_days) {
             return Err(Error::Config(
                 "retention.backup_retention_days must be between 1 and 7 (P10)".into(),

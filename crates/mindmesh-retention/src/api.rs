@@ -19,16 +19,25 @@ use crate::receipts::{self, Attestation, Inclusion, Receipt};
 pub struct RetentionApi {
     activity: Activity,
     ledger: Ledger,
+    /// How long a cascade waits before it counts as stalled.
+    stall_after: chrono::Duration,
     /// Activity is recorded only for a live tenant (P08).
     tenants: Tenants,
 }
 
 impl RetentionApi {
-    /// The API over `activity` and the deletion `ledger`, for live `tenants`.
-    pub fn new(activity: Activity, ledger: Ledger, tenants: Tenants) -> Self {
+    /// The API over `activity` and the deletion `ledger`, for live `tenants`; a
+    /// cascade open longer than `stall_after` is stalled.
+    pub fn new(
+        activity: Activity,
+        ledger: Ledger,
+        tenants: Tenants,
+        stall_after: chrono::Duration,
+    ) -> Self {
         RetentionApi {
             activity,
             ledger,
+            stall_after,
             tenants,
         }
     }
@@ -187,7 +196,7 @@ fn inclusion(i: Inclusion) -> pb::InclusionProof {
     }
 }
 
-fn cascade(c: &Cascade) -> pb::Cascade {
+fn cascade(c: &Cascade, stall_after: chrono::Duration) -> pb::Cascade {
     let state = match c.overall() {
         Overall::Pending => CascadeState::Pending,
         Overall::Running => CascadeState::Running,
@@ -212,6 +221,10 @@ fn cascade(c: &Cascade) -> pb::Cascade {
             .map(|s| s.to_proto() as i32)
             .collect(),
         held_by: String::new(),
+        waiting_since: c.waiting_since().map(timestamp),
+        stalled: c
+            .waiting_since()
+            .is_some_and(|since| chrono::Utc::now() - since > stall_after),
     }
 }
 
@@ -277,7 +290,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             self.ledger.get(scope, id).await?.ok_or_else(|| {
                 Error::NotFound("cascade (not in the ledger yet — it appears when its first event arrives — or not this tenant's)")
             })?;
-        let mut answer = cascade(&found);
+        let mut answer = cascade(&found, self.stall_after);
         let mut proof = None;
         if let Some(issued) = self.ledger.receipt(scope, id).await? {
             let notary = self.ledger.notary();
@@ -301,9 +314,15 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         let req = request.into_inner();
         let limit = mindmesh_kit::grpc::page_size(req.page_size, 100, 1000)?;
         let after = parse_page_token(&req.page_token)?;
-        let (page, next) = self.ledger.list(scope, limit, after).await?;
+        let stalled_before = req
+            .stalled_only
+            .then(|| chrono::Utc::now() - self.stall_after);
+        let (page, next) = self
+            .ledger
+            .list(scope, limit, after, stalled_before)
+            .await?;
         Ok(Response::new(pb::ListCascadesResponse {
-            cascades: page.iter().map(cascade).collect(),
+            cascades: page.iter().map(|c| cascade(c, self.stall_after)).collect(),
             next_page_token: next.map(page_token).unwrap_or_default(),
         }))
     }

@@ -19,12 +19,13 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::{CascadeId, TenantId, UserId};
+use mindmesh_kit::ids::{CascadeId, EventId, TenantId, UserId};
 use mindmesh_kit::tenants::Tenants;
-use mindmesh_kit::{Error, Result, Service, events, inbox};
+use mindmesh_kit::{Error, Result, Service, events, inbox, outbox};
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, Envelope};
+use prost::Message;
 use sea_orm::TransactionTrait;
 
 use crate::activity::Activity;
@@ -97,7 +98,11 @@ impl RetentionEvents {
             subject,
             requested_at,
         };
-        if let Some(done) = self.ledger.open(&opening).await? {
+        if let Some(done) = self
+            .ledger
+            .open(&opening, &envelope.encode_to_vec())
+            .await?
+        {
             completed(&done);
         }
         Ok(())
@@ -201,6 +206,72 @@ impl RetentionEvents {
         txn.commit().await?;
         self.ctx.relay.wake();
         Ok(())
+    }
+}
+
+/// Asks the participants of stalled cascades again: the event that requested each is
+/// published again under a new id (so that every service's inbox takes it), and every
+/// service treats it as the same cascade (its part again, with the same counts or
+/// zeros). A cascade is asked again each time it has waited `stall_after` more.
+pub struct Reasker {
+    ctx: ServiceContext,
+    ledger: Ledger,
+    stall_after: chrono::Duration,
+}
+
+impl Reasker {
+    /// Asks through `ctx`'s outbox for the open cascades of `ledger`.
+    pub fn new(ctx: ServiceContext, ledger: Ledger, stall_after: chrono::Duration) -> Self {
+        Reasker {
+            ctx,
+            ledger,
+            stall_after,
+        }
+    }
+
+    /// Asks again for every cascade that has waited `stall_after` by `now`; returns how
+    /// many were asked.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
+        let stalled = self.ledger.stalled(now - self.stall_after, 100).await?;
+        for s in &stalled {
+            let mut envelope = Envelope::decode(s.request.as_slice())
+                .map_err(|_| Error::Internal("a kept cascade request does not decode".into()))?;
+            envelope.id = EventId::new().to_string();
+            let txn = self.ledger.db().begin().await?;
+            outbox::enqueue(&txn, &envelope).await?;
+            self.ledger.asked_again(&txn, s.cascade.id, now).await?;
+            txn.commit().await?;
+            let waiting: Vec<&str> = s.cascade.waiting_for().iter().map(|w| w.as_str()).collect();
+            tracing::warn!(
+                tenant_id = %s.cascade.tenant,
+                cascade_id = %s.cascade.id,
+                waiting_for = %waiting.join(","),
+                times_asked = s.times_asked + 1,
+                "cascade stalled: its request is sent again"
+            );
+        }
+        if !stalled.is_empty() {
+            self.ctx.relay.wake();
+        }
+        Ok(stalled.len())
+    }
+
+    /// Runs [`Reasker::run_once`] every quarter of `stall_after` (at most every minute)
+    /// until `shutdown`.
+    pub async fn run(self, shutdown: tokio_util::sync::CancellationToken) {
+        let every = (self.stall_after / 4).to_std().unwrap_or_default().clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(60),
+        );
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.run_once(Utc::now()).await {
+                tracing::warn!(error = %e, "asking stalled cascades again failed; retrying later");
+            }
+        }
     }
 }
 

@@ -233,6 +233,21 @@ impl Cascade {
         }
     }
 
+    /// Since when the cascade waits for a participant: the oldest state among those not
+    /// settled (pending since the cascade was seen, or failed since it reported);
+    /// `None` once complete, or before it is opened.
+    pub fn waiting_since(&self) -> Option<DateTime<Utc>> {
+        if self.completed_at.is_some() {
+            return None;
+        }
+        let waiting = self.waiting_for();
+        self.parts
+            .iter()
+            .filter(|p| waiting.contains(&p.service))
+            .map(|p| p.since)
+            .min()
+    }
+
     /// The participants that have not reported (or not settled), in service order.
     pub fn waiting_for(&self) -> Vec<Service> {
         let participants = self.kind.map(CascadeKind::participants).unwrap_or(&[]);
@@ -294,8 +309,26 @@ pub struct Ledger {
     /// Keys the hash of a cascade's subject, so that the ledger and its receipts name
     /// no one (and an email cannot be confirmed by hashing guesses without it).
     subject_key: SecretKey,
+    /// Seals the request of each open cascade (it may name a person), kept only to ask
+    /// a silent participant again (DESIGN.md §5.4: identifiers stay until all confirmed).
+    request_key: SecretKey,
     /// Issues the receipt of each cascade as it completes.
     notary: Notary,
+}
+
+/// An open cascade that has waited too long, with the request to send again.
+#[derive(Clone, Debug)]
+pub struct Stalled {
+    /// The cascade.
+    pub cascade: Cascade,
+    /// The event that requested it, as it came (encoded).
+    pub request: Vec<u8>,
+    /// How often it was asked again before.
+    pub times_asked: u32,
+}
+
+fn request_aad(id: CascadeId) -> Vec<u8> {
+    format!("mindmesh/retention/cascade_requests/request_ct/{id}").into_bytes()
 }
 
 impl Ledger {
@@ -305,6 +338,7 @@ impl Ledger {
         Ok(Ledger {
             db,
             subject_key: master.derive("mindmesh/retention/subject-hash/v1")?,
+            request_key: master.derive("mindmesh/retention/cascade-request/v1")?,
             notary,
         })
     }
@@ -326,9 +360,10 @@ impl Ledger {
     }
 
     /// Records the request that opened a cascade (again: nothing changes), and expects
-    /// a part from each service its kind names. Returns the cascade if this completed
-    /// it (its parts had all come before).
-    pub async fn open(&self, opening: &Opening) -> Result<Option<Cascade>> {
+    /// a part from each service its kind names; keeps `request` (the event, encoded)
+    /// sealed until the cascade completes, to ask again. Returns the cascade if this
+    /// completed it (its parts had all come before).
+    pub async fn open(&self, opening: &Opening, request: &[u8]) -> Result<Option<Cascade>> {
         let now = mindmesh_kit::db::now();
         let subject_hash = opening
             .subject
@@ -347,6 +382,8 @@ impl Ledger {
         cascade.subject_hash = subject_hash;
         cascade.requested_at = Some(mindmesh_kit::db::micros(opening.requested_at));
         store::set_opening(&txn, &cascade).await?;
+        let sealed = self.request_key.seal(&request_aad(cascade.id), request)?;
+        store::put_request(&txn, cascade.id, sealed, now).await?;
         for service in opening.kind.participants() {
             if !cascade.parts.iter().any(|p| p.service == *service) {
                 let part = Part::pending(*service, cascade.first_seen_at);
@@ -402,6 +439,7 @@ impl Ledger {
         }
         cascade.completed_at = Some(now);
         store::set_completed(conn, cascade.id, now).await?;
+        store::delete_request(conn, cascade.id).await?;
         self.notary.issue(conn, cascade).await?;
         Ok(true)
     }
@@ -427,15 +465,17 @@ impl Ledger {
     }
 
     /// Up to `limit` cascades of `tenant` (every tenant's for `None`), newest first,
-    /// after `after`; and where the next page starts, if there is one.
+    /// after `after` — only those still open since before `stalled_before`, when given;
+    /// and where the next page starts, if there is one.
     pub async fn list(
         &self,
         tenant: Option<TenantId>,
         limit: u64,
         after: Option<ListPosition>,
+        stalled_before: Option<DateTime<Utc>>,
     ) -> Result<(Vec<Cascade>, Option<ListPosition>)> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let mut page = store::page(&self.db, tenant, limit + 1, after).await?;
+        let mut page = store::page(&self.db, tenant, limit + 1, after, stalled_before).await?;
         let next = if page.len() as u64 > limit {
             page.truncate(limit as usize);
             page.last().map(|c| (c.first_seen_at, c.id))
@@ -443,5 +483,38 @@ impl Ledger {
             None
         };
         Ok((page, next))
+    }
+
+    /// Up to `limit` open cascades last asked before `before` (every tenant's), oldest
+    /// first, with their requests to send again.
+    pub async fn stalled(&self, before: DateTime<Utc>, limit: u64) -> Result<Vec<Stalled>> {
+        let mut out = Vec::new();
+        for (id, sealed, times_asked) in
+            store::requests_asked_before(&self.db, before, limit).await?
+        {
+            let Some(cascade) = store::find(&self.db, id, false).await? else {
+                continue;
+            };
+            if cascade.completed_at.is_some() {
+                continue;
+            }
+            let request = self.request_key.open(&request_aad(id), &sealed)?;
+            out.push(Stalled {
+                cascade,
+                request,
+                times_asked,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records, in `conn`'s transaction, that cascade `id` was asked again at `at`.
+    pub async fn asked_again<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: CascadeId,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        store::asked_again(conn, id, at).await
     }
 }

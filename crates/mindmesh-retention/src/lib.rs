@@ -58,7 +58,8 @@ impl ServiceModule for Retention {
         Ok(Migrator::up(db, None).await?)
     }
 
-    /// Starts the outbox relay and the event consumer.
+    /// Starts the outbox relay, the event consumer and the asking again of stalled
+    /// cascades.
     fn start(&self, ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         start(ctx, routes)
     }
@@ -77,6 +78,12 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx.config.retention.backup_retention_days,
     );
     let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master, notary)?;
+    let stall_after = chrono::Duration::seconds(
+        i64::try_from(ctx.config.retention.cascade_stall_after_secs).unwrap_or(i64::MAX / 1000),
+    );
+    ctx.tasks.spawn(
+        events::Reasker::new(ctx.clone(), ledger.clone(), stall_after).run(ctx.shutdown.clone()),
+    );
     let consumer = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
         ctx.clone(),
         activity.clone(),
@@ -85,7 +92,12 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         tenants.clone(),
     )));
     routes.add_service(api_service!(
-        RetentionServiceServer::new(api::RetentionApi::new(activity, ledger, tenants)),
+        RetentionServiceServer::new(api::RetentionApi::new(
+            activity,
+            ledger,
+            tenants,
+            stall_after
+        )),
         ctx
     ));
     Ok(Started {

@@ -22,7 +22,7 @@ use mindmesh_proto::mindmesh::events::v1::{
 use mindmesh_retention::Migrator;
 use mindmesh_retention::activity::Activity;
 use mindmesh_retention::attesters::Attesters;
-use mindmesh_retention::events::RetentionEvents;
+use mindmesh_retention::events::{Reasker, RetentionEvents};
 use mindmesh_retention::ledger::{Cascade, CascadeKind, Ledger, Overall, PartState};
 use mindmesh_retention::receipt_log::{self, LogName};
 use mindmesh_retention::receipts::{self, Notary, ReceiptFile};
@@ -218,7 +218,7 @@ async fn p06_completions_before_the_opening_event_are_kept(backend: Backend) {
     assert_eq!(h.overall(cascade).await, Overall::Complete);
     // Opening it again changes nothing.
     h.feed(&h.disconnected(cascade)).await;
-    let (page, _) = h.ledger.list(Some(h.tenant), 10, None).await.unwrap();
+    let (page, _) = h.ledger.list(Some(h.tenant), 10, None, None).await.unwrap();
     assert_eq!(page.len(), 1, "one entry for the cascade");
     assert_eq!(page[0].parts.len(), 3);
 }
@@ -346,7 +346,7 @@ async fn cascades_are_listed_newest_first_in_pages(backend: Backend) {
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let (page, next) = h.ledger.list(Some(h.tenant), 2, after).await.unwrap();
+        let (page, next) = h.ledger.list(Some(h.tenant), 2, after, None).await.unwrap();
         assert!(page.len() <= 2);
         seen.extend(page.iter().map(|c| c.id));
         match next {
@@ -359,7 +359,7 @@ async fn cascades_are_listed_newest_first_in_pages(backend: Backend) {
     sorted.dedup();
     assert_eq!(sorted.len(), 5, "every cascade once: {seen:?}");
     // Newest first (cascades seen in the same microsecond by id, descending).
-    let (all, _) = h.ledger.list(Some(h.tenant), 10, None).await.unwrap();
+    let (all, _) = h.ledger.list(Some(h.tenant), 10, None, None).await.unwrap();
     let firsts: Vec<_> = all.iter().map(|c| (c.first_seen_at, c.id)).collect();
     let mut ordered = firsts.clone();
     ordered.sort_by(|a, b| b.cmp(a));
@@ -368,7 +368,7 @@ async fn cascades_are_listed_newest_first_in_pages(backend: Backend) {
     // Other tenants' cascades are not listed.
     assert!(
         h.ledger
-            .list(Some(TenantId::new()), 10, None)
+            .list(Some(TenantId::new()), 10, None, None)
             .await
             .unwrap()
             .0
@@ -504,7 +504,96 @@ async fn p06_consistency_proofs_hold_across_later_appends(backend: Backend) {
     assert!(receipts::verify(&file, &h.retention_key()).ok());
 }
 
+/// The `integration.disconnected` events retention's outbox holds for `cascade`.
+async fn requests_sent(h: &Harness, cascade: CascadeId) -> Vec<Envelope> {
+    use prost::Message;
+    use sea_orm::ConnectionTrait;
+    let rows = h
+        .ctx
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            h.ctx.db.get_database_backend(),
+            "SELECT payload FROM outbox WHERE subject = 'integration.disconnected'",
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| Envelope::decode(r.try_get::<Vec<u8>>("", "payload").unwrap().as_slice()).unwrap())
+        .filter(|e| matches!(&e.payload, Some(Payload::IntegrationDisconnected(d)) if d.cascade_id == cascade.to_string()))
+        .collect()
+}
+
+async fn p06_a_silent_participant_is_named_and_asked_again(backend: Backend) {
+    let h = harness(backend).await;
+    let cascade = CascadeId::new();
+    let request = h.disconnected(cascade);
+    h.feed(&request).await;
+    h.feed(&h.attested(cascade, Service::Ingest)).await;
+    h.feed(&h.attested(cascade, Service::Permissions)).await;
+    let waiting = h.cascade(cascade).await;
+    assert_eq!(waiting.waiting_for(), vec![Service::Storage]);
+    let since = waiting.waiting_since().expect("waiting since");
+    assert!(since <= chrono::Utc::now());
+
+    let reasker = Reasker::new(
+        h.ctx.clone(),
+        h.ledger.clone(),
+        chrono::Duration::minutes(15),
+    );
+    let now = chrono::Utc::now();
+    assert_eq!(reasker.run_once(now).await.unwrap(), 0, "not stalled yet");
+    assert!(requests_sent(&h, cascade).await.is_empty());
+    let stalled_at = now + chrono::Duration::minutes(16);
+    assert_eq!(reasker.run_once(stalled_at).await.unwrap(), 1);
+    // The same request, under a new id so that every inbox takes it.
+    let sent = requests_sent(&h, cascade).await;
+    assert_eq!(sent.len(), 1);
+    assert_ne!(sent[0].id, request.id);
+    assert_eq!(sent[0].payload, request.payload);
+    assert_eq!(sent[0].tenant_id, request.tenant_id);
+    // Asked again only once it has waited as long again.
+    let minute = chrono::Duration::minutes(1);
+    assert_eq!(reasker.run_once(stalled_at + minute).await.unwrap(), 0);
+    assert_eq!(reasker.run_once(stalled_at + minute * 16).await.unwrap(), 1);
+    assert_eq!(requests_sent(&h, cascade).await.len(), 2);
+    // Listed as stalled; a fresh cascade is not.
+    let fresh = CascadeId::new();
+    h.feed(&h.disconnected(fresh)).await;
+    let cutoff = h.cascade(fresh).await.first_seen_at;
+    let (stalled, _) = h
+        .ledger
+        .list(Some(h.tenant), 10, None, Some(cutoff))
+        .await
+        .unwrap();
+    assert_eq!(
+        stalled.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![cascade]
+    );
+    // The request coming round again is the same cascade.
+    h.feed(&sent[0]).await;
+    assert_eq!(
+        h.cascade(cascade).await.waiting_for(),
+        vec![Service::Storage]
+    );
+    // Storage answers: complete, and nobody is asked any more.
+    h.feed(&h.attested(cascade, Service::Storage)).await;
+    assert_eq!(h.overall(cascade).await, Overall::Complete);
+    assert!(h.cascade(cascade).await.waiting_since().is_none());
+    assert_eq!(
+        reasker.run_once(stalled_at + minute * 60).await.unwrap(),
+        1,
+        "only the fresh one"
+    );
+    let (stalled, _) = h
+        .ledger
+        .list(Some(h.tenant), 10, None, Some(cutoff))
+        .await
+        .unwrap();
+    assert!(stalled.is_empty());
+}
+
 both_backends!(
+    p06_a_silent_participant_is_named_and_asked_again,
     p06_a_complete_cascade_has_a_receipt_that_verifies_offline,
     p06_a_changed_receipt_or_proof_is_rejected,
     p06_consistency_proofs_hold_across_later_appends,

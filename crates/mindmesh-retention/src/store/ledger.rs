@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use mindmesh_kit::ids::{CascadeId, TenantId};
 use mindmesh_kit::{Error, Result, Service};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Order, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use super::migration::CascadeRequests;
 use crate::ledger::{Cascade, CascadeKind, ListPosition, Part, PartState};
 
 mod cascade {
@@ -253,16 +254,23 @@ pub async fn put_part<C: ConnectionTrait>(conn: &C, id: CascadeId, p: &Part) -> 
 }
 
 /// Up to `limit` cascades of `tenant` (all tenants' for `None`), newest first (by when
-/// retention first heard of them, then id), after `after`, with their parts.
+/// retention first heard of them, then id), after `after`, with their parts; only those
+/// still open and first seen before `open_since` when it is given.
 pub async fn page<C: ConnectionTrait>(
     conn: &C,
     tenant: Option<TenantId>,
     limit: u64,
     after: Option<ListPosition>,
+    open_since: Option<DateTime<Utc>>,
 ) -> Result<Vec<Cascade>> {
     let mut query = cascade::Entity::find();
     if let Some(tenant) = tenant {
         query = query.filter(cascade::Column::TenantId.eq(tenant.to_string()));
+    }
+    if let Some(before) = open_since {
+        query = query
+            .filter(cascade::Column::CompletedAt.is_null())
+            .filter(cascade::Column::FirstSeenAt.lt(before));
     }
     if let Some((seen, id)) = after {
         query = query.filter(
@@ -288,4 +296,107 @@ pub async fn page<C: ConnectionTrait>(
             cascade_of(row, p)
         })
         .collect()
+}
+
+/// Keeps the sealed request of the open cascade `id`, last asked at `at`.
+pub async fn put_request<C: ConnectionTrait>(
+    conn: &C,
+    id: CascadeId,
+    sealed: Vec<u8>,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        &Query::insert()
+            .into_table(CascadeRequests::Table)
+            .columns([
+                CascadeRequests::CascadeId,
+                CascadeRequests::RequestCt,
+                CascadeRequests::AskedAt,
+                CascadeRequests::TimesAsked,
+            ])
+            .values_panic([id.to_string().into(), sealed.into(), at.into(), 0.into()])
+            .on_conflict(
+                OnConflict::column(CascadeRequests::CascadeId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Forgets the request of cascade `id` (it completed).
+pub async fn delete_request<C: ConnectionTrait>(conn: &C, id: CascadeId) -> Result<()> {
+    conn.execute(
+        &Query::delete()
+            .from_table(CascadeRequests::Table)
+            .and_where(Expr::col(CascadeRequests::CascadeId).eq(id.to_string()))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` open cascades last asked before `before`, oldest first: (id, sealed
+/// request, times asked again).
+pub async fn requests_asked_before<C: ConnectionTrait>(
+    conn: &C,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<(CascadeId, Vec<u8>, u32)>> {
+    let rows = conn
+        .query_all(
+            &Query::select()
+                .columns([
+                    CascadeRequests::CascadeId,
+                    CascadeRequests::RequestCt,
+                    CascadeRequests::TimesAsked,
+                ])
+                .from(CascadeRequests::Table)
+                .and_where(Expr::col(CascadeRequests::AskedAt).lt(before))
+                .order_by(CascadeRequests::AskedAt, Order::Asc)
+                .limit(limit)
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row
+                .try_get("", "cascade_id")
+                .map_err(|_| corrupt("request id"))?;
+            let sealed: Vec<u8> = row
+                .try_get("", "request_ct")
+                .map_err(|_| corrupt("request"))?;
+            let times: i32 = row
+                .try_get("", "times_asked")
+                .map_err(|_| corrupt("times asked"))?;
+            Ok((
+                id.parse().map_err(|_| corrupt("request id"))?,
+                sealed,
+                u32::try_from(times).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+/// Records that cascade `id` was asked again at `at`.
+pub async fn asked_again<C: ConnectionTrait>(
+    conn: &C,
+    id: CascadeId,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        &Query::update()
+            .table(CascadeRequests::Table)
+            .value(CascadeRequests::AskedAt, at)
+            .value(
+                CascadeRequests::TimesAsked,
+                Expr::col(CascadeRequests::TimesAsked).add(1),
+            )
+            .and_where(Expr::col(CascadeRequests::CascadeId).eq(id.to_string()))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
 }

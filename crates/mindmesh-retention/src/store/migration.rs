@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(Ledger));
         all.push(Box::new(ReceiptLog));
+        all.push(Box::new(CascadeRequestsTable));
         all
     }
 }
@@ -255,5 +256,54 @@ impl MigrationTrait for ReceiptLog {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The requests of open cascades, kept (sealed) to ask a silent participant again.
+struct CascadeRequestsTable;
+
+impl MigrationName for CascadeRequestsTable {
+    fn name(&self) -> &str {
+        "m20261202_000300_retention_cascade_requests"
+    }
+}
+
+/// `cascade_requests`: the event that opened each cascade still open, sealed (it may
+/// name the person whose data is erased); deleted when the cascade completes.
+#[derive(DeriveIden)]
+pub(crate) enum CascadeRequests {
+    Table,
+    CascadeId,
+    RequestCt,
+    AskedAt,
+    TimesAsked,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CascadeRequestsTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(CascadeRequests::Table)
+                    .if_not_exists()
+                    .col(string(CascadeRequests::CascadeId).primary_key())
+                    .col(blob(CascadeRequests::RequestCt))
+                    .col(timestamp_with_time_zone(CascadeRequests::AskedAt))
+                    .col(integer(CascadeRequests::TimesAsked))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(CascadeRequests::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -29,6 +29,9 @@ pub enum Command {
         /// How many (1–1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only cascades still waiting after retention.cascade_stall_after_secs.
+        #[arg(long)]
+        stalled: bool,
         #[command(flatten)]
         connection: Connection,
     },
@@ -102,7 +105,17 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             if !cascade.waiting_for.is_empty() {
                 let waiting: Vec<String> =
                     cascade.waiting_for.iter().map(|s| service(*s)).collect();
-                println!("waiting for: {}", waiting.join(", "));
+                let since = cascade
+                    .waiting_since
+                    .as_ref()
+                    .map(|t| format!(" since {t}"))
+                    .unwrap_or_default();
+                let stalled = if cascade.stalled {
+                    " (stalled: asked again)"
+                } else {
+                    ""
+                };
+                println!("waiting for: {}{since}{stalled}", waiting.join(", "));
             }
             if let Some(path) = receipt {
                 let (Some(r), Some(proof)) = (&cascade.receipt, &answer.inclusion) else {
@@ -115,11 +128,16 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::List { limit, connection } => {
+        Command::List {
+            limit,
+            stalled,
+            connection,
+        } => {
             let answer = client(connection.channel().await?)
                 .list_cascades(connection.request(pb::ListCascadesRequest {
                     page_size: limit,
                     page_token: String::new(),
+                    stalled_only: stalled,
                 })?)
                 .await
                 .map_err(explain)?

@@ -286,7 +286,7 @@ async fn the_ledger_is_read_by_admins_of_its_tenant_and_operators(backend: Backe
         .list_cascades(authed(
             pb::ListCascadesRequest {
                 page_size: 5000,
-                page_token: String::new(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -297,8 +297,8 @@ async fn the_ledger_is_read_by_admins_of_its_tenant_and_operators(backend: Backe
     let err = client
         .list_cascades(authed(
             pb::ListCascadesRequest {
-                page_size: 0,
                 page_token: "garbage".into(),
+                ..Default::default()
             },
             &admin,
         ))
@@ -321,3 +321,104 @@ both_modes!(
     p08_a_tenant_deletion_is_attested_by_all_five_services,
     the_ledger_is_read_by_admins_of_its_tenant_and_operators,
 );
+
+/// A participant that is down (distributed mode: storage not running): the cascade stays
+/// open and names it, is listed as stalled and asked again; once storage runs, it takes
+/// the request (and the repeats, as the same cascade) and the cascade completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p06_a_cascade_waits_for_a_participant_that_is_down_and_completes_when_it_is_back() {
+    let without_storage = vec![
+        Service::Ingest,
+        Service::Permissions,
+        Service::Retention,
+        Service::Dsar,
+    ];
+    // Where storage will listen once it is back: ingest's peer setting names it.
+    let storage_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let storage_url = format!("http://{}", storage_listener.local_addr().unwrap());
+    let server = TestServer::start_services(Backend::Distributed, without_storage, |c, addr| {
+        c.retention.cascade_stall_after_secs = 1;
+        c.peers.storage_url = Some(storage_url);
+        // Storage, when back, asks this server's permissions service.
+        c.peers.permissions_url = Some(format!("http://{addr}"));
+    })
+    .await;
+    let (_, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let cascade = delete_user(&server, &admin, user.id).await;
+    let mut client = retention(&server).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let stalled = loop {
+        let answer = client
+            .get_cascade(authed(
+                pb::GetCascadeRequest {
+                    cascade_id: cascade.clone(),
+                },
+                &admin,
+            ))
+            .await;
+        if let Ok(r) = &answer
+            && let Some(c) = &r.get_ref().cascade
+            && c.stalled
+        {
+            break c.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not stalled: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        stalled.waiting_for,
+        vec![Service::Storage.to_proto() as i32]
+    );
+    assert!(stalled.waiting_since.is_some());
+    assert_ne!(stalled.state, CascadeState::Done as i32);
+    assert!(stalled.receipt.is_none());
+    let listed = client
+        .list_cascades(authed(
+            pb::ListCascadesRequest {
+                stalled_only: true,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed
+            .cascades
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        vec![cascade.as_str()]
+    );
+    // Let it be asked again at least once while storage is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let storage = server
+        .replica_on(storage_listener, vec![Service::Storage])
+        .await;
+    let (done, proof) = completed_with_proof(&server, &admin, &cascade).await;
+    all_done(&done);
+    assert_eq!(services(&done), Service::ALL.to_vec());
+    receipt_verifies(&server, &admin, &done, &proof).await;
+    let listed = client
+        .list_cascades(authed(
+            pb::ListCascadesRequest {
+                stalled_only: true,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.cascades.is_empty());
+    storage.stop().await;
+    server.stop().await;
+}

@@ -60,6 +60,21 @@ impl TestServer {
         backend: Backend,
         configure: impl FnOnce(&mut Config, SocketAddr),
     ) -> Self {
+        let services = match backend {
+            Backend::Embedded => Vec::new(),
+            Backend::Distributed => Service::ALL.to_vec(),
+        };
+        Self::start_services(backend, services, configure).await
+    }
+
+    /// Starts a server of only `services` (distributed mode; empty: all five embedded),
+    /// its configuration adjusted by `configure`: the others are down until a
+    /// [`replica`](Self) of them starts on the same databases and bus.
+    pub async fn start_services(
+        backend: Backend,
+        services: Vec<Service>,
+        configure: impl FnOnce(&mut Config, SocketAddr),
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -112,10 +127,6 @@ impl TestServer {
             config.auth.issuer.clone(),
         );
         let shutdown = CancellationToken::new();
-        let services = match backend {
-            Backend::Embedded => Vec::new(),
-            Backend::Distributed => Service::ALL.to_vec(),
-        };
         let handle = tokio::spawn(mindmesh::serve(
             config.clone(),
             services,

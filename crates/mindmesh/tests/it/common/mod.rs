@@ -185,12 +185,22 @@ pub struct Replica {
 impl TestServer {
     /// Starts another replica of `services` against this server's state.
     pub async fn replica(&self, services: Vec<Service>) -> Replica {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.replica_on(listener, services).await
+    }
+
+    /// Starts another replica of `services` against this server's state, listening on
+    /// `listener` (bound beforehand, so that the server's peer settings can name it).
+    pub async fn replica_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        services: Vec<Service>,
+    ) -> Replica {
         assert_eq!(
             self.backend,
             Backend::Distributed,
             "replicas share PostgreSQL and NATS"
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(mindmesh::serve(

@@ -50,6 +50,23 @@ impl AuditRecord {
         }
     }
 
+    /// A record of `service` doing `action` on its own (an event it consumed, a schedule).
+    pub fn by_service(
+        service: Service,
+        action: &str,
+        tenant: Option<TenantId>,
+        subject_id: impl Into<String>,
+    ) -> Self {
+        AuditRecord {
+            actor: service.as_str().to_owned(),
+            actor_roles: vec!["service".to_owned()],
+            action: action.to_owned(),
+            tenant,
+            subject_id: subject_id.into(),
+            details: String::new(),
+        }
+    }
+
     /// Adds non-personal details.
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = details.into();

@@ -239,7 +239,7 @@ impl Reasker {
             envelope.id = EventId::new().to_string();
             let txn = self.ledger.db().begin().await?;
             outbox::enqueue(&txn, &envelope).await?;
-            self.ledger.asked_again(&txn, s.cascade.id, now).await?;
+            self.ledger.asked_again(&txn, &s.cascade, now).await?;
             txn.commit().await?;
             let waiting: Vec<&str> = s.cascade.waiting_for().iter().map(|w| w.as_str()).collect();
             tracing::warn!(

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use mindmesh_kit::audit::{AuditLog, AuditRecord};
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{CascadeId, TenantId};
 use mindmesh_kit::{Error, Result, Service};
@@ -314,6 +315,8 @@ pub struct Ledger {
     request_key: SecretKey,
     /// Issues the receipt of each cascade as it completes.
     notary: Notary,
+    /// Where every step of every cascade is recorded (P18).
+    audit: AuditLog,
 }
 
 /// An open cascade that has waited too long, with the request to send again.
@@ -332,15 +335,44 @@ fn request_aad(id: CascadeId) -> Vec<u8> {
 }
 
 impl Ledger {
-    /// The ledger in `db`, hashing subjects with a key derived from `master`, and
-    /// issuing receipts with `notary`.
-    pub fn new(db: DatabaseConnection, master: &SecretKey, notary: Notary) -> Result<Self> {
+    /// The ledger in `db`, hashing subjects with a key derived from `master`, issuing
+    /// receipts with `notary`, recording each step in `audit`.
+    pub fn new(
+        db: DatabaseConnection,
+        master: &SecretKey,
+        notary: Notary,
+        audit: AuditLog,
+    ) -> Result<Self> {
         Ok(Ledger {
             db,
             subject_key: master.derive("mindmesh/retention/subject-hash/v1")?,
             request_key: master.derive("mindmesh/retention/cascade-request/v1")?,
             notary,
+            audit,
         })
+    }
+
+    /// Records `action` on `cascade` in the audit log, in `conn`'s transaction.
+    async fn audit<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        cascade: &Cascade,
+        action: &str,
+        details: String,
+    ) -> Result<()> {
+        self.audit
+            .append(
+                conn,
+                &AuditRecord::by_service(
+                    Service::Retention,
+                    action,
+                    Some(cascade.tenant),
+                    cascade.id.to_string(),
+                )
+                .with_details(details),
+            )
+            .await?;
+        Ok(())
     }
 
     /// The notary of this ledger's receipts.
@@ -384,6 +416,24 @@ impl Ledger {
         store::set_opening(&txn, &cascade).await?;
         let sealed = self.request_key.seal(&request_aad(cascade.id), request)?;
         store::put_request(&txn, cascade.id, sealed, now).await?;
+        let participants: Vec<&str> = opening
+            .kind
+            .participants()
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        self.audit(
+            &txn,
+            &cascade,
+            "cascade.open",
+            format!(
+                "{} {}; participants {}",
+                opening.kind.as_str(),
+                cascade.scope_id,
+                participants.join(",")
+            ),
+        )
+        .await?;
         for service in opening.kind.participants() {
             if !cascade.parts.iter().any(|p| p.service == *service) {
                 let part = Part::pending(*service, cascade.first_seen_at);
@@ -416,6 +466,13 @@ impl Ledger {
         };
         if replace {
             store::put_part(&txn, cascade.id, &part).await?;
+            self.audit(
+                &txn,
+                &cascade,
+                "cascade.part",
+                format!("{} {}", part.service, part.state.as_str()),
+            )
+            .await?;
             match known {
                 Some(i) => cascade.parts[i] = part,
                 None => cascade.parts.push(part),
@@ -440,7 +497,14 @@ impl Ledger {
         cascade.completed_at = Some(now);
         store::set_completed(conn, cascade.id, now).await?;
         store::delete_request(conn, cascade.id).await?;
-        self.notary.issue(conn, cascade).await?;
+        let receipt = self.notary.issue(conn, cascade).await?;
+        self.audit(
+            conn,
+            cascade,
+            "cascade.complete",
+            format!("receipt at log index {}", receipt.log_index),
+        )
+        .await?;
         Ok(true)
     }
 
@@ -508,13 +572,21 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Records, in `conn`'s transaction, that cascade `id` was asked again at `at`.
+    /// Records, in `conn`'s transaction, that `cascade` was asked again at `at`.
     pub async fn asked_again<C: sea_orm::ConnectionTrait>(
         &self,
         conn: &C,
-        id: CascadeId,
+        cascade: &Cascade,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        store::asked_again(conn, id, at).await
+        store::asked_again(conn, cascade.id, at).await?;
+        let waiting: Vec<&str> = cascade.waiting_for().iter().map(|s| s.as_str()).collect();
+        self.audit(
+            conn,
+            cascade,
+            "cascade.ask_again",
+            format!("waiting for {}", waiting.join(",")),
+        )
+        .await
     }
 }

@@ -77,7 +77,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         attesters.clone(),
         ctx.config.retention.backup_retention_days,
     );
-    let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master, notary)?;
+    let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master, notary, ctx.audit.clone())?;
     let stall_after = chrono::Duration::seconds(
         i64::try_from(ctx.config.retention.cascade_stall_after_secs).unwrap_or(i64::MAX / 1000),
     );

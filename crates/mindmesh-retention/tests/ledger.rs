@@ -56,7 +56,7 @@ async fn harness(backend: Backend) -> Harness {
         attesters.clone(),
         7,
     );
-    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master, notary).unwrap();
+    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master, notary, ctx.audit.clone()).unwrap();
     let handler = RetentionEvents::new(
         ctx.clone(),
         Activity::new(ctx.db.clone()),

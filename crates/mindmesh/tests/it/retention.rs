@@ -315,7 +315,85 @@ async fn the_ledger_is_read_by_admins_of_its_tenant_and_operators(backend: Backe
     server.stop().await;
 }
 
+/// P18: every step of a cascade is in retention's hash-chained audit log — opened, each
+/// part, complete with its receipt — and a changed entry breaks the chain.
+async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: Backend) {
+    use mindmesh_proto::mindmesh::audit::v1 as audit;
+    use sea_orm::ConnectionTrait;
+    let server = TestServer::start(backend).await;
+    let (_, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let cascade = delete_user(&server, &admin, user.id).await;
+    completed(&server, &admin, &cascade).await;
+    let operator = server.token("op", None, &[Role::Operator]);
+    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
+    let events = log
+        .list_audit_events(authed(
+            audit::ListAuditEventsRequest {
+                service: Service::Retention.to_proto() as i32,
+                page_size: 1000,
+                page_token: String::new(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e.subject_id == cascade)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(steps.first(), Some(&"cascade.open"), "{steps:?}");
+    assert_eq!(steps.last(), Some(&"cascade.complete"), "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| **s == "cascade.part").count(),
+        5,
+        "{steps:?}"
+    );
+    // No personal data in the log.
+    assert!(
+        events.iter().all(|e| !e.details.contains("ada")),
+        "{events:?}"
+    );
+
+    let verify = |token: String| {
+        let mut log = log.clone();
+        async move {
+            log.verify_audit_chain(authed(
+                audit::VerifyAuditChainRequest {
+                    service: Service::Retention.to_proto() as i32,
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let before = verify(operator.clone()).await;
+    assert!(before.intact, "{before:?}");
+    assert!(before.entries_checked >= 7, "{before:?}");
+    let second = events[1].sequence;
+    server
+        .service_db(Service::Retention)
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE audit_log SET details = 'nothing happened' WHERE seq = {second}"
+        ))
+        .await
+        .unwrap();
+    let after = verify(operator).await;
+    assert!(!after.intact);
+    assert_eq!(after.first_broken_sequence, second);
+    server.stop().await;
+}
+
 both_modes!(
+    p18_retention_audits_every_cascade_step_and_detects_tampering,
     p06_a_disconnect_cascade_completes_with_every_attestation,
     p06_a_user_deletion_is_attested_by_all_five_services,
     p08_a_tenant_deletion_is_attested_by_all_five_services,

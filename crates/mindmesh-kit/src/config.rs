@@ -380,6 +380,8 @@ pub struct RetentionConfig {
     /// Seconds a cascade may wait for a participant before it counts as stalled: its
     /// request is then sent again (and again after as long), and it is listed as stalled.
     pub cascade_stall_after_secs: u64,
+    /// Seconds between two inactivity sweeps (`RunSweep` sweeps at once).
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for RetentionConfig {
@@ -389,6 +391,7 @@ impl Default for RetentionConfig {
             log_name: "mindmesh-receipts".to_owned(),
             backup_retention_days: 7,
             cascade_stall_after_secs: 900,
+            sweep_interval_secs: 3600,
         }
     }
 }
@@ -469,6 +472,11 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
         self.retention.attester_keys()?;
+        if self.retention.sweep_interval_secs == 0 {
+            return Err(Error::Config(
+                "retention.sweep_interval_secs must be at least 1".into(),
+            ));
+        }
         if self.retention.cascade_stall_after_secs == 0 {
             return Err(Error::Config(
                 "retention.cascade_stall_after_secs must be at least 1".into(),

@@ -116,6 +116,11 @@ impl Tenants {
         Ok(())
     }
 
+    /// Whether `tenant` is recorded as erased (or being erased) in this service.
+    pub async fn is_erased(&self, tenant: TenantId) -> Result<bool> {
+        erased(&self.db, tenant).await
+    }
+
     /// Forgets that `tenant` was confirmed (its deletion was seen).
     pub fn forget(&self, tenant: TenantId) {
         if let Ok(mut confirmed) = self.confirmed.lock() {

@@ -17,8 +17,8 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
-use mindmesh_kit::outbox;
 use mindmesh_kit::tenants::{TenantAuthority, Tenants};
+use mindmesh_kit::{Service, inbox, outbox};
 use sea_orm::{DatabaseConnection, SqlErr, TransactionTrait};
 
 use crate::error::{Error, Result};
@@ -93,6 +93,14 @@ pub struct UserPatch {
     pub email: Option<String>,
     /// New picture URL; empty removes it.
     pub picture_url: Option<String>,
+}
+
+/// How a tenant erasure comes about.
+enum Erasure<'a> {
+    /// This service starts the cascade: it publishes the request.
+    Starts,
+    /// Another service requested it: the event's id, claimed in the inbox.
+    Requested(&'a str),
 }
 
 /// The accounts part of the permissions service.
@@ -186,9 +194,50 @@ impl Accounts {
         if !tenant::exists(self.db(), id).await? {
             return Err(Error::NotFound("tenant"));
         }
-        let destroyed = self.ctx.keystore.shred_tenant(id).await?;
         let cascade = CascadeId::new();
+        let audit = AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string());
+        self.erase_tenant(id, cascade, audit, Erasure::Starts)
+            .await?;
+        tracing::info!(tenant_id = %id, cascade_id = %cascade, "tenant deleted, cascade started");
+        Ok(cascade)
+    }
+
+    /// Carries out a tenant deletion another service requested (retention expiring an
+    /// inactive tenant) as cascade `cascade`, the event `event_id`: the same erasure as
+    /// [`Accounts::delete_tenant`], committed with the inbox entry. A tenant already gone
+    /// is attested with nothing deleted.
+    pub async fn erase_requested_tenant(
+        &self,
+        id: TenantId,
+        cascade: CascadeId,
+        event_id: &str,
+    ) -> Result<()> {
+        let audit = AuditRecord::by_service(
+            Service::Permissions,
+            "tenant.delete",
+            Some(id),
+            id.to_string(),
+        );
+        self.erase_tenant(id, cascade, audit, Erasure::Requested(event_id))
+            .await
+    }
+
+    /// Shreds the tenant's keys, deletes its rows, records it erased, audits `audit` and
+    /// attests, in one transaction with what `how` adds.
+    async fn erase_tenant(
+        &self,
+        id: TenantId,
+        cascade: CascadeId,
+        audit: AuditRecord,
+        how: Erasure<'_>,
+    ) -> Result<()> {
+        let destroyed = self.ctx.keystore.shred_tenant(id).await?;
         let txn = self.db().begin().await?;
+        if let Erasure::Requested(event_id) = how
+            && !inbox::claim(&txn, crate::events::CONSUMER, event_id).await?
+        {
+            return Ok(());
+        }
         let accounts_removed = user::delete_tenant(&txn, id).await?;
         let graph = self.policy.delete_tenant(&txn, id).await?;
         // Every replica refuses the tenant's writes from the commit on (P08).
@@ -199,16 +248,16 @@ impl Accounts {
             .audit
             .append(
                 &txn,
-                &AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string()).with_details(
-                    format!("cascade {cascade}; {} data keys shredded", destroyed.len()),
-                ),
+                &audit.with_details(format!(
+                    "cascade {cascade}; {} data keys shredded",
+                    destroyed.len()
+                )),
             )
             .await?;
-        outbox::enqueue(
-            &txn,
-            &events::account_deletion_requested(self.ctx.service, id, cascade, None),
-        )
-        .await?;
+        if let Erasure::Starts = how {
+            let request = events::account_deletion_requested(self.ctx.service, id, cascade, None);
+            outbox::enqueue(&txn, &request).await?;
+        }
         self.ctx
             .attest(
                 &txn,
@@ -232,8 +281,7 @@ impl Accounts {
             .await?;
         self.policy.invalidate(id);
         self.ctx.relay.wake();
-        tracing::info!(tenant_id = %id, cascade_id = %cascade, "tenant deleted, cascade started");
-        Ok(cascade)
+        Ok(())
     }
 
     /// Creates a user in the caller's tenant. Admins (and services) only.

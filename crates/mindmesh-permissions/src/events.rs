@@ -7,8 +7,10 @@
 //!   principals, memberships and grants, and attest with a signed `deletion.completed`.
 //! - `subject.erasure_requested`: delete the principals with the subject's email and the
 //!   memberships naming them; attest.
-//! - `account.deletion_requested` published by another service: attest the accounts
-//!   part (this service deletes accounts itself, in the RPC that starts the cascade).
+//! - `account.deletion_requested` published by another service: for a whole tenant
+//!   (retention expiring an inactive one), the tenant's erasure as `DeleteTenant` does
+//!   it; for one person, attest (this service deletes accounts itself, in the RPC that
+//!   starts such a cascade).
 //!
 //! Each effect, its inbox entry and its outbox event commit in one transaction.
 
@@ -25,6 +27,7 @@ use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{AccountActivity, AccountDeletionRequested, Envelope};
 use sea_orm::TransactionTrait;
 
+use crate::accounts::Accounts;
 use crate::policy::{Policy, Removed};
 
 /// The service's durable consumer name.
@@ -34,12 +37,17 @@ pub const CONSUMER: &str = "permissions";
 pub struct PermissionEvents {
     ctx: ServiceContext,
     policy: Arc<Policy>,
+    accounts: Accounts,
 }
 
 impl PermissionEvents {
-    /// A handler over the service's context and policy.
-    pub fn new(ctx: ServiceContext, policy: Arc<Policy>) -> Self {
-        PermissionEvents { ctx, policy }
+    /// A handler over the service's context, policy and accounts.
+    pub fn new(ctx: ServiceContext, policy: Arc<Policy>, accounts: Accounts) -> Self {
+        PermissionEvents {
+            ctx,
+            policy,
+            accounts,
+        }
     }
 }
 
@@ -170,6 +178,12 @@ impl EventHandler for PermissionEvents {
                 settle(&self.ctx, &removed).await?;
                 self.policy.invalidate(tenant);
                 self.ctx.relay.wake();
+            }
+            Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
+                let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
+                self.accounts
+                    .erase_requested_tenant(tenant, cascade, &envelope.id)
+                    .await?;
             }
             Some(Payload::AccountDeletionRequested(d)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;

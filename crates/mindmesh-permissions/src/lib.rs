@@ -98,9 +98,11 @@ impl ServiceModule for Permissions {
 fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
     let policy = Arc::new(policy::Policy::new(ctx.clone()));
+    let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
     let consumer = ctx.spawn_consumer(Arc::new(events::PermissionEvents::new(
         ctx.clone(),
         policy.clone(),
+        accounts.clone(),
     )));
     // Build every tenant's index in the background, so the first check does not pay.
     let warm = policy.clone();
@@ -115,7 +117,6 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
             }
         }
     });
-    let accounts = accounts::Accounts::new(ctx.clone(), policy.clone());
     let staff = staff::StaffAccess::new(ctx.clone());
     let tenants = Tenants::new(
         ctx.db.clone(),

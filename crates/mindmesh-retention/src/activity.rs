@@ -33,11 +33,7 @@ impl Activity {
         user: UserId,
         at: DateTime<Utc>,
     ) -> Result<()> {
-        let at = mindmesh_kit::db::micros(at);
-        match store::last_active(conn, tenant, user).await? {
-            Some(known) if known >= at => Ok(()),
-            _ => store::set_last_active(conn, tenant, user, at).await,
-        }
+        store::touch(conn, tenant, user, mindmesh_kit::db::micros(at)).await
     }
 
     /// Forgets a user's activity, or a whole tenant's when `user` is `None`.

@@ -11,14 +11,26 @@ use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
 use crate::ledger::{Cascade, CascadeKind, Ledger, ListPosition, Overall, Part, PartState};
+use crate::policy::{Policies, Policy};
 use crate::receipts::{self, Attestation, Inclusion, Receipt};
+use crate::sweep::Sweeper;
 
-/// `RetentionService`. Built: `RecordActivity`, `GetCascade`, `ListCascades`,
-/// `VerifyReceipt`; the rest answers UNIMPLEMENTED.
+fn policy_pb(p: &Policy) -> pb::Policy {
+    pb::Policy {
+        inactivity_days: p.inactivity_days,
+        warning_days: p.warning_days.clone(),
+        archive_purge_days: p.archive_purge_days,
+    }
+}
+
+/// `RetentionService`. Built: `GetPolicy`, `SetPolicy`, `RecordActivity`, `RunSweep`,
+/// `GetCascade`, `ListCascades`, `VerifyReceipt`; the rest answers UNIMPLEMENTED.
 #[derive(Clone)]
 pub struct RetentionApi {
     activity: Activity,
     ledger: Ledger,
+    policies: Policies,
+    sweeper: Sweeper,
     /// How long a cascade waits before it counts as stalled.
     stall_after: chrono::Duration,
     /// Activity is recorded only for a live tenant (P08).
@@ -31,12 +43,16 @@ impl RetentionApi {
     pub fn new(
         activity: Activity,
         ledger: Ledger,
+        policies: Policies,
+        sweeper: Sweeper,
         tenants: Tenants,
         stall_after: chrono::Duration,
     ) -> Self {
         RetentionApi {
             activity,
             ledger,
+            policies,
+            sweeper,
             stall_after,
             tenants,
         }
@@ -277,6 +293,86 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             .touch(self.activity.db(), tenant, user, at)
             .await?;
         Ok(Response::new(pb::RecordActivityResponse {}))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Admin, Role::Service])?;
+        let tenant = caller.tenant()?;
+        self.tenants.require_live(tenant).await?;
+        let policy = self.policies.get(tenant).await?;
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy: Some(policy_pb(&policy)),
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Admin])?;
+        let tenant = caller.tenant()?;
+        let given = request
+            .into_inner()
+            .policy
+            .ok_or_else(|| Error::invalid("policy", "is required"))?;
+        self.tenants.require_live(tenant).await?;
+        let stored = self
+            .policies
+            .set(
+                &caller,
+                tenant,
+                Policy {
+                    inactivity_days: given.inactivity_days,
+                    warning_days: given.warning_days,
+                    archive_purge_days: given.archive_purge_days,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SetPolicyResponse {
+            policy: Some(policy_pb(&stored)),
+        }))
+    }
+
+    async fn run_sweep(
+        &self,
+        request: Request<pb::RunSweepRequest>,
+    ) -> Result<Response<pb::RunSweepResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator, Role::Admin, Role::Service])?;
+        let now = chrono::Utc::now();
+        let as_of = match &request.get_ref().as_of {
+            Some(t) => from_timestamp("as_of", t)?,
+            None => now,
+        };
+        // An operator sweeps every tenant, and may run the clock forward; anyone else
+        // only their own tenant, as of now or before.
+        let only = if caller.has(Role::Operator) && caller.tenant.is_none() {
+            None
+        } else {
+            let tenant = caller.tenant()?;
+            if as_of > now + chrono::Duration::minutes(5) {
+                return Err(Error::invalid(
+                    "as_of",
+                    "only an operator may sweep ahead of the clock",
+                )
+                .into());
+            }
+            self.tenants.require_live(tenant).await?;
+            Some(tenant)
+        };
+        let report = self.sweeper.sweep(as_of, only).await?;
+        Ok(Response::new(pb::RunSweepResponse {
+            warnings_sent: report.warnings_sent,
+            accounts_deleted: report.cascades.len() as u64,
+            // Storage purges archived documents on its own schedule.
+            archives_purged: 0,
+            cascade_ids: report.cascades.iter().map(ToString::to_string).collect(),
+        }))
     }
 
     async fn get_cascade(

@@ -24,7 +24,9 @@ use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, Service, events, inbox, outbox};
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
-use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, Envelope};
+use mindmesh_proto::mindmesh::events::v1::{
+    AccountDeletionRequested, DeletionCompleted, Envelope, NotificationRequested,
+};
 use prost::Message;
 use sea_orm::TransactionTrait;
 
@@ -164,34 +166,38 @@ impl RetentionEvents {
     /// The activity effects of `envelope`, with retention's own attestation of an
     /// account deletion or a subject erasure, committed with the inbox entry.
     async fn apply(&self, envelope: &Envelope, tenant: TenantId) -> Result<()> {
+        // Read before the transaction: SQLite has one connection, which it holds.
+        let erased = self.tenants.is_erased(tenant).await?;
         let txn = self.activity.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
         }
         match &envelope.payload {
-            Some(Payload::AccountActivity(a)) => {
+            // A late event of an erased tenant starts no clock again.
+            Some(Payload::AccountActivity(a)) if !erased => {
                 self.activity
                     .touch(&txn, tenant, user_id(&a.user_id)?, occurred_at(envelope)?)
                     .await?;
             }
             Some(Payload::AccountDeletionRequested(d)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
+                let mut counts = HashMap::new();
                 let user = if d.user_id.is_empty() {
-                    // The whole tenant: no activity of it is recorded again.
+                    // The whole tenant: no activity of it is recorded again, and its
+                    // policy and countdown go.
                     self.tenants.mark_erased(&txn, tenant, cascade).await?;
+                    counts.insert(
+                        "policy".to_owned(),
+                        crate::policy::forget(&txn, tenant).await?,
+                    );
                     None
                 } else {
                     Some(user_id(&d.user_id)?)
                 };
                 let removed = self.activity.forget(&txn, tenant, user).await?;
+                counts.insert("activity".to_owned(), removed);
                 self.ctx
-                    .attest(
-                        &txn,
-                        Some(tenant),
-                        cascade,
-                        HashMap::from([("activity".to_owned(), removed)]),
-                        &[],
-                    )
+                    .attest(&txn, Some(tenant), cascade, counts, &[])
                     .await?;
                 tracing::info!(tenant_id = %tenant, cascade_id = %cascade, removed, "account activity forgotten");
             }
@@ -273,6 +279,49 @@ impl Reasker {
             }
         }
     }
+}
+
+/// `notification.requested` to `tenant`'s administrators (no user named: the notifier
+/// mails the tenant's admins): the tenant expires for inactivity at `expires_at`, in
+/// `days_before` days. Administrative, so that no marketing opt-out suppresses it.
+pub fn inactivity_warning(
+    tenant: TenantId,
+    days_before: u32,
+    expires_at: DateTime<Utc>,
+) -> Envelope {
+    events::envelope(
+        Service::Retention,
+        Some(tenant),
+        Payload::NotificationRequested(NotificationRequested {
+            user_id: String::new(),
+            template: "inactivity_warning".to_owned(),
+            administrative: true,
+            params: [
+                ("days_before".to_owned(), days_before.to_string()),
+                ("expires_at".to_owned(), expires_at.to_rfc3339()),
+            ]
+            .into(),
+        }),
+    )
+}
+
+/// `account.deletion_requested` for the whole of `tenant`, expired for inactivity: the
+/// cascade `cascade` every service erases it by.
+pub fn tenant_expired(tenant: TenantId, cascade: CascadeId) -> Envelope {
+    events::envelope(
+        Service::Retention,
+        Some(tenant),
+        Payload::AccountDeletionRequested(AccountDeletionRequested {
+            cascade_id: cascade.to_string(),
+            user_id: String::new(),
+            email: String::new(),
+        }),
+    )
+}
+
+/// `envelope` encoded, as the ledger keeps a cascade's request.
+pub fn encode(envelope: &Envelope) -> Vec<u8> {
+    envelope.encode_to_vec()
 }
 
 fn user_id(value: &str) -> Result<UserId> {

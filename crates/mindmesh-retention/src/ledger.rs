@@ -396,6 +396,20 @@ impl Ledger {
     /// sealed until the cascade completes, to ask again. Returns the cascade if this
     /// completed it (its parts had all come before).
     pub async fn open(&self, opening: &Opening, request: &[u8]) -> Result<Option<Cascade>> {
+        let txn = self.db.begin().await?;
+        let completed = self.open_in(&txn, opening, request).await?;
+        txn.commit().await?;
+        Ok(completed)
+    }
+
+    /// [`Ledger::open`] in the caller's transaction (retention starting a cascade
+    /// itself opens it with the event that requests it).
+    pub async fn open_in(
+        &self,
+        txn: &DatabaseTransaction,
+        opening: &Opening,
+        request: &[u8],
+    ) -> Result<Option<Cascade>> {
         let now = mindmesh_kit::db::now();
         let subject_hash = opening
             .subject
@@ -403,19 +417,17 @@ impl Ledger {
             .filter(|s| !s.is_empty())
             .map(|s| self.subject_hash(opening.tenant, s))
             .unwrap_or_default();
-        let txn = self.db.begin().await?;
-        let mut cascade = locked(&txn, opening.cascade, opening.tenant, now).await?;
+        let mut cascade = locked(txn, opening.cascade, opening.tenant, now).await?;
         if cascade.kind.is_some() {
-            txn.commit().await?;
             return Ok(None);
         }
         cascade.kind = Some(opening.kind);
         cascade.scope_id = opening.scope_id.clone();
         cascade.subject_hash = subject_hash;
         cascade.requested_at = Some(mindmesh_kit::db::micros(opening.requested_at));
-        store::set_opening(&txn, &cascade).await?;
+        store::set_opening(txn, &cascade).await?;
         let sealed = self.request_key.seal(&request_aad(cascade.id), request)?;
-        store::put_request(&txn, cascade.id, sealed, now).await?;
+        store::put_request(txn, cascade.id, sealed, now).await?;
         let participants: Vec<&str> = opening
             .kind
             .participants()
@@ -423,7 +435,7 @@ impl Ledger {
             .map(|s| s.as_str())
             .collect();
         self.audit(
-            &txn,
+            txn,
             &cascade,
             "cascade.open",
             format!(
@@ -437,12 +449,11 @@ impl Ledger {
         for service in opening.kind.participants() {
             if !cascade.parts.iter().any(|p| p.service == *service) {
                 let part = Part::pending(*service, cascade.first_seen_at);
-                store::put_part(&txn, cascade.id, &part).await?;
+                store::put_part(txn, cascade.id, &part).await?;
                 cascade.parts.push(part);
             }
         }
-        let completed = self.complete_if_settled(&txn, &mut cascade, now).await?;
-        txn.commit().await?;
+        let completed = self.complete_if_settled(txn, &mut cascade, now).await?;
         Ok(completed.then_some(cascade))
     }
 

@@ -20,9 +20,11 @@ pub mod api;
 pub mod attesters;
 pub mod events;
 pub mod ledger;
+pub mod policy;
 pub mod receipt_log;
 pub mod receipts;
 pub mod store;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -84,6 +86,17 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.tasks.spawn(
         events::Reasker::new(ctx.clone(), ledger.clone(), stall_after).run(ctx.shutdown.clone()),
     );
+    let policies = policy::Policies::new(ctx.db.clone(), ctx.audit.clone());
+    let sweeper = sweep::Sweeper::new(
+        ctx.clone(),
+        ledger.clone(),
+        policies.clone(),
+        tenants.clone(),
+    );
+    ctx.tasks.spawn(sweeper.clone().run(
+        std::time::Duration::from_secs(ctx.config.retention.sweep_interval_secs),
+        ctx.shutdown.clone(),
+    ));
     let consumer = ctx.spawn_consumer(Arc::new(events::RetentionEvents::new(
         ctx.clone(),
         activity.clone(),
@@ -95,6 +108,8 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         RetentionServiceServer::new(api::RetentionApi::new(
             activity,
             ledger,
+            policies,
+            sweeper,
             tenants,
             stall_after
         )),

@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::Arc;
+mod support;
 
 use mindmesh_kit::both_backends;
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::SigningKey;
 use mindmesh_kit::ids::{CascadeId, IntegrationId, TenantId, UserId};
-use mindmesh_kit::tenants::{TenantAuthority, Tenants};
 use mindmesh_kit::testing::{Backend, ContextGuard, service_context};
-use mindmesh_kit::{Result, Service, events};
+use mindmesh_kit::{Service, events};
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{
@@ -21,21 +20,10 @@ use mindmesh_proto::mindmesh::events::v1::{
 };
 use mindmesh_retention::Migrator;
 use mindmesh_retention::activity::Activity;
-use mindmesh_retention::attesters::Attesters;
 use mindmesh_retention::events::{Reasker, RetentionEvents};
 use mindmesh_retention::ledger::{Cascade, CascadeKind, Ledger, Overall, PartState};
-use mindmesh_retention::receipt_log::{self, LogName};
-use mindmesh_retention::receipts::{self, Notary, ReceiptFile};
-
-/// Every tenant exists (the ledger does not ask).
-struct Everyone;
-
-#[async_trait::async_trait]
-impl TenantAuthority for Everyone {
-    async fn exists(&self, _: TenantId) -> Result<bool> {
-        Ok(true)
-    }
-}
+use mindmesh_retention::receipt_log;
+use mindmesh_retention::receipts::{self, ReceiptFile};
 
 struct Harness {
     handler: RetentionEvents,
@@ -49,20 +37,13 @@ async fn harness(backend: Backend) -> Harness {
     let (ctx, guard) = service_context::<Migrator>(Service::Retention, backend)
         .await
         .unwrap();
-    let attesters = Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key()).unwrap();
-    let notary = Notary::new(
-        ctx.keys.clone(),
-        LogName::new("mindmesh-receipts").unwrap(),
-        attesters.clone(),
-        7,
-    );
-    let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master, notary, ctx.audit.clone()).unwrap();
+    let (attesters, ledger) = support::ledger(&ctx);
     let handler = RetentionEvents::new(
         ctx.clone(),
         Activity::new(ctx.db.clone()),
         ledger.clone(),
         attesters,
-        Tenants::new(ctx.db.clone(), Arc::new(Everyone)),
+        support::tenants(&ctx),
     );
     Harness {
         handler,

@@ -3,9 +3,7 @@
 use chrono::{DateTime, Utc};
 use mindmesh_kit::Result;
 use mindmesh_kit::ids::{TenantId, UserId};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
 mod row {
     use sea_orm::entity::prelude::*;
@@ -45,30 +43,28 @@ pub async fn last_active<C: ConnectionTrait>(
     )
 }
 
-/// Records `at` as `user`'s last activity, whatever was recorded before.
-pub async fn set_last_active<C: ConnectionTrait>(
+/// Records `at` as `user`'s last activity unless a later one is recorded: one
+/// statement, so that two reports at once (an event and an RPC) never collide.
+pub async fn touch<C: ConnectionTrait>(
     conn: &C,
     tenant: TenantId,
     user: UserId,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    let key = (tenant.to_string(), user.to_string());
-    match row::Entity::find_by_id(key).one(conn).await? {
-        None => {
-            row::ActiveModel {
-                tenant_id: Set(tenant.to_string()),
-                user_id: Set(user.to_string()),
-                last_active_at: Set(at),
-            }
-            .insert(conn)
-            .await?;
-        }
-        Some(current) => {
-            let mut active = current.into_active_model();
-            active.last_active_at = Set(at);
-            active.update(conn).await?;
-        }
-    }
+    use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+    row::Entity::insert(row::ActiveModel {
+        tenant_id: Set(tenant.to_string()),
+        user_id: Set(user.to_string()),
+        last_active_at: Set(at),
+    })
+    .on_conflict(
+        OnConflict::columns([row::Column::TenantId, row::Column::UserId])
+            .update_column(row::Column::LastActiveAt)
+            .action_and_where(Expr::col((row::Entity, row::Column::LastActiveAt)).lt(at))
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
     Ok(())
 }
 
@@ -85,4 +81,27 @@ pub async fn delete<C: ConnectionTrait>(
         delete = delete.filter(row::Column::UserId.eq(user.to_string()));
     }
     Ok(delete.exec(conn).await?.rows_affected)
+}
+
+/// Every tenant with recorded activity, and its latest (the tenant's inactivity clock).
+pub async fn tenants_last_active<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<(TenantId, DateTime<Utc>)>> {
+    use sea_orm::QuerySelect;
+    let rows: Vec<(String, DateTime<Utc>)> = row::Entity::find()
+        .select_only()
+        .column(row::Column::TenantId)
+        .column_as(row::Column::LastActiveAt.max(), "last_active_at")
+        .group_by(row::Column::TenantId)
+        .into_tuple()
+        .all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(tenant, at)| {
+            let tenant = tenant.parse().map_err(|_| {
+                mindmesh_kit::Error::Internal("account activity of an unreadable tenant id".into())
+            })?;
+            Ok((tenant, at))
+        })
+        .collect()
 }

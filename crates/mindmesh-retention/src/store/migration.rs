@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Ledger));
         all.push(Box::new(ReceiptLog));
         all.push(Box::new(CascadeRequestsTable));
+        all.push(Box::new(Inactivity));
         all
     }
 }
@@ -305,5 +306,106 @@ impl MigrationTrait for CascadeRequestsTable {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Per-tenant policies and the inactivity countdown (P09).
+struct Inactivity;
+
+impl MigrationName for Inactivity {
+    fn name(&self) -> &str {
+        "m20261202_000400_retention_inactivity"
+    }
+}
+
+/// `policies`: a tenant's retention policy (absent: the defaults).
+#[derive(DeriveIden)]
+pub(crate) enum Policies {
+    Table,
+    TenantId,
+    InactivityDays,
+    /// JSON array of days before expiry.
+    WarningDays,
+    ArchivePurgeDays,
+    UpdatedAt,
+}
+
+/// `inactivity_warnings`: each warning sent, for the countdown from one last activity.
+#[derive(DeriveIden)]
+pub(crate) enum InactivityWarnings {
+    Table,
+    TenantId,
+    CountdownFrom,
+    DaysBefore,
+    SentAt,
+}
+
+/// `expiries`: the tenants expired for inactivity, and the cascade that erased each.
+#[derive(DeriveIden)]
+pub(crate) enum Expiries {
+    Table,
+    TenantId,
+    CascadeId,
+    ExpiredAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Inactivity {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Policies::Table)
+                    .if_not_exists()
+                    .col(string(Policies::TenantId).primary_key())
+                    .col(integer(Policies::InactivityDays))
+                    .col(text(Policies::WarningDays))
+                    .col(integer(Policies::ArchivePurgeDays))
+                    .col(timestamp_with_time_zone(Policies::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(InactivityWarnings::Table)
+                    .if_not_exists()
+                    .col(string(InactivityWarnings::TenantId))
+                    .col(timestamp_with_time_zone(InactivityWarnings::CountdownFrom))
+                    .col(integer(InactivityWarnings::DaysBefore))
+                    .col(timestamp_with_time_zone(InactivityWarnings::SentAt))
+                    .primary_key(
+                        Index::create()
+                            .col(InactivityWarnings::TenantId)
+                            .col(InactivityWarnings::CountdownFrom)
+                            .col(InactivityWarnings::DaysBefore),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Expiries::Table)
+                    .if_not_exists()
+                    .col(string(Expiries::TenantId).primary_key())
+                    .col(string(Expiries::CascadeId))
+                    .col(timestamp_with_time_zone(Expiries::ExpiredAt))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Policies::Table.into_iden(),
+            InactivityWarnings::Table.into_iden(),
+            Expiries::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

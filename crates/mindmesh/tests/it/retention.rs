@@ -356,7 +356,9 @@ async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: 
     );
     // No personal data in the log.
     assert!(
-        events.iter().all(|e| !e.details.contains("ada")),
+        events
+            .iter()
+            .all(|e| !e.details.contains("acme.example") && !e.details.contains("Lovelace")),
         "{events:?}"
     );
 
@@ -392,7 +394,132 @@ async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: 
     server.stop().await;
 }
 
+/// P09 over gRPC: a tenant nobody uses is warned 60, 30, 7 and 1 days before its year is
+/// up, each once, then erased in every service by a cascade of kind `inactivity` with a
+/// verifying receipt; only an operator runs the clock forward.
+async fn p09_an_inactive_tenant_is_warned_then_erased_everywhere(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let mut client = retention(&server).await;
+    let now = chrono::Utc::now();
+    client
+        .record_activity(authed(
+            pb::RecordActivityRequest {
+                user_id: user.id.clone(),
+                at: Some(prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let policy = client
+        .get_policy(authed(pb::GetPolicyRequest {}, &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(
+        (policy.inactivity_days, policy.warning_days.clone()),
+        (365, vec![60, 30, 7, 1])
+    );
+    let err = client
+        .set_policy(authed(
+            pb::SetPolicyRequest {
+                policy: Some(pb::Policy {
+                    inactivity_days: 5,
+                    ..policy.clone()
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("policy.inactivity_days"), "{err:?}");
+
+    let at = |days: f64| {
+        let t = now + chrono::Duration::seconds((days * 86_400.0) as i64);
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    // A tenant admin may not run the clock forward.
+    let err = client
+        .run_sweep(authed(pb::RunSweepRequest { as_of: at(400.0) }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("as_of"), "{err:?}");
+
+    let operator = server.token("op", None, &[Role::Operator]);
+    let mut cascade = None;
+    for (days, warnings, expired) in [
+        (300.0, 0, 0),
+        (305.5, 1, 0),
+        (306.0, 0, 0),
+        (335.5, 1, 0),
+        (358.5, 1, 0),
+        (364.5, 1, 0),
+        (364.9, 0, 0),
+        (365.5, 0, 1),
+        (366.0, 0, 0),
+    ] {
+        let report = client
+            .run_sweep(authed(pb::RunSweepRequest { as_of: at(days) }, &operator))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (report.warnings_sent, report.cascade_ids.len()),
+            (warnings, expired),
+            "day {days}"
+        );
+        if expired == 1 {
+            cascade = report.cascade_ids.first().cloned();
+        }
+    }
+    let cascade = cascade.expect("an expiry");
+    let (done, proof) = completed_with_proof(&server, &operator, &cascade).await;
+    assert_eq!(done.scope_kind, "inactivity");
+    assert_eq!(done.scope_id, tenant.to_string());
+    assert_eq!(services(&done), Service::ALL.to_vec());
+    all_done(&done);
+    let permissions = done
+        .services
+        .iter()
+        .find(|s| s.service == Service::Permissions.to_proto() as i32)
+        .unwrap();
+    assert_eq!(
+        permissions.counts.get("accounts"),
+        Some(&1),
+        "{permissions:?}"
+    );
+    receipt_verifies(&server, &operator, &done, &proof).await;
+    // Gone everywhere: the account is not found, and no more is swept.
+    let err = perm::account_service_client::AccountServiceClient::new(server.channel().await)
+        .get_user(authed(perm::GetUserRequest { user_id: user.id }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let report = client
+        .run_sweep(authed(pb::RunSweepRequest { as_of: at(800.0) }, &operator))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((report.warnings_sent, report.cascade_ids.len()), (0, 0));
+    server.stop().await;
+}
+
 both_modes!(
+    p09_an_inactive_tenant_is_warned_then_erased_everywhere,
     p18_retention_audits_every_cascade_step_and_detects_tampering,
     p06_a_disconnect_cascade_completes_with_every_attestation,
     p06_a_user_deletion_is_attested_by_all_five_services,

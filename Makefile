@@ -35,6 +35,7 @@ bench: services ## Run the benchmarks (release build); prints each figure beside
 	$(CARGO) bench --locked -p mindmesh --bench storage
 	$(CARGO) bench --locked -p mindmesh --bench ingest
 	$(CARGO) bench --locked -p mindmesh --bench foundation
+	$(CARGO) bench --locked -p mindmesh --bench cascade
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse
 	deploy/dev/k8s-validate.sh

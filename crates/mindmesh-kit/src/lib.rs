@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod audit;
 pub mod audit_api;
 pub mod auth;

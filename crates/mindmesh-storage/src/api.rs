@@ -6,6 +6,7 @@
 //! path is a title), link or content, analysts see pseudonymized records; every staff
 //! access is audited.
 
+use mindmesh_kit::activity::ActivityReporter;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::pseudonym_uuid;
@@ -56,6 +57,8 @@ pub struct StorageApi {
     tenants: Tenants,
     /// Imported documents only for a connected integration of the caller's tenant.
     integrations: Integrations,
+    /// A person reading or writing is activity (the inactivity clock, P09).
+    activity: ActivityReporter,
 }
 
 impl StorageApi {
@@ -69,11 +72,20 @@ impl StorageApi {
         integrations: Integrations,
     ) -> Self {
         StorageApi {
+            activity: ActivityReporter::new(ctx.service, ctx.db.clone(), ctx.relay.clone()),
             ctx,
             documents,
             gate,
             tenants,
             integrations,
+        }
+    }
+
+    /// `user` of `tenant` read or wrote (`kind`): reported to the inactivity clock, once
+    /// a day. A failure to report is logged, never the reader's problem.
+    async fn saw(&self, tenant: TenantId, user: UserId, kind: &str) {
+        if let Err(e) = self.activity.acted(tenant, user, kind).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "could not report a person's activity");
         }
     }
 
@@ -96,6 +108,7 @@ impl StorageApi {
             let user = caller.subject.parse().map_err(|_| {
                 Error::PermissionDenied("the token's subject is not a user id".into())
             })?;
+            self.saw(tenant, user, "read").await;
             return Ok((
                 tenant,
                 Reader::User {
@@ -515,6 +528,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let caller = Caller::from_request(&request)?;
         let (tenant, user, _) = Self::writer(&caller)?;
         self.tenants.require_live(tenant).await?;
+        self.saw(tenant, user, "write").await;
         let req = request.into_inner();
         check_title("title", &req.title, true)?;
         check_mime_type("mime_type", &req.mime_type)?;

@@ -20,6 +20,50 @@ pub fn write_guards() -> Box<dyn MigrationTrait> {
     Box::new(WriteGuards)
 }
 
+/// The table [`crate::activity::ActivityReporter`] claims each user's day in. A service
+/// that reports people's activity appends it to its own migrations.
+pub fn activity_reports() -> Box<dyn MigrationTrait> {
+    Box::new(ActivityReports)
+}
+
+struct ActivityReports;
+
+impl MigrationName for ActivityReports {
+    fn name(&self) -> &str {
+        "m20261202_000001_kit_activity_reports"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ActivityReports {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("activity_reports")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("user_id"))
+                    // The UTC day, `YYYY-MM-DD`.
+                    .col(string("day"))
+                    .primary_key(Index::create().col("tenant_id").col("user_id").col("day"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("activity_reports")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 /// A migration named `name` that fills `known_integrations` from what a service held
 /// before it learned integrations from events: `disconnected_integrations` (then
 /// dropped) as disconnected, and every `(integration_id, tenant_id)` pair the `sources`
@@ -229,5 +273,21 @@ impl MigrationTrait for OutboxInboxAudit {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The kit's tables and the activity claims, for the kit's own tests.
+    pub struct WithActivityReports;
+
+    impl MigratorTrait for WithActivityReports {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            let mut all = service_common();
+            all.push(activity_reports());
+            all
+        }
     }
 }

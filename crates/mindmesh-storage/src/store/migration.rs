@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             ],
         ));
         all.push(Box::new(SealedSourceIds));
+        all.push(mindmesh_kit::migrations::activity_reports());
         all
     }
 }

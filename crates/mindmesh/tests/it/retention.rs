@@ -518,7 +518,71 @@ async fn p09_an_inactive_tenant_is_warned_then_erased_everywhere(backend: Backen
     server.stop().await;
 }
 
+/// When retention last saw `user` act, if it has.
+async fn last_active(server: &TestServer, user: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = server.service_db(Service::Retention).await;
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "SELECT last_active_at FROM account_activity WHERE user_id = $1"
+                }
+                _ => "SELECT last_active_at FROM account_activity WHERE user_id = ?",
+            },
+            [user.into()],
+        ))
+        .await
+        .unwrap()?;
+    row.try_get("", "last_active_at").ok()
+}
+
+/// P09: people using the product keep their tenant alive — a member's read reaches
+/// retention's inactivity clock (storage reports it, once a day).
+async fn p09_a_members_reads_move_the_inactivity_clock(backend: Backend) {
+    use mindmesh_proto::mindmesh::storage::v1 as storage;
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let user = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        if let Some(at) = last_active(&server, &user.id).await {
+            break at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the account's creation never reached retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let member = server.token(&user.id, Some(tenant), &[Role::Member]);
+    storage::storage_service_client::StorageServiceClient::new(server.channel().await)
+        .list_documents(authed(storage::ListDocumentsRequest::default(), &member))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if last_active(&server, &user.id)
+            .await
+            .is_some_and(|at| at > created)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read never reached retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
 both_modes!(
+    p09_a_members_reads_move_the_inactivity_clock,
     p09_an_inactive_tenant_is_warned_then_erased_everywhere,
     p18_retention_audits_every_cascade_step_and_detects_tampering,
     p06_a_disconnect_cascade_completes_with_every_attestation,

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use mindmesh_kit::activity::ActivityReporter;
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
@@ -44,6 +45,8 @@ pub struct IngestApi {
     setup: Setup,
     /// Integrations are connected and synced only for a live tenant (P08).
     tenants: Tenants,
+    /// An admin connecting, syncing or disconnecting is activity (P09).
+    activity: ActivityReporter,
 }
 
 impl IngestApi {
@@ -56,6 +59,7 @@ impl IngestApi {
         tenants: Tenants,
     ) -> Self {
         IngestApi {
+            activity: ActivityReporter::new(ctx.service, ctx.db.clone(), ctx.relay.clone()),
             ctx,
             store,
             engine,
@@ -188,6 +192,7 @@ impl IngestService for IngestApi {
         request: Request<pb::ConnectIntegrationRequest>,
     ) -> std::result::Result<Response<pb::ConnectIntegrationResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         let tenant = admin(&caller)?;
         self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
@@ -249,6 +254,7 @@ impl IngestService for IngestApi {
         request: Request<pb::ListIntegrationsRequest>,
     ) -> std::result::Result<Response<pb::ListIntegrationsResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "read").await;
         let tenant = admin_or_service(&caller)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 100, 1000)?;
@@ -284,6 +290,7 @@ impl IngestService for IngestApi {
         request: Request<pb::SyncIntegrationRequest>,
     ) -> std::result::Result<Response<ProgressStream>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         let tenant = admin_or_service(&caller)?;
         self.tenants.require_live(tenant).await?;
         let req = request.into_inner();
@@ -313,6 +320,7 @@ impl IngestService for IngestApi {
         request: Request<pb::DisconnectIntegrationRequest>,
     ) -> std::result::Result<Response<pb::DisconnectIntegrationResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         let tenant = admin(&caller)?;
         let id = integration_id(&request.get_ref().integration_id)?;
         let cascade = Disconnection::new(&self.store, &self.engine, &self.setup)

@@ -13,6 +13,7 @@ use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 
+use crate::auth::{Caller, Role};
 use crate::error::Result;
 use crate::ids::{TenantId, UserId};
 use crate::outbox::{self, OutboxRelay};
@@ -42,6 +43,21 @@ impl ActivityReporter {
             relay,
             reported: Arc::new(Mutex::new(HashMap::new())),
             cleared: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// `caller` did something of `kind` (`read`, `write`) now, if they are a person of a
+    /// tenant: a member or admin whose token names their user id. A failure to report is
+    /// logged, never the caller's problem.
+    pub async fn saw(&self, caller: &Caller, kind: &str) {
+        if !caller.has_any(&[Role::Member, Role::Admin]) {
+            return;
+        }
+        let (Some(tenant), Ok(user)) = (caller.tenant, caller.subject.parse::<UserId>()) else {
+            return;
+        };
+        if let Err(e) = self.acted(tenant, user, kind).await {
+            tracing::warn!(tenant_id = %tenant, error = %e, "could not report a person's activity");
         }
     }
 

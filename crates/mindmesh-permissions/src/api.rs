@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use mindmesh_kit::activity::ActivityReporter;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::{from_timestamp, page_size, timestamp};
 use mindmesh_kit::ids::{DocumentId, IntegrationId, TenantId, UserId};
@@ -23,12 +24,19 @@ pub struct AccountApi {
     accounts: Accounts,
     /// Accounts change only in a tenant that exists and is not being deleted.
     tenants: Tenants,
+    /// An admin managing accounts is activity (the inactivity clock, P09).
+    activity: ActivityReporter,
 }
 
 impl AccountApi {
-    /// The API over `accounts`, writing only for live `tenants`.
-    pub fn new(accounts: Accounts, tenants: Tenants) -> Self {
-        AccountApi { accounts, tenants }
+    /// The API over `accounts`, writing only for live `tenants`, reporting people's
+    /// `activity`.
+    pub fn new(accounts: Accounts, tenants: Tenants, activity: ActivityReporter) -> Self {
+        AccountApi {
+            accounts,
+            tenants,
+            activity,
+        }
     }
 }
 
@@ -106,6 +114,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         let req = request.into_inner();
         let user = self
             .accounts
@@ -129,6 +138,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::GetUserResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "read").await;
         let id = user_id("user_id", &request.get_ref().user_id)?;
         let user = self.accounts.get_user(&caller, id).await?;
         Ok(Response::new(pb::GetUserResponse {
@@ -141,6 +151,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         self.tenants.require_live(caller.tenant()?).await?;
         let req = request.into_inner();
         let id = user_id("user_id", &req.user_id)?;
@@ -167,6 +178,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "write").await;
         let id = user_id("user_id", &request.get_ref().user_id)?;
         let cascade = self.accounts.delete_user(&caller, id).await?;
         Ok(Response::new(pb::DeleteUserResponse {
@@ -179,6 +191,7 @@ impl pb::account_service_server::AccountService for AccountApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        self.activity.saw(&caller, "read").await;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 100, 1000)?;
         let after = match req.page_token.as_str() {

@@ -32,6 +32,7 @@ pub mod sync;
 use std::sync::Arc;
 
 use mindmesh_kit::Service;
+use mindmesh_kit::activity::ActivityReporter;
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::integrations::Integrations;
@@ -128,7 +129,11 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         policy.clone(),
     ));
     routes.add_service(api_service!(
-        AccountServiceServer::new(api::AccountApi::new(accounts, tenants.clone())),
+        AccountServiceServer::new(api::AccountApi::new(
+            accounts,
+            tenants.clone(),
+            ActivityReporter::new(ctx.service, ctx.db.clone(), ctx.relay.clone())
+        )),
         ctx
     ));
     routes.add_service(api_service!(

@@ -81,14 +81,6 @@ impl StorageApi {
         }
     }
 
-    /// `user` of `tenant` read or wrote (`kind`): reported to the inactivity clock, once
-    /// a day. A failure to report is logged, never the reader's problem.
-    async fn saw(&self, tenant: TenantId, user: UserId, kind: &str) {
-        if let Err(e) = self.activity.acted(tenant, user, kind).await {
-            tracing::warn!(tenant_id = %tenant, error = %e, "could not report a person's activity");
-        }
-    }
-
     fn max_content(&self) -> u64 {
         self.ctx.config.storage.max_content_bytes
     }
@@ -108,7 +100,7 @@ impl StorageApi {
             let user = caller.subject.parse().map_err(|_| {
                 Error::PermissionDenied("the token's subject is not a user id".into())
             })?;
-            self.saw(tenant, user, "read").await;
+            self.activity.saw(caller, "read").await;
             return Ok((
                 tenant,
                 Reader::User {
@@ -528,7 +520,7 @@ impl pb::storage_service_server::StorageService for StorageApi {
         let caller = Caller::from_request(&request)?;
         let (tenant, user, _) = Self::writer(&caller)?;
         self.tenants.require_live(tenant).await?;
-        self.saw(tenant, user, "write").await;
+        self.activity.saw(&caller, "write").await;
         let req = request.into_inner();
         check_title("title", &req.title, true)?;
         check_mime_type("mime_type", &req.mime_type)?;

@@ -539,7 +539,8 @@ async fn last_active(server: &TestServer, user: &str) -> Option<chrono::DateTime
 }
 
 /// P09: people using the product keep their tenant alive — a member's read reaches
-/// retention's inactivity clock (storage reports it, once a day).
+/// retention's inactivity clock (storage reports it, once a day), and so does an
+/// admin's work on accounts (permissions reports it).
 async fn p09_a_members_reads_move_the_inactivity_clock(backend: Backend) {
     use mindmesh_proto::mindmesh::storage::v1 as storage;
     let server = TestServer::start(backend).await;
@@ -575,6 +576,28 @@ async fn p09_a_members_reads_move_the_inactivity_clock(backend: Backend) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the read never reached retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An admin managing accounts is activity too (permissions reports it).
+    let read = last_active(&server, &user.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let as_admin = server.token(&user.id, Some(tenant), &[Role::Admin]);
+    perm::account_service_client::AccountServiceClient::new(server.channel().await)
+        .list_users(authed(perm::ListUsersRequest::default(), &as_admin))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if last_active(&server, &user.id)
+            .await
+            .is_some_and(|at| at > read)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the admin's work never reached retention"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -15,7 +15,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::common::ingest::{self, connect_folder, folder_server, sync_ok, write};
-use crate::common::{Backend, TestServer, authed};
+use crate::common::{Backend, TestServer, authed, eventually};
 
 type Retention = pb::retention_service_client::RetentionServiceClient<Channel>;
 
@@ -538,6 +538,21 @@ async fn last_active(server: &TestServer, user: &str) -> Option<chrono::DateTime
     row.try_get("", "last_active_at").ok()
 }
 
+/// Whether retention sees `user` active after `after` (or at all, for `None`) within
+/// 30 seconds.
+async fn seen_active_after(
+    server: &TestServer,
+    user: &str,
+    after: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        last_active(server, user)
+            .await
+            .is_some_and(|at| after.is_none_or(|after| at > after))
+    })
+    .await
+}
+
 /// P09: people using the product keep their tenant alive — a member's read reaches
 /// retention's inactivity clock (storage reports it, once a day), and so does an
 /// admin's work on accounts (permissions reports it).
@@ -548,59 +563,33 @@ async fn p09_a_members_reads_move_the_inactivity_clock(backend: Backend) {
     let user = server
         .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
         .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let created = loop {
-        if let Some(at) = last_active(&server, &user.id).await {
-            break at;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the account's creation never reached retention"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    assert!(
+        seen_active_after(&server, &user.id, None).await,
+        "the account's creation never reached retention"
+    );
+    let created = last_active(&server, &user.id).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let member = server.token(&user.id, Some(tenant), &[Role::Member]);
     storage::storage_service_client::StorageServiceClient::new(server.channel().await)
         .list_documents(authed(storage::ListDocumentsRequest::default(), &member))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if last_active(&server, &user.id)
-            .await
-            .is_some_and(|at| at > created)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the read never reached retention"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        seen_active_after(&server, &user.id, created).await,
+        "the read never reached retention"
+    );
     // An admin managing accounts is activity too (permissions reports it).
-    let read = last_active(&server, &user.id).await.unwrap();
+    let read = last_active(&server, &user.id).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let as_admin = server.token(&user.id, Some(tenant), &[Role::Admin]);
     perm::account_service_client::AccountServiceClient::new(server.channel().await)
         .list_users(authed(perm::ListUsersRequest::default(), &as_admin))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if last_active(&server, &user.id)
-            .await
-            .is_some_and(|at| at > read)
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the admin's work never reached retention"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        seen_active_after(&server, &user.id, read).await,
+        "the admin's work never reached retention"
+    );
     server.stop().await;
 }
 

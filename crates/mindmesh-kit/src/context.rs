@@ -190,6 +190,54 @@ impl ServiceContext {
         destroyed: &[crate::ids::KeyId],
     ) -> Result<()> {
         use mindmesh_proto::mindmesh::common::v1::CascadeState;
+        let destroyed = destroyed.iter().map(ToString::to_string).collect();
+        self.report(
+            txn,
+            tenant,
+            cascade,
+            CascadeState::Done,
+            counts,
+            destroyed,
+            String::new(),
+        )
+        .await
+    }
+
+    /// Writes this service's signed word that it keeps its part of `cascade` under
+    /// legal hold `hold` (state retained with ground, nothing erased) into the outbox of
+    /// `txn`; retention asks again once the hold is released.
+    pub async fn attest_retained<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        tenant: crate::ids::TenantId,
+        cascade: crate::ids::CascadeId,
+        hold: crate::ids::HoldId,
+    ) -> Result<()> {
+        use mindmesh_proto::mindmesh::common::v1::CascadeState;
+        tracing::info!(tenant_id = %tenant, cascade_id = %cascade, hold_id = %hold, "part of a cascade kept under legal hold");
+        self.report(
+            txn,
+            Some(tenant),
+            cascade,
+            CascadeState::RetainedWithGround,
+            Default::default(),
+            Vec::new(),
+            crate::holds::ground(hold),
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn report<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        tenant: Option<crate::ids::TenantId>,
+        cascade: crate::ids::CascadeId,
+        state: mindmesh_proto::mindmesh::common::v1::CascadeState,
+        counts: std::collections::HashMap<String, u64>,
+        destroyed_key_ids: Vec<String>,
+        ground: String,
+    ) -> Result<()> {
         use mindmesh_proto::mindmesh::events::v1::{DeletionCompleted, envelope::Payload};
         let completion = crate::events::signed_completion(
             &self.keys.signing,
@@ -197,9 +245,10 @@ impl ServiceContext {
                 cascade_id: cascade.to_string(),
                 service: self.service.to_proto() as i32,
                 counts,
-                destroyed_key_ids: destroyed.iter().map(ToString::to_string).collect(),
-                state: CascadeState::Done as i32,
+                destroyed_key_ids,
+                state: state as i32,
                 signature: String::new(),
+                ground,
             },
         );
         crate::outbox::enqueue(

@@ -25,6 +25,10 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::DeletionCompleted(_) => "deletion.completed",
         Payload::NotificationRequested(_) => "notification.requested",
         Payload::AccountActivity(_) => "account.activity",
+        Payload::LegalHoldPlaced(_) => "legal_hold.placed",
+        Payload::LegalHoldReleased(_) => "legal_hold.released",
+        Payload::RetentionPolicySet(_) => "retention.policy_set",
+        Payload::LegalHoldApplied(_) => "legal_hold.applied",
     }
 }
 
@@ -149,6 +153,11 @@ pub fn completion_bytes(c: &mindmesh_proto::mindmesh::events::v1::DeletionComple
     for k in keys {
         field(k.as_bytes());
     }
+    // Only when set, so that attestations of a deletion sign what they always signed.
+    if !c.ground.is_empty() {
+        field(b"ground");
+        field(c.ground.as_bytes());
+    }
     out
 }
 
@@ -204,6 +213,7 @@ pub fn verify_attestation(
             destroyed_key_ids: destroyed_key_ids.to_vec(),
             state: state as i32,
             signature: signature.to_owned(),
+            ground: String::new(),
         },
     )
 }
@@ -225,6 +235,7 @@ mod completion_tests {
                 destroyed_key_ids: vec!["k1".into()],
                 state: 3,
                 signature: String::new(),
+                ground: String::new(),
             },
         );
         assert!(verify_completion(&signer.public_key(), &signed));

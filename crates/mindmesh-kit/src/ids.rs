@@ -127,6 +127,10 @@ id_type!(
     /// A data key in a keystore.
     KeyId
 );
+id_type!(
+    /// A legal hold (retention).
+    HoldId
+);
 
 impl IntegrationId {
     /// The reserved integration of documents written in Mindmesh itself: its user

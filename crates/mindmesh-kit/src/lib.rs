@@ -15,7 +15,8 @@
 //! - [`audit`] and [`audit_api`]: the hash-chained audit log and its gRPC face;
 //!   [`subject_api`]: the per-process `SubjectData` service.
 //! - [`tenants`] and [`integrations`]: which tenants and which imported integrations a
-//!   service may still write for, so that nothing outlives a deletion (P06, P08).
+//!   service may still write for, so that nothing outlives a deletion (P06, P08);
+//!   [`holds`]: the legal holds that keep data from a cascade until released.
 //! - [`context`] and [`server`]: what a service is given when it starts, and the one
 //!   gRPC server (health, reflection, graceful shutdown) every process runs;
 //!   [`module`]: the contract each service crate keeps with the binary; [`peers`]: how a
@@ -37,6 +38,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod holds;
 pub mod ids;
 pub mod inbox;
 pub mod integrations;

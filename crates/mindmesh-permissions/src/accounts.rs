@@ -15,6 +15,7 @@ use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::SecretKey;
+use mindmesh_kit::holds::{self, HeldScope};
 use mindmesh_kit::ids::{CascadeId, KeyId, TenantId, UserId};
 use mindmesh_kit::keys::{KeyScope, field_aad};
 use mindmesh_kit::tenants::{TenantAuthority, Tenants};
@@ -194,6 +195,7 @@ impl Accounts {
         if !tenant::exists(self.db(), id).await? {
             return Err(Error::NotFound("tenant"));
         }
+        holds::require_not_kept(self.db(), id, &HeldScope::Tenant).await?;
         let cascade = CascadeId::new();
         let audit = AuditRecord::by(caller, "tenant.delete", Some(id), id.to_string());
         self.erase_tenant(id, cascade, audit, Erasure::Starts)
@@ -212,6 +214,17 @@ impl Accounts {
         cascade: CascadeId,
         event_id: &str,
     ) -> Result<()> {
+        // Kept under a legal hold: nothing is erased, the part is retained until the
+        // release asks again.
+        if let Some(hold) = holds::keeping(self.db(), id, &HeldScope::Tenant).await? {
+            let txn = self.db().begin().await?;
+            if inbox::claim(&txn, crate::events::CONSUMER, event_id).await? {
+                self.ctx.attest_retained(&txn, id, cascade, hold).await?;
+            }
+            txn.commit().await?;
+            self.ctx.relay.wake();
+            return Ok(());
+        }
         let audit = AuditRecord::by_service(
             Service::Permissions,
             "tenant.delete",
@@ -486,6 +499,7 @@ impl Accounts {
         require(caller, &[Role::Admin, Role::Service])?;
         let tenant = caller.tenant()?;
         let row = self.load(tenant, id).await?;
+        holds::require_not_kept(self.db(), tenant, &HeldScope::User(id)).await?;
         // The services that hold data about the person find it by email (P05).
         let email = self.open(tenant, row).await?.email;
         let destroyed = self

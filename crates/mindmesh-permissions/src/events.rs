@@ -12,6 +12,9 @@
 //!   it; for one person, attest (this service deletes accounts itself, in the RPC that
 //!   starts such a cascade).
 //!
+//! - `legal_hold.placed` / `legal_hold.released`: mirrored (`mindmesh_kit::holds`);
+//!   a part of a cascade that a hold keeps erases nothing and is attested retained.
+//!
 //! Each effect, its inbox entry and its outbox event commit in one transaction.
 
 use std::collections::HashMap;
@@ -19,7 +22,8 @@ use std::sync::Arc;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
-use mindmesh_kit::ids::{CascadeId, IntegrationId, TenantId, UserId};
+use mindmesh_kit::holds::{self, HeldScope};
+use mindmesh_kit::ids::{CascadeId, HoldId, IntegrationId, TenantId, UserId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::keys::KeyScope;
 use mindmesh_kit::{Error, Result, Service, events, inbox};
@@ -48,6 +52,25 @@ impl PermissionEvents {
             policy,
             accounts,
         }
+    }
+
+    /// Attests this service's part of `cascade` retained under `hold`, once per event.
+    async fn retain(
+        &self,
+        envelope: &Envelope,
+        tenant: TenantId,
+        cascade: CascadeId,
+        hold: HoldId,
+    ) -> Result<()> {
+        let txn = self.ctx.db.begin().await?;
+        if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            self.ctx
+                .attest_retained(&txn, tenant, cascade, hold)
+                .await?;
+        }
+        txn.commit().await?;
+        self.ctx.relay.wake();
+        Ok(())
     }
 }
 
@@ -106,6 +129,9 @@ async fn settle(ctx: &ServiceContext, removed: &Removed) -> Result<()> {
 #[async_trait::async_trait]
 impl EventHandler for PermissionEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        if holds::apply_event(&self.ctx, CONSUMER, envelope).await? {
+            return Ok(());
+        }
         let relevant = match &envelope.payload {
             Some(Payload::IntegrationConnected(_))
             | Some(Payload::IntegrationDisconnected(_))
@@ -140,8 +166,12 @@ impl EventHandler for PermissionEvents {
                     .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
                 // No more writes for it, then crypto-shred: both idempotent, so a
-                // redelivery finds nothing to do.
+                // redelivery finds nothing to do. Under a legal hold nothing is erased.
                 Integrations::disconnected(&self.ctx.db, tenant, integration).await?;
+                let scope = HeldScope::Integration(integration);
+                if let Some(hold) = holds::keeping(&self.ctx.db, tenant, &scope).await? {
+                    return self.retain(envelope, tenant, cascade, hold).await;
+                }
                 let destroyed = self
                     .ctx
                     .keystore
@@ -166,6 +196,16 @@ impl EventHandler for PermissionEvents {
             }
             Some(Payload::SubjectErasureRequested(e)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &e.cascade_id)?;
+                // Kept by a hold on the tenant, or on the account with that email.
+                let hold = match self.accounts.find_by_email(tenant, &e.email).await? {
+                    Some(user) => {
+                        holds::keeping(&self.ctx.db, tenant, &HeldScope::User(user.id)).await?
+                    }
+                    None => holds::tenant_hold(&self.ctx.db, tenant).await?,
+                };
+                if let Some(hold) = hold {
+                    return self.retain(envelope, tenant, cascade, hold).await;
+                }
                 let txn = self.ctx.db.begin().await?;
                 if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
                     return Ok(());

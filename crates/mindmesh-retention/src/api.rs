@@ -3,13 +3,15 @@
 use mindmesh_kit::Error;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::{from_timestamp, timestamp};
-use mindmesh_kit::ids::{CascadeId, TenantId, UserId};
+use mindmesh_kit::holds::HeldScope;
+use mindmesh_kit::ids::{CascadeId, HoldId, TenantId, UserId};
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
+use crate::holds::LegalHolds;
 use crate::ledger::{Cascade, CascadeKind, Ledger, ListPosition, Overall, Part, PartState};
 use crate::policy::{Policies, Policy};
 use crate::receipts::{self, Attestation, Inclusion, Receipt};
@@ -24,11 +26,13 @@ fn policy_pb(p: &Policy) -> pb::Policy {
 }
 
 /// `RetentionService`. Built: `GetPolicy`, `SetPolicy`, `RecordActivity`, `RunSweep`,
-/// `GetCascade`, `ListCascades`, `VerifyReceipt`; the rest answers UNIMPLEMENTED.
+/// `PlaceLegalHold`, `ReleaseLegalHold`, `GetCascade`, `ListCascades`, `VerifyReceipt`;
+/// the backups answer UNIMPLEMENTED.
 #[derive(Clone)]
 pub struct RetentionApi {
     activity: Activity,
     ledger: Ledger,
+    holds: LegalHolds,
     policies: Policies,
     sweeper: Sweeper,
     /// How long a cascade waits before it counts as stalled.
@@ -43,6 +47,7 @@ impl RetentionApi {
     pub fn new(
         activity: Activity,
         ledger: Ledger,
+        holds: LegalHolds,
         policies: Policies,
         sweeper: Sweeper,
         tenants: Tenants,
@@ -51,6 +56,7 @@ impl RetentionApi {
         RetentionApi {
             activity,
             ledger,
+            holds,
             policies,
             sweeper,
             stall_after,
@@ -87,6 +93,7 @@ fn completion(part: &Part) -> pb::ServiceCompletion {
         completed_at: part.reported_at.map(timestamp),
         signature: part.signature.clone(),
         public_key: String::new(),
+        reason: part.reason.clone(),
     }
 }
 
@@ -108,6 +115,7 @@ fn attestation(a: &Attestation) -> pb::ServiceCompletion {
         completed_at: Some(timestamp(a.reported_at)),
         signature: a.signature.clone(),
         public_key: a.public_key.clone(),
+        reason: String::new(),
     }
 }
 
@@ -217,6 +225,7 @@ fn cascade(c: &Cascade, stall_after: chrono::Duration) -> pb::Cascade {
         Overall::Pending => CascadeState::Pending,
         Overall::Running => CascadeState::Running,
         Overall::Complete => CascadeState::Done,
+        Overall::Held => CascadeState::RetainedWithGround,
         Overall::Failed => CascadeState::Failed,
     };
     pb::Cascade {
@@ -236,7 +245,7 @@ fn cascade(c: &Cascade, stall_after: chrono::Duration) -> pb::Cascade {
             .into_iter()
             .map(|s| s.to_proto() as i32)
             .collect(),
-        held_by: String::new(),
+        held_by: c.held_by().map(|h| h.to_string()).unwrap_or_default(),
         waiting_since: c.waiting_since().map(timestamp),
         stalled: c
             .waiting_since()
@@ -372,6 +381,86 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             // Storage purges archived documents on its own schedule.
             archives_purged: 0,
             cascade_ids: report.cascades.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn place_legal_hold(
+        &self,
+        request: Request<pb::PlaceLegalHoldRequest>,
+    ) -> Result<Response<pb::PlaceLegalHoldResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Admin, Role::Operator])?;
+        let req = request.into_inner();
+        // An admin holds in their own tenant; an operator names the tenant.
+        let tenant = match caller.tenant {
+            Some(own) => {
+                if !req.tenant_id.is_empty() && req.tenant_id != own.to_string() {
+                    return Err(Status::permission_denied(
+                        "tenant_id: a hold is placed in the caller's own tenant",
+                    ));
+                }
+                own
+            }
+            None if req.tenant_id.is_empty() => {
+                return Err(Error::invalid("tenant_id", "is required for an operator").into());
+            }
+            None => TenantId::parse_field("tenant_id", &req.tenant_id)?,
+        };
+        let scope = match req.scope_kind.as_str() {
+            "tenant" | "user" | "integration" => {
+                HeldScope::parse(tenant, &req.scope_kind, &req.scope_id).ok_or_else(|| {
+                    Error::invalid(
+                        "scope_id",
+                        "must be the held user's or integration's id (a UUID), or for a \
+                         tenant the tenant's own id",
+                    )
+                })?
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "scope_kind",
+                    "must be \"tenant\", \"user\" or \"integration\"",
+                )
+                .into());
+            }
+        };
+        self.tenants.require_live(tenant).await?;
+        let hold = self
+            .holds
+            .place(&caller, tenant, scope, &req.reason)
+            .await?;
+        let in_force = self
+            .holds
+            .in_force_within(hold, crate::holds::IN_FORCE_WITHIN)
+            .await?;
+        if !in_force {
+            tracing::warn!(tenant_id = %tenant, hold_id = %hold, "legal hold placed, not yet confirmed by every service");
+        }
+        Ok(Response::new(pb::PlaceLegalHoldResponse {
+            hold_id: hold.to_string(),
+            in_force,
+        }))
+    }
+
+    async fn release_legal_hold(
+        &self,
+        request: Request<pb::ReleaseLegalHoldRequest>,
+    ) -> Result<Response<pb::ReleaseLegalHoldResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Admin, Role::Operator])?;
+        let scope = if caller.has(Role::Operator) && caller.tenant.is_none() {
+            None
+        } else {
+            Some(caller.tenant()?)
+        };
+        let id = HoldId::parse_field("hold_id", &request.get_ref().hold_id)?;
+        self.holds.release(&caller, scope, id).await?;
+        let released_everywhere = self
+            .holds
+            .released_within(id, crate::holds::IN_FORCE_WITHIN)
+            .await?;
+        Ok(Response::new(pb::ReleaseLegalHoldResponse {
+            released_everywhere,
         }))
     }
 

@@ -6,6 +6,8 @@
 //! - `deletion.completed`, each service's signed attestation of its part, is checked
 //!   against that service's key ([`crate::attesters`]) and recorded; one that does not
 //!   verify is recorded as a failure;
+//! - `legal_hold.applied`: a service's confirmation of a hold placed or released
+//!   ([`crate::holds`]);
 //! - `account.activity` moves the inactivity clock; `account.deletion_requested` also
 //!   forgets the activity it concerns, and retention attests its own part. Retention
 //!   keeps nothing keyed to an email, so it attests a subject erasure with nothing
@@ -19,6 +21,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::holds::{self, HeldScope};
 use mindmesh_kit::ids::{CascadeId, EventId, TenantId, UserId};
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, Service, events, inbox, outbox};
@@ -26,13 +29,15 @@ use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{
     AccountDeletionRequested, DeletionCompleted, Envelope, NotificationRequested,
+    RetentionPolicySet,
 };
 use prost::Message;
 use sea_orm::TransactionTrait;
 
 use crate::activity::Activity;
 use crate::attesters::Attesters;
-use crate::ledger::{Cascade, CascadeKind, Ledger, Opening, Part, PartState};
+use crate::holds::LegalHolds;
+use crate::ledger::{Cascade, CascadeKind, Ledger, Opening, Part, PartState, Stalled};
 
 /// The retention service's consumer name (its durable consumer on the bus).
 pub const CONSUMER: &str = "retention";
@@ -42,17 +47,20 @@ pub struct RetentionEvents {
     ctx: ServiceContext,
     activity: Activity,
     ledger: Ledger,
+    holds: LegalHolds,
     attesters: Attesters,
     tenants: Tenants,
 }
 
 impl RetentionEvents {
-    /// A handler writing to `activity` and `ledger`, checking attestations against
-    /// `attesters`, recording erased `tenants`, attesting with `ctx`'s key.
+    /// A handler writing to `activity` and `ledger`, counting the services' confirmations
+    /// of `holds`, checking attestations against `attesters`, recording erased
+    /// `tenants`, attesting with `ctx`'s key.
     pub fn new(
         ctx: ServiceContext,
         activity: Activity,
         ledger: Ledger,
+        holds: LegalHolds,
         attesters: Attesters,
         tenants: Tenants,
     ) -> Self {
@@ -60,6 +68,7 @@ impl RetentionEvents {
             ctx,
             activity,
             ledger,
+            holds,
             attesters,
             tenants,
         }
@@ -132,9 +141,13 @@ impl RetentionEvents {
         } else {
             match CascadeState::try_from(c.state) {
                 Ok(CascadeState::Done) => (PartState::Done, String::new()),
+                // The ground is kept as it came: a legal hold's names the hold.
+                Ok(CascadeState::RetainedWithGround) if !c.ground.is_empty() => {
+                    (PartState::Retained, c.ground.clone())
+                }
                 Ok(CascadeState::RetainedWithGround) => (
-                    PartState::Retained,
-                    "the service retains data on a recorded ground".into(),
+                    PartState::Failed,
+                    "the service retains data without naming a ground".into(),
                 ),
                 Ok(CascadeState::Failed) => {
                     (PartState::Failed, "the service reported a failure".into())
@@ -181,6 +194,21 @@ impl RetentionEvents {
             }
             Some(Payload::AccountDeletionRequested(d)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
+                let scope = if d.user_id.is_empty() {
+                    HeldScope::Tenant
+                } else {
+                    HeldScope::User(user_id(&d.user_id)?)
+                };
+                // Under a legal hold the activity and the policy stay, and so does the
+                // tenant (no erasure begins): the part is retained until the release.
+                if let Some(hold) = holds::keeping(&txn, tenant, &scope).await? {
+                    self.ctx
+                        .attest_retained(&txn, tenant, cascade, hold)
+                        .await?;
+                    txn.commit().await?;
+                    self.ctx.relay.wake();
+                    return Ok(());
+                }
                 let mut counts = HashMap::new();
                 let user = if d.user_id.is_empty() {
                     // The whole tenant: no activity of it is recorded again, and its
@@ -189,6 +217,10 @@ impl RetentionEvents {
                     counts.insert(
                         "policy".to_owned(),
                         crate::policy::forget(&txn, tenant).await?,
+                    );
+                    counts.insert(
+                        "legal_holds".to_owned(),
+                        crate::holds::forget(&txn, tenant).await?,
                     );
                     None
                 } else {
@@ -238,14 +270,13 @@ impl Reasker {
     /// Asks again for every cascade that has waited `stall_after` by `now`; returns how
     /// many were asked.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize> {
-        let stalled = self.ledger.stalled(now - self.stall_after, 100).await?;
+        let stalled = self
+            .ledger
+            .stalled(now - self.stall_after, now, 100)
+            .await?;
         for s in &stalled {
-            let mut envelope = Envelope::decode(s.request.as_slice())
-                .map_err(|_| Error::Internal("a kept cascade request does not decode".into()))?;
-            envelope.id = EventId::new().to_string();
             let txn = self.ledger.db().begin().await?;
-            outbox::enqueue(&txn, &envelope).await?;
-            self.ledger.asked_again(&txn, &s.cascade, now).await?;
+            ask_again(&txn, &self.ledger, s, now).await?;
             txn.commit().await?;
             let waiting: Vec<&str> = s.cascade.waiting_for().iter().map(|w| w.as_str()).collect();
             tracing::warn!(
@@ -281,6 +312,21 @@ impl Reasker {
     }
 }
 
+/// Publishes the request of `stalled` again, in `txn`, under a new id (so that every
+/// service's inbox takes it), and records the asking at `now`.
+pub async fn ask_again(
+    txn: &sea_orm::DatabaseTransaction,
+    ledger: &Ledger,
+    stalled: &Stalled,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut envelope = Envelope::decode(stalled.request.as_slice())
+        .map_err(|_| Error::Internal("a kept cascade request does not decode".into()))?;
+    envelope.id = EventId::new().to_string();
+    outbox::enqueue(txn, &envelope).await?;
+    ledger.asked_again(txn, &stalled.cascade, now).await
+}
+
 /// `notification.requested` to `tenant`'s administrators (no user named: the notifier
 /// mails the tenant's admins): the tenant expires for inactivity at `expires_at`, in
 /// `days_before` days. Administrative, so that no marketing opt-out suppresses it.
@@ -302,6 +348,16 @@ pub fn inactivity_warning(
             ]
             .into(),
         }),
+    )
+}
+
+/// `retention.policy_set`: `tenant` keeps archived documents `archive_purge_days` days
+/// (storage purges by it).
+pub fn policy_set(tenant: TenantId, archive_purge_days: u32) -> Envelope {
+    events::envelope(
+        Service::Retention,
+        Some(tenant),
+        Payload::RetentionPolicySet(RetentionPolicySet { archive_purge_days }),
     )
 }
 
@@ -352,6 +408,17 @@ fn completed(cascade: &Cascade) {
 #[async_trait::async_trait]
 impl EventHandler for RetentionEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        if let Some(Payload::LegalHoldApplied(a)) = &envelope.payload {
+            let hold = a
+                .hold_id
+                .parse()
+                .map_err(|_| Error::MalformedEvent("hold_id is not a UUID".into()))?;
+            let service = Service::from_proto(envelope.source).ok_or_else(|| {
+                Error::MalformedEvent("legal_hold.applied without a source service".into())
+            })?;
+            self.holds.applied(hold, service, a.released).await?;
+            return Ok(());
+        }
         let relevant = matches!(
             envelope.payload,
             Some(Payload::AccountActivity(_))

@@ -7,14 +7,16 @@
 //! is recorded once: a repeated attestation changes nothing, and an attestation whose
 //! signature does not verify is recorded as a failure, never as done (a valid one
 //! later replaces it). A cascade is complete only when it has been opened and every
-//! service its kind names is done (or retains with a recorded ground).
+//! service its kind names is done. A service that keeps its part under a legal hold
+//! reports it retained, with the hold as ground: the cascade is paused (no receipt, not
+//! asked again as stalled) until the hold is released, when it is asked again.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use mindmesh_kit::audit::{AuditLog, AuditRecord};
 use mindmesh_kit::crypto::SecretKey;
-use mindmesh_kit::ids::{CascadeId, TenantId};
+use mindmesh_kit::ids::{CascadeId, HoldId, TenantId};
 use mindmesh_kit::{Error, Result, Service};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
@@ -82,7 +84,8 @@ pub enum PartState {
     Pending,
     /// Deleted everything in scope and attested it.
     Done,
-    /// Keeps data in scope on a recorded ground (a legal hold).
+    /// Keeps data in scope on a recorded ground (a legal hold, named in the reason):
+    /// the cascade is paused until the hold is released.
     Retained,
     /// Reported a failure, or an attestation that does not verify.
     Failed,
@@ -111,9 +114,9 @@ impl PartState {
         .find(|s| s.as_str() == value)
     }
 
-    /// Whether the part lets the cascade complete.
+    /// Whether the part lets the cascade complete: only a deletion done and attested.
     pub const fn settled(self) -> bool {
-        matches!(self, PartState::Done | PartState::Retained)
+        matches!(self, PartState::Done)
     }
 }
 
@@ -124,8 +127,10 @@ pub enum Overall {
     Pending,
     /// Some services have reported, not all.
     Running,
-    /// Every participant is done (or retains with a ground).
+    /// Every participant is done.
     Complete,
+    /// A participant keeps its part under a legal hold; paused until the release.
+    Held,
     /// A participant failed; it is not complete.
     Failed,
 }
@@ -227,11 +232,21 @@ impl Cascade {
             Overall::Complete
         } else if self.parts.iter().any(|p| p.state == PartState::Failed) {
             Overall::Failed
+        } else if self.held_by().is_some() {
+            Overall::Held
         } else if self.parts.iter().any(|p| p.state != PartState::Pending) {
             Overall::Running
         } else {
             Overall::Pending
         }
+    }
+
+    /// The legal hold a participant keeps its part under, if one does (the first).
+    pub fn held_by(&self) -> Option<HoldId> {
+        self.parts
+            .iter()
+            .filter(|p| p.state == PartState::Retained)
+            .find_map(|p| mindmesh_kit::holds::hold_of_ground(&p.reason))
     }
 
     /// Since when the cascade waits for a participant: the oldest state among those not
@@ -471,9 +486,15 @@ impl Ledger {
         let txn = self.db.begin().await?;
         let mut cascade = locked(&txn, cascade_id, tenant, now).await?;
         let known = cascade.parts.iter().position(|p| p.service == part.service);
-        let replace = match known.map(|i| cascade.parts[i].state) {
-            None | Some(PartState::Pending) | Some(PartState::Failed) => true,
-            Some(PartState::Done) | Some(PartState::Retained) => false,
+        // Done is final; a hold's retention gives way to a later outcome (the release),
+        // and the same retention again changes nothing.
+        let replace = match known.map(|i| &cascade.parts[i]) {
+            None => true,
+            Some(p) => match p.state {
+                PartState::Pending | PartState::Failed => true,
+                PartState::Retained => part.state != PartState::Retained || part.reason != p.reason,
+                PartState::Done => false,
+            },
         };
         if replace {
             store::put_part(&txn, cascade.id, &part).await?;
@@ -481,7 +502,12 @@ impl Ledger {
                 &txn,
                 &cascade,
                 "cascade.part",
-                format!("{} {}", part.service, part.state.as_str()),
+                match mindmesh_kit::holds::hold_of_ground(&part.reason) {
+                    Some(hold) if part.state == PartState::Retained => {
+                        format!("{} retained under legal hold {hold}", part.service)
+                    }
+                    _ => format!("{} {}", part.service, part.state.as_str()),
+                },
             )
             .await?;
             match known {
@@ -561,8 +587,15 @@ impl Ledger {
     }
 
     /// Up to `limit` open cascades last asked before `before` (every tenant's), oldest
-    /// first, with their requests to send again.
-    pub async fn stalled(&self, before: DateTime<Utc>, limit: u64) -> Result<Vec<Stalled>> {
+    /// first, with their requests to send again. A cascade paused by a legal hold in
+    /// force is not one: its next asking moves on to `now` (it is asked when the hold
+    /// is released — or here, if the release reached its participants too late).
+    pub async fn stalled(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Stalled>> {
         let mut out = Vec::new();
         for (id, sealed, times_asked) in
             store::requests_asked_before(&self.db, before, limit).await?
@@ -573,10 +606,43 @@ impl Ledger {
             if cascade.completed_at.is_some() {
                 continue;
             }
+            if let Some(hold) = cascade.held_by()
+                && mindmesh_kit::holds::in_force(&self.db, hold).await?
+            {
+                store::postpone_request(&self.db, id, now).await?;
+                continue;
+            }
             let request = self.request_key.open(&request_aad(id), &sealed)?;
             out.push(Stalled {
                 cascade,
                 request,
+                times_asked,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The open cascades paused by legal hold `hold`, with their requests to send again
+    /// (it is being released), read in `conn`'s transaction.
+    pub async fn held_by<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        hold: HoldId,
+    ) -> Result<Vec<Stalled>> {
+        let mut out = Vec::new();
+        for id in store::retained_on(conn, &mindmesh_kit::holds::ground(hold)).await? {
+            let Some(cascade) = store::find(conn, id, false).await? else {
+                continue;
+            };
+            let Some((sealed, times_asked)) = store::request(conn, id).await? else {
+                continue;
+            };
+            if cascade.completed_at.is_some() {
+                continue;
+            }
+            out.push(Stalled {
+                request: self.request_key.open(&request_aad(id), &sealed)?,
+                cascade,
                 times_asked,
             });
         }

@@ -2,16 +2,17 @@
 //! deletion ledger and its signed receipts (P06, P08), legal holds, and backups (P10).
 //!
 //! Reading order: [`api`] (the gRPC face) → [`events`] (what it consumes) →
-//! [`ledger`] (every cascade and each service's part) → [`attesters`] (whose key an
+//! [`ledger`] (every cascade and each service's part) → [`holds`] (legal holds, which
+//! pause cascades) → [`attesters`] (whose key an
 //! attestation must verify against) → [`receipts`] (the signed proof a cascade
 //! completed) → [`receipt_log`] (the Merkle log of receipts, its checkpoints and
 //! proofs) → [`activity`] (last activity per account) →
 //! [`store`] (schema and every query).
 //! Built so far: the deletion ledger and its receipts (`GetCascade`, `ListCascades`,
-//! `VerifyReceipt`), and account
-//! activity, fed by `account.activity` events and `RecordActivity`, and forgotten on
-//! `account.deletion_requested`. Every other RPC answers UNIMPLEMENTED until it is
-//! built.
+//! `VerifyReceipt`), legal holds, policies and the inactivity sweep ([`policy`],
+//! [`sweep`]), and account activity, fed by `account.activity` events and
+//! `RecordActivity`, and forgotten on `account.deletion_requested`. The backup RPCs
+//! answer UNIMPLEMENTED until they are built.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod activity;
 pub mod api;
 pub mod attesters;
 pub mod events;
+pub mod holds;
 pub mod ledger;
 pub mod policy;
 pub mod receipt_log;
@@ -86,7 +88,14 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.tasks.spawn(
         events::Reasker::new(ctx.clone(), ledger.clone(), stall_after).run(ctx.shutdown.clone()),
     );
-    let policies = policy::Policies::new(ctx.db.clone(), ctx.audit.clone());
+    let holds = holds::LegalHolds::new(
+        ctx.db.clone(),
+        ledger.clone(),
+        ctx.audit.clone(),
+        ctx.relay.clone(),
+        &ctx.keys.master,
+    )?;
+    let policies = policy::Policies::new(ctx.db.clone(), ctx.audit.clone(), ctx.relay.clone());
     let sweeper = sweep::Sweeper::new(
         ctx.clone(),
         ledger.clone(),
@@ -101,6 +110,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx.clone(),
         activity.clone(),
         ledger.clone(),
+        holds.clone(),
         attesters,
         tenants.clone(),
     )));
@@ -108,6 +118,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         RetentionServiceServer::new(api::RetentionApi::new(
             activity,
             ledger,
+            holds,
             policies,
             sweeper,
             tenants,

@@ -4,6 +4,7 @@
 use mindmesh_kit::audit::{AuditLog, AuditRecord};
 use mindmesh_kit::auth::Caller;
 use mindmesh_kit::ids::TenantId;
+use mindmesh_kit::outbox::{self, OutboxRelay};
 use mindmesh_kit::{Error, Result};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 
@@ -80,12 +81,14 @@ impl Policy {
 pub struct Policies {
     db: DatabaseConnection,
     audit: AuditLog,
+    relay: OutboxRelay,
 }
 
 impl Policies {
-    /// Policies in `db`, each change recorded in `audit`.
-    pub fn new(db: DatabaseConnection, audit: AuditLog) -> Self {
-        Policies { db, audit }
+    /// Policies in `db`, each change recorded in `audit` and announced (the archive
+    /// window, which storage applies) through `relay`.
+    pub fn new(db: DatabaseConnection, audit: AuditLog, relay: OutboxRelay) -> Self {
+        Policies { db, audit, relay }
     }
 
     /// `tenant`'s policy: the one set, else the default.
@@ -115,7 +118,13 @@ impl Policies {
                     )),
             )
             .await?;
+        outbox::enqueue(
+            &txn,
+            &crate::events::policy_set(tenant, policy.archive_purge_days),
+        )
+        .await?;
         txn.commit().await?;
+        self.relay.wake();
         Ok(policy)
     }
 }

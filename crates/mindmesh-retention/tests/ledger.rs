@@ -42,6 +42,7 @@ async fn harness(backend: Backend) -> Harness {
         ctx.clone(),
         Activity::new(ctx.db.clone()),
         ledger.clone(),
+        support::holds(&ctx, &ledger),
         attesters,
         support::tenants(&ctx),
     );
@@ -77,6 +78,7 @@ impl Harness {
                 destroyed_key_ids: vec!["key-1".into()],
                 state: CascadeState::Done as i32,
                 signature: String::new(),
+                ground: String::new(),
             },
         );
         events::envelope(

@@ -37,7 +37,7 @@ async fn harness(backend: Backend) -> Harness {
         .await
         .unwrap();
     let (_, ledger) = support::ledger(&ctx);
-    let policies = Policies::new(ctx.db.clone(), ctx.audit.clone());
+    let policies = Policies::new(ctx.db.clone(), ctx.audit.clone(), ctx.relay.clone());
     let tenants = support::tenants(&ctx);
     let sweeper = Sweeper::new(ctx.clone(), ledger.clone(), policies.clone(), tenants);
     Harness {

@@ -8,12 +8,17 @@
 //! - `account.deletion_requested`: without a user, the whole tenant (every key, every
 //!   document, every tombstone); with one, that person's native documents and key;
 //! - `subject.erasure_requested`: the native documents of the account with that email
-//!   (asked of the permissions service), if there is one.
+//!   (asked of the permissions service), if there is one;
+//! - `legal_hold.placed` / `legal_hold.released`: mirrored (`mindmesh_kit::holds`); a
+//!   cascade's part that a hold keeps erases nothing and is attested retained, and the
+//!   purge of archived documents passes over what a hold keeps;
+//! - `retention.policy_set`: the tenant's days before archived documents are purged.
 
 use std::collections::HashMap;
 
 use mindmesh_kit::bus::consume::EventHandler;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::holds::{self, HeldScope};
 use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::integrations::Integrations;
 use mindmesh_kit::tenants::Tenants;
@@ -72,6 +77,23 @@ impl StorageEvents {
         }
     }
 
+    /// `retention.policy_set`: the tenant keeps archived documents `days` days.
+    async fn set_policy(&self, envelope: &Envelope, days: u32) -> Result<()> {
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::MalformedEvent("retention.policy_set without tenant".into()))?;
+        if days == 0 {
+            return Err(Error::MalformedEvent(
+                "retention.policy_set with archive_purge_days 0".into(),
+            ));
+        }
+        let txn = self.documents.db().begin().await?;
+        if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            crate::store::policies::set(&txn, tenant, days).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// `integration.connected`: from here documents of it are taken.
     async fn learn(&self, envelope: &Envelope, integration_id: &str) -> Result<()> {
         let tenant = events::tenant(envelope)?
@@ -91,9 +113,15 @@ impl StorageEvents {
 #[async_trait::async_trait]
 impl EventHandler for StorageEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        if holds::apply_event(&self.ctx, CONSUMER, envelope).await? {
+            return Ok(());
+        }
         let cascade = match &envelope.payload {
             Some(Payload::IntegrationConnected(c)) => {
                 return self.learn(envelope, &c.integration_id).await;
+            }
+            Some(Payload::RetentionPolicySet(p)) => {
+                return self.set_policy(envelope, p.archive_purge_days).await;
             }
             Some(Payload::IntegrationDisconnected(d)) => &d.cascade_id,
             Some(Payload::AccountDeletionRequested(d)) => &d.cascade_id,
@@ -130,16 +158,33 @@ impl EventHandler for StorageEvents {
             _ => None,
         };
         // Before anything is erased: a late write of the scope is refused.
-        match &scope {
-            Some(ErasureScope::Integration(integration)) => {
-                Integrations::disconnected(self.documents.db(), tenant, *integration).await?;
-            }
-            Some(ErasureScope::Tenant) => {
-                self.tenants
-                    .mark_erased(self.documents.db(), tenant, cascade)
+        if let Some(ErasureScope::Integration(integration)) = &scope {
+            Integrations::disconnected(self.documents.db(), tenant, *integration).await?;
+        }
+        // Kept under a legal hold: nothing erased, the part retained until the release.
+        let held = match &scope {
+            Some(ErasureScope::Integration(i)) => Some(HeldScope::Integration(*i)),
+            Some(ErasureScope::Tenant) => Some(HeldScope::Tenant),
+            Some(ErasureScope::Owner(u)) => Some(HeldScope::User(*u)),
+            None => None,
+        };
+        if let Some(held) = held
+            && let Some(hold) = holds::keeping(self.documents.db(), tenant, &held).await?
+        {
+            let txn = self.documents.db().begin().await?;
+            if inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+                self.ctx
+                    .attest_retained(&txn, tenant, cascade, hold)
                     .await?;
             }
-            _ => {}
+            txn.commit().await?;
+            self.ctx.relay.wake();
+            return Ok(());
+        }
+        if let Some(ErasureScope::Tenant) = &scope {
+            self.tenants
+                .mark_erased(self.documents.db(), tenant, cascade)
+                .await?;
         }
         // Keys first, then batches; an interrupted erasure resumes on redelivery.
         let erasure = match &scope {
@@ -156,6 +201,9 @@ impl EventHandler for StorageEvents {
         let txn = self.documents.db().begin().await?;
         if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
             return Ok(());
+        }
+        if matches!(scope, Some(ErasureScope::Tenant)) {
+            crate::store::policies::forget(&txn, tenant).await?;
         }
         self.ctx
             .attest(

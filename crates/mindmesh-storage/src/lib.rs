@@ -106,8 +106,9 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     })
 }
 
-/// Purges archived documents once their restore window (`storage.archive_purge_after_days`)
-/// has passed, every `storage.purge_interval_secs`, until shutdown.
+/// Purges archived documents once their restore window (the tenant's retention policy,
+/// else `storage.archive_purge_after_days`) has passed and no legal hold keeps them,
+/// every `storage.purge_interval_secs`, until shutdown.
 fn spawn_purge(ctx: &ServiceContext, documents: documents::Documents) {
     let interval = std::time::Duration::from_secs(ctx.config.storage.purge_interval_secs);
     let keep = chrono::Duration::days(i64::from(ctx.config.storage.archive_purge_after_days));
@@ -118,7 +119,7 @@ fn spawn_purge(ctx: &ServiceContext, documents: documents::Documents) {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            match documents.purge_archived(chrono::Utc::now() - keep).await {
+            match documents.purge_archived(chrono::Utc::now(), keep).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "archived documents purged"),
                 Err(e) => {

@@ -756,12 +756,23 @@ async fn p07_purged_archives_keep_their_tombstones(backend: Backend) {
     );
     h.docs.archive(tenant, gone).await.unwrap();
     // Inside the window nothing goes.
-    let window_start = Utc::now() - chrono::Duration::days(30);
-    assert_eq!(h.docs.purge_archived(window_start).await.unwrap(), 0);
+    assert_eq!(
+        h.docs
+            .purge_archived(Utc::now(), chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        0
+    );
     assert!(h.docs.get(tenant, gone).await.is_ok());
     // Past it, the archived one goes (and only it).
-    let later = Utc::now() + chrono::Duration::seconds(1);
-    assert_eq!(h.docs.purge_archived(later).await.unwrap(), 1);
+    let later = Utc::now() + chrono::Duration::days(30) + chrono::Duration::seconds(1);
+    assert_eq!(
+        h.docs
+            .purge_archived(later, chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(matches!(
         h.docs.get(tenant, gone).await.unwrap_err(),
         mindmesh_kit::Error::NotFound(_)
@@ -791,7 +802,13 @@ async fn p07_purged_archives_keep_their_tombstones(backend: Backend) {
         PutOutcome::SkippedArchived,
         "the tombstone outlives the content"
     );
-    assert_eq!(h.docs.purge_archived(later).await.unwrap(), 0);
+    assert_eq!(
+        h.docs
+            .purge_archived(later, chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// Concurrent puts of the same new source: one creates it; the others find it stored or
@@ -891,7 +908,87 @@ async fn concurrent_rewrites_and_compactions_of_shared_blocks_never_deadlock(bac
     }
 }
 
+/// P07 with a retention policy and legal holds: a tenant's policy sets its archive
+/// window (others keep the default), and what a legal hold keeps — the importing
+/// integration, a native document's owner — is never purged until the hold is released.
+async fn p07_the_purge_follows_each_tenants_policy_and_spares_held_archives(backend: Backend) {
+    use mindmesh_kit::holds::{self, HeldScope, Hold};
+    let h = harness(backend).await;
+    let (short, default) = (TenantId::new(), TenantId::new());
+    mindmesh_storage::store::policies::set(&h.ctx.db, short, 10)
+        .await
+        .unwrap();
+    let (held_drive, free_drive) = (IntegrationId::new(), IntegrationId::new());
+    let owner = UserId::new();
+    let mut archived = Vec::new();
+    for (tenant, doc) in [
+        (short, imported(held_drive, "held", "1", "Held", "alpha")),
+        (short, imported(free_drive, "free", "1", "Free", "beta")),
+        (
+            default,
+            imported(free_drive, "other", "1", "Other", "gamma"),
+        ),
+        (
+            short,
+            NewDocument {
+                origin: Origin::Native {
+                    id: DocumentId::new(),
+                    owner,
+                },
+                title: "Owner's notes".into(),
+                content: b"delta".to_vec(),
+                mime_type: "text/plain".into(),
+                source_url: String::new(),
+                source_owner: String::new(),
+                modified_at: Utc::now(),
+            },
+        ),
+    ] {
+        let id = created(h.docs.put(tenant, doc).await.unwrap());
+        h.docs.archive(tenant, id).await.unwrap();
+        archived.push((tenant, id));
+    }
+    let on_drive = Hold {
+        id: mindmesh_kit::ids::HoldId::new(),
+        tenant: short,
+        scope: HeldScope::Integration(held_drive),
+    };
+    let on_owner = Hold {
+        id: mindmesh_kit::ids::HoldId::new(),
+        tenant: short,
+        scope: HeldScope::User(owner),
+    };
+    holds::place(&h.ctx.db, &on_drive).await.unwrap();
+    holds::place(&h.ctx.db, &on_owner).await.unwrap();
+    let thirty = chrono::Duration::days(30);
+    let in_eleven_days = Utc::now() + chrono::Duration::days(11);
+    // Ten days for the short tenant: only its document no hold keeps goes.
+    assert_eq!(
+        h.docs.purge_archived(in_eleven_days, thirty).await.unwrap(),
+        1
+    );
+    let gone = |i: usize| {
+        let (tenant, id) = archived[i];
+        let docs = h.docs.clone();
+        async move { docs.get(tenant, id).await.is_err() }
+    };
+    assert!(gone(1).await);
+    assert!(!gone(0).await && !gone(2).await && !gone(3).await);
+    // Released, the held ones go too; the default tenant's waits its thirty days.
+    holds::release(&h.ctx.db, on_drive.id).await.unwrap();
+    holds::release(&h.ctx.db, on_owner.id).await.unwrap();
+    assert_eq!(
+        h.docs.purge_archived(in_eleven_days, thirty).await.unwrap(),
+        2
+    );
+    assert!(gone(0).await && gone(3).await && !gone(2).await);
+    let in_a_month = Utc::now() + chrono::Duration::days(31);
+    assert_eq!(h.docs.purge_archived(in_a_month, thirty).await.unwrap(), 1);
+    assert!(gone(2).await);
+}
+
 both_backends!(
+    p07_the_purge_follows_each_tenants_policy_and_spares_held_archives,
     p01_documents_are_sealed_and_bound_to_their_row,
     p07_archived_items_stay_out_of_the_next_sync,
     find_ranks_by_matched_words_without_plaintext,

@@ -26,6 +26,56 @@ pub fn activity_reports() -> Box<dyn MigrationTrait> {
     Box::new(ActivityReports)
 }
 
+/// The table [`crate::holds`] mirrors the legal holds in force into. A service that
+/// erases data a hold may keep appends it to its own migrations.
+pub fn legal_holds() -> Box<dyn MigrationTrait> {
+    Box::new(LegalHolds)
+}
+
+struct LegalHolds;
+
+impl MigrationName for LegalHolds {
+    fn name(&self) -> &str {
+        "m20261203_000001_kit_legal_holds"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LegalHolds {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("legal_holds")
+                    .if_not_exists()
+                    .col(string("hold_id").primary_key())
+                    .col(string("tenant_id"))
+                    // "tenant", "user" or "integration".
+                    .col(string("scope_kind"))
+                    .col(string("scope_id"))
+                    .col(timestamp_with_time_zone("placed_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("legal_holds_by_tenant")
+                    .table("legal_holds")
+                    .col("tenant_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("legal_holds").if_exists().to_owned())
+            .await
+    }
+}
+
 struct ActivityReports;
 
 impl MigrationName for ActivityReports {

@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(SealedRecords));
         all.push(Box::new(PrincipalPseudonyms));
         all.push(mindmesh_kit::migrations::activity_reports());
+        all.push(mindmesh_kit::migrations::legal_holds());
         all
     }
 }

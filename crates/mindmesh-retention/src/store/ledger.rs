@@ -400,3 +400,66 @@ pub async fn asked_again<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// Moves the next asking of cascade `id` to after `at`, without counting an asking (a
+/// cascade paused by a legal hold waits for the release, not for a stall).
+pub async fn postpone_request<C: ConnectionTrait>(
+    conn: &C,
+    id: CascadeId,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        &Query::update()
+            .table(CascadeRequests::Table)
+            .value(CascadeRequests::AskedAt, at)
+            .and_where(Expr::col(CascadeRequests::CascadeId).eq(id.to_string()))
+            .to_owned(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The sealed request of the open cascade `id` and how often it was asked again, if the
+/// ledger keeps it.
+pub async fn request<C: ConnectionTrait>(
+    conn: &C,
+    id: CascadeId,
+) -> Result<Option<(Vec<u8>, u32)>> {
+    let row = conn
+        .query_one(
+            &Query::select()
+                .columns([CascadeRequests::RequestCt, CascadeRequests::TimesAsked])
+                .from(CascadeRequests::Table)
+                .and_where(Expr::col(CascadeRequests::CascadeId).eq(id.to_string()))
+                .to_owned(),
+        )
+        .await?;
+    row.map(|row| {
+        let sealed: Vec<u8> = row
+            .try_get("", "request_ct")
+            .map_err(|_| corrupt("request"))?;
+        let times: i32 = row
+            .try_get("", "times_asked")
+            .map_err(|_| corrupt("times asked"))?;
+        Ok((sealed, u32::try_from(times).unwrap_or(0)))
+    })
+    .transpose()
+}
+
+/// The open cascades with a part retained on `ground` (a legal hold's), oldest first.
+pub async fn retained_on<C: ConnectionTrait>(conn: &C, ground: &str) -> Result<Vec<CascadeId>> {
+    let rows = part::Entity::find()
+        .filter(part::Column::State.eq(PartState::Retained.as_str()))
+        .filter(part::Column::Reason.eq(ground))
+        .order_by_asc(part::Column::Since)
+        .all(conn)
+        .await?;
+    let mut ids: Vec<CascadeId> = Vec::new();
+    for row in rows {
+        let id: CascadeId = row.cascade_id.parse().map_err(|_| corrupt("cascade id"))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}

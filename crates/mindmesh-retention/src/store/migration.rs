@@ -15,6 +15,8 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(ReceiptLog));
         all.push(Box::new(CascadeRequestsTable));
         all.push(Box::new(Inactivity));
+        all.push(mindmesh_kit::migrations::legal_holds());
+        all.push(Box::new(LegalHoldRecords));
         all
     }
 }
@@ -402,6 +404,93 @@ impl MigrationTrait for Inactivity {
             InactivityWarnings::Table.into_iden(),
             Expiries::Table.into_iden(),
         ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// `hold_records`: every legal hold ever placed, with its sealed reason and who placed
+/// and released it (the holds in force are mirrored in the kit's `legal_holds`).
+struct LegalHoldRecords;
+
+impl MigrationName for LegalHoldRecords {
+    fn name(&self) -> &str {
+        "m20261203_000100_retention_hold_records"
+    }
+}
+
+/// `hold_records`.
+#[derive(DeriveIden)]
+pub(crate) enum HoldRecords {
+    Table,
+    Id,
+    TenantId,
+    ScopeKind,
+    ScopeId,
+    /// The reason, AES-256-GCM sealed (it may name people).
+    ReasonCt,
+    PlacedBy,
+    PlacedAt,
+    ReleasedBy,
+    ReleasedAt,
+}
+
+/// `hold_acks`: which service has applied a hold's placing or release
+/// (`legal_hold.applied`).
+#[derive(DeriveIden)]
+pub(crate) enum HoldAcks {
+    Table,
+    HoldId,
+    Service,
+    Released,
+    At,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LegalHoldRecords {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(HoldRecords::Table)
+                    .if_not_exists()
+                    .col(string(HoldRecords::Id).primary_key())
+                    .col(string(HoldRecords::TenantId))
+                    .col(string(HoldRecords::ScopeKind))
+                    .col(string(HoldRecords::ScopeId))
+                    .col(blob(HoldRecords::ReasonCt))
+                    .col(string(HoldRecords::PlacedBy))
+                    .col(timestamp_with_time_zone(HoldRecords::PlacedAt))
+                    .col(string_null(HoldRecords::ReleasedBy))
+                    .col(timestamp_with_time_zone_null(HoldRecords::ReleasedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(HoldAcks::Table)
+                    .if_not_exists()
+                    .col(string(HoldAcks::HoldId))
+                    .col(string(HoldAcks::Service))
+                    .col(boolean(HoldAcks::Released))
+                    .col(timestamp_with_time_zone(HoldAcks::At))
+                    .primary_key(
+                        Index::create()
+                            .col(HoldAcks::HoldId)
+                            .col(HoldAcks::Service)
+                            .col(HoldAcks::Released),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [HoldRecords::Table.into_iden(), HoldAcks::Table.into_iden()] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())
                 .await?;

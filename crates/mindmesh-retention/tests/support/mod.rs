@@ -41,3 +41,15 @@ pub fn ledger(ctx: &ServiceContext) -> (Attesters, Ledger) {
     let ledger = Ledger::new(ctx.db.clone(), &ctx.keys.master, notary, ctx.audit.clone()).unwrap();
     (attesters, ledger)
 }
+
+/// The legal holds over `ctx` and `ledger`, as the service builds them.
+pub fn holds(ctx: &ServiceContext, ledger: &Ledger) -> mindmesh_retention::holds::LegalHolds {
+    mindmesh_retention::holds::LegalHolds::new(
+        ctx.db.clone(),
+        ledger.clone(),
+        ctx.audit.clone(),
+        ctx.relay.clone(),
+        &ctx.keys.master,
+    )
+    .unwrap()
+}

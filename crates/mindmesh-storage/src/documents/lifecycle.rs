@@ -5,16 +5,30 @@
 use super::*;
 
 impl Documents {
-    /// Purges archived documents archived before `before`, in every tenant: their
-    /// content and index entries go, their tombstones stay (so the next sync still skips
-    /// them). Returns how many were purged.
-    pub async fn purge_archived(&self, before: DateTime<Utc>) -> Result<u64> {
+    /// Purges, as of `now`, the archived documents whose tenant's window has passed —
+    /// its retention policy's `archive_purge_days` (`retention.policy_set`), else
+    /// `default_keep` — in every tenant, except those a legal hold keeps (a hold on the
+    /// tenant, the importing integration, or a native document's owner): their content
+    /// and index entries go, their tombstones stay (so the next sync still skips them).
+    /// Returns how many were purged.
+    pub async fn purge_archived(
+        &self,
+        now: DateTime<Utc>,
+        default_keep: chrono::Duration,
+    ) -> Result<u64> {
+        let windows = crate::store::policies::all(&self.db).await?;
+        let holds = mindmesh_kit::holds::all(&self.db).await?;
         let mut due: Vec<(String, String)> = Vec::new();
-        for (id, archived_at, block) in store::archived(&self.db).await? {
+        for row in store::archived(&self.db).await? {
+            let keep = windows
+                .get(&row.tenant_id)
+                .map(|days| chrono::Duration::days(i64::from(*days)))
+                .unwrap_or(default_keep);
             // Compared here, not in SQL: SQLite keeps times as text.
-            if archived_at.is_some_and(|at| at < before) {
-                due.push((id, block));
+            if row.archived_at.is_none_or(|at| at + keep >= now) || held(&holds, &row) {
+                continue;
             }
+            due.push((row.id, row.index_block));
         }
         let mut purged = 0;
         for chunk in due.chunks(500) {
@@ -218,4 +232,21 @@ impl Documents {
     pub async fn forget_erasure<C: ConnectionTrait>(txn: &C, cascade: CascadeId) -> Result<()> {
         erasures::forget(txn, cascade).await
     }
+}
+
+/// Whether one of `holds` keeps the archived document `row`.
+fn held(holds: &[mindmesh_kit::holds::Hold], row: &store::ArchivedRow) -> bool {
+    use mindmesh_kit::holds::HeldScope;
+    let Ok(tenant) = row.tenant_id.parse::<TenantId>() else {
+        // Unreadable: kept rather than purged.
+        return true;
+    };
+    let scope = if row.integration_id.is_empty() {
+        row.owner.parse().ok().map(HeldScope::User)
+    } else {
+        row.integration_id.parse().ok().map(HeldScope::Integration)
+    };
+    holds.iter().any(|h| {
+        h.tenant == tenant && (h.scope == HeldScope::Tenant || scope.is_some_and(|s| h.scope == s))
+    })
 }

@@ -434,13 +434,35 @@ pub async fn stamps<C: ConnectionTrait>(
         .collect()
 }
 
-/// Every archived document, in every tenant: (id, when archived, index block).
-pub async fn archived<C: ConnectionTrait>(
-    conn: &C,
-) -> Result<Vec<(String, Option<DateTime<Utc>>, String)>> {
+/// An archived document, as a purge weighs it.
+#[derive(Clone, Debug)]
+pub struct ArchivedRow {
+    /// Its id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The integration that imported it (empty for a native document).
+    pub integration_id: String,
+    /// Who wrote it (native documents).
+    pub owner: String,
+    /// When it was archived.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The index block its terms live in.
+    pub index_block: String,
+}
+
+/// Every archived document, in every tenant.
+pub async fn archived<C: ConnectionTrait>(conn: &C) -> Result<Vec<ArchivedRow>> {
     conn.query_all(
         &Query::select()
-            .columns(["id", "archived_at", "index_block"])
+            .columns([
+                "id",
+                "tenant_id",
+                "integration_id",
+                "owner",
+                "archived_at",
+                "index_block",
+            ])
             .from("documents")
             .and_where(Expr::col("state").eq("archived"))
             .to_owned(),
@@ -448,11 +470,14 @@ pub async fn archived<C: ConnectionTrait>(
     .await?
     .iter()
     .map(|r| {
-        Ok((
-            r.try_get("", "id")?,
-            r.try_get("", "archived_at")?,
-            r.try_get("", "index_block")?,
-        ))
+        Ok(ArchivedRow {
+            id: r.try_get("", "id")?,
+            tenant_id: r.try_get("", "tenant_id")?,
+            integration_id: r.try_get("", "integration_id")?,
+            owner: r.try_get("", "owner")?,
+            archived_at: r.try_get("", "archived_at")?,
+            index_block: r.try_get("", "index_block")?,
+        })
     })
     .collect()
 }

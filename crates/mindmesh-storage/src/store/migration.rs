@@ -27,6 +27,8 @@ impl MigratorTrait for Migrator {
         ));
         all.push(Box::new(SealedSourceIds));
         all.push(mindmesh_kit::migrations::activity_reports());
+        all.push(mindmesh_kit::migrations::legal_holds());
+        all.push(Box::new(ArchivePolicies));
         all
     }
 }
@@ -530,5 +532,44 @@ impl MigrationTrait for SealedSourceIds {
         Err(DbErr::Migration(
             "sealed source ids cannot be put back in the clear".into(),
         ))
+    }
+}
+
+/// `archive_policies`: how long each tenant keeps archived documents, from its retention
+/// policy (`retention.policy_set`); a tenant without a row keeps them
+/// `storage.archive_purge_after_days`.
+struct ArchivePolicies;
+
+impl MigrationName for ArchivePolicies {
+    fn name(&self) -> &str {
+        "m20261203_000100_storage_archive_policies"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ArchivePolicies {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("archive_policies")
+                    .if_not_exists()
+                    .col(string("tenant_id").primary_key())
+                    .col(integer("purge_after_days"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("archive_policies")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
     }
 }

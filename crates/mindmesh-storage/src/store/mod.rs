@@ -5,4 +5,5 @@ pub mod documents;
 pub mod erasures;
 pub mod index;
 pub mod migration;
+pub mod policies;
 pub mod tombstones;

@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod holds;
 mod ingest_drive;
 mod ingest_github;
 mod ingest_local;

@@ -19,7 +19,7 @@ use crate::common::{Backend, TestServer, authed, eventually};
 
 type Retention = pb::retention_service_client::RetentionServiceClient<Channel>;
 
-async fn retention(server: &TestServer) -> Retention {
+pub(crate) async fn retention(server: &TestServer) -> Retention {
     Retention::new(server.channel().await)
 }
 
@@ -29,7 +29,7 @@ async fn completed(server: &TestServer, token: &str, id: &str) -> pb::Cascade {
 }
 
 /// The cascade `id` once complete, with its receipt's inclusion proof.
-async fn completed_with_proof(
+pub(crate) async fn completed_with_proof(
     server: &TestServer,
     token: &str,
     id: &str,
@@ -65,7 +65,7 @@ async fn completed_with_proof(
 }
 
 /// Deletes the user `id` as `admin`; returns the cascade.
-async fn delete_user(server: &TestServer, admin: &str, id: String) -> String {
+pub(crate) async fn delete_user(server: &TestServer, admin: &str, id: String) -> String {
     perm::account_service_client::AccountServiceClient::new(server.channel().await)
         .delete_user(authed(perm::DeleteUserRequest { user_id: id }, admin))
         .await
@@ -84,7 +84,7 @@ fn services(cascade: &pb::Cascade) -> Vec<Service> {
 
 /// Checks the receipt of the complete `cascade` with the server and offline, and that a
 /// changed byte fails both.
-async fn receipt_verifies(
+pub(crate) async fn receipt_verifies(
     server: &TestServer,
     token: &str,
     cascade: &pb::Cascade,

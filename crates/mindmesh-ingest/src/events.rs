@@ -6,7 +6,9 @@
 //!   stops syncing, its keys are destroyed (the sealed credentials open nowhere), and
 //!   its integrations, credentials, items and skip records are deleted;
 //! - for one person, and `subject.erasure_requested`: ingest keeps nothing keyed to a
-//!   person (credentials belong to the tenant's integrations), so it only attests.
+//!   person (credentials belong to the tenant's integrations), so it only attests;
+//! - `integration.disconnected` from another service (retention asking again after a
+//!   restore): the integration is erased again, as its disconnect did.
 //!
 //! Each effect commits with the inbox entry and a signed `deletion.completed`.
 
@@ -89,6 +91,25 @@ impl IngestEvents {
 #[async_trait::async_trait]
 impl EventHandler for IngestEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        // A disconnect ingest did not publish itself: retention asking again after a
+        // restore brought the integration back.
+        if let Some(Payload::IntegrationDisconnected(d)) = &envelope.payload
+            && envelope.source != Service::Ingest.to_proto() as i32
+        {
+            let tenant = events::tenant(envelope)?.ok_or_else(|| {
+                Error::MalformedEvent("integration.disconnected without tenant".into())
+            })?;
+            let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
+            let id: IntegrationId = d
+                .integration_id
+                .parse()
+                .map_err(|_| Error::MalformedEvent("integration_id is not a UUID".into()))?;
+            self.engine.stop(id).await;
+            return self
+                .store
+                .erase_again(tenant, id, cascade, &envelope.id)
+                .await;
+        }
         let (cascade, whole_tenant) = match &envelope.payload {
             Some(Payload::AccountDeletionRequested(d)) => (&d.cascade_id, d.user_id.is_empty()),
             Some(Payload::SubjectErasureRequested(e)) => (&e.cascade_id, false),

@@ -380,8 +380,18 @@ pub struct RetentionConfig {
     /// Seconds a cascade may wait for a participant before it counts as stalled: its
     /// request is then sent again (and again after as long), and it is listed as stalled.
     pub cascade_stall_after_secs: u64,
-    /// Seconds between two inactivity sweeps (`RunSweep` sweeps at once).
+    /// Seconds between two inactivity sweeps (`RunSweep` sweeps at once). Each sweep
+    /// also deletes the backups older than `backup_retention_days`.
     pub sweep_interval_secs: u64,
+    /// Embedded mode: how often a backup is taken — `"daily"`, `"hourly"` or `"off"`
+    /// (`CreateBackup` takes one at once). Distributed mode takes none: PostgreSQL
+    /// backups belong to the database operator.
+    pub backup_schedule: String,
+    /// Where the data backups go (sealed); default `<data_dir>/backups`.
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// Where the keystore backups go, apart from the data (DESIGN.md §6); default
+    /// `<data_dir>/backups-keystore`. Put it on another volume.
+    pub keystore_backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RetentionConfig {
@@ -392,11 +402,27 @@ impl Default for RetentionConfig {
             backup_retention_days: 7,
             cascade_stall_after_secs: 900,
             sweep_interval_secs: 3600,
+            backup_schedule: "daily".to_owned(),
+            backup_dir: None,
+            keystore_backup_dir: None,
         }
     }
 }
 
 impl RetentionConfig {
+    /// `backup_schedule` read: the time between two backups, `None` when off; an error
+    /// naming the setting when it is none of `daily`, `hourly`, `off`.
+    pub fn backup_interval(&self) -> Result<Option<std::time::Duration>> {
+        match self.backup_schedule.as_str() {
+            "daily" => Ok(Some(std::time::Duration::from_secs(24 * 3600))),
+            "hourly" => Ok(Some(std::time::Duration::from_secs(3600))),
+            "off" => Ok(None),
+            other => Err(Error::Config(format!(
+                "retention.backup_schedule must be \"daily\", \"hourly\" or \"off\", not {other:?}"
+            ))),
+        }
+    }
+
     /// `attester_keys` read: each name a service, each key 32 bytes of base64.
     pub fn attester_keys(&self) -> Result<std::collections::BTreeMap<Service, [u8; 32]>> {
         use base64::Engine;
@@ -482,6 +508,7 @@ impl Config {
                 "retention.cascade_stall_after_secs must be at least 1".into(),
             ));
         }
+        self.retention.backup_interval()?;
         if !(1..=7).contains(&self.retention.backup_retention_days) {
             return Err(Error::Config(
                 "retention.backup_retention_days must be between 1 and 7 (P10)".into(),
@@ -604,6 +631,22 @@ impl Config {
             Some(template) => template.replace("{service}", service.as_str()),
             None => crate::db::sqlite_url(&self.data_dir.join(format!("{service}.db"))),
         }
+    }
+
+    /// Where data backups go.
+    pub fn backup_dir(&self) -> std::path::PathBuf {
+        self.retention
+            .backup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
+    /// Where keystore backups go, apart from the data.
+    pub fn keystore_backup_dir(&self) -> std::path::PathBuf {
+        self.retention
+            .keystore_backup_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("backups-keystore"))
     }
 
     /// The keystore URL of `service` (DESIGN.md §6: apart from the data it protects).

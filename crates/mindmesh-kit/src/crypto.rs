@@ -201,6 +201,13 @@ pub fn verify_signature(public_key: &[u8], message: &[u8], sig: &[u8]) -> bool {
         .is_ok()
 }
 
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
 /// SHA-256 over `parts`, each length-prefixed so that no two lists of parts collide.
 pub fn digest_parts(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);

@@ -104,7 +104,8 @@ pub async fn open_and_migrate<M: MigratorTrait>(
     Ok(db)
 }
 
-fn sqlite_path(url: &str) -> Option<&Path> {
+/// The file of a SQLite `url`, if it is one (not in memory).
+pub fn sqlite_path(url: &str) -> Option<&Path> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

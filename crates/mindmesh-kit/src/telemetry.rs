@@ -1,5 +1,5 @@
-//! Logs and traces: `tracing` to stderr, plus an OpenTelemetry OTLP exporter when an
-//! endpoint is configured. W3C trace context travels in gRPC metadata and in every event
+//! Logs, traces and metrics: `tracing` to stderr, plus OpenTelemetry OTLP exporters of
+//! spans and metrics ([`meter`]) when an endpoint is configured. W3C trace context travels in gRPC metadata and in every event
 //! envelope (`traceparent`), so one trace spans a cascade across services.
 
 use std::collections::HashMap;
@@ -19,9 +19,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogFormat, TelemetryConfig};
 use crate::error::{Error, Result};
 
-/// Keeps the tracer provider alive; flushes spans on drop.
+/// Keeps the tracer and meter providers alive; flushes spans and metrics on drop.
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Drop for TelemetryGuard {
@@ -29,17 +30,42 @@ impl Drop for TelemetryGuard {
         if let Err(e) = self.provider.shutdown_with_timeout(Duration::from_secs(2)) {
             eprintln!("telemetry shutdown: {e}");
         }
+        if let Some(meters) = &self.meters
+            && let Err(e) = meters.shutdown_with_timeout(Duration::from_secs(2))
+        {
+            eprintln!("metrics shutdown: {e}");
+        }
     }
+}
+
+/// The meter every Mindmesh instrument is made from (the global provider's: exported
+/// over OTLP when `telemetry.otlp_endpoint` is set, dropped otherwise).
+pub fn meter() -> opentelemetry::metrics::Meter {
+    opentelemetry::global::meter("mindmesh")
 }
 
 /// Installs the global subscriber. Spans always get OpenTelemetry ids (so trace context
 /// propagates); they are exported only when `otlp_endpoint` is set.
 pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<TelemetryGuard> {
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        Resource::builder()
-            .with_service_name(service_name.to_owned())
-            .build(),
-    );
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut meters = None;
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| Error::Config(format!("telemetry.otlp_endpoint: {e}")))?;
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_periodic_exporter(exporter)
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        meters = Some(provider);
+    }
     if let Some(endpoint) = &config.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -70,7 +96,7 @@ pub fn init(config: &TelemetryConfig, service_name: &str) -> Result<TelemetryGua
             .try_init(),
     };
     installed.map_err(|e| Error::Config(format!("cannot install log subscriber: {e}")))?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
 /// The W3C `traceparent` of the current span, if it belongs to a trace.

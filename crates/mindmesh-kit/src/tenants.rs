@@ -18,7 +18,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use crate::context::ServiceContext;
 use crate::error::{Error, Result};
 use crate::grpc::peer_error;
-use crate::ids::{CascadeId, TenantId};
+use crate::ids::{CascadeId, TenantId, UserId};
 use crate::peers::PeerChannel;
 
 /// How long a tenant the owner confirmed is taken to exist without asking again.
@@ -66,6 +66,56 @@ impl TenantAuthority for AskPermissions {
             Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
             Err(status) => Err(peer_error("permissions", &status)),
         }
+    }
+}
+
+impl AskPermissions {
+    /// The account of `tenant` with `email`, if any (see [`user_by_email`]).
+    pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<UserId>> {
+        user_by_email(&self.ctx, &self.accounts, tenant, email).await
+    }
+}
+
+/// The account of `tenant` with `email` (compared case-insensitively), if any, asked of
+/// the permissions service through `accounts` with `ctx`'s service token. Pages through
+/// the tenant's accounts: only data-subject requests ask this.
+pub async fn user_by_email(
+    ctx: &ServiceContext,
+    accounts: &AccountServiceClient<PeerChannel>,
+    tenant: TenantId,
+    email: &str,
+) -> Result<Option<UserId>> {
+    let wanted = email.trim().to_lowercase();
+    let mut page_token = String::new();
+    loop {
+        let request = ctx.service_request(
+            tenant,
+            pb::ListUsersRequest {
+                page_size: 1000,
+                page_token,
+            },
+        )?;
+        let response = accounts
+            .clone()
+            .list_users(request)
+            .await
+            .map_err(|s| peer_error("permissions", &s))?
+            .into_inner();
+        if let Some(user) = response
+            .users
+            .iter()
+            .find(|u| u.email.trim().to_lowercase() == wanted)
+        {
+            return user
+                .id
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Internal("permissions returned a malformed user id".into()));
+        }
+        if response.next_page_token.is_empty() {
+            return Ok(None);
+        }
+        page_token = response.next_page_token;
     }
 }
 

@@ -540,10 +540,66 @@ impl Accounts {
             .await?;
         let revision = revision::bump(&txn, tenant).await?;
         txn.commit().await?;
+        self.ctx.settle_erasure(&["users"], 1).await?;
         self.policy.accounts_changed(tenant, revision).await?;
         self.ctx.relay.wake();
         tracing::info!(tenant_id = %tenant, user_id = %id, cascade_id = %cascade, "user deleted, cascade started");
         Ok(cascade)
+    }
+
+    /// Carries out a user deletion another service requested as cascade `cascade`, the
+    /// event `event_id` — retention asking again after a restore brought the account
+    /// back: the person's key shredded first, then the row, committed with the inbox
+    /// entry and the attestation (nothing there: attested with nothing deleted).
+    pub async fn erase_requested_user(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        cascade: CascadeId,
+        event_id: &str,
+    ) -> Result<()> {
+        let destroyed = self
+            .ctx
+            .keystore
+            .shred(tenant, &KeyScope::Person(id.to_string()))
+            .await?;
+        let txn = self.db().begin().await?;
+        if !inbox::claim(&txn, crate::events::CONSUMER, event_id).await? {
+            return Ok(());
+        }
+        let removed = user::delete(&txn, tenant, id).await?;
+        if removed > 0 {
+            self.ctx
+                .audit
+                .append(
+                    &txn,
+                    &AuditRecord::by_service(
+                        Service::Permissions,
+                        "user.delete",
+                        Some(tenant),
+                        id.to_string(),
+                    )
+                    .with_details(format!(
+                        "cascade {cascade} asked again; account erased again"
+                    )),
+                )
+                .await?;
+        }
+        self.ctx
+            .attest(
+                &txn,
+                Some(tenant),
+                cascade,
+                HashMap::from([("accounts".to_owned(), removed)]),
+                &destroyed,
+            )
+            .await?;
+        let revision = revision::bump(&txn, tenant).await?;
+        txn.commit().await?;
+        self.ctx.settle_erasure(&["users"], removed).await?;
+        self.policy.accounts_changed(tenant, revision).await?;
+        self.ctx.relay.wake();
+        Ok(())
     }
 
     /// Users of the caller's tenant after `after` (exclusive), oldest first.

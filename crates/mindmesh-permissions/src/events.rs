@@ -9,8 +9,8 @@
 //!   memberships naming them; attest.
 //! - `account.deletion_requested` published by another service: for a whole tenant
 //!   (retention expiring an inactive one), the tenant's erasure as `DeleteTenant` does
-//!   it; for one person, attest (this service deletes accounts itself, in the RPC that
-//!   starts such a cascade).
+//!   it; for one person (retention asking again after a restore brought the account
+//!   back), the account's erasure as `DeleteUser` does it.
 //!
 //! - `legal_hold.placed` / `legal_hold.released`: mirrored (`mindmesh_kit::holds`);
 //!   a part of a cascade that a hold keeps erases nothing and is attested retained.
@@ -227,15 +227,13 @@ impl EventHandler for PermissionEvents {
             }
             Some(Payload::AccountDeletionRequested(d)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;
-                let txn = self.ctx.db.begin().await?;
-                if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
-                    return Ok(());
-                }
-                self.ctx
-                    .attest(&txn, Some(tenant), cascade, HashMap::new(), &[])
+                let user: UserId = d
+                    .user_id
+                    .parse()
+                    .map_err(|_| Error::MalformedEvent("user_id is not a UUID".into()))?;
+                self.accounts
+                    .erase_requested_user(tenant, user, cascade, &envelope.id)
                     .await?;
-                txn.commit().await?;
-                self.ctx.relay.wake();
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The gRPC face of the retention service.
 
 use mindmesh_kit::Error;
+use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::{from_timestamp, timestamp};
 use mindmesh_kit::holds::HeldScope;
@@ -11,6 +12,7 @@ use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
+use crate::backups::{BackupInfo, Backups};
 use crate::holds::LegalHolds;
 use crate::ledger::{Cascade, CascadeKind, Ledger, ListPosition, Overall, Part, PartState};
 use crate::policy::{Policies, Policy};
@@ -25,44 +27,27 @@ fn policy_pb(p: &Policy) -> pb::Policy {
     }
 }
 
-/// `RetentionService`. Built: `GetPolicy`, `SetPolicy`, `RecordActivity`, `RunSweep`,
-/// `PlaceLegalHold`, `ReleaseLegalHold`, `GetCascade`, `ListCascades`, `VerifyReceipt`;
-/// the backups answer UNIMPLEMENTED.
+/// `RetentionService`: policies and sweeps, legal holds, the ledger and its receipts,
+/// backups (`RestoreBackup` needs the server stopped: it answers FAILED_PRECONDITION
+/// naming `mindmesh backup restore`).
 #[derive(Clone)]
 pub struct RetentionApi {
-    activity: Activity,
-    ledger: Ledger,
-    holds: LegalHolds,
-    policies: Policies,
-    sweeper: Sweeper,
+    /// Account activity (P09).
+    pub activity: Activity,
+    /// The deletion ledger and its receipts.
+    pub ledger: Ledger,
+    /// Legal holds.
+    pub holds: LegalHolds,
+    /// Backups (embedded mode).
+    pub backups: Backups,
+    /// Tenant policies.
+    pub policies: Policies,
+    /// The inactivity sweep.
+    pub sweeper: Sweeper,
     /// How long a cascade waits before it counts as stalled.
-    stall_after: chrono::Duration,
+    pub stall_after: chrono::Duration,
     /// Activity is recorded only for a live tenant (P08).
-    tenants: Tenants,
-}
-
-impl RetentionApi {
-    /// The API over `activity` and the deletion `ledger`, for live `tenants`; a
-    /// cascade open longer than `stall_after` is stalled.
-    pub fn new(
-        activity: Activity,
-        ledger: Ledger,
-        holds: LegalHolds,
-        policies: Policies,
-        sweeper: Sweeper,
-        tenants: Tenants,
-        stall_after: chrono::Duration,
-    ) -> Self {
-        RetentionApi {
-            activity,
-            ledger,
-            holds,
-            policies,
-            sweeper,
-            stall_after,
-            tenants,
-        }
-    }
+    pub tenants: Tenants,
 }
 
 /// Whose cascades the caller may read: an operator's token without a tenant reads every
@@ -375,7 +360,15 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             Some(tenant)
         };
         let report = self.sweeper.sweep(as_of, only).await?;
+        // An operator's sweep of every tenant also deletes what expired by `as_of`.
+        let backups_deleted = if only.is_none() {
+            self.ledger.forget_replays(as_of).await?;
+            self.backups.prune(as_of).await?
+        } else {
+            0
+        };
         Ok(Response::new(pb::RunSweepResponse {
+            backups_deleted,
             warnings_sent: report.warnings_sent,
             accounts_deleted: report.cascades.len() as u64,
             // Storage purges archived documents on its own schedule.
@@ -538,5 +531,63 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             attestations_valid,
             checkpoint: proof.checkpoint,
         }))
+    }
+
+    async fn create_backup(
+        &self,
+        request: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<pb::CreateBackupResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator])?;
+        let backup = self
+            .backups
+            .create(AuditRecord::by(
+                &caller,
+                "backup.create",
+                None,
+                "on request",
+            ))
+            .await?;
+        Ok(Response::new(pb::CreateBackupResponse {
+            backup: Some(backup_pb(&backup)),
+        }))
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator])?;
+        Ok(Response::new(pb::ListBackupsResponse {
+            backups: self.backups.list().await?.iter().map(backup_pb).collect(),
+        }))
+    }
+
+    async fn restore_backup(
+        &self,
+        request: Request<pb::RestoreBackupRequest>,
+    ) -> Result<Response<pb::RestoreBackupResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator])?;
+        let id = &request.get_ref().backup_id;
+        if !self.backups.list().await?.iter().any(|b| &b.id == id) {
+            return Err(Error::NotFound("backup").into());
+        }
+        Err(Error::FailedPrecondition(format!(
+            "a backup is restored with the server stopped: stop it, run `mindmesh backup \
+             restore {id}` (it restores, then erases again everything deleted since, before \
+             anything serves), then start it"
+        ))
+        .into())
+    }
+}
+
+fn backup_pb(b: &BackupInfo) -> pb::Backup {
+    pb::Backup {
+        id: b.id.clone(),
+        created_at: Some(timestamp(b.created_at)),
+        expires_at: Some(timestamp(b.expires_at)),
+        size_bytes: b.size_bytes,
     }
 }

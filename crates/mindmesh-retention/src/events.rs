@@ -255,6 +255,9 @@ pub struct Reasker {
     ctx: ServiceContext,
     ledger: Ledger,
     stall_after: chrono::Duration,
+    /// `mindmesh.retention.cascades_stalled`: the open cascades, not paused by a hold,
+    /// waiting longer than `stall_after` (as of each round).
+    stalled_gauge: opentelemetry::metrics::Gauge<u64>,
 }
 
 impl Reasker {
@@ -264,6 +267,13 @@ impl Reasker {
             ctx,
             ledger,
             stall_after,
+            stalled_gauge: mindmesh_kit::telemetry::meter()
+                .u64_gauge("mindmesh.retention.cascades_stalled")
+                .with_description(
+                    "Open cascades waiting for a participant longer than \
+                     retention.cascade_stall_after_secs (not those paused by a legal hold)",
+                )
+                .build(),
         }
     }
 
@@ -290,6 +300,8 @@ impl Reasker {
         if !stalled.is_empty() {
             self.ctx.relay.wake();
         }
+        let waiting = self.ledger.count_stalled(now - self.stall_after).await?;
+        self.stalled_gauge.record(waiting, &[]);
         Ok(stalled.len())
     }
 
@@ -325,6 +337,66 @@ pub async fn ask_again(
     envelope.id = EventId::new().to_string();
     outbox::enqueue(txn, &envelope).await?;
     ledger.asked_again(txn, &stalled.cascade, now).await
+}
+
+/// A completed cascade's request, sent again after a restore.
+#[derive(Clone, Debug)]
+pub struct Replayed {
+    /// The cascade.
+    pub cascade: CascadeId,
+    /// The id the request went out under this time.
+    pub event_id: String,
+    /// The services that erase for it (each takes it as a repeated cascade).
+    pub participants: &'static [Service],
+}
+
+/// Sends again, through retention's outbox, the request of every cascade of `ledger`
+/// completed after `since` (a backup's time), oldest first, each under a new id and
+/// from retention (so that the service that first requested it erases too): every
+/// service erases what a restored copy brought back — shreds first, then rows — and
+/// attests again (the ledger keeps its first attestation). Each is audited in `audit`.
+pub async fn replay_since(
+    ledger: &Ledger,
+    audit: &mindmesh_kit::audit::AuditLog,
+    since: DateTime<Utc>,
+) -> Result<Vec<Replayed>> {
+    let mut out = Vec::new();
+    for (cascade, request) in ledger.completed_since(since).await? {
+        let mut envelope = Envelope::decode(request.as_slice())
+            .map_err(|_| Error::Internal("a kept cascade request does not decode".into()))?;
+        envelope.id = EventId::new().to_string();
+        envelope.source = Service::Retention.to_proto() as i32;
+        envelope.traceparent = String::new();
+        let participants = match envelope.payload {
+            Some(Payload::IntegrationDisconnected(_)) => CascadeKind::Integration.participants(),
+            _ => &Service::ALL,
+        };
+        let tenant = events::tenant(&envelope)?;
+        let txn = ledger.db().begin().await?;
+        outbox::enqueue(&txn, &envelope).await?;
+        audit
+            .append(
+                &txn,
+                &mindmesh_kit::audit::AuditRecord::by_service(
+                    Service::Retention,
+                    "cascade.replay",
+                    tenant,
+                    cascade.to_string(),
+                )
+                .with_details(format!(
+                    "after a restore of a backup taken {}",
+                    since.to_rfc3339()
+                )),
+            )
+            .await?;
+        txn.commit().await?;
+        out.push(Replayed {
+            cascade,
+            event_id: envelope.id,
+            participants,
+        });
+    }
+    Ok(out)
 }
 
 /// `notification.requested` to `tenant`'s administrators (no user named: the notifier

@@ -533,8 +533,10 @@ impl Ledger {
         }
         cascade.completed_at = Some(now);
         store::set_completed(conn, cascade.id, now).await?;
-        store::delete_request(conn, cascade.id).await?;
         let receipt = self.notary.issue(conn, cascade).await?;
+        // Kept (sealed) until the last backup that could hold the data is gone: a
+        // restore erases it again (P10).
+        store::keep_for_replay(conn, cascade.id, now, receipt.backups_expire_at).await?;
         self.audit(
             conn,
             cascade,
@@ -563,6 +565,12 @@ impl Ledger {
         Ok(store::find(&self.db, id, false)
             .await?
             .filter(|c| tenant.is_none_or(|t| c.tenant == t)))
+    }
+
+    /// The cascades of `tenant` about the person with `email` (by the keyed hash of the
+    /// email: the ledger keeps nothing else of them), oldest first.
+    pub async fn about(&self, tenant: TenantId, email: &str) -> Result<Vec<Cascade>> {
+        store::about_subject(&self.db, tenant, &self.subject_hash(tenant, email)).await
     }
 
     /// Up to `limit` cascades of `tenant` (every tenant's for `None`), newest first,
@@ -622,6 +630,17 @@ impl Ledger {
         Ok(out)
     }
 
+    /// How many open cascades, not paused by a legal hold, have waited for a participant
+    /// since before `before` (counted up to [`MAX_PAGE`]).
+    pub async fn count_stalled(&self, before: DateTime<Utc>) -> Result<u64> {
+        let (open, _) = self.list(None, MAX_PAGE, None, Some(before)).await?;
+        Ok(open
+            .iter()
+            .filter(|c| c.overall() != Overall::Held)
+            .filter(|c| c.waiting_since().is_some_and(|since| since < before))
+            .count() as u64)
+    }
+
     /// The open cascades paused by legal hold `hold`, with their requests to send again
     /// (it is being released), read in `conn`'s transaction.
     pub async fn held_by<C: sea_orm::ConnectionTrait>(
@@ -647,6 +666,22 @@ impl Ledger {
             });
         }
         Ok(out)
+    }
+
+    /// The requests of the cascades completed after `since`, oldest first, to send again
+    /// after a restore (each under a new id; every service erases what the restored copy
+    /// brought back, as for a repeated cascade).
+    pub async fn completed_since(&self, since: DateTime<Utc>) -> Result<Vec<(CascadeId, Vec<u8>)>> {
+        store::replays_since(&self.db, since)
+            .await?
+            .into_iter()
+            .map(|(id, sealed, _)| Ok((id, self.request_key.open(&request_aad(id), &sealed)?)))
+            .collect()
+    }
+
+    /// Forgets the kept requests of cascades whose last backup is gone by `now`.
+    pub async fn forget_replays(&self, now: DateTime<Utc>) -> Result<u64> {
+        store::forget_replays(&self.db, now).await
     }
 
     /// Records, in `conn`'s transaction, that `cascade` was asked again at `at`.

@@ -3,22 +3,22 @@
 //!
 //! Reading order: [`api`] (the gRPC face) → [`events`] (what it consumes) →
 //! [`ledger`] (every cascade and each service's part) → [`holds`] (legal holds, which
-//! pause cascades) → [`attesters`] (whose key an
-//! attestation must verify against) → [`receipts`] (the signed proof a cascade
-//! completed) → [`receipt_log`] (the Merkle log of receipts, its checkpoints and
-//! proofs) → [`activity`] (last activity per account) →
-//! [`store`] (schema and every query).
-//! Built so far: the deletion ledger and its receipts (`GetCascade`, `ListCascades`,
-//! `VerifyReceipt`), legal holds, policies and the inactivity sweep ([`policy`],
-//! [`sweep`]), and account activity, fed by `account.activity` events and
-//! `RecordActivity`, and forgotten on `account.deletion_requested`. The backup RPCs
-//! answer UNIMPLEMENTED until they are built.
+//! pause cascades) → [`attesters`] (whose key an attestation must verify against) →
+//! [`receipts`] (the signed proof a cascade completed) → [`receipt_log`] (the Merkle log
+//! of receipts, its checkpoints and proofs) → [`policy`] and [`sweep`] (inactivity,
+//! P09) → [`activity`] (last activity per account) → [`backups`] (sealed copies and
+//! restores, P10) → [`subject`] (data-subject rights) → [`store`] (schema and every
+//! query).
+//!
+//! Every RPC is built; `RestoreBackup` answers FAILED_PRECONDITION, since a restore
+//! needs the server stopped (`mindmesh backup restore`).
 
 #![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod api;
 pub mod attesters;
+pub mod backups;
 pub mod events;
 pub mod holds;
 pub mod ledger;
@@ -26,6 +26,7 @@ pub mod policy;
 pub mod receipt_log;
 pub mod receipts;
 pub mod store;
+pub mod subject;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -69,10 +70,9 @@ impl ServiceModule for Retention {
     }
 }
 
-fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
-    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
-    ctx.spawn_relay();
-    let activity = activity::Activity::new(ctx.db.clone());
+/// The attesters and the deletion ledger of the retention service of `ctx`, as it runs
+/// them (also for `mindmesh backup`, which asks completed cascades again).
+pub fn ledger_for(ctx: &ServiceContext) -> Result<(attesters::Attesters, ledger::Ledger)> {
     let attesters =
         attesters::Attesters::new(&ctx.config.retention, ctx.keys.signing.public_key())?;
     let notary = receipts::Notary::new(
@@ -82,6 +82,14 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx.config.retention.backup_retention_days,
     );
     let ledger = ledger::Ledger::new(ctx.db.clone(), &ctx.keys.master, notary, ctx.audit.clone())?;
+    Ok((attesters, ledger))
+}
+
+fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
+    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
+    ctx.spawn_relay();
+    let activity = activity::Activity::new(ctx.db.clone());
+    let (attesters, ledger) = ledger_for(ctx)?;
     let stall_after = chrono::Duration::seconds(
         i64::try_from(ctx.config.retention.cascade_stall_after_secs).unwrap_or(i64::MAX / 1000),
     );
@@ -96,6 +104,17 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         &ctx.keys.master,
     )?;
     let policies = policy::Policies::new(ctx.db.clone(), ctx.audit.clone(), ctx.relay.clone());
+    let backups = backups::Backups::new(
+        ctx.config.clone(),
+        ctx.db.clone(),
+        &ctx.keys.master,
+        ctx.audit.clone(),
+    )?;
+    ctx.tasks.spawn(backups::run_schedule(
+        backups.clone(),
+        ledger.clone(),
+        ctx.shutdown.clone(),
+    ));
     let sweeper = sweep::Sweeper::new(
         ctx.clone(),
         ledger.clone(),
@@ -114,20 +133,27 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         attesters,
         tenants.clone(),
     )));
+    let subject = subject::RetentionSubject::new(
+        ctx.clone(),
+        activity.clone(),
+        ledger.clone(),
+        AskPermissions::new(ctx.clone())?,
+    );
     routes.add_service(api_service!(
-        RetentionServiceServer::new(api::RetentionApi::new(
+        RetentionServiceServer::new(api::RetentionApi {
             activity,
             ledger,
             holds,
+            backups,
             policies,
             sweeper,
+            stall_after,
             tenants,
-            stall_after
-        )),
+        }),
         ctx
     ));
     Ok(Started {
-        subject: None,
+        subject: Some(Arc::new(subject)),
         consumer: Some(consumer),
     })
 }

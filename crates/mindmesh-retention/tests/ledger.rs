@@ -506,7 +506,47 @@ async fn requests_sent(h: &Harness, cascade: CascadeId) -> Vec<Envelope> {
         .collect()
 }
 
+/// Metrics recorded in this test process, read back after a flush.
+struct Metrics {
+    provider: opentelemetry_sdk::metrics::SdkMeterProvider,
+    exporter: opentelemetry_sdk::metrics::InMemoryMetricExporter,
+}
+
+impl Metrics {
+    /// Installs an in-memory meter provider as the global one (each test runs in its own
+    /// process).
+    fn install() -> Self {
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        Metrics { provider, exporter }
+    }
+
+    /// The last value of the u64 gauge `name`.
+    fn gauge(&self, name: &str) -> Option<u64> {
+        use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+        self.provider.force_flush().unwrap();
+        let mut last = None;
+        for resource in self.exporter.get_finished_metrics().unwrap() {
+            for scope in resource.scope_metrics() {
+                for metric in scope.metrics().filter(|m| m.name() == name) {
+                    if let AggregatedMetrics::U64(MetricData::Gauge(g)) = metric.data() {
+                        last = g.data_points().last().map(|p| p.value()).or(last);
+                    }
+                }
+            }
+        }
+        last
+    }
+}
+
 async fn p06_a_silent_participant_is_named_and_asked_again(backend: Backend) {
+    let metrics = Metrics::install();
     let h = harness(backend).await;
     let cascade = CascadeId::new();
     let request = h.disconnected(cascade);
@@ -528,6 +568,11 @@ async fn p06_a_silent_participant_is_named_and_asked_again(backend: Backend) {
     assert!(requests_sent(&h, cascade).await.is_empty());
     let stalled_at = now + chrono::Duration::minutes(16);
     assert_eq!(reasker.run_once(stalled_at).await.unwrap(), 1);
+    assert_eq!(
+        metrics.gauge("mindmesh.retention.cascades_stalled"),
+        Some(1),
+        "the stalled cascade is counted"
+    );
     // The same request, under a new id so that every inbox takes it.
     let sent = requests_sent(&h, cascade).await;
     assert_eq!(sent.len(), 1);
@@ -566,6 +611,11 @@ async fn p06_a_silent_participant_is_named_and_asked_again(backend: Backend) {
         reasker.run_once(stalled_at + minute * 60).await.unwrap(),
         1,
         "only the fresh one"
+    );
+    assert_eq!(
+        metrics.gauge("mindmesh.retention.cascades_stalled"),
+        Some(1),
+        "the complete one is no longer counted, the fresh one is"
     );
     let (stalled, _) = h
         .ledger

@@ -214,37 +214,7 @@ impl Gate {
     /// The account of `tenant` with `email` (compared case-insensitively), if any.
     /// Pages through the tenant's accounts: only data-subject requests ask this.
     pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<UserId>> {
-        let wanted = email.trim().to_lowercase();
-        let mut page_token = String::new();
-        loop {
-            let request = self.ctx.service_request(
-                tenant,
-                pb::ListUsersRequest {
-                    page_size: 1000,
-                    page_token,
-                },
-            )?;
-            let response = self
-                .accounts
-                .clone()
-                .list_users(request)
-                .await
-                .map_err(|s| peer_error("permissions", &s))?
-                .into_inner();
-            if let Some(user) = response
-                .users
-                .iter()
-                .find(|u| u.email.trim().to_lowercase() == wanted)
-            {
-                return user.id.parse().map(Some).map_err(|_| {
-                    Error::Internal("permissions returned a malformed user id".into())
-                });
-            }
-            if response.next_page_token.is_empty() {
-                return Ok(None);
-            }
-            page_token = response.next_page_token;
-        }
+        mindmesh_kit::tenants::user_by_email(&self.ctx, &self.accounts, tenant, email).await
     }
 
     /// Admits a staff caller to `tenant`'s documents if the tenant's admin granted one

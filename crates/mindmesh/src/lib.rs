@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backup;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -63,6 +63,12 @@ enum Command {
         #[command(subcommand)]
         action: cli::cascades::Command,
     },
+    /// Backups (P10): take and list them on a running server; restore one, or ask again
+    /// the deletions since one, with the services stopped.
+    Backup {
+        #[command(subcommand)]
+        action: cli::backup::Command,
+    },
     /// Deletion receipts, checked offline.
     Receipt {
         #[command(subcommand)]
@@ -129,6 +135,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Version | Command::Receipt { .. } => Ok(()),
         Command::Cascades { action } => cli::cascades::run(action).await,
+        Command::Backup { action } => {
+            let _telemetry = (!action.remote())
+                .then(|| mindmesh_kit::telemetry::init(&config.telemetry, "mindmesh-backup"))
+                .transpose()?;
+            cli::backup::run(action, config).await
+        }
         Command::Keys {
             action: KeysCommand::Public,
         } => {

@@ -59,20 +59,9 @@ impl Store {
             .shred(tenant, &KeyScope::Integration(id.to_string()))
             .await?;
         let txn = self.ctx.db.begin().await?;
-        let marked = txn
-            .execute(
-                &Query::update()
-                    .table("integrations")
-                    .value("status", Status::Disconnected.as_str())
-                    .value("cursor", Option::<String>::None)
-                    .value("cursor_ct", Option::<Vec<u8>>::None)
-                    .value("sync_requested", false)
-                    .and_where(Expr::col("id").eq(id.to_string()))
-                    .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
-                    .and_where(Expr::col("status").ne(Status::Disconnected.as_str()))
-                    .to_owned(),
-            )
-            .await?;
+        let mut update = disconnected(tenant, id);
+        update.and_where(Expr::col("status").ne(Status::Disconnected.as_str()));
+        let marked = txn.execute(&update).await?;
         if marked.rows_affected() == 0 {
             // Another call finished it meanwhile.
             return Ok(());
@@ -89,6 +78,42 @@ impl Store {
             .attest(&txn, Some(tenant), cascade, counts, &destroyed)
             .await?;
         self.ctx.audit.append(&txn, audit).await?;
+        txn.commit().await?;
+        self.ctx.settle_erasure(&ERASED_TABLES, rows).await?;
+        self.ctx.relay.wake();
+        Ok(())
+    }
+
+    /// Erases integration `id` of `tenant` again, as cascade `cascade` asked again by
+    /// retention in the event `event_id` (a restored backup brought it back): its key
+    /// destroyed first, then, with the inbox entry and ingest's attestation, it is marked
+    /// disconnected and its credentials, items and skip records deleted — whatever the
+    /// restore put back. Nothing there: attested with nothing deleted.
+    pub async fn erase_again(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        cascade: CascadeId,
+        event_id: &str,
+    ) -> Result<()> {
+        let destroyed = self
+            .ctx
+            .keystore
+            .shred(tenant, &KeyScope::Integration(id.to_string()))
+            .await?;
+        let txn = self.ctx.db.begin().await?;
+        if !mindmesh_kit::inbox::claim(&txn, crate::events::CONSUMER, event_id).await? {
+            return Ok(());
+        }
+        let mut update = disconnected(tenant, id);
+        update.value("cascade_id", cascade.to_string());
+        txn.execute(&update).await?;
+        let counts =
+            delete_rows(&txn, &INTEGRATION_TABLES, "integration_id", id.to_string()).await?;
+        let rows = counts.values().sum();
+        self.ctx
+            .attest(&txn, Some(tenant), cascade, counts, &destroyed)
+            .await?;
         txn.commit().await?;
         self.ctx.settle_erasure(&ERASED_TABLES, rows).await?;
         self.ctx.relay.wake();
@@ -131,4 +156,18 @@ impl Store {
     ) -> Result<HashMap<String, u64>> {
         delete_rows(txn, &ERASED_TABLES, "tenant_id", tenant.to_string()).await
     }
+}
+
+/// The update that marks integration `id` of `tenant` disconnected: no cursor, no sync
+/// requested.
+fn disconnected(tenant: TenantId, id: IntegrationId) -> sea_orm::sea_query::UpdateStatement {
+    Query::update()
+        .table("integrations")
+        .value("status", Status::Disconnected.as_str())
+        .value("cursor", Option::<String>::None)
+        .value("cursor_ct", Option::<Vec<u8>>::None)
+        .value("sync_requested", false)
+        .and_where(Expr::col("id").eq(id.to_string()))
+        .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
+        .to_owned()
 }

@@ -114,13 +114,13 @@ pub async fn page<C: ConnectionTrait>(
 }
 
 /// Deletes the user `id` of `tenant`.
-pub async fn delete<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: UserId) -> Result<()> {
-    Entity::delete_many()
+pub async fn delete<C: ConnectionTrait>(conn: &C, tenant: TenantId, id: UserId) -> Result<u64> {
+    Ok(Entity::delete_many()
         .filter(Column::Id.eq(id.to_string()))
         .filter(Column::TenantId.eq(tenant.to_string()))
         .exec(conn)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected)
 }
 
 /// Deletes every user of `tenant`; returns how many.

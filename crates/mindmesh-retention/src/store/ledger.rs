@@ -10,7 +10,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::migration::CascadeRequests;
+use super::migration::{CascadeRequests, ReplayRequests};
 use crate::ledger::{Cascade, CascadeKind, ListPosition, Part, PartState};
 
 mod cascade {
@@ -289,13 +289,7 @@ pub async fn page<C: ConnectionTrait>(
         .limit(limit)
         .all(conn)
         .await?;
-    let mut parts = parts_of(conn, rows.iter().map(|r| r.id.clone()).collect()).await?;
-    rows.into_iter()
-        .map(|row| {
-            let p = parts.remove(&row.id).unwrap_or_default();
-            cascade_of(row, p)
-        })
-        .collect()
+    with_parts(conn, rows).await
 }
 
 /// Keeps the sealed request of the open cascade `id`, last asked at `at`.
@@ -462,4 +456,120 @@ pub async fn retained_on<C: ConnectionTrait>(conn: &C, ground: &str) -> Result<V
         }
     }
     Ok(ids)
+}
+
+/// Moves the sealed request of cascade `id`, completed at `completed_at`, from the open
+/// requests to those kept for replay until `keep_until`.
+pub async fn keep_for_replay<C: ConnectionTrait>(
+    conn: &C,
+    id: CascadeId,
+    completed_at: DateTime<Utc>,
+    keep_until: DateTime<Utc>,
+) -> Result<()> {
+    let Some((sealed, _)) = request(conn, id).await? else {
+        return Ok(());
+    };
+    conn.execute(
+        &Query::insert()
+            .into_table(ReplayRequests::Table)
+            .columns([
+                ReplayRequests::CascadeId,
+                ReplayRequests::RequestCt,
+                ReplayRequests::CompletedAt,
+                ReplayRequests::KeepUntil,
+            ])
+            .values_panic([
+                id.to_string().into(),
+                sealed.into(),
+                completed_at.into(),
+                keep_until.into(),
+            ])
+            .on_conflict(
+                OnConflict::column(ReplayRequests::CascadeId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned(),
+    )
+    .await?;
+    delete_request(conn, id).await
+}
+
+/// The sealed requests of the cascades completed after `since`, oldest first.
+pub async fn replays_since<C: ConnectionTrait>(
+    conn: &C,
+    since: DateTime<Utc>,
+) -> Result<Vec<(CascadeId, Vec<u8>, DateTime<Utc>)>> {
+    let rows = conn
+        .query_all(
+            &Query::select()
+                .columns([
+                    ReplayRequests::CascadeId,
+                    ReplayRequests::RequestCt,
+                    ReplayRequests::CompletedAt,
+                ])
+                .from(ReplayRequests::Table)
+                .and_where(Expr::col(ReplayRequests::CompletedAt).gt(since))
+                .order_by(ReplayRequests::CompletedAt, Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row
+                .try_get("", "cascade_id")
+                .map_err(|_| corrupt("replay id"))?;
+            Ok((
+                id.parse().map_err(|_| corrupt("replay id"))?,
+                row.try_get("", "request_ct")
+                    .map_err(|_| corrupt("replay request"))?,
+                row.try_get("", "completed_at")
+                    .map_err(|_| corrupt("replay time"))?,
+            ))
+        })
+        .collect()
+}
+
+/// Forgets the requests kept for replay whose last backup is gone by `now`; returns how
+/// many.
+pub async fn forget_replays<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Result<u64> {
+    Ok(conn
+        .execute(
+            &Query::delete()
+                .from_table(ReplayRequests::Table)
+                .and_where(Expr::col(ReplayRequests::KeepUntil).lt(now))
+                .to_owned(),
+        )
+        .await?
+        .rows_affected())
+}
+
+/// The cascades of `tenant` about the subject with keyed hash `subject_hash`, oldest
+/// first, with their parts.
+pub async fn about_subject<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    subject_hash: &str,
+) -> Result<Vec<Cascade>> {
+    let rows = cascade::Entity::find()
+        .filter(cascade::Column::TenantId.eq(tenant.to_string()))
+        .filter(cascade::Column::SubjectHash.eq(subject_hash))
+        .order_by_asc(cascade::Column::FirstSeenAt)
+        .all(conn)
+        .await?;
+    with_parts(conn, rows).await
+}
+
+/// The cascades of `rows`, each with its parts.
+async fn with_parts<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<cascade::Model>,
+) -> Result<Vec<Cascade>> {
+    let mut parts = parts_of(conn, rows.iter().map(|r| r.id.clone()).collect()).await?;
+    rows.into_iter()
+        .map(|row| {
+            let p = parts.remove(&row.id).unwrap_or_default();
+            cascade_of(row, p)
+        })
+        .collect()
 }

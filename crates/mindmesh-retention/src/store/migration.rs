@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Inactivity));
         all.push(mindmesh_kit::migrations::legal_holds());
         all.push(Box::new(LegalHoldRecords));
+        all.push(Box::new(BackupsAndReplays));
         all
     }
 }
@@ -491,6 +492,80 @@ impl MigrationTrait for LegalHoldRecords {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [HoldRecords::Table.into_iden(), HoldAcks::Table.into_iden()] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The backup catalog, and the requests of completed cascades kept (sealed) until the
+/// last backup that could hold their data is gone, so that a restore can erase again
+/// what they erased (P10).
+struct BackupsAndReplays;
+
+impl MigrationName for BackupsAndReplays {
+    fn name(&self) -> &str {
+        "m20261203_000200_retention_backups"
+    }
+}
+
+/// `backups`: each backup taken, until it is deleted.
+#[derive(DeriveIden)]
+pub(crate) enum Backups {
+    Table,
+    Id,
+    CreatedAt,
+    ExpiresAt,
+    SizeBytes,
+}
+
+/// `replay_requests`: the sealed request of each completed cascade, kept until
+/// `keep_until` (its receipt's `backups_expire_at`).
+#[derive(DeriveIden)]
+pub(crate) enum ReplayRequests {
+    Table,
+    CascadeId,
+    RequestCt,
+    CompletedAt,
+    KeepUntil,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for BackupsAndReplays {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Backups::Table)
+                    .if_not_exists()
+                    .col(string(Backups::Id).primary_key())
+                    .col(timestamp_with_time_zone(Backups::CreatedAt))
+                    .col(timestamp_with_time_zone(Backups::ExpiresAt))
+                    .col(big_integer(Backups::SizeBytes))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ReplayRequests::Table)
+                    .if_not_exists()
+                    .col(string(ReplayRequests::CascadeId).primary_key())
+                    .col(blob(ReplayRequests::RequestCt))
+                    .col(timestamp_with_time_zone(ReplayRequests::CompletedAt))
+                    .col(timestamp_with_time_zone(ReplayRequests::KeepUntil))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Backups::Table.into_iden(),
+            ReplayRequests::Table.into_iden(),
+        ] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())
                 .await?;

@@ -1,7 +1,8 @@
 //! The retention database: its schema ([`migration`]) and, one module per table group,
-//! every query the service makes ([`activity`], [`holds`], [`inactivity`], [`ledger`], [`receipts`]). No SQL lives outside this module.
+//! every query the service makes ([`activity`], [`backups`], [`holds`], [`inactivity`], [`ledger`], [`receipts`]). No SQL lives outside this module.
 
 pub mod activity;
+pub mod backups;
 pub mod holds;
 pub mod inactivity;
 pub mod ledger;

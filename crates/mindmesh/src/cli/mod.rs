@@ -1,6 +1,7 @@
 //! The client side of the `mindmesh` binary: commands that talk to a running server over
 //! gRPC (`cascades`), and those that need no server at all (`receipt verify`).
 
+pub mod backup;
 pub mod cascades;
 pub mod receipt;
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
-use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::Code;
@@ -85,17 +84,7 @@ async fn p06_a_legal_hold_pauses_a_disconnect_until_it_is_released(backend: Back
     let hold = place(&server, &admin, "integration", &integration.id)
         .await
         .unwrap();
-    let cascade_id = client
-        .disconnect_integration(authed(
-            ingest_pb::DisconnectIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .cascade_id;
+    let cascade_id = ingest::disconnect(&mut client, &admin, &integration.id).await;
 
     // Paused: permissions and storage keep their part under the hold; ingest (which
     // keeps only the credentials and sync state of a disconnected tool) is done.

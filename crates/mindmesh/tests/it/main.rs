@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod backups;
 mod holds;
 mod ingest_drive;
 mod ingest_github;

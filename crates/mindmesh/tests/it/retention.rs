@@ -8,7 +8,6 @@ use std::time::Duration;
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
-use mindmesh_proto::mindmesh::ingest::v1 as ingest_pb;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::Code;
@@ -166,17 +165,7 @@ async fn p06_a_disconnect_cascade_completes_with_every_attestation(backend: Back
         .await
         .unwrap();
     sync_ok(&mut client, &admin, &integration.id, false).await;
-    let cascade = client
-        .disconnect_integration(authed(
-            ingest_pb::DisconnectIntegrationRequest {
-                integration_id: integration.id.clone(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .cascade_id;
+    let cascade = ingest::disconnect(&mut client, &admin, &integration.id).await;
 
     let (done, proof) = completed_with_proof(&server, &admin, &cascade).await;
     receipt_verifies(&server, &admin, &done, &proof).await;

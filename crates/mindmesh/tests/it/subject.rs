@@ -166,7 +166,7 @@ async fn p12_permissions_exports_and_rectifies_a_person(backend: Backend) {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert_eq!(
-        export(service.clone(), Service::Retention, "ada@acme.example")
+        export(service.clone(), Service::Dsar, "ada@acme.example")
             .await
             .unwrap_err()
             .code(),
@@ -349,7 +349,98 @@ async fn p12_storage_exports_and_restricts_a_persons_documents(backend: Backend)
     server.stop().await;
 }
 
+/// Retention's part: a person's last activity, and the cascades that erased their data
+/// (found by the keyed hash of their email); nothing to rectify or restrict.
+async fn p12_retention_exports_a_persons_activity_and_cascades(backend: Backend) {
+    use mindmesh_proto::mindmesh::retention::v1 as retention;
+    let server = TestServer::start(backend).await;
+    let channel = server.channel().await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let ada = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let bob = server
+        .create_user(&admin, "Bob", "Builder", "bob@acme.example")
+        .await;
+    let at = chrono::Utc::now() - chrono::Duration::days(3);
+    retention::retention_service_client::RetentionServiceClient::new(channel.clone())
+        .record_activity(authed(
+            retention::RecordActivityRequest {
+                user_id: ada.id.clone(),
+                at: Some(prost_types::Timestamp {
+                    seconds: at.timestamp(),
+                    nanos: 0,
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    let cascade = crate::retention::delete_user(&server, &admin, bob.id.clone()).await;
+    crate::retention::completed_with_proof(&server, &admin, &cascade).await;
+
+    let service = server.token("dsar", Some(tenant), &[Role::Service]);
+    let mut client = subject::subject_data_client::SubjectDataClient::new(channel);
+    let export = |email: &str| {
+        let mut client = client.clone();
+        let request = subject::ExportRequest {
+            service: Service::Retention.to_proto() as i32,
+            subject_email: email.into(),
+            request_id: "req-r".into(),
+        };
+        let token = service.clone();
+        async move {
+            let mut stream = client
+                .export(authed(request, &token))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(record) = stream.next().await {
+                out.push(record.unwrap());
+            }
+            out
+        }
+    };
+    let ada_records = export("Ada@acme.example").await;
+    let activity = ada_records
+        .iter()
+        .find(|r| r.kind == "account_activity")
+        .expect("Ada's activity");
+    let json: serde_json::Value = serde_json::from_str(&activity.json).unwrap();
+    assert_eq!(json["user_id"], ada.id.as_str());
+    assert!(ada_records.iter().all(|r| r.kind != "cascade"));
+    // Bob's account is gone; what retention keeps of him is the cascade that erased it.
+    let bob_records = export("bob@acme.example").await;
+    assert_eq!(bob_records.len(), 1, "{bob_records:?}");
+    assert_eq!(bob_records[0].kind, "cascade");
+    let json: serde_json::Value = serde_json::from_str(&bob_records[0].json).unwrap();
+    assert_eq!(json["cascade_id"], cascade.as_str());
+    assert_eq!(json["state"], "complete");
+    assert!(
+        !bob_records[0].json.contains("bob@"),
+        "no email in the ledger"
+    );
+    let changed = client
+        .rectify(authed(
+            subject::RectifyRequest {
+                service: Service::Retention.to_proto() as i32,
+                subject_email: "ada@acme.example".into(),
+                request_id: "req-r2".into(),
+                last_name: Some("King".into()),
+                ..Default::default()
+            },
+            &service,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.records_changed, 0);
+    server.stop().await;
+}
+
 both_modes!(
+    p12_retention_exports_a_persons_activity_and_cascades,
     p12_permissions_exports_and_rectifies_a_person,
     p12_storage_exports_and_restricts_a_persons_documents,
 );

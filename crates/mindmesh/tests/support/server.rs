@@ -151,10 +151,21 @@ impl TestServer {
     /// Stops the server (gracefully, as on SIGTERM) and starts it again on the same
     /// databases, bus and keys, on a new port.
     pub async fn restart(&mut self) {
+        self.halt().await;
+        self.resume().await;
+    }
+
+    /// Stops the server (gracefully) and keeps its databases, bus and keys, for work
+    /// done with it stopped (a restore); [`TestServer::resume`] starts it again.
+    pub async fn halt(&mut self) {
         self.shutdown.cancel();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("server task").expect("server result");
         }
+    }
+
+    /// Starts a halted server again on its databases, bus and keys, on a new port.
+    pub async fn resume(&mut self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.addr = listener.local_addr().unwrap();
         self.shutdown = CancellationToken::new();

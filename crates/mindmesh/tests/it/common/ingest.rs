@@ -134,6 +134,21 @@ pub async fn connect_folder(
         .map(|r| r.into_inner().integration.expect("integration"))
 }
 
+/// Disconnects integration `id` as `admin`; returns the cascade id.
+pub async fn disconnect(ingest: &mut Ingest, admin: &str, id: &str) -> String {
+    ingest
+        .disconnect_integration(authed(
+            pb::DisconnectIntegrationRequest {
+                integration_id: id.to_owned(),
+            },
+            admin,
+        ))
+        .await
+        .expect("disconnected")
+        .into_inner()
+        .cascade_id
+}
+
 /// A member account with `email`; returns its id and a member token.
 pub async fn member(
     server: &TestServer,

@@ -371,8 +371,6 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
             backups_deleted,
             warnings_sent: report.warnings_sent,
             accounts_deleted: report.cascades.len() as u64,
-            // Storage purges archived documents on its own schedule.
-            archives_purged: 0,
             cascade_ids: report.cascades.iter().map(ToString::to_string).collect(),
         }))
     }

@@ -48,7 +48,18 @@ pub async fn restore_backup(config: Config, id: &str) -> anyhow::Result<RestoreR
     let keys = KeyMaterial::load(&config, Mode::Embedded)?;
     let restored = mindmesh_retention::backups::restore_files(&config, &keys.master, id)
         .with_context(|| format!("restoring backup {id}"))?;
-    let reapplied = replay_offline(config, keys, restored.taken_at).await?;
+    let audit = mindmesh_kit::audit::AuditRecord::by_service(
+        Service::Retention,
+        "backup.restore",
+        None,
+        id,
+    )
+    .with_details(format!(
+        "{} databases put back from the backup taken {}",
+        restored.files.len(),
+        restored.taken_at.to_rfc3339()
+    ));
+    let reapplied = replay_offline(config, keys, restored.taken_at, audit).await?;
     Ok(RestoreReport {
         taken_at: restored.taken_at,
         files: restored.files,
@@ -58,10 +69,12 @@ pub async fn restore_backup(config: Config, id: &str) -> anyhow::Result<RestoreR
 
 /// Runs every service without a listener, asks the cascades completed after `since`
 /// again, and waits until each service has handled each; returns how many.
+/// Records `restored` in retention's audit log first.
 async fn replay_offline(
     config: Config,
     keys: KeyMaterial,
     since: DateTime<Utc>,
+    restored: mindmesh_kit::audit::AuditRecord,
 ) -> anyhow::Result<usize> {
     let shutdown = CancellationToken::new();
     let config = std::sync::Arc::new(config);
@@ -84,6 +97,7 @@ async fn replay_offline(
         let retention = contexts
             .get(&Service::Retention)
             .context("the retention service did not start")?;
+        retention.audit.record(&restored).await?;
         let (_, ledger) = mindmesh_retention::ledger_for(retention)?;
         let replayed =
             mindmesh_retention::events::replay_since(&ledger, &retention.audit, since).await?;

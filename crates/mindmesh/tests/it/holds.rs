@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
+use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
@@ -134,6 +135,49 @@ async fn p06_a_legal_hold_pauses_a_disconnect_until_it_is_released(backend: Back
     assert!(!storage.destroyed_key_ids.is_empty());
     // Releasing again changes nothing.
     release(&server, &admin, &hold).await;
+
+    // P18: placing, releasing and resuming are in retention's audit chain, which
+    // verifies; the reason is not in it.
+    let operator = server.token("op", None, &[Role::Operator]);
+    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
+    let events = log
+        .list_audit_events(authed(
+            audit::ListAuditEventsRequest {
+                service: Service::Retention.to_proto() as i32,
+                page_size: 1000,
+                page_token: String::new(),
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let on_hold: Vec<&str> = events
+        .iter()
+        .filter(|e| e.subject_id == hold)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        on_hold,
+        vec![
+            "legal_hold.place",
+            "legal_hold.release",
+            "legal_hold.resume"
+        ]
+    );
+    assert!(events.iter().all(|e| !e.details.contains("2026-CV-0142")));
+    let chain = log
+        .verify_audit_chain(authed(
+            audit::VerifyAuditChainRequest {
+                service: Service::Retention.to_proto() as i32,
+            },
+            &operator,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.intact, "{chain:?}");
     server.stop().await;
 }
 

@@ -1,25 +1,38 @@
 //! The dsar service: data-subject requests, exports, consents, communication preferences, processor switches and breach notices (P12–P15).
 //!
-//! Not built yet beyond its database, outbox relay, gRPC surface and its part in deletion
-//! cascades ([`events`]): every RPC answers UNIMPLEMENTED until its issue is done.
+//! Reading order: [`api`] (the gRPC face) → [`requests`] (filing a request, verifying
+//! the requester's identity with a mailed code, deadlines) → [`mail`] (how mails leave)
+//! → [`events`] (its part in deletion cascades) → [`store`] (schema and every query).
+//!
+//! Built so far: requests up to their verification (`SubmitRequest`, `VerifyRequest`,
+//! `GetRequest`, `ListRequests`, `ExtendDeadline`). Carrying a verified request out
+//! across the services, `DownloadExport` and the `PrivacySettingsService` answer
+//! UNIMPLEMENTED (or stay verified) until they are built (issue 14).
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod events;
+pub mod mail;
+pub mod requests;
+pub mod store;
 
 use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::module::{ServiceModule, Started};
+use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_kit::{Result, Service};
 use mindmesh_proto::mindmesh::dsar::v1::{
-    dsar_service_server::{self, DsarService, DsarServiceServer},
+    dsar_service_server::{self, DsarServiceServer},
     privacy_settings_service_server::{self, PrivacySettingsService, PrivacySettingsServiceServer},
 };
 use sea_orm::DatabaseConnection;
-use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use sea_orm_migration::MigratorTrait;
 use tonic::service::RoutesBuilder;
+
+pub use store::Migrator;
 
 /// The dsar service, as the binary runs it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,19 +61,33 @@ impl ServiceModule for Dsar {
     }
 }
 
-/// Migrator of the dsar database: so far only the kit's tables (outbox, inbox, audit).
-pub struct Migrator;
-
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        mindmesh_kit::migrations::service_common()
-    }
-}
-
 fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
-    let consumer = ctx.spawn_consumer(Arc::new(events::DsarEvents::new(ctx.clone())));
-    routes.add_service(api_service!(DsarServiceServer::new(DsarServiceApi), ctx));
+    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
+    let consumer = ctx.spawn_consumer(Arc::new(events::DsarEvents::new(
+        ctx.clone(),
+        tenants.clone(),
+    )));
+    let mailer = Arc::new(mail::Mailbox::new(
+        ctx.config.mailbox_dir(),
+        ctx.config.dsar.mail_from.clone(),
+    ));
+    let requests = requests::Requests::new(
+        ctx.db.clone(),
+        ctx.audit.clone(),
+        mailer,
+        &ctx.keys.master,
+        chrono::Duration::seconds(i64::try_from(ctx.config.dsar.code_ttl_secs).unwrap_or(86_400)),
+        ctx.config.dsar.max_code_attempts,
+    )?;
+    routes.add_service(api_service!(
+        DsarServiceServer::new(api::DsarApi {
+            requests,
+            people: AskPermissions::new(ctx.clone())?,
+            tenants,
+        }),
+        ctx
+    ));
     routes.add_service(api_service!(
         PrivacySettingsServiceServer::new(PrivacySettingsServiceApi),
         ctx
@@ -70,13 +97,6 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         consumer: Some(consumer),
     })
 }
-
-/// `DsarService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DsarServiceApi;
-
-#[tonic::async_trait]
-impl DsarService for DsarServiceApi {}
 
 /// `PrivacySettingsService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).
 #[derive(Clone, Copy, Debug, Default)]

@@ -44,6 +44,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The retention service.
     pub retention: RetentionConfig,
+    /// The dsar service.
+    pub dsar: DsarConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             ingest: IngestConfig::default(),
             retention: RetentionConfig::default(),
+            dsar: DsarConfig::default(),
         }
     }
 }
@@ -362,6 +365,32 @@ impl Default for IngestConfig {
     }
 }
 
+/// The dsar service: data-subject requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsarConfig {
+    /// Seconds a verification code mailed to a data subject stays valid.
+    pub code_ttl_secs: u64,
+    /// Wrong codes accepted before the request is rejected.
+    pub max_code_attempts: u32,
+    /// Embedded mode and tests: mails are written as `.eml` files here; default
+    /// `<data_dir>/mailbox`.
+    pub mailbox_dir: Option<PathBuf>,
+    /// The sender of every mail.
+    pub mail_from: String,
+}
+
+impl Default for DsarConfig {
+    fn default() -> Self {
+        DsarConfig {
+            code_ttl_secs: 24 * 3600,
+            max_code_attempts: 5,
+            mailbox_dir: None,
+            mail_from: "Mindmesh Privacy <privacy@mindmesh.invalid>".to_owned(),
+        }
+    }
+}
+
 /// The retention service: the deletion ledger.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -509,6 +538,16 @@ impl Config {
             ));
         }
         self.retention.backup_interval()?;
+        if self.dsar.code_ttl_secs < 60 {
+            return Err(Error::Config(
+                "dsar.code_ttl_secs must be at least 60".into(),
+            ));
+        }
+        if !(1..=10).contains(&self.dsar.max_code_attempts) {
+            return Err(Error::Config(
+                "dsar.max_code_attempts must be between 1 and 10".into(),
+            ));
+        }
         if !(1..=7).contains(&self.retention.backup_retention_days) {
             return Err(Error::Config(
                 "retention.backup_retention_days must be between 1 and 7 (P10)".into(),
@@ -639,6 +678,14 @@ impl Config {
             .backup_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("backups"))
+    }
+
+    /// Where mails are written in embedded mode and tests.
+    pub fn mailbox_dir(&self) -> PathBuf {
+        self.dsar
+            .mailbox_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("mailbox"))
     }
 
     /// Where keystore backups go, apart from the data.

@@ -270,6 +270,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The bytes of lowercase or uppercase hex `value`; `None` when it is not hex.
+pub fn unhex(value: &str) -> Option<Vec<u8>> {
+    if !value.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..value.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(value.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

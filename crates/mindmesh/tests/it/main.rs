@@ -9,6 +9,7 @@ mod common;
 
 mod accounts;
 mod backups;
+mod dsar;
 mod holds;
 mod ingest_drive;
 mod ingest_github;

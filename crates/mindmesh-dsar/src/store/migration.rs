@@ -1,0 +1,111 @@
+//! The dsar database schema, migration by migration.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrator of the dsar database: the kit's tables, then the service's own.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut all = mindmesh_kit::migrations::service_common();
+        all.push(mindmesh_kit::migrations::write_guards());
+        all.push(Box::new(Requests));
+        all
+    }
+}
+
+/// `dsar_requests`: every data-subject request and where it stands.
+struct Requests;
+
+impl MigrationName for Requests {
+    fn name(&self) -> &str {
+        "m20261203_000100_dsar_requests"
+    }
+}
+
+/// `dsar_requests`.
+#[derive(DeriveIden)]
+pub(crate) enum DsarRequests {
+    Table,
+    Id,
+    TenantId,
+    Kind,
+    Status,
+    /// The subject's email, AES-256-GCM sealed (bound to the row).
+    SubjectEmailCt,
+    /// Keyed hash of the subject's email (hex), to find a person's requests.
+    SubjectHash,
+    /// The rectification asked for (JSON), sealed; empty otherwise.
+    PayloadCt,
+    /// Who filed it (the token's subject) and in which role.
+    SubmittedBy,
+    SubmittedRole,
+    SubmittedAt,
+    /// One calendar month after submission (GDPR Art. 12(3)).
+    FirstDueAt,
+    DueAt,
+    ExtensionReason,
+    RejectionReason,
+    /// Keyed hash of the mailed code (hex); empty once used.
+    CodeHash,
+    CodeExpiresAt,
+    CodeAttempts,
+    VerifiedAt,
+    CompletedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Requests {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarRequests::Table)
+                    .if_not_exists()
+                    .col(string(DsarRequests::Id).primary_key())
+                    .col(string(DsarRequests::TenantId))
+                    .col(string(DsarRequests::Kind))
+                    .col(string(DsarRequests::Status))
+                    .col(blob(DsarRequests::SubjectEmailCt))
+                    .col(string(DsarRequests::SubjectHash))
+                    .col(blob_null(DsarRequests::PayloadCt))
+                    .col(string(DsarRequests::SubmittedBy))
+                    .col(string(DsarRequests::SubmittedRole))
+                    .col(timestamp_with_time_zone(DsarRequests::SubmittedAt))
+                    .col(timestamp_with_time_zone(DsarRequests::FirstDueAt))
+                    .col(timestamp_with_time_zone(DsarRequests::DueAt))
+                    .col(text(DsarRequests::ExtensionReason))
+                    .col(text(DsarRequests::RejectionReason))
+                    .col(string(DsarRequests::CodeHash))
+                    .col(timestamp_with_time_zone_null(DsarRequests::CodeExpiresAt))
+                    .col(integer(DsarRequests::CodeAttempts))
+                    .col(timestamp_with_time_zone_null(DsarRequests::VerifiedAt))
+                    .col(timestamp_with_time_zone_null(DsarRequests::CompletedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("dsar_requests_by_tenant_due")
+                    .table(DsarRequests::Table)
+                    .col(DsarRequests::TenantId)
+                    .col(DsarRequests::DueAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(DsarRequests::Table)
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+}

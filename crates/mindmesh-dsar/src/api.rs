@@ -1,6 +1,6 @@
-//! The gRPC face of the dsar service. Built: `SubmitRequest`, `VerifyRequest`,
-//! `GetRequest`, `ListRequests`, `ExtendDeadline`; `DownloadExport` and the
-//! `PrivacySettingsService` answer UNIMPLEMENTED until they are built (issue 14).
+//! The gRPC face of the dsar service: `SubmitRequest`, `VerifyRequest`, `GetRequest`
+//! (with each service's part), `ListRequests`, `ExtendDeadline`, `DownloadExport`. The
+//! `PrivacySettingsService` answers UNIMPLEMENTED until it is built (issue 14).
 
 use mindmesh_kit::Error;
 use mindmesh_kit::auth::{Caller, Role};
@@ -10,12 +10,15 @@ use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::execution::{Executor, Part};
 use crate::requests::{self, Kind, NewRequest, Requests, Scope};
 
 /// `DsarService`.
 pub struct DsarApi {
     /// The requests.
     pub requests: Requests,
+    /// Carries verified requests out, and keeps their archives.
+    pub executor: Executor,
     /// Who an email belongs to (a member files only about themselves).
     pub people: AskPermissions,
     /// Requests are filed only in a live tenant (P08).
@@ -75,8 +78,21 @@ fn request_pb(r: &requests::Request, now: chrono::DateTime<chrono::Utc>) -> pb::
         subject_email: r.subject_email.clone(),
         attempts_left: r.attempts_left,
         code_expires_at: r.code_expires_at.map(timestamp),
+        parts: Vec::new(),
     }
 }
+
+fn part_pb(p: &Part) -> pb::ServicePart {
+    pb::ServicePart {
+        service: p.service.to_proto() as i32,
+        state: p.state.clone(),
+        error: p.error.clone(),
+        attempts: p.attempts,
+    }
+}
+
+/// Bytes of one `DownloadExport` chunk.
+const CHUNK: usize = 64 * 1024;
 
 fn rectification(p: Option<pb::RectificationPayload>) -> Option<serde_json::Value> {
     let p = p?;
@@ -171,6 +187,7 @@ impl pb::dsar_service_server::DsarService for DsarApi {
             .requests
             .verify(&caller, &scope, id_field(&req.request_id)?, &req.code, now)
             .await?;
+        self.executor.wake();
         Ok(Response::new(pb::VerifyRequestResponse {
             request: Some(request_pb(&verified, now)),
         }))
@@ -186,8 +203,16 @@ impl pb::dsar_service_server::DsarService for DsarApi {
             .requests
             .get(&scope, id_field(&request.get_ref().request_id)?)
             .await?;
+        let mut answer = request_pb(&found, chrono::Utc::now());
+        answer.parts = self
+            .executor
+            .parts(&found.id)
+            .await?
+            .iter()
+            .map(part_pb)
+            .collect();
         Ok(Response::new(pb::GetRequestResponse {
-            request: Some(request_pb(&found, chrono::Utc::now())),
+            request: Some(answer),
         }))
     }
 
@@ -241,5 +266,58 @@ impl pb::dsar_service_server::DsarService for DsarApi {
         Ok(Response::new(pb::ExtendDeadlineResponse {
             request: Some(request_pb(&extended, now)),
         }))
+    }
+
+    async fn download_export(
+        &self,
+        request: Request<pb::DownloadExportRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<pb::ExportChunk>>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let scope = Scope::of(&caller)?;
+        let found = self
+            .requests
+            .get(&scope, id_field(&request.get_ref().request_id)?)
+            .await?;
+        // Only who filed it: the verified subject, or the admin or DPO for them.
+        if found.submitted_by != caller.subject {
+            return Err(Error::PermissionDenied(
+                "only who filed the request downloads its export".into(),
+            )
+            .into());
+        }
+        if !matches!(found.kind, Kind::Access | Kind::Portability)
+            || found.status != requests::Status::Completed
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "the request is a {} request, {}: only a completed access or portability \
+                 request has an export",
+                found.kind.as_str(),
+                found.status.as_str()
+            ))
+            .into());
+        }
+        let archive = self
+            .executor
+            .archive(&found.id)
+            .await?
+            .ok_or(Error::NotFound(
+                "export (deleted after dsar.export_ttl_secs)",
+            ))?;
+        self.requests
+            .downloaded(&caller, &found, archive.len())
+            .await?;
+        let total = archive.len() as u64;
+        let chunks: Vec<Result<pb::ExportChunk, Status>> = archive
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(i, data)| {
+                Ok(pb::ExportChunk {
+                    data: data.to_vec(),
+                    offset: (i * CHUNK) as u64,
+                    total_size: total,
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }

@@ -1,21 +1,27 @@
 //! The dsar service: data-subject requests, exports, consents, communication preferences, processor switches and breach notices (P12–P15).
 //!
 //! Reading order: [`api`] (the gRPC face) → [`requests`] (filing a request, verifying
-//! the requester's identity with a mailed code, deadlines) → [`mail`] (how mails leave)
-//! → [`events`] (its part in deletion cascades) → [`store`] (schema and every query).
+//! the requester's identity with a mailed code, deadlines) → [`execution`] (carrying a
+//! verified request out across the services, through [`peers`]) → [`archive`] (the
+//! export) → [`mail`] (how mails leave) → [`subject`] (its own data-subject part) →
+//! [`events`] (its part in deletion cascades) → [`store`] (schema and every query).
 //!
-//! Built so far: requests up to their verification (`SubmitRequest`, `VerifyRequest`,
-//! `GetRequest`, `ListRequests`, `ExtendDeadline`). Carrying a verified request out
-//! across the services, `DownloadExport` and the `PrivacySettingsService` answer
-//! UNIMPLEMENTED (or stay verified) until they are built (issue 14).
+//! Built so far: requests with identity checks and deadlines, and access and
+//! portability carried out to a downloadable archive. Rectification, erasure,
+//! restriction and withdrawal of consent stay verified, and the
+//! `PrivacySettingsService` answers UNIMPLEMENTED, until they are built (issue 14).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod archive;
 pub mod events;
+pub mod execution;
 pub mod mail;
+pub mod peers;
 pub mod requests;
 pub mod store;
+pub mod subject;
 
 use std::sync::Arc;
 
@@ -80,9 +86,22 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         chrono::Duration::seconds(i64::try_from(ctx.config.dsar.code_ttl_secs).unwrap_or(86_400)),
         ctx.config.dsar.max_code_attempts,
     )?;
+    let executor = execution::Executor::new(
+        ctx.db.clone(),
+        requests.clone(),
+        Arc::new(peers::PeerExporter::new(ctx.clone())),
+        ctx.audit.clone(),
+        &ctx.keys.master,
+        chrono::Duration::seconds(
+            i64::try_from(ctx.config.dsar.export_ttl_secs).unwrap_or(7 * 86_400),
+        ),
+    )?;
+    ctx.tasks.spawn(executor.clone().run(ctx.shutdown.clone()));
+    let subject = subject::DsarSubject::new(ctx.clone(), requests.clone());
     routes.add_service(api_service!(
         DsarServiceServer::new(api::DsarApi {
             requests,
+            executor,
             people: AskPermissions::new(ctx.clone())?,
             tenants,
         }),
@@ -93,7 +112,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx
     ));
     Ok(Started {
-        subject: None,
+        subject: Some(Arc::new(subject)),
         consumer: Some(consumer),
     })
 }

@@ -5,10 +5,9 @@
 //! legal deadline: one calendar month after receipt (GDPR Art. 12(3)), extendable by up
 //! to two further months, with a reason, before the first month is over.
 //!
-//! Lifecycle: received → awaiting verification → verified (→ in progress → completed)
-//! or rejected, with the reason recorded. Carrying a verified request out across the
-//! services is the next step of issue 14: a verified request stays verified (never
-//! reported done before it is).
+//! Lifecycle: received → awaiting verification → in progress → completed (access and
+//! portability, [`crate::execution`]) or verified (the other kinds, until they are
+//! built: never reported done before they are), or rejected, with the reason recorded.
 
 use std::sync::Arc;
 
@@ -386,11 +385,7 @@ impl Requests {
             subject_email_ct: self
                 .seal_key
                 .seal(&aad(&id, "subject_email_ct"), subject.as_bytes())?,
-            subject_hash: mindmesh_kit::crypto::hex(
-                &self
-                    .subject_key
-                    .mac(format!("{tenant}\n{subject}").as_bytes()),
-            ),
+            subject_hash: self.subject_hash(tenant, &subject),
             payload_ct: match &new.rectification {
                 Some(v) if new.kind == Kind::Rectification => Some(self.seal_key.seal(
                     &aad(&id, "payload_ct"),
@@ -479,7 +474,19 @@ impl Requests {
             row.completed_at = Some(now);
             ("dsar.reject", Ok(()))
         } else if self.code_matches(&row.id, code, &row.code_hash) {
-            row.status = Status::Verified.as_str().to_owned();
+            // Access and portability are carried out at once (crate::execution); the
+            // other kinds wait, verified, until they are built.
+            let carried = matches!(
+                Kind::parse(&row.kind),
+                Some(Kind::Access | Kind::Portability)
+            );
+            row.status = if carried {
+                Status::InProgress
+            } else {
+                Status::Verified
+            }
+            .as_str()
+            .to_owned();
             row.code_hash.clear();
             row.verified_at = Some(now);
             ("dsar.verify", Ok(()))
@@ -518,6 +525,59 @@ impl Requests {
         txn.commit().await?;
         outcome?;
         self.open(row)
+    }
+
+    /// The requests of `tenant` about the person with `email`, oldest first.
+    pub async fn about(&self, tenant: TenantId, email: &str) -> Result<Vec<Request>> {
+        let subject = email.trim().to_lowercase();
+        let hash = self.subject_hash(tenant, &subject);
+        let mut found = Vec::new();
+        for row in store::all(&self.db, Some(tenant), None).await? {
+            if row.subject_hash == hash {
+                found.push(self.open(row)?);
+            }
+        }
+        found.sort_by_key(|r| r.submitted_at);
+        Ok(found)
+    }
+
+    fn subject_hash(&self, tenant: TenantId, subject: &str) -> String {
+        mindmesh_kit::crypto::hex(
+            &self
+                .subject_key
+                .mac(format!("{tenant}\n{subject}").as_bytes()),
+        )
+    }
+
+    /// Records that `caller` downloaded the `bytes`-byte export of `request`.
+    pub async fn downloaded(&self, caller: &Caller, request: &Request, bytes: usize) -> Result<()> {
+        self.audit
+            .record(
+                &AuditRecord::by(
+                    caller,
+                    "dsar.download",
+                    Some(request.tenant),
+                    request.id.clone(),
+                )
+                .with_details(format!("{bytes} bytes")),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks request `id` carried out at `now`, in `conn`'s transaction.
+    pub async fn complete<C: sea_orm::ConnectionTrait>(
+        &self,
+        conn: &C,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut row = store::find(conn, id, true)
+            .await?
+            .ok_or(Error::NotFound("data-subject request"))?;
+        row.status = Status::Completed.as_str().to_owned();
+        row.completed_at = Some(now);
+        store::put(conn, &row).await
     }
 
     /// The request `id`, if `scope` sees it (else NOT_FOUND).

@@ -29,6 +29,7 @@ pub mod oauth;
 pub mod principals;
 pub mod sink;
 pub mod store;
+pub mod subject;
 pub mod sync;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         tenants.clone(),
     )));
     engine.spawn_scheduler();
+    let subject = subject::IngestSubject::new(ctx.clone(), store.clone());
     routes.add_service(api_service!(
         IngestServiceServer::new(api::IngestApi::new(
             ctx.clone(),
@@ -108,7 +110,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx
     ));
     Ok(Started {
-        subject: None,
+        subject: Some(Arc::new(subject)),
         consumer: Some(consumer),
     })
 }

@@ -266,6 +266,8 @@ impl Engine {
         );
         let shutdown = self.ctx.shutdown.clone();
         self.ctx.tasks.spawn(async move {
+            // A sync resumed at start calls permissions and storage: not before they serve.
+            engine.ctx.in_process.serving().await;
             loop {
                 match engine.store.due(chrono::Utc::now() - interval).await {
                     Ok(due) => {

@@ -298,6 +298,10 @@ pub struct PeersConfig {
     pub permissions_url: Option<String>,
     /// The storage service (ingest writes documents to it).
     pub storage_url: Option<String>,
+    /// The ingest service (dsar asks it what it holds about a person).
+    pub ingest_url: Option<String>,
+    /// The retention service (dsar asks it what it holds about a person).
+    pub retention_url: Option<String>,
 }
 
 /// The storage service.
@@ -378,6 +382,8 @@ pub struct DsarConfig {
     pub mailbox_dir: Option<PathBuf>,
     /// The sender of every mail.
     pub mail_from: String,
+    /// Seconds an access or portability archive is kept for download.
+    pub export_ttl_secs: u64,
 }
 
 impl Default for DsarConfig {
@@ -387,6 +393,7 @@ impl Default for DsarConfig {
             max_code_attempts: 5,
             mailbox_dir: None,
             mail_from: "Mindmesh Privacy <privacy@mindmesh.invalid>".to_owned(),
+            export_ttl_secs: 7 * 24 * 3600,
         }
     }
 }

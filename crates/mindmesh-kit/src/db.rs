@@ -80,7 +80,12 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                     .create_if_missing(true)
             });
     } else {
-        options.max_connections(max_connections);
+        // Idle connections go after a minute: ten pools per process (five services, a
+        // keystore each) would otherwise hold their peak against the server's limit.
+        options
+            .max_connections(max_connections)
+            .min_connections(0)
+            .idle_timeout(Duration::from_secs(60));
     }
     Ok(Database::connect(options).await?)
 }

@@ -76,6 +76,21 @@ impl InProcess {
         self.routes.send_replace(Some(routes));
     }
 
+    /// Waits until the process serves (every service of it has started and its routes
+    /// are installed), or shuts down. Background work that calls peers — a sync resumed
+    /// at start — waits for this rather than for the calls' starting wait. A context
+    /// with no service in this process (a crate's tests) serves at once.
+    pub async fn serving(&self) {
+        if self.services.is_empty() {
+            return;
+        }
+        let mut ready = self.routes.subscribe();
+        tokio::select! {
+            _ = ready.wait_for(Option::is_some) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+
     /// A channel to `service` in this process. A call made while the process is still
     /// starting waits for its routes (at most 30 s); once the process shuts
     /// down a call answers UNAVAILABLE (which callers retry), as a closed listener would.

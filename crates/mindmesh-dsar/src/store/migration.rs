@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut all = mindmesh_kit::migrations::service_common();
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(Requests));
+        all.push(Box::new(PartsAndExports));
         all
     }
 }
@@ -107,5 +108,96 @@ impl MigrationTrait for Requests {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Each service's part in carrying a request out, and the export archives.
+struct PartsAndExports;
+
+impl MigrationName for PartsAndExports {
+    fn name(&self) -> &str {
+        "m20261203_000200_dsar_parts_and_exports"
+    }
+}
+
+/// `dsar_request_parts`: one row per (request, service) while and after it is carried
+/// out.
+#[derive(DeriveIden)]
+pub(crate) enum DsarRequestParts {
+    Table,
+    RequestId,
+    Service,
+    /// `pending`, `done` or `failed`.
+    State,
+    /// What the service answered (an export's records, JSON), sealed.
+    ResultCt,
+    /// Why it failed (no personal data).
+    Error,
+    Attempts,
+    NextTryAt,
+    UpdatedAt,
+}
+
+/// `dsar_exports`: the sealed archive of a completed access or portability request,
+/// until it expires.
+#[derive(DeriveIden)]
+pub(crate) enum DsarExports {
+    Table,
+    RequestId,
+    ArchiveCt,
+    SizeBytes,
+    CreatedAt,
+    ExpiresAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for PartsAndExports {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarRequestParts::Table)
+                    .if_not_exists()
+                    .col(string(DsarRequestParts::RequestId))
+                    .col(string(DsarRequestParts::Service))
+                    .col(string(DsarRequestParts::State))
+                    .col(blob_null(DsarRequestParts::ResultCt))
+                    .col(text(DsarRequestParts::Error))
+                    .col(integer(DsarRequestParts::Attempts))
+                    .col(timestamp_with_time_zone(DsarRequestParts::NextTryAt))
+                    .col(timestamp_with_time_zone(DsarRequestParts::UpdatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(DsarRequestParts::RequestId)
+                            .col(DsarRequestParts::Service),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarExports::Table)
+                    .if_not_exists()
+                    .col(string(DsarExports::RequestId).primary_key())
+                    .col(blob(DsarExports::ArchiveCt))
+                    .col(big_integer(DsarExports::SizeBytes))
+                    .col(timestamp_with_time_zone(DsarExports::CreatedAt))
+                    .col(timestamp_with_time_zone(DsarExports::ExpiresAt))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            DsarRequestParts::Table.into_iden(),
+            DsarExports::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

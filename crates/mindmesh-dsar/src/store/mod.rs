@@ -1,6 +1,7 @@
 //! The dsar database: its schema ([`migration`]) and every query the service makes
-//! ([`requests`]). No SQL lives outside this module.
+//! ([`requests`], [`execution`]). No SQL lives outside this module.
 
+pub mod execution;
 pub mod migration;
 pub mod requests;
 

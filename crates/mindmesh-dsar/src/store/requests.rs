@@ -191,8 +191,29 @@ pub async fn all<C: ConnectionTrait>(
     conn.query_all(&query).await?.iter().map(row_of).collect()
 }
 
-/// Deletes every request of `tenant` (it is erased); returns how many.
+/// Deletes every request of `tenant` (it is erased), with their parts and archives;
+/// returns how many requests.
 pub async fn delete_tenant<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<u64> {
+    use super::migration::{DsarExports, DsarRequestParts};
+    let of_tenant = Query::select()
+        .column(R::Id)
+        .from(R::Table)
+        .and_where(Expr::col(R::TenantId).eq(tenant.to_string()))
+        .to_owned();
+    conn.execute(
+        &Query::delete()
+            .from_table(DsarRequestParts::Table)
+            .and_where(Expr::col(DsarRequestParts::RequestId).in_subquery(of_tenant.clone()))
+            .to_owned(),
+    )
+    .await?;
+    conn.execute(
+        &Query::delete()
+            .from_table(DsarExports::Table)
+            .and_where(Expr::col(DsarExports::RequestId).in_subquery(of_tenant))
+            .to_owned(),
+    )
+    .await?;
     Ok(conn
         .execute(
             &Query::delete()

@@ -93,6 +93,9 @@ impl TestServer {
                 let pg = TestPostgres::new();
                 let nats = TestNats::new(Duration::from_secs(2));
                 config.database.url = Some(pg.template());
+                // Ten pools per server, and tests run side by side on one PostgreSQL
+                // (100 connections): a small pool each.
+                config.database.max_connections = 4;
                 config.bus = nats.config.clone();
                 config.bus.relay_interval_ms = 200;
                 let keys = dir.path().join("keys");

@@ -5,31 +5,21 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod support;
+
 use std::io::Read as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, Utc};
 use mindmesh_dsar::Migrator;
 use mindmesh_dsar::execution::{Executor, ExportedRecord, Exporter};
-use mindmesh_dsar::mail::{Mail, Mailer};
 use mindmesh_dsar::requests::{Kind, NewRequest, Requests, Scope, Status};
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::both_backends;
 use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::testing::{Backend, service_context};
 use mindmesh_kit::{Error, Service};
-
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Mail>>);
-
-#[async_trait::async_trait]
-impl Mailer for Outbox {
-    async fn send(&self, mail: &Mail) -> mindmesh_kit::Result<()> {
-        self.0.lock().unwrap().push(mail.clone());
-        Ok(())
-    }
-}
 
 /// Every service answers one record naming it; storage fails its first `failures`
 /// calls, as a service that is down does.
@@ -67,7 +57,7 @@ async fn p12_an_access_request_waits_for_a_failed_service_and_never_completes_ea
     let (ctx, _guard) = service_context::<Migrator>(Service::Dsar, backend)
         .await
         .unwrap();
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(support::Outbox::default());
     let requests = Requests::new(
         ctx.db.clone(),
         ctx.audit.clone(),
@@ -112,16 +102,7 @@ async fn p12_an_access_request_waits_for_a_failed_service_and_never_completes_ea
         )
         .await
         .unwrap();
-    let code = {
-        let mails = outbox.0.lock().unwrap();
-        mails[0]
-            .body
-            .lines()
-            .map(str::trim)
-            .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_digit()))
-            .unwrap()
-            .to_owned()
-    };
+    let code = outbox.code_for("ada@acme.example");
     let verified = requests
         .verify(&admin, &scope, &filed.id, &code, now)
         .await

@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Months, Utc};
 use mindmesh_dsar::Migrator;
-use mindmesh_dsar::mail::{Mail, Mailer};
 use mindmesh_dsar::requests::{Kind, NewRequest, Request, Requests, Scope, Status};
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::both_backends;
@@ -18,35 +19,9 @@ use mindmesh_kit::testing::{Backend, ContextGuard, service_context};
 use mindmesh_kit::{Error, Service};
 use sea_orm::ConnectionTrait;
 
-/// Keeps every mail sent.
-#[derive(Default)]
-struct Outbox(Mutex<Vec<Mail>>);
-
-#[async_trait::async_trait]
-impl Mailer for Outbox {
-    async fn send(&self, mail: &Mail) -> mindmesh_kit::Result<()> {
-        self.0.lock().unwrap().push(mail.clone());
-        Ok(())
-    }
-}
-
-impl Outbox {
-    /// The code in the last mail sent to `to`.
-    fn code_for(&self, to: &str) -> String {
-        let mails = self.0.lock().unwrap();
-        let mail = mails.iter().rev().find(|m| m.to == to).expect("a mail");
-        mail.body
-            .lines()
-            .map(str::trim)
-            .find(|l| l.len() == 8 && l.chars().all(|c| c.is_ascii_digit()))
-            .expect("a code in the mail")
-            .to_owned()
-    }
-}
-
 struct Harness {
     requests: Requests,
-    outbox: Arc<Outbox>,
+    outbox: Arc<support::Outbox>,
     tenant: TenantId,
     admin: Caller,
     db: sea_orm::DatabaseConnection,
@@ -57,7 +32,7 @@ async fn harness(backend: Backend) -> Harness {
     let (ctx, guard) = service_context::<Migrator>(Service::Dsar, backend)
         .await
         .unwrap();
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(support::Outbox::default());
     let requests = Requests::new(
         ctx.db.clone(),
         ctx.audit.clone(),

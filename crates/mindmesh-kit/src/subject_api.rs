@@ -86,6 +86,35 @@ pub trait SubjectProvider: Send + Sync + 'static {
     }
 }
 
+/// For a service that holds nothing a right touches (no personal field to rectify,
+/// nothing sent on to processors to restrict): records `action` by `caller` for request
+/// `request_id` of `tenant` in `audit`, with `why`, and answers that no record changed.
+pub async fn nothing_to_change(
+    audit: &crate::audit::AuditLog,
+    caller: &Caller,
+    action: &str,
+    tenant: TenantId,
+    request_id: &str,
+    why: &str,
+) -> Result<u64> {
+    audit
+        .record(
+            &crate::audit::AuditRecord::by(caller, action, Some(tenant), request_id)
+                .with_details(why.to_owned()),
+        )
+        .await?;
+    Ok(0)
+}
+
+/// The action a restriction (or its end) is audited as.
+pub fn restrict_action(restricted: bool) -> &'static str {
+    if restricted {
+        "subject.restrict"
+    } else {
+        "subject.unrestrict"
+    }
+}
+
 /// The SubjectData service of this process.
 #[derive(Clone, Default)]
 pub struct SubjectDataApi {

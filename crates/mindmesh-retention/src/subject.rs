@@ -10,7 +10,7 @@ use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::Caller;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::TenantId;
-use mindmesh_kit::subject_api::{Rectification, SubjectProvider, SubjectRecord};
+use mindmesh_kit::subject_api::{self, Rectification, SubjectProvider, SubjectRecord};
 use mindmesh_kit::tenants::AskPermissions;
 use serde_json::json;
 
@@ -127,15 +127,15 @@ impl SubjectProvider for RetentionSubject {
         request_id: &str,
         _changes: Rectification,
     ) -> Result<u64> {
-        self.audit(
+        subject_api::nothing_to_change(
+            &self.ctx.audit,
             caller,
             "subject.rectify",
             tenant,
             request_id,
-            "retention holds no personal field".into(),
+            "retention holds no personal field",
         )
-        .await?;
-        Ok(0)
+        .await
     }
 
     async fn restrict(
@@ -146,19 +146,14 @@ impl SubjectProvider for RetentionSubject {
         request_id: &str,
         restricted: bool,
     ) -> Result<u64> {
-        let action = if restricted {
-            "subject.restrict"
-        } else {
-            "subject.unrestrict"
-        };
-        self.audit(
+        subject_api::nothing_to_change(
+            &self.ctx.audit,
             caller,
-            action,
+            subject_api::restrict_action(restricted),
             tenant,
             request_id,
-            "retention sends nothing to processors or analytics".into(),
+            "retention sends nothing to processors or analytics",
         )
-        .await?;
-        Ok(0)
+        .await
     }
 }

@@ -5,7 +5,6 @@
 
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
-use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::Code;
@@ -189,20 +188,7 @@ async fn p10_a_restore_brings_back_nothing_deleted_since_and_receipts_still_veri
     assert!(!data_dir.exists() && !keys_dir.exists());
 
     // P18: every step is in retention's audit log, and the chain verifies.
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Retention.to_proto() as i32,
-                page_size: 1000,
-                page_token: String::new(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = common::audit_events(&server, Service::Retention, &operator).await;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     for step in [
         "backup.create",
@@ -212,16 +198,7 @@ async fn p10_a_restore_brings_back_nothing_deleted_since_and_receipts_still_veri
     ] {
         assert!(actions.contains(&step), "{step} not audited: {actions:?}");
     }
-    let chain = log
-        .verify_audit_chain(authed(
-            audit::VerifyAuditChainRequest {
-                service: Service::Retention.to_proto() as i32,
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let chain = common::audit_chain(&server, Service::Retention, &operator).await;
     assert!(chain.intact, "{chain:?}");
     server.stop().await;
 }

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
-use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::common::v1::CascadeState;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as pb;
 use tonic::Code;
 
 use crate::common::ingest::{self, connect_folder, folder_server, sync_ok, write};
-use crate::common::{Backend, TestServer, authed};
+use crate::common::{self, Backend, TestServer, authed};
 use crate::retention::{completed_with_proof, delete_user, receipt_verifies, retention};
 
 /// Places a hold as `token`; once it answers, the hold is in force everywhere.
@@ -139,20 +138,7 @@ async fn p06_a_legal_hold_pauses_a_disconnect_until_it_is_released(backend: Back
     // P18: placing, releasing and resuming are in retention's audit chain, which
     // verifies; the reason is not in it.
     let operator = server.token("op", None, &[Role::Operator]);
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Retention.to_proto() as i32,
-                page_size: 1000,
-                page_token: String::new(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = common::audit_events(&server, Service::Retention, &operator).await;
     let on_hold: Vec<&str> = events
         .iter()
         .filter(|e| e.subject_id == hold)
@@ -167,16 +153,7 @@ async fn p06_a_legal_hold_pauses_a_disconnect_until_it_is_released(backend: Back
         ]
     );
     assert!(events.iter().all(|e| !e.details.contains("2026-CV-0142")));
-    let chain = log
-        .verify_audit_chain(authed(
-            audit::VerifyAuditChainRequest {
-                service: Service::Retention.to_proto() as i32,
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let chain = common::audit_chain(&server, Service::Retention, &operator).await;
     assert!(chain.intact, "{chain:?}");
     server.stop().await;
 }

@@ -14,7 +14,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::common::ingest::{self, connect_folder, folder_server, sync_ok, write};
-use crate::common::{Backend, TestServer, authed, eventually};
+use crate::common::{self, Backend, TestServer, authed, eventually};
 
 type Retention = pb::retention_service_client::RetentionServiceClient<Channel>;
 
@@ -307,7 +307,6 @@ async fn the_ledger_is_read_by_admins_of_its_tenant_and_operators(backend: Backe
 /// P18: every step of a cascade is in retention's hash-chained audit log — opened, each
 /// part, complete with its receipt — and a changed entry breaks the chain.
 async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: Backend) {
-    use mindmesh_proto::mindmesh::audit::v1 as audit;
     use sea_orm::ConnectionTrait;
     let server = TestServer::start(backend).await;
     let (_, admin) = server.create_tenant("Acme").await;
@@ -317,20 +316,7 @@ async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: 
     let cascade = delete_user(&server, &admin, user.id).await;
     completed(&server, &admin, &cascade).await;
     let operator = server.token("op", None, &[Role::Operator]);
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Retention.to_proto() as i32,
-                page_size: 1000,
-                page_token: String::new(),
-            },
-            &operator,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = common::audit_events(&server, Service::Retention, &operator).await;
     let steps: Vec<&str> = events
         .iter()
         .filter(|e| e.subject_id == cascade)
@@ -351,21 +337,7 @@ async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: 
         "{events:?}"
     );
 
-    let verify = |token: String| {
-        let mut log = log.clone();
-        async move {
-            log.verify_audit_chain(authed(
-                audit::VerifyAuditChainRequest {
-                    service: Service::Retention.to_proto() as i32,
-                },
-                &token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
-    let before = verify(operator.clone()).await;
+    let before = common::audit_chain(&server, Service::Retention, &operator).await;
     assert!(before.intact, "{before:?}");
     assert!(before.entries_checked >= 7, "{before:?}");
     let second = events[1].sequence;
@@ -377,7 +349,7 @@ async fn p18_retention_audits_every_cascade_step_and_detects_tampering(backend: 
         ))
         .await
         .unwrap();
-    let after = verify(operator).await;
+    let after = common::audit_chain(&server, Service::Retention, &operator).await;
     assert!(!after.intact);
     assert_eq!(after.first_broken_sequence, second);
     server.stop().await;

@@ -281,3 +281,44 @@ pub mod fake_github;
 pub mod fake_google;
 pub mod fake_http;
 pub mod ingest;
+
+/// The audit events of `service` (its first 1000), as `token` reads them.
+pub async fn audit_events(
+    server: &TestServer,
+    service: Service,
+    token: &str,
+) -> Vec<mindmesh_proto::mindmesh::audit::v1::AuditEvent> {
+    use mindmesh_proto::mindmesh::audit::v1 as audit;
+    audit::audit_client::AuditClient::new(server.channel().await)
+        .list_audit_events(authed(
+            audit::ListAuditEventsRequest {
+                service: service.to_proto() as i32,
+                page_size: 1000,
+                page_token: String::new(),
+            },
+            token,
+        ))
+        .await
+        .expect("audit events")
+        .into_inner()
+        .events
+}
+
+/// `service`'s audit chain checked, as `token` asks.
+pub async fn audit_chain(
+    server: &TestServer,
+    service: Service,
+    token: &str,
+) -> mindmesh_proto::mindmesh::audit::v1::VerifyAuditChainResponse {
+    use mindmesh_proto::mindmesh::audit::v1 as audit;
+    audit::audit_client::AuditClient::new(server.channel().await)
+        .verify_audit_chain(authed(
+            audit::VerifyAuditChainRequest {
+                service: service.to_proto() as i32,
+            },
+            token,
+        ))
+        .await
+        .expect("audit chain")
+        .into_inner()
+}

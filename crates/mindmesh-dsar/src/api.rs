@@ -5,7 +5,6 @@
 use mindmesh_kit::Error;
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::grpc::timestamp;
-use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -116,26 +115,6 @@ fn id_field(value: &str) -> mindmesh_kit::Result<&str> {
         .map_err(|_| Error::invalid("request_id", "is not a request id"))
 }
 
-impl DsarApi {
-    /// The tenant a request is filed in: an operator names it, anyone else files in
-    /// their own.
-    fn tenant_of(caller: &Caller, named: &str) -> mindmesh_kit::Result<TenantId> {
-        match caller.tenant {
-            Some(own) if named.is_empty() || named == own.to_string() => Ok(own),
-            Some(_) => Err(Error::PermissionDenied(
-                "tenant_id: requests are filed in the caller's own tenant".into(),
-            )),
-            None if caller.has(Role::Operator) && !named.is_empty() => {
-                TenantId::parse_field("tenant_id", named)
-            }
-            None => Err(Error::invalid(
-                "tenant_id",
-                "is required for an operator acting as the DPO",
-            )),
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl pb::dsar_service_server::DsarService for DsarApi {
     async fn submit_request(
@@ -145,7 +124,8 @@ impl pb::dsar_service_server::DsarService for DsarApi {
         let caller = Caller::from_request(&request)?;
         caller.require_any(&[Role::Member, Role::Admin, Role::Operator])?;
         let req = request.into_inner();
-        let tenant = Self::tenant_of(&caller, &req.tenant_id)?;
+        // An operator acting as the DPO names the tenant; anyone else files in their own.
+        let tenant = caller.own_or_named_tenant(&req.tenant_id)?;
         let new = NewRequest {
             kind: kind(req.kind)?,
             subject_email: req.subject_email,

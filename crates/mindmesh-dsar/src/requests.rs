@@ -531,12 +531,11 @@ impl Requests {
     pub async fn about(&self, tenant: TenantId, email: &str) -> Result<Vec<Request>> {
         let subject = email.trim().to_lowercase();
         let hash = self.subject_hash(tenant, &subject);
-        let mut found = Vec::new();
-        for row in store::all(&self.db, Some(tenant), None).await? {
-            if row.subject_hash == hash {
-                found.push(self.open(row)?);
-            }
-        }
+        let mut found = store::about_subject(&self.db, tenant, &hash)
+            .await?
+            .into_iter()
+            .map(|row| self.open(row))
+            .collect::<Result<Vec<_>>>()?;
         found.sort_by_key(|r| r.submitted_at);
         Ok(found)
     }

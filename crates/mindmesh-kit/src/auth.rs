@@ -150,6 +150,22 @@ impl Caller {
         })
     }
 
+    /// The tenant a call acts in when its request may name one (`tenant_id`, `named`):
+    /// the caller's own (`named` empty or the same), or, for an operator whose token
+    /// has none, the tenant named — which it must then name. Errors name `tenant_id`.
+    pub fn own_or_named_tenant(&self, named: &str) -> Result<TenantId> {
+        match self.tenant {
+            Some(own) if named.is_empty() || named == own.to_string() => Ok(own),
+            Some(_) => Err(Error::PermissionDenied(
+                "tenant_id: the call acts in the caller's own tenant".into(),
+            )),
+            None if self.has(Role::Operator) && !named.is_empty() => {
+                TenantId::parse_field("tenant_id", named)
+            }
+            None => Err(Error::invalid("tenant_id", "is required for an operator")),
+        }
+    }
+
     /// The caller placed in the request by [`AuthInterceptor`].
     pub fn from_request<T>(request: &Request<T>) -> Result<Caller> {
         request

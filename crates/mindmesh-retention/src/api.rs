@@ -383,20 +383,7 @@ impl pb::retention_service_server::RetentionService for RetentionApi {
         caller.require_any(&[Role::Admin, Role::Operator])?;
         let req = request.into_inner();
         // An admin holds in their own tenant; an operator names the tenant.
-        let tenant = match caller.tenant {
-            Some(own) => {
-                if !req.tenant_id.is_empty() && req.tenant_id != own.to_string() {
-                    return Err(Status::permission_denied(
-                        "tenant_id: a hold is placed in the caller's own tenant",
-                    ));
-                }
-                own
-            }
-            None if req.tenant_id.is_empty() => {
-                return Err(Error::invalid("tenant_id", "is required for an operator").into());
-            }
-            None => TenantId::parse_field("tenant_id", &req.tenant_id)?,
-        };
+        let tenant = caller.own_or_named_tenant(&req.tenant_id)?;
         let scope = match req.scope_kind.as_str() {
             "tenant" | "user" | "integration" => {
                 HeldScope::parse(tenant, &req.scope_kind, &req.scope_id).ok_or_else(|| {

@@ -47,14 +47,7 @@ async fn harness(backend: Backend) -> Harness {
         .unwrap();
     let (attesters, ledger) = support::ledger(&ctx);
     let holds = support::holds(&ctx, &ledger);
-    let handler = RetentionEvents::new(
-        ctx.clone(),
-        Activity::new(ctx.db.clone()),
-        ledger.clone(),
-        holds.clone(),
-        attesters,
-        support::tenants(&ctx),
-    );
+    let handler = support::events(&ctx, attesters, &ledger, holds.clone());
     let tenant = TenantId::new();
     Harness {
         handler,

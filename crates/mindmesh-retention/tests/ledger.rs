@@ -19,7 +19,6 @@ use mindmesh_proto::mindmesh::events::v1::{
     AccountDeletionRequested, DeletionCompleted, Envelope, IntegrationDisconnected,
 };
 use mindmesh_retention::Migrator;
-use mindmesh_retention::activity::Activity;
 use mindmesh_retention::events::{Reasker, RetentionEvents};
 use mindmesh_retention::ledger::{Cascade, CascadeKind, Ledger, Overall, PartState};
 use mindmesh_retention::receipt_log;
@@ -38,14 +37,7 @@ async fn harness(backend: Backend) -> Harness {
         .await
         .unwrap();
     let (attesters, ledger) = support::ledger(&ctx);
-    let handler = RetentionEvents::new(
-        ctx.clone(),
-        Activity::new(ctx.db.clone()),
-        ledger.clone(),
-        support::holds(&ctx, &ledger),
-        attesters,
-        support::tenants(&ctx),
-    );
+    let handler = support::events(&ctx, attesters, &ledger, support::holds(&ctx, &ledger));
     Harness {
         handler,
         ledger,

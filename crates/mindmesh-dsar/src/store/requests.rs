@@ -174,6 +174,19 @@ pub async fn find<C: ConnectionTrait>(
         .transpose()
 }
 
+/// The requests of `tenant` about the subject with keyed hash `subject_hash`.
+pub async fn about_subject<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    subject_hash: &str,
+) -> Result<Vec<RequestRow>> {
+    let mut query = select();
+    query
+        .and_where(Expr::col(R::TenantId).eq(tenant.to_string()))
+        .and_where(Expr::col(R::SubjectHash).eq(subject_hash));
+    conn.query_all(&query).await?.iter().map(row_of).collect()
+}
+
 /// The requests of `tenant` (every tenant's for `None`), only those filed by
 /// `submitted_by` when given.
 pub async fn all<C: ConnectionTrait>(

@@ -53,3 +53,20 @@ pub fn holds(ctx: &ServiceContext, ledger: &Ledger) -> mindmesh_retention::holds
     )
     .unwrap()
 }
+
+/// The event handler over `ctx`, as the service builds it.
+pub fn events(
+    ctx: &ServiceContext,
+    attesters: Attesters,
+    ledger: &Ledger,
+    holds: mindmesh_retention::holds::LegalHolds,
+) -> mindmesh_retention::events::RetentionEvents {
+    mindmesh_retention::events::RetentionEvents::new(
+        ctx.clone(),
+        mindmesh_retention::activity::Activity::new(ctx.db.clone()),
+        ledger.clone(),
+        holds,
+        attesters,
+        tenants(ctx),
+    )
+}

@@ -1,6 +1,6 @@
 //! The gRPC face of the dsar service: `SubmitRequest`, `VerifyRequest`, `GetRequest`
-//! (with each service's part), `ListRequests`, `ExtendDeadline`, `DownloadExport`. The
-//! `PrivacySettingsService` answers UNIMPLEMENTED until it is built (issue 14).
+//! (with each service's part, and an erasure's cascade and receipt), `ListRequests`,
+//! `ExtendDeadline`, `DownloadExport`.
 
 use mindmesh_kit::Error;
 use mindmesh_kit::auth::{Caller, Role};
@@ -78,6 +78,10 @@ fn request_pb(r: &requests::Request, now: chrono::DateTime<chrono::Utc>) -> pb::
         attempts_left: r.attempts_left,
         code_expires_at: r.code_expires_at.map(timestamp),
         parts: Vec::new(),
+        lift: r.lift,
+        purpose: r.purpose.clone(),
+        cascade_id: String::new(),
+        receipt: None,
     }
 }
 
@@ -126,11 +130,22 @@ impl pb::dsar_service_server::DsarService for DsarApi {
         let req = request.into_inner();
         // An operator acting as the DPO names the tenant; anyone else files in their own.
         let tenant = caller.own_or_named_tenant(&req.tenant_id)?;
+        let kind = kind(req.kind)?;
+        if req.lift && kind != Kind::Restriction {
+            return Err(Error::invalid("lift", "applies to a restriction request only").into());
+        }
+        if !req.purpose.is_empty() && kind != Kind::WithdrawConsent {
+            return Err(
+                Error::invalid("purpose", "applies to a withdrawal of consent only").into(),
+            );
+        }
         let new = NewRequest {
-            kind: kind(req.kind)?,
+            kind,
             subject_email: req.subject_email,
             requester_email: req.requester_email,
             rectification: rectification(req.rectification),
+            lift: req.lift,
+            purpose: req.purpose,
         };
         let subject = requests::email("subject_email", &new.subject_email)?;
         self.tenants.require_live(tenant).await?;
@@ -191,6 +206,18 @@ impl pb::dsar_service_server::DsarService for DsarApi {
             .iter()
             .map(part_pb)
             .collect();
+        if let Some((cascade, receipt)) = self.executor.erasure(&found.id).await? {
+            answer.cascade_id = cascade;
+            answer.receipt = match receipt {
+                Some(bytes) => Some(
+                    <mindmesh_proto::mindmesh::retention::v1::Receipt as prost::Message>::decode(
+                        bytes.as_slice(),
+                    )
+                    .map_err(|_| Error::Internal("a stored receipt does not decode".into()))?,
+                ),
+                None => None,
+            };
+        }
         Ok(Response::new(pb::GetRequestResponse {
             request: Some(answer),
         }))

@@ -3,18 +3,19 @@
 //! Reading order: [`api`] (the gRPC face) → [`requests`] (filing a request, verifying
 //! the requester's identity with a mailed code, deadlines) → [`execution`] (carrying a
 //! verified request out across the services, through [`peers`]) → [`archive`] (the
-//! export) → [`mail`] (how mails leave) → [`subject`] (its own data-subject part) →
-//! [`events`] (its part in deletion cascades) → [`store`] (schema and every query).
+//! export) → [`consents`] → [`mail`] (how mails leave) → [`subject`] (its own
+//! data-subject part) → [`events`] (its part in deletion cascades) → [`store`] (schema
+//! and every query).
 //!
-//! Built so far: requests with identity checks and deadlines, and access and
-//! portability carried out to a downloadable archive. Rectification, erasure,
-//! restriction and withdrawal of consent stay verified, and the
-//! `PrivacySettingsService` answers UNIMPLEMENTED, until they are built (issue 14).
+//! Built so far: requests of all six kinds, with identity checks and deadlines,
+//! carried out across the five services. The `PrivacySettingsService` answers
+//! UNIMPLEMENTED until it is built (issue 14).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod archive;
+pub mod consents;
 pub mod events;
 pub mod execution;
 pub mod mail;
@@ -86,12 +87,12 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         chrono::Duration::seconds(i64::try_from(ctx.config.dsar.code_ttl_secs).unwrap_or(86_400)),
         ctx.config.dsar.max_code_attempts,
     )?;
+    let consents = consents::Consents::new(ctx);
     let executor = execution::Executor::new(
-        ctx.db.clone(),
+        ctx,
         requests.clone(),
-        Arc::new(peers::PeerExporter::new(ctx.clone())),
-        ctx.audit.clone(),
-        &ctx.keys.master,
+        consents.clone(),
+        Arc::new(peers::PeerServices::new(ctx.clone())?),
         chrono::Duration::seconds(
             i64::try_from(ctx.config.dsar.export_ttl_secs).unwrap_or(7 * 86_400),
         ),

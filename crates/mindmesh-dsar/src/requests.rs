@@ -5,9 +5,8 @@
 //! legal deadline: one calendar month after receipt (GDPR Art. 12(3)), extendable by up
 //! to two further months, with a reason, before the first month is over.
 //!
-//! Lifecycle: received → awaiting verification → in progress → completed (access and
-//! portability, [`crate::execution`]) or verified (the other kinds, until they are
-//! built: never reported done before they are), or rejected, with the reason recorded.
+//! Lifecycle: received → awaiting verification → in progress ([`crate::execution`]
+//! carries every kind out) → completed, or rejected, with the reason recorded.
 
 use std::sync::Arc;
 
@@ -141,6 +140,10 @@ pub struct Request {
     pub subject_email: String,
     /// The corrections asked for (rectification), as JSON.
     pub rectification: Option<serde_json::Value>,
+    /// A restriction that lifts an earlier one.
+    pub lift: bool,
+    /// The purpose whose consent is withdrawn; empty means every purpose.
+    pub purpose: String,
     /// Who filed it.
     pub submitted_by: String,
     /// When.
@@ -179,6 +182,10 @@ pub struct NewRequest {
     pub requester_email: String,
     /// For rectification: the corrections, as JSON.
     pub rectification: Option<serde_json::Value>,
+    /// For restriction: lift an earlier one instead.
+    pub lift: bool,
+    /// For withdrawal of consent: the purpose; empty means every purpose.
+    pub purpose: String,
 }
 
 /// Whose requests a caller sees.
@@ -295,20 +302,38 @@ impl Requests {
         let email = self
             .seal_key
             .open(&aad(&row.id, "subject_email_ct"), &row.subject_email_ct)?;
-        let rectification = match &row.payload_ct {
+        let kind = Kind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?;
+        let payload: Option<serde_json::Value> = match &row.payload_ct {
             Some(ct) => Some(
                 serde_json::from_slice(&self.seal_key.open(&aad(&row.id, "payload_ct"), ct)?)
                     .map_err(|_| corrupt("payload"))?,
             ),
             None => None,
         };
+        let lift = kind == Kind::Restriction
+            && payload
+                .as_ref()
+                .and_then(|p| p.get("lift"))
+                .and_then(|l| l.as_bool())
+                .unwrap_or(false);
+        let purpose = match (kind, &payload) {
+            (Kind::WithdrawConsent, Some(p)) => p
+                .get("purpose")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        };
+        let rectification = payload.filter(|_| kind == Kind::Rectification);
         let outstanding = !row.code_hash.is_empty();
         Ok(Request {
             tenant: row.tenant_id.parse().map_err(|_| corrupt("tenant"))?,
-            kind: Kind::parse(&row.kind).ok_or_else(|| corrupt("kind"))?,
+            kind,
             status: Status::parse(&row.status).ok_or_else(|| corrupt("status"))?,
             subject_email: String::from_utf8(email).map_err(|_| corrupt("subject"))?,
             rectification,
+            lift,
+            purpose,
             submitted_by: row.submitted_by,
             submitted_at: row.submitted_at,
             first_due_at: row.first_due_at,
@@ -365,6 +390,19 @@ impl Requests {
                 "a rectification names at least one field to correct",
             ));
         }
+        let purpose = match new.kind {
+            Kind::WithdrawConsent if !new.purpose.trim().is_empty() => {
+                crate::consents::purpose(&new.purpose)?
+            }
+            _ => String::new(),
+        };
+        // What the request asks beyond its kind, sealed with it.
+        let payload = match new.kind {
+            Kind::Rectification => new.rectification.clone(),
+            Kind::Restriction => Some(serde_json::json!({ "lift": new.lift })),
+            Kind::WithdrawConsent => Some(serde_json::json!({ "purpose": purpose })),
+            _ => None,
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let now = mindmesh_kit::db::micros(now);
         let first_due = now
@@ -386,12 +424,12 @@ impl Requests {
                 .seal_key
                 .seal(&aad(&id, "subject_email_ct"), subject.as_bytes())?,
             subject_hash: self.subject_hash(tenant, &subject),
-            payload_ct: match &new.rectification {
-                Some(v) if new.kind == Kind::Rectification => Some(self.seal_key.seal(
+            payload_ct: match payload {
+                Some(v) => Some(self.seal_key.seal(
                     &aad(&id, "payload_ct"),
-                    &serde_json::to_vec(v).map_err(|e| Error::Internal(e.to_string()))?,
+                    &serde_json::to_vec(&v).map_err(|e| Error::Internal(e.to_string()))?,
                 )?),
-                _ => None,
+                None => None,
             },
             submitted_by: caller.subject.clone(),
             submitted_role: role.to_owned(),
@@ -474,19 +512,8 @@ impl Requests {
             row.completed_at = Some(now);
             ("dsar.reject", Ok(()))
         } else if self.code_matches(&row.id, code, &row.code_hash) {
-            // Access and portability are carried out at once (crate::execution); the
-            // other kinds wait, verified, until they are built.
-            let carried = matches!(
-                Kind::parse(&row.kind),
-                Some(Kind::Access | Kind::Portability)
-            );
-            row.status = if carried {
-                Status::InProgress
-            } else {
-                Status::Verified
-            }
-            .as_str()
-            .to_owned();
+            // Carried out from here on (crate::execution).
+            row.status = Status::InProgress.as_str().to_owned();
             row.code_hash.clear();
             row.verified_at = Some(now);
             ("dsar.verify", Ok(()))

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{Duration, Utc};
 use mindmesh_dsar::Migrator;
-use mindmesh_dsar::execution::{Executor, ExportedRecord, Exporter};
+use mindmesh_dsar::consents::Consents;
+use mindmesh_dsar::execution::{Executor, ExportedRecord, Peers};
 use mindmesh_dsar::requests::{Kind, NewRequest, Requests, Scope, Status};
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::both_backends;
@@ -29,7 +30,7 @@ struct Services {
 }
 
 #[async_trait::async_trait]
-impl Exporter for Services {
+impl Peers for Services {
     async fn export(
         &self,
         service: Service,
@@ -72,11 +73,10 @@ async fn p12_an_access_request_waits_for_a_failed_service_and_never_completes_ea
         storage_calls: AtomicU32::new(0),
     });
     let executor = Executor::new(
-        ctx.db.clone(),
+        &ctx,
         requests.clone(),
+        Consents::new(&ctx),
         services.clone(),
-        ctx.audit.clone(),
-        &ctx.keys.master,
         Duration::days(7),
     )
     .unwrap();
@@ -97,6 +97,8 @@ async fn p12_an_access_request_waits_for_a_failed_service_and_never_completes_ea
                 subject_email: "ada@acme.example".into(),
                 requester_email: "ada@acme.example".into(),
                 rectification: None,
+                lift: false,
+                purpose: String::new(),
             },
             now,
         )

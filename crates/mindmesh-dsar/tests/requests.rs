@@ -64,6 +64,8 @@ impl Harness {
             subject_email: subject.into(),
             requester_email: requester.into(),
             rectification: None,
+            lift: false,
+            purpose: String::new(),
         }
     }
 
@@ -161,7 +163,7 @@ async fn p12_the_mailed_code_verifies_once(backend: Backend) {
     );
 
     let verified = h.verify(&r.id, &code, now).await.unwrap();
-    assert_eq!(verified.status, Status::Verified);
+    assert_eq!(verified.status, Status::InProgress);
     assert!(verified.code_expires_at.is_none());
     // A code is used once.
     let again = h.verify(&r.id, &code, now).await.unwrap_err();

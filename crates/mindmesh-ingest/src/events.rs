@@ -5,8 +5,11 @@
 //! - `account.deletion_requested` for a whole tenant: every integration of the tenant
 //!   stops syncing, its keys are destroyed (the sealed credentials open nowhere), and
 //!   its integrations, credentials, items and skip records are deleted;
-//! - for one person, and `subject.erasure_requested`: ingest keeps nothing keyed to a
-//!   person (credentials belong to the tenant's integrations), so it only attests;
+//! - for one person: ingest keeps nothing keyed to an account (credentials belong to the
+//!   tenant's integrations), so it only attests;
+//! - `subject.erasure_requested`: the connector settings holding the person's email
+//!   (e.g. a Drive `admin_email`) are removed, and the outside people with that email
+//!   whom grants named are forgotten;
 //! - `integration.disconnected` from another service (retention asking again after a
 //!   restore): the integration is erased again, as its disconnect did.
 //!
@@ -110,10 +113,19 @@ impl EventHandler for IngestEvents {
                 .erase_again(tenant, id, cascade, &envelope.id)
                 .await;
         }
-        let (cascade, whole_tenant) = match &envelope.payload {
-            Some(Payload::AccountDeletionRequested(d)) => (&d.cascade_id, d.user_id.is_empty()),
-            Some(Payload::SubjectErasureRequested(e)) => (&e.cascade_id, false),
+        let (cascade, whole_tenant, user) = match &envelope.payload {
+            Some(Payload::AccountDeletionRequested(d)) => {
+                (&d.cascade_id, d.user_id.is_empty(), d.user_id.as_str())
+            }
+            Some(Payload::SubjectErasureRequested(e)) => (&e.cascade_id, false, e.user_id.as_str()),
             _ => return Ok(()),
+        };
+        let user: Option<mindmesh_kit::ids::UserId> = match user {
+            "" => None,
+            id => Some(
+                id.parse()
+                    .map_err(|_| Error::MalformedEvent("user_id is not a UUID".into()))?,
+            ),
         };
         let cascade = CascadeId::parse_event_field("cascade_id", cascade)?;
         let tenant = events::tenant(envelope)?
@@ -123,6 +135,13 @@ impl EventHandler for IngestEvents {
         }
         let mut counts = HashMap::new();
         let mut destroyed = Vec::new();
+        let forgetting = match &envelope.payload {
+            Some(Payload::SubjectErasureRequested(e)) => {
+                let email = self.ctx.event_seal.open_email(tenant, &e.sealed_email)?;
+                Some(self.store.forget_person(tenant, &email).await?)
+            }
+            _ => None,
+        };
         if whole_tenant {
             // Nothing is connected for the tenant again, and no sync of it may write
             // again: leases refused, running ones stopped.
@@ -140,6 +159,13 @@ impl EventHandler for IngestEvents {
         }
         if whole_tenant {
             counts = Store::erase_tenant(&txn, tenant).await?;
+        }
+        if let Some(forgetting) = &forgetting {
+            counts = forgetting.apply(&txn).await?;
+        }
+        // Who was active when goes with the person, or the tenant.
+        if whole_tenant || user.is_some() {
+            mindmesh_kit::activity::forget(&txn, tenant, user).await?;
         }
         self.ctx
             .attest(&txn, Some(tenant), cascade, counts.clone(), &destroyed)

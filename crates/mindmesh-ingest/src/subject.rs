@@ -2,15 +2,15 @@
 //! person, only what an admin typed into a connector's settings — e.g. the Drive
 //! connector's `admin_email`, the account a domain-wide crawl reads the directory as.
 //! Export names every integration of the tenant whose settings hold the person's email,
-//! and which settings. (Erasing one would stop that integration; its erasure comes with
-//! the rest of issue 14.)
+//! and which settings; the erasure removes them (see [`crate::events`]). Ingest sends
+//! nothing to processors, so a restriction changes nothing here.
 
 use mindmesh_kit::Result;
 use mindmesh_kit::audit::AuditRecord;
 use mindmesh_kit::auth::Caller;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::TenantId;
-use mindmesh_kit::subject_api::{SubjectProvider, SubjectRecord};
+use mindmesh_kit::subject_api::{self, SubjectProvider, SubjectRecord};
 use serde_json::json;
 
 use crate::store::Store;
@@ -78,5 +78,24 @@ impl SubjectProvider for IngestSubject {
             )
             .await?;
         Ok(records)
+    }
+
+    async fn restrict(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        _email: &str,
+        request_id: &str,
+        restricted: bool,
+    ) -> Result<u64> {
+        subject_api::nothing_to_change(
+            &self.ctx.audit,
+            caller,
+            subject_api::restrict_action(restricted),
+            tenant,
+            request_id,
+            "ingest sends nothing to processors or analytics",
+        )
+        .await
     }
 }

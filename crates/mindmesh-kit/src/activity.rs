@@ -152,6 +152,24 @@ impl ActivityReporter {
     }
 }
 
+/// Deletes the activity claims of `user` in `tenant` (of every user of it when `None`),
+/// in `conn`'s transaction: who was active on which day goes with an erased person or
+/// tenant.
+pub async fn forget<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    user: Option<UserId>,
+) -> Result<u64> {
+    let mut delete = Query::delete();
+    delete
+        .from_table("activity_reports")
+        .and_where(Expr::col("tenant_id").eq(tenant.to_string()));
+    if let Some(user) = user {
+        delete.and_where(Expr::col("user_id").eq(user.to_string()));
+    }
+    Ok(conn.execute(&delete).await?.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,16 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// `service` itself acting in `tenant` (work a service does on its own, such as
+    /// carrying out a verified request), as its audit records name it.
+    pub fn service(service: crate::Service, tenant: TenantId) -> Caller {
+        Caller {
+            subject: service.as_str().to_owned(),
+            tenant: Some(tenant),
+            roles: vec![Role::Service],
+        }
+    }
+
     /// True when the caller holds `role`.
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)

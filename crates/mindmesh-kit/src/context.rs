@@ -99,6 +99,9 @@ pub struct ServiceContext {
     pub shutdown: CancellationToken,
     /// The services this process runs, which this one calls without a socket.
     pub in_process: InProcess,
+    /// Seals the personal fields of the events this service publishes, and opens those
+    /// it consumes.
+    pub event_seal: crate::events::EventSeal,
 }
 
 impl ServiceContext {
@@ -163,6 +166,7 @@ impl ServiceContext {
             tasks: shared.tasks.clone(),
             shutdown: shared.shutdown.clone(),
             in_process: shared.in_process.clone(),
+            event_seal: crate::events::EventSeal::new(&shared.keys)?,
         })
     }
 

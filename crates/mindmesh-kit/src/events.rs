@@ -29,6 +29,8 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::LegalHoldReleased(_) => "legal_hold.released",
         Payload::RetentionPolicySet(_) => "retention.policy_set",
         Payload::LegalHoldApplied(_) => "legal_hold.applied",
+        Payload::ConsentGiven(_) => "consent.given",
+        Payload::ProcessorSettingsSet(_) => "processor.settings_set",
     }
 }
 
@@ -244,5 +246,70 @@ mod completion_tests {
         assert!(!verify_completion(&signer.public_key(), &tampered));
         let other = crate::crypto::SigningKey::generate().unwrap();
         assert!(!verify_completion(&other.public_key(), &signed));
+    }
+}
+
+/// Seals the personal data an event must carry — the email by which a cascade or a
+/// restriction finds a person — so that no event log (JetStream's, or the embedded one,
+/// which keep events long after they were handled) holds it in the clear: AES-256-GCM
+/// under a key derived from the master key every service shares, bound to the tenant.
+/// During a master-key rotation an event sealed under the previous key still opens.
+#[derive(Clone)]
+pub struct EventSeal {
+    current: crate::crypto::SecretKey,
+    previous: Option<crate::crypto::SecretKey>,
+}
+
+impl std::fmt::Debug for EventSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventSeal(<redacted>)")
+    }
+}
+
+const EVENT_SEAL_PURPOSE: &str = "mindmesh/events/personal-fields/v1";
+
+impl EventSeal {
+    /// The seal of `keys`.
+    pub fn new(keys: &crate::keyfiles::KeyMaterial) -> Result<Self> {
+        Ok(EventSeal {
+            current: keys.master.derive(EVENT_SEAL_PURPOSE)?,
+            previous: keys
+                .previous_master
+                .as_ref()
+                .map(|k| k.derive(EVENT_SEAL_PURPOSE))
+                .transpose()?,
+        })
+    }
+
+    fn aad(tenant: TenantId) -> Vec<u8> {
+        format!("mindmesh/events/email/{tenant}").into_bytes()
+    }
+
+    /// `email` of a person of `tenant`, sealed for an event.
+    pub fn seal_email(&self, tenant: TenantId, email: &str) -> Result<Vec<u8>> {
+        self.current.seal(&Self::aad(tenant), email.as_bytes())
+    }
+
+    /// The email sealed in an event about `tenant`; an empty field is an empty email
+    /// (an event about a whole tenant). One that does not open is a malformed event.
+    pub fn open_email(&self, tenant: TenantId, sealed: &[u8]) -> Result<String> {
+        if sealed.is_empty() {
+            return Ok(String::new());
+        }
+        let aad = Self::aad(tenant);
+        let plain = self
+            .current
+            .open(&aad, sealed)
+            .or_else(|e| match &self.previous {
+                Some(previous) => previous.open(&aad, sealed),
+                None => Err(e),
+            })
+            .map_err(|_| {
+                Error::MalformedEvent(
+                    "sealed_email does not open under this deployment's master key".into(),
+                )
+            })?;
+        String::from_utf8(plain)
+            .map_err(|_| Error::MalformedEvent("sealed_email is not UTF-8".into()))
     }
 }

@@ -29,6 +29,19 @@ use crate::records;
 use crate::staff::{StaffAccess, StaffView};
 use crate::store::{revision, tenant, user};
 
+/// Deletes the account `id` of `tenant` in `txn`, with what is kept only because it
+/// exists: the grants naming it and the days it was active. Returns the accounts
+/// deleted (0 or 1).
+async fn forget_account(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: TenantId,
+    id: UserId,
+) -> Result<u64> {
+    crate::store::grants::delete_naming_account(txn, tenant, &id.to_string()).await?;
+    mindmesh_kit::activity::forget(txn, tenant, Some(id)).await?;
+    user::delete(txn, tenant, id).await
+}
+
 /// Longest tenant name, in characters.
 pub const MAX_TENANT_NAME: usize = 200;
 /// Longest first or last name, in characters.
@@ -252,6 +265,7 @@ impl Accounts {
             return Ok(());
         }
         let accounts_removed = user::delete_tenant(&txn, id).await?;
+        mindmesh_kit::activity::forget(&txn, id, None).await?;
         let graph = self.policy.delete_tenant(&txn, id).await?;
         // Every replica refuses the tenant's writes from the commit on (P08).
         Tenants::record_erased(&txn, id, cascade).await?;
@@ -268,7 +282,7 @@ impl Accounts {
             )
             .await?;
         if let Erasure::Starts = how {
-            let request = events::account_deletion_requested(self.ctx.service, id, cascade, None);
+            let request = events::account_deletion_requested(&self.ctx, id, cascade, None)?;
             outbox::enqueue(&txn, &request).await?;
         }
         self.ctx
@@ -509,7 +523,7 @@ impl Accounts {
             .await?;
         let cascade = CascadeId::new();
         let txn = self.db().begin().await?;
-        user::delete(&txn, tenant, id).await?;
+        forget_account(&txn, tenant, id).await?;
         self.ctx
             .audit
             .append(
@@ -521,12 +535,7 @@ impl Accounts {
             .await?;
         outbox::enqueue(
             &txn,
-            &events::account_deletion_requested(
-                self.ctx.service,
-                tenant,
-                cascade,
-                Some((id, email)),
-            ),
+            &events::account_deletion_requested(&self.ctx, tenant, cascade, Some((id, email)))?,
         )
         .await?;
         self.ctx
@@ -567,7 +576,7 @@ impl Accounts {
         if !inbox::claim(&txn, crate::events::CONSUMER, event_id).await? {
             return Ok(());
         }
-        let removed = user::delete(&txn, tenant, id).await?;
+        let removed = forget_account(&txn, tenant, id).await?;
         if removed > 0 {
             self.ctx
                 .audit
@@ -599,6 +608,88 @@ impl Accounts {
         self.ctx.settle_erasure(&["users"], removed).await?;
         self.policy.accounts_changed(tenant, revision).await?;
         self.ctx.relay.wake();
+        Ok(())
+    }
+
+    /// Carries out a data subject's erasure (`subject.erasure_requested`, cascade
+    /// `cascade`, the event `event_id`): the principals with `email` from every
+    /// integration, the memberships naming them, and the person's account — `user`,
+    /// the account the request found, else the one with that email now — key shredded
+    /// first; committed with the inbox entry and the attestation.
+    pub async fn erase_subject(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        email: &str,
+        cascade: CascadeId,
+        event_id: &str,
+    ) -> Result<()> {
+        let user = match user {
+            Some(id) => Some(id),
+            None => self.find_by_email(tenant, email).await?.map(|u| u.id),
+        };
+        let destroyed = match user {
+            Some(id) => {
+                self.ctx
+                    .keystore
+                    .shred(tenant, &KeyScope::Person(id.to_string()))
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let txn = self.db().begin().await?;
+        if !inbox::claim(&txn, crate::events::CONSUMER, event_id).await? {
+            return Ok(());
+        }
+        let graph = self.policy.delete_subject(&txn, tenant, email).await?;
+        let accounts = match user {
+            Some(id) => forget_account(&txn, tenant, id).await?,
+            None => 0,
+        };
+        self.ctx
+            .audit
+            .append(
+                &txn,
+                &AuditRecord::by_service(
+                    Service::Permissions,
+                    "subject.erase",
+                    Some(tenant),
+                    cascade.to_string(),
+                )
+                .with_details(format!(
+                    "{accounts} accounts, {} principals, {} memberships; {} data keys shredded",
+                    graph.principals,
+                    graph.memberships,
+                    destroyed.len()
+                )),
+            )
+            .await?;
+        self.ctx
+            .attest(
+                &txn,
+                Some(tenant),
+                cascade,
+                HashMap::from([
+                    ("principals".to_owned(), graph.principals),
+                    ("memberships".to_owned(), graph.memberships),
+                    ("grants".to_owned(), graph.grants),
+                    ("accounts".to_owned(), accounts),
+                ]),
+                &destroyed,
+            )
+            .await?;
+        let revision = revision::bump(&txn, tenant).await?;
+        txn.commit().await?;
+        self.ctx
+            .settle_erasure(
+                &["users", "principals", "memberships", "grants"],
+                accounts + graph.principals + graph.memberships + graph.grants,
+            )
+            .await?;
+        self.policy.invalidate(tenant);
+        self.policy.accounts_changed(tenant, revision).await?;
+        self.ctx.relay.wake();
+        tracing::info!(tenant_id = %tenant, cascade_id = %cascade, accounts, principals = graph.principals, "data subject's permission data erased");
         Ok(())
     }
 

@@ -5,8 +5,8 @@
 //! - `integration.disconnected`: destroy the integration's data key (its principals'
 //!   sealed emails and names are unreadable from then on, in every copy), delete its
 //!   principals, memberships and grants, and attest with a signed `deletion.completed`.
-//! - `subject.erasure_requested`: delete the principals with the subject's email and the
-//!   memberships naming them; attest.
+//! - `subject.erasure_requested`: delete the person's account (key shredded first), the
+//!   principals with the subject's email and the memberships naming them; attest.
 //! - `account.deletion_requested` published by another service: for a whole tenant
 //!   (retention expiring an inactive one), the tenant's erasure as `DeleteTenant` does
 //!   it; for one person (retention asking again after a restore brought the account
@@ -90,23 +90,24 @@ pub fn account_created(from: Service, tenant: TenantId, user: UserId) -> Envelop
 /// its email, by which the other services find what they hold about the person), or
 /// the whole `tenant` when `user` is `None`.
 pub fn account_deletion_requested(
-    from: Service,
+    ctx: &ServiceContext,
     tenant: TenantId,
     cascade: CascadeId,
     user: Option<(UserId, String)>,
-) -> Envelope {
-    let (user_id, email) = user
-        .map(|(id, email)| (id.to_string(), email))
-        .unwrap_or_default();
-    events::envelope(
-        from,
+) -> Result<Envelope> {
+    let (user_id, sealed_email) = match user {
+        Some((id, email)) => (id.to_string(), ctx.event_seal.seal_email(tenant, &email)?),
+        None => (String::new(), Vec::new()),
+    };
+    Ok(events::envelope(
+        ctx.service,
         Some(tenant),
         Payload::AccountDeletionRequested(AccountDeletionRequested {
             cascade_id: cascade.to_string(),
             user_id,
-            email,
+            sealed_email,
         }),
-    )
+    ))
 }
 
 fn counts(removed: &Removed) -> HashMap<String, u64> {
@@ -196,28 +197,33 @@ impl EventHandler for PermissionEvents {
             }
             Some(Payload::SubjectErasureRequested(e)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &e.cascade_id)?;
-                // Kept by a hold on the tenant, or on the account with that email.
-                let hold = match self.accounts.find_by_email(tenant, &e.email).await? {
-                    Some(user) => {
-                        holds::keeping(&self.ctx.db, tenant, &HeldScope::User(user.id)).await?
-                    }
+                let email = self.ctx.event_seal.open_email(tenant, &e.sealed_email)?;
+                let user = match e.user_id.as_str() {
+                    "" => None,
+                    id => Some(
+                        id.parse::<UserId>()
+                            .map_err(|_| Error::MalformedEvent("user_id is not a UUID".into()))?,
+                    ),
+                };
+                // Kept by a hold on the tenant, or on the person's account.
+                let account = match user {
+                    Some(id) => Some(id),
+                    None => self
+                        .accounts
+                        .find_by_email(tenant, &email)
+                        .await?
+                        .map(|u| u.id),
+                };
+                let hold = match account {
+                    Some(id) => holds::keeping(&self.ctx.db, tenant, &HeldScope::User(id)).await?,
                     None => holds::tenant_hold(&self.ctx.db, tenant).await?,
                 };
                 if let Some(hold) = hold {
                     return self.retain(envelope, tenant, cascade, hold).await;
                 }
-                let txn = self.ctx.db.begin().await?;
-                if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
-                    return Ok(());
-                }
-                let removed = self.policy.delete_subject(&txn, tenant, &e.email).await?;
-                self.ctx
-                    .attest(&txn, Some(tenant), cascade, counts(&removed), &[])
+                self.accounts
+                    .erase_subject(tenant, account, &email, cascade, &envelope.id)
                     .await?;
-                txn.commit().await?;
-                settle(&self.ctx, &removed).await?;
-                self.policy.invalidate(tenant);
-                self.ctx.relay.wake();
             }
             Some(Payload::AccountDeletionRequested(d)) if d.user_id.is_empty() => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &d.cascade_id)?;

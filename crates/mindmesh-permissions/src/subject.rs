@@ -1,7 +1,7 @@
 //! What the permissions service does for data-subject rights (P12): export every record
 //! it holds about a person — their account, the source identities that share their email
 //! (decrypted), their group memberships, and staff grants they gave — and rectify their
-//! account. Restriction of processing is not built yet (UNIMPLEMENTED).
+//! account. It sends nothing to processors, so a restriction changes nothing here.
 
 use chrono::Utc;
 use mindmesh_kit::audit::AuditRecord;
@@ -9,7 +9,7 @@ use mindmesh_kit::auth::Caller;
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keys::KeyScope;
-use mindmesh_kit::subject_api::{Rectification, SubjectProvider, SubjectRecord};
+use mindmesh_kit::subject_api::{self, Rectification, SubjectProvider, SubjectRecord};
 use mindmesh_kit::{Error, Result};
 use serde_json::json;
 
@@ -200,5 +200,24 @@ impl SubjectProvider for PermissionsSubject {
             ))
             .await?;
         Ok(u64::from(after != before))
+    }
+
+    async fn restrict(
+        &self,
+        caller: &Caller,
+        tenant: TenantId,
+        _email: &str,
+        request_id: &str,
+        restricted: bool,
+    ) -> Result<u64> {
+        subject_api::nothing_to_change(
+            &self.ctx.audit,
+            caller,
+            subject_api::restrict_action(restricted),
+            tenant,
+            request_id,
+            "permissions sends nothing to processors or analytics",
+        )
+        .await
     }
 }

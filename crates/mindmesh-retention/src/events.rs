@@ -91,13 +91,13 @@ impl RetentionEvents {
                 &d.cascade_id,
                 CascadeKind::User,
                 user_id(&d.user_id)?.to_string(),
-                Some(d.email.clone()),
+                Some(self.ctx.event_seal.open_email(tenant, &d.sealed_email)?),
             ),
             Some(Payload::SubjectErasureRequested(e)) => (
                 &e.cascade_id,
                 CascadeKind::Subject,
                 e.request_id.clone(),
-                Some(e.email.clone()),
+                Some(self.ctx.event_seal.open_email(tenant, &e.sealed_email)?),
             ),
             _ => return Ok(()),
         };
@@ -233,10 +233,19 @@ impl RetentionEvents {
                     .await?;
                 tracing::info!(tenant_id = %tenant, cascade_id = %cascade, removed, "account activity forgotten");
             }
+            // The person's days of activity, when they have an account.
             Some(Payload::SubjectErasureRequested(e)) => {
                 let cascade = CascadeId::parse_event_field("cascade_id", &e.cascade_id)?;
+                let mut counts = HashMap::new();
+                if !e.user_id.is_empty() {
+                    let removed = self
+                        .activity
+                        .forget(&txn, tenant, Some(user_id(&e.user_id)?))
+                        .await?;
+                    counts.insert("activity".to_owned(), removed);
+                }
                 self.ctx
-                    .attest(&txn, Some(tenant), cascade, HashMap::new(), &[])
+                    .attest(&txn, Some(tenant), cascade, counts, &[])
                     .await?;
             }
             _ => {}
@@ -442,7 +451,7 @@ pub fn tenant_expired(tenant: TenantId, cascade: CascadeId) -> Envelope {
         Payload::AccountDeletionRequested(AccountDeletionRequested {
             cascade_id: cascade.to_string(),
             user_id: String::new(),
-            email: String::new(),
+            sealed_email: Vec::new(),
         }),
     )
 }

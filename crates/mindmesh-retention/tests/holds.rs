@@ -342,7 +342,7 @@ async fn retention_keeps_its_own_part_of_a_held_tenant(backend: Backend) {
         Payload::AccountDeletionRequested(AccountDeletionRequested {
             cascade_id: cascade.to_string(),
             user_id: String::new(),
-            email: String::new(),
+            sealed_email: Vec::new(),
         }),
     ))
     .await;

@@ -287,7 +287,11 @@ async fn p06_a_user_deletion_waits_for_all_five_services(backend: Backend) {
         Payload::AccountDeletionRequested(AccountDeletionRequested {
             cascade_id: cascade.to_string(),
             user_id: UserId::new().to_string(),
-            email: "Ada@Example.com".into(),
+            sealed_email: h
+                .ctx
+                .event_seal
+                .seal_email(h.tenant, "Ada@Example.com")
+                .unwrap(),
         }),
     );
     h.feed(&requested).await;

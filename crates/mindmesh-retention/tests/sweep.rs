@@ -112,7 +112,7 @@ impl Harness {
             .into_iter()
             .filter_map(|e| match e.payload {
                 Some(Payload::AccountDeletionRequested(d)) => {
-                    assert!(d.user_id.is_empty() && d.email.is_empty(), "{d:?}");
+                    assert!(d.user_id.is_empty() && d.sealed_email.is_empty(), "{d:?}");
                     Some(d.cascade_id)
                 }
                 _ => None,

@@ -148,13 +148,21 @@ impl EventHandler for StorageEvents {
                     Error::MalformedEvent("user_id is not a UUID".into())
                 })?))
             }
-            // The person's native documents, if they have an account; storage keeps
+            // The person's native documents, if they have an account (the one the
+            // request found: permissions may have erased it already); storage keeps
             // nothing else keyed to a person.
-            Some(Payload::SubjectErasureRequested(e)) => self
-                .gate
-                .user_by_email(tenant, &e.email)
-                .await?
-                .map(ErasureScope::Owner),
+            Some(Payload::SubjectErasureRequested(e)) if !e.user_id.is_empty() => {
+                Some(ErasureScope::Owner(e.user_id.parse().map_err(|_| {
+                    Error::MalformedEvent("user_id is not a UUID".into())
+                })?))
+            }
+            Some(Payload::SubjectErasureRequested(e)) => {
+                let email = self.ctx.event_seal.open_email(tenant, &e.sealed_email)?;
+                self.gate
+                    .user_by_email(tenant, &email)
+                    .await?
+                    .map(ErasureScope::Owner)
+            }
             _ => None,
         };
         // Before anything is erased: a late write of the scope is refused.
@@ -204,6 +212,15 @@ impl EventHandler for StorageEvents {
         }
         if matches!(scope, Some(ErasureScope::Tenant)) {
             crate::store::policies::forget(&txn, tenant).await?;
+        }
+        match &scope {
+            Some(ErasureScope::Tenant) => {
+                mindmesh_kit::activity::forget(&txn, tenant, None).await?;
+            }
+            Some(ErasureScope::Owner(user)) => {
+                mindmesh_kit::activity::forget(&txn, tenant, Some(*user)).await?;
+            }
+            _ => {}
         }
         self.ctx
             .attest(

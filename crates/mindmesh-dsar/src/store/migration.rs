@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         all.push(mindmesh_kit::migrations::write_guards());
         all.push(Box::new(Requests));
         all.push(Box::new(PartsAndExports));
+        all.push(Box::new(ErasuresAndConsents));
         all
     }
 }
@@ -193,6 +194,101 @@ impl MigrationTrait for PartsAndExports {
         for table in [
             DsarRequestParts::Table.into_iden(),
             DsarExports::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The cascade of each erasure request, and the consents people gave or withdrew.
+struct ErasuresAndConsents;
+
+impl MigrationName for ErasuresAndConsents {
+    fn name(&self) -> &str {
+        "m20261204_000100_dsar_erasures_and_consents"
+    }
+}
+
+/// `dsar_erasures`: the deletion cascade that carries an erasure request out, and its
+/// receipt once retention issued it.
+#[derive(DeriveIden)]
+pub(crate) enum DsarErasures {
+    Table,
+    RequestId,
+    CascadeId,
+    /// The signed receipt (`mindmesh.retention.v1.Receipt`, encoded); no personal data.
+    Receipt,
+    StartedAt,
+}
+
+/// `dsar_consents`: every consent given or withdrawn, newest last; the newest row of a
+/// (tenant, user, purpose) is the consent in force.
+#[derive(DeriveIden)]
+pub(crate) enum DsarConsents {
+    Table,
+    Id,
+    TenantId,
+    UserId,
+    Purpose,
+    Granted,
+    /// The data-subject request that withdrew it, if one did.
+    RequestId,
+    RecordedBy,
+    RecordedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ErasuresAndConsents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarErasures::Table)
+                    .if_not_exists()
+                    .col(string(DsarErasures::RequestId).primary_key())
+                    .col(string(DsarErasures::CascadeId))
+                    .col(blob_null(DsarErasures::Receipt))
+                    .col(timestamp_with_time_zone(DsarErasures::StartedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarConsents::Table)
+                    .if_not_exists()
+                    .col(string(DsarConsents::Id).primary_key())
+                    .col(string(DsarConsents::TenantId))
+                    .col(string(DsarConsents::UserId))
+                    .col(string(DsarConsents::Purpose))
+                    .col(boolean(DsarConsents::Granted))
+                    .col(string(DsarConsents::RequestId))
+                    .col(string(DsarConsents::RecordedBy))
+                    .col(timestamp_with_time_zone(DsarConsents::RecordedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("dsar_consents_by_user")
+                    .table(DsarConsents::Table)
+                    .col(DsarConsents::TenantId)
+                    .col(DsarConsents::UserId)
+                    .col(DsarConsents::Purpose)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            DsarErasures::Table.into_iden(),
+            DsarConsents::Table.into_iden(),
         ] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())

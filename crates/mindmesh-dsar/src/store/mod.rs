@@ -1,6 +1,9 @@
 //! The dsar database: its schema ([`migration`]) and every query the service makes
-//! ([`requests`], [`execution`]). No SQL lives outside this module.
+//! ([`requests`], [`execution`], [`erasures`], [`consents`]). No SQL lives outside this
+//! module.
 
+pub mod consents;
+pub mod erasures;
 pub mod execution;
 pub mod migration;
 pub mod requests;

@@ -213,6 +213,7 @@ pub async fn delete_tenant<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Re
         .from(R::Table)
         .and_where(Expr::col(R::TenantId).eq(tenant.to_string()))
         .to_owned();
+    let of_tenant_again = of_tenant.clone();
     conn.execute(
         &Query::delete()
             .from_table(DsarRequestParts::Table)
@@ -223,10 +224,20 @@ pub async fn delete_tenant<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Re
     conn.execute(
         &Query::delete()
             .from_table(DsarExports::Table)
-            .and_where(Expr::col(DsarExports::RequestId).in_subquery(of_tenant))
+            .and_where(Expr::col(DsarExports::RequestId).in_subquery(of_tenant.clone()))
             .to_owned(),
     )
     .await?;
+    conn.execute(
+        &Query::delete()
+            .from_table(super::migration::DsarErasures::Table)
+            .and_where(
+                Expr::col(super::migration::DsarErasures::RequestId).in_subquery(of_tenant_again),
+            )
+            .to_owned(),
+    )
+    .await?;
+    super::consents::delete_tenant(conn, tenant).await?;
     Ok(conn
         .execute(
             &Query::delete()

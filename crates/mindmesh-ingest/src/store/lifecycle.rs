@@ -171,3 +171,103 @@ fn disconnected(tenant: TenantId, id: IntegrationId) -> sea_orm::sea_query::Upda
         .and_where(Expr::col("tenant_id").eq(tenant.to_string()))
         .to_owned()
 }
+
+/// What a data subject's erasure changes in ingest, found before its transaction (see
+/// [`Store::forget_person`]).
+#[derive(Default)]
+pub struct Forgetting {
+    /// (integration, its settings sealed without the person's email, why it fails now).
+    settings: Vec<(IntegrationId, Vec<u8>, String, u64)>,
+    /// (integration, outside person's index).
+    outsiders: Vec<(IntegrationId, String)>,
+}
+
+impl Forgetting {
+    /// Applies it in `txn`; returns the counts by kind.
+    pub async fn apply<C: ConnectionTrait>(&self, txn: &C) -> Result<HashMap<String, u64>> {
+        let (mut settings, mut outsiders) = (0u64, 0u64);
+        for (id, sealed, error, held) in &self.settings {
+            txn.execute(
+                &Query::update()
+                    .table("integrations")
+                    .value("settings_ct", sealed.clone())
+                    .value("status", Status::Failing.as_str())
+                    .value("last_error", error.clone())
+                    .and_where(Expr::col("id").eq(id.to_string()))
+                    .to_owned(),
+            )
+            .await?;
+            settings += held;
+        }
+        for (id, index) in &self.outsiders {
+            outsiders += txn
+                .execute(
+                    &Query::delete()
+                        .from_table("outside_users")
+                        .and_where(Expr::col("integration_id").eq(id.to_string()))
+                        .and_where(Expr::col("user_index").eq(index.clone()))
+                        .to_owned(),
+                )
+                .await?
+                .rows_affected();
+        }
+        Ok(HashMap::from([
+            ("integration_settings".to_owned(), settings),
+            ("outside_users".to_owned(), outsiders),
+        ]))
+    }
+}
+
+impl Store {
+    /// What a data subject's erasure changes: every setting of `tenant`'s integrations
+    /// whose value is `email` goes (the integration then fails its syncs, saying which
+    /// setting to set again), and every outside person with that email whom grants
+    /// named is forgotten. Read before the erasure's transaction, applied in it.
+    pub async fn forget_person(&self, tenant: TenantId, email: &str) -> Result<Forgetting> {
+        let wanted = email.trim().to_lowercase();
+        let mut plan = Forgetting::default();
+        let mut after = None;
+        loop {
+            let page = self.list(tenant, after, 500).await?;
+            for integration in page.iter().filter(|i| i.status != Status::Disconnected) {
+                let Ok(keys) = self.record_keys(tenant, integration.id).await else {
+                    continue;
+                };
+                let held: Vec<String> = integration
+                    .settings
+                    .iter()
+                    .filter(|(_, value)| value.trim().to_lowercase() == wanted)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                if !held.is_empty() {
+                    let mut kept = integration.settings.clone();
+                    kept.retain(|name, _| !held.contains(name));
+                    let sealed = keys.seal.seal(
+                        &field(tenant, integration.id, "settings"),
+                        settings_json(&kept)?.as_bytes(),
+                    )?;
+                    let error = format!(
+                        "{} held the email of a person whose data was erased on request; set \
+                         it again to sync",
+                        held.join(", ")
+                    );
+                    plan.settings
+                        .push((integration.id, sealed, error, held.len() as u64));
+                }
+                for outsider in self.outsiders(tenant, integration.id).await? {
+                    if outsider.email.trim().to_lowercase() == wanted {
+                        let index = keys
+                            .index
+                            .blind_index(&[b"outside user", outsider.external_id.as_bytes()]);
+                        plan.outsiders.push((integration.id, index));
+                    }
+                }
+            }
+            if page.len() < 500 {
+                break;
+            }
+            after = page.last().map(|i| (i.connected_at, i.id));
+        }
+        Ok(plan)
+    }
+}

@@ -85,6 +85,23 @@ pub async fn delete_of_documents<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Deletes the grants naming the account `user` itself (its native documents' grants);
+/// returns how many.
+pub async fn delete_naming_account<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    user: &str,
+) -> Result<u64> {
+    scope::delete(
+        conn,
+        "grants",
+        scope::integration(tenant, IntegrationId::NATIVE)
+            .add(Expr::col("grantee_kind").eq("user"))
+            .add(Expr::col("grantee").eq(user)),
+    )
+    .await
+}
+
 /// Inserts `rows` as grants of `tenant`.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,

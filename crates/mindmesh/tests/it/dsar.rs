@@ -10,10 +10,10 @@ use tonic::Code;
 
 use crate::common::{Backend, TestServer, authed};
 
-type Dsar = pb::dsar_service_client::DsarServiceClient<tonic::transport::Channel>;
+pub(crate) type Dsar = pb::dsar_service_client::DsarServiceClient<tonic::transport::Channel>;
 
 /// The code in the newest mail to `to` in the server's mailbox.
-fn mailed_code(server: &TestServer, to: &str) -> String {
+pub(crate) fn mailed_code(server: &TestServer, to: &str) -> String {
     let mut mails: Vec<(std::time::SystemTime, String)> =
         std::fs::read_dir(server.config.mailbox_dir())
             .expect("a mailbox")
@@ -41,7 +41,7 @@ fn mailed_code(server: &TestServer, to: &str) -> String {
 }
 
 /// Request `id` once completed (within 60 s), as `token` reads it.
-async fn completed(dsar: &mut Dsar, token: &str, id: &str) -> pb::DataSubjectRequest {
+pub(crate) async fn completed(dsar: &mut Dsar, token: &str, id: &str) -> pb::DataSubjectRequest {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let request = dsar
@@ -99,6 +99,40 @@ fn unzip(archive: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
         out.insert(file.name().unwrap().to_string(), bytes);
     }
     out
+}
+
+/// Files `request` as `token` and confirms it with the code mailed to its subject;
+/// returns the request's id.
+pub(crate) async fn file_verified(
+    server: &TestServer,
+    dsar: &mut Dsar,
+    token: &str,
+    request: pb::SubmitRequestRequest,
+) -> String {
+    let subject = request.subject_email.clone();
+    let filed = dsar
+        .submit_request(authed(request, token))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(
+        filed.status,
+        pb::RequestStatus::AwaitingVerification as i32,
+        "{filed:?}"
+    );
+    let code = mailed_code(server, &subject);
+    dsar.verify_request(authed(
+        pb::VerifyRequestRequest {
+            request_id: filed.id.clone(),
+            code,
+        },
+        token,
+    ))
+    .await
+    .unwrap();
+    filed.id
 }
 
 fn access(subject: &str, requester: &str) -> pb::SubmitRequestRequest {

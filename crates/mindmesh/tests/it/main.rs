@@ -10,6 +10,7 @@ mod common;
 mod accounts;
 mod backups;
 mod dsar;
+mod dsar_rights;
 mod holds;
 mod ingest_drive;
 mod ingest_github;

@@ -826,7 +826,11 @@ async fn subject_erasure_removes_the_persons_source_identities() {
         Payload::SubjectErasureRequested(SubjectErasureRequested {
             cascade_id: cascade.clone(),
             request_id: "dsr-1".into(),
-            email: "BOB@acme.example".into(),
+            sealed_email: server
+                .event_seal()
+                .seal_email(s.tenant, "BOB@acme.example")
+                .unwrap(),
+            user_id: String::new(),
         }),
     );
     bus.publish(&mindmesh_kit::events::to_bus_message(&erasure).unwrap())

@@ -300,14 +300,15 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
     }
     assert!(service_reads(&mut storage, &service, &bob_doc).await);
 
-    // Bob asks for erasure (by email, any case): his native document goes.
+    // Bob asks for erasure (by email, any case; dsar names the account it found, which
+    // permissions erases meanwhile): his native document goes.
     let (c_bob, c_nobody) = (
         mindmesh_kit::ids::CascadeId::new().to_string(),
         mindmesh_kit::ids::CascadeId::new().to_string(),
     );
-    for (cascade, email) in [
-        (c_bob.as_str(), "BOB@acme.example"),
-        (c_nobody.as_str(), "nobody@acme.example"),
+    for (cascade, email, user_id) in [
+        (c_bob.as_str(), "BOB@acme.example", members[1].0.clone()),
+        (c_nobody.as_str(), "nobody@acme.example", String::new()),
     ] {
         let event = mindmesh_kit::events::envelope(
             Service::Dsar,
@@ -315,7 +316,8 @@ async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backen
             Payload::SubjectErasureRequested(SubjectErasureRequested {
                 cascade_id: cascade.into(),
                 request_id: format!("r-{cascade}"),
-                email: email.into(),
+                sealed_email: server.event_seal().seal_email(tenant, email).unwrap(),
+                user_id,
             }),
         );
         bus.publish(&mindmesh_kit::events::to_bus_message(&event).unwrap())

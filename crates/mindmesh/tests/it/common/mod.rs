@@ -252,6 +252,16 @@ impl TestServer {
     }
 
     /// The public key the server signs attestations with.
+    /// Seals the personal fields of events as this server's services do.
+    pub fn event_seal(&self) -> mindmesh_kit::events::EventSeal {
+        let mode = match self.backend {
+            Backend::Embedded => Mode::Embedded,
+            Backend::Distributed => Mode::Distributed,
+        };
+        mindmesh_kit::events::EventSeal::new(&KeyMaterial::load(&self.config, mode).unwrap())
+            .unwrap()
+    }
+
     pub fn signing_public_key(&self) -> [u8; 32] {
         let mode = match self.backend {
             Backend::Embedded => Mode::Embedded,

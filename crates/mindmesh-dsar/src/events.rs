@@ -23,8 +23,8 @@ use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{
-    ConsentGiven, ConsentWithdrawn, Envelope, SubjectErasureRequested, SubjectRestricted,
-    SubjectUnrestricted,
+    ConsentGiven, ConsentWithdrawn, Envelope, ProcessorSettingsSet, SubjectErasureRequested,
+    SubjectRestricted, SubjectUnrestricted,
 };
 use sea_orm::TransactionTrait;
 
@@ -93,6 +93,18 @@ pub fn erasure_requested(
     ))
 }
 
+/// `processor.settings_set`: `tenant`'s processor switches are now `switches`.
+pub fn processors_set(tenant: TenantId, switches: mindmesh_kit::processing::Switches) -> Envelope {
+    mindmesh_kit::events::envelope(
+        Service::Dsar,
+        Some(tenant),
+        Payload::ProcessorSettingsSet(ProcessorSettingsSet {
+            analytics_enabled: switches.analytics,
+            llm_enabled: switches.llm,
+        }),
+    )
+}
+
 /// The dsar service's consumer name (its durable consumer on the bus).
 pub const CONSUMER: &str = "dsar";
 
@@ -131,6 +143,8 @@ impl EventHandler for DsarEvents {
             self.tenants.mark_erased(&txn, tenant, cascade).await?;
             let removed = crate::store::requests::delete_tenant(&txn, tenant).await?;
             counts.insert("requests".to_owned(), removed);
+            let removed = crate::store::settings::delete(&txn, tenant, None).await?;
+            counts.insert("settings".to_owned(), removed);
         } else if !user.is_empty() {
             let user: mindmesh_kit::ids::UserId = user
                 .parse()
@@ -138,13 +152,19 @@ impl EventHandler for DsarEvents {
             let removed =
                 crate::store::consents::delete_user(&txn, tenant, &user.to_string()).await?;
             counts.insert("consents".to_owned(), removed);
+            let removed =
+                crate::store::settings::delete(&txn, tenant, Some(&user.to_string())).await?;
+            counts.insert("preferences".to_owned(), removed);
         }
         self.ctx
             .attest(&txn, Some(tenant), cascade, counts.clone(), &[])
             .await?;
         txn.commit().await?;
         self.ctx
-            .settle_erasure(&["dsar_requests", "dsar_consents"], counts.values().sum())
+            .settle_erasure(
+                &["dsar_requests", "dsar_consents", "dsar_preferences"],
+                counts.values().sum(),
+            )
             .await?;
         self.ctx.relay.wake();
         Ok(())

@@ -3,13 +3,15 @@
 //! Reading order: [`api`] (the gRPC face) → [`requests`] (filing a request, verifying
 //! the requester's identity with a mailed code, deadlines) → [`execution`] (carrying a
 //! verified request out across the services, through [`peers`]) → [`archive`] (the
-//! export) → [`consents`] → [`mail`] (how mails leave) → [`subject`] (its own
+//! export) → [`privacy_api`] (the settings' gRPC face) → [`settings`] (processor switches,
+//! mail preferences) → [`consents`] → [`mail`] (how mails leave) → [`subject`] (its own
 //! data-subject part) → [`events`] (its part in deletion cascades) → [`store`] (schema
 //! and every query).
 //!
 //! Built so far: requests of all six kinds, with identity checks and deadlines,
-//! carried out across the five services. The `PrivacySettingsService` answers
-//! UNIMPLEMENTED until it is built (issue 14).
+//! carried out across the five services; processor switches, mail preferences and
+//! consents. `Unsubscribe` and `DeclareBreach` answer UNIMPLEMENTED until they are built
+//! (issue 14).
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +22,9 @@ pub mod events;
 pub mod execution;
 pub mod mail;
 pub mod peers;
+pub mod privacy_api;
 pub mod requests;
+pub mod settings;
 pub mod store;
 pub mod subject;
 
@@ -33,7 +37,7 @@ use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_kit::{Result, Service};
 use mindmesh_proto::mindmesh::dsar::v1::{
     dsar_service_server::{self, DsarServiceServer},
-    privacy_settings_service_server::{self, PrivacySettingsService, PrivacySettingsServiceServer},
+    privacy_settings_service_server::{self, PrivacySettingsServiceServer},
 };
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
@@ -98,18 +102,27 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ),
     )?;
     ctx.tasks.spawn(executor.clone().run(ctx.shutdown.clone()));
-    let subject = subject::DsarSubject::new(ctx.clone(), requests.clone());
+    let subject = subject::DsarSubject::new(
+        ctx.clone(),
+        requests.clone(),
+        consents.clone(),
+        AskPermissions::new(ctx.clone())?,
+    );
     routes.add_service(api_service!(
         DsarServiceServer::new(api::DsarApi {
             requests,
             executor,
             people: AskPermissions::new(ctx.clone())?,
-            tenants,
+            tenants: tenants.clone(),
         }),
         ctx
     ));
     routes.add_service(api_service!(
-        PrivacySettingsServiceServer::new(PrivacySettingsServiceApi),
+        PrivacySettingsServiceServer::new(privacy_api::PrivacySettingsApi {
+            settings: settings::Settings::new(ctx),
+            consents,
+            tenants,
+        }),
         ctx
     ));
     Ok(Started {
@@ -117,10 +130,3 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         consumer: Some(consumer),
     })
 }
-
-/// `PrivacySettingsService`: not built yet; every RPC answers UNIMPLEMENTED (never a fake success).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PrivacySettingsServiceApi;
-
-#[tonic::async_trait]
-impl PrivacySettingsService for PrivacySettingsServiceApi {}

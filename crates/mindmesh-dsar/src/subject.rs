@@ -1,5 +1,6 @@
 //! What the dsar service does for data-subject rights itself (P12): it keeps the
-//! requests filed about a person — their kind, dates and status — and exports them.
+//! requests filed about a person — their kind, dates and status — and, for a person
+//! with an account, their consents and mail preferences, and exports all of them.
 //! It holds no personal field to rectify and sends nothing to processors, so rectify
 //! and restrict answer 0, audited.
 
@@ -11,18 +12,37 @@ use mindmesh_kit::ids::TenantId;
 use mindmesh_kit::subject_api::{self, Rectification, SubjectProvider, SubjectRecord};
 use serde_json::json;
 
+use mindmesh_kit::tenants::AskPermissions;
+
+use crate::consents::Consents;
 use crate::requests::Requests;
+use crate::settings::Settings;
 
 /// The dsar service's [`SubjectProvider`].
 pub struct DsarSubject {
     ctx: ServiceContext,
     requests: Requests,
+    consents: Consents,
+    settings: Settings,
+    /// Whose account an email is (consents and preferences are kept by account).
+    people: AskPermissions,
 }
 
 impl DsarSubject {
-    /// A provider over the service's requests.
-    pub fn new(ctx: ServiceContext, requests: Requests) -> Self {
-        DsarSubject { ctx, requests }
+    /// A provider over the service's requests, consents and preferences.
+    pub fn new(
+        ctx: ServiceContext,
+        requests: Requests,
+        consents: Consents,
+        people: AskPermissions,
+    ) -> Self {
+        DsarSubject {
+            settings: Settings::new(&ctx),
+            ctx,
+            requests,
+            consents,
+            people,
+        }
     }
 
     async fn audit(
@@ -72,6 +92,31 @@ impl SubjectProvider for DsarSubject {
                 updated_at: r.completed_at.unwrap_or(r.submitted_at),
             })
             .collect();
+        let mut records = records;
+        if let Some(user) = self.people.user_by_email(tenant, email).await? {
+            for c in self.consents.history(tenant, user).await? {
+                records.push(SubjectRecord {
+                    kind: "consent".into(),
+                    id: c.id.clone(),
+                    json: json!({
+                        "id": c.id,
+                        "purpose": c.purpose,
+                        "granted": c.granted,
+                        "recorded_at": c.recorded_at.to_rfc3339(),
+                        "by_request": c.request_id,
+                    }),
+                    updated_at: c.recorded_at,
+                });
+            }
+            records.push(SubjectRecord {
+                kind: "communication_preferences".into(),
+                id: user.to_string(),
+                json: json!({
+                    "marketing_mail": self.settings.marketing(tenant, user).await?,
+                }),
+                updated_at: chrono::Utc::now(),
+            });
+        }
         self.audit(
             caller,
             "subject.export",

@@ -46,6 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// The dsar service.
     pub dsar: DsarConfig,
+    /// The usage-analytics processor (P14).
+    pub analytics: AnalyticsConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             retention: RetentionConfig::default(),
             dsar: DsarConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -398,6 +401,30 @@ impl Default for DsarConfig {
     }
 }
 
+/// The usage-analytics processor: where pseudonymized product events go (P14). Off
+/// unless `endpoint` is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// The processor's HTTP endpoint, which receives each batch as a JSON `POST`;
+    /// unset: nothing is ever sent.
+    pub endpoint: Option<String>,
+    /// Events sent in one batch at most (1 to 10,000).
+    pub batch_size: usize,
+    /// Milliseconds an event waits at most before its batch is sent.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            endpoint: None,
+            batch_size: 500,
+            flush_interval_ms: 10_000,
+        }
+    }
+}
+
 /// The retention service: the deletion ledger.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -545,6 +572,20 @@ impl Config {
             ));
         }
         self.retention.backup_interval()?;
+        if !(1..=10_000).contains(&self.analytics.batch_size) {
+            return Err(Error::Config(
+                "analytics.batch_size must be between 1 and 10000".into(),
+            ));
+        }
+        if let Some(endpoint) = &self.analytics.endpoint {
+            let url = url::Url::parse(endpoint)
+                .map_err(|e| Error::Config(format!("analytics.endpoint is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(Error::Config(
+                    "analytics.endpoint must be an http or https URL".into(),
+                ));
+            }
+        }
         if self.dsar.code_ttl_secs < 60 {
             return Err(Error::Config(
                 "dsar.code_ttl_secs must be at least 60".into(),

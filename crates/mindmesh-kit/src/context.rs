@@ -306,6 +306,18 @@ impl ServiceContext {
         self.tasks.spawn(relay.run(self.shutdown.clone()));
     }
 
+    /// This service's usage-analytics exporter (`analytics.*`; off unless an endpoint
+    /// is configured), gated by this service's processor gate.
+    pub fn analytics(&self) -> Result<crate::analytics::Analytics> {
+        crate::analytics::Analytics::start(
+            &self.config.analytics,
+            self.db.clone(),
+            &self.keys.master,
+            &self.tasks,
+            self.shutdown.clone(),
+        )
+    }
+
     /// Starts this service's durable consumer (named after the service) with `handler`.
     pub fn spawn_consumer(&self, handler: Arc<dyn EventHandler>) -> Arc<ConsumerStats> {
         let stats = Arc::new(ConsumerStats::default());

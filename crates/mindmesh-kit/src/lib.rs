@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod analytics;
 pub mod audit;
 pub mod audit_api;
 pub mod auth;
@@ -48,6 +49,7 @@ pub mod migrations;
 pub mod module;
 pub mod outbox;
 pub mod peers;
+pub mod processing;
 pub mod server;
 pub mod service;
 pub mod subject_api;

@@ -7,6 +7,7 @@
 //! access is audited.
 
 use mindmesh_kit::activity::ActivityReporter;
+use mindmesh_kit::analytics::{Analytics, Usage};
 use mindmesh_kit::auth::{Caller, Role};
 use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::crypto::pseudonym_uuid;
@@ -59,6 +60,8 @@ pub struct StorageApi {
     integrations: Integrations,
     /// A person reading or writing is activity (the inactivity clock, P09).
     activity: ActivityReporter,
+    /// Searches and opened documents, pseudonymized, for the analytics processor (P14).
+    analytics: Analytics,
 }
 
 impl StorageApi {
@@ -70,14 +73,28 @@ impl StorageApi {
         gate: Gate,
         tenants: Tenants,
         integrations: Integrations,
+        analytics: Analytics,
     ) -> Self {
         StorageApi {
+            analytics,
             activity: ActivityReporter::new(ctx.service, ctx.db.clone(), ctx.relay.clone()),
             ctx,
             documents,
             gate,
             tenants,
             integrations,
+        }
+    }
+
+    /// `user` of `tenant` did `kind`: told to the analytics processor, off the call's path.
+    fn usage(&self, tenant: TenantId, user: UserId, kind: Usage) {
+        if self.analytics.is_on() {
+            let analytics = self.analytics.clone();
+            tokio::spawn(async move {
+                analytics
+                    .record(tenant, Some(user), kind, chrono::Utc::now())
+                    .await;
+            });
         }
     }
 
@@ -654,6 +671,9 @@ impl pb::storage_service_server::StorageService for StorageApi {
         if doc.restricted && reader != Reader::Service {
             return Err(Error::NotFound("document").into());
         }
+        if let Reader::User { user, .. } = reader {
+            self.usage(tenant, user, Usage::DocumentOpened);
+        }
         Ok(Response::new(pb::GetDocumentResponse {
             document: Some(self.meta(reader, &doc).await?),
             content: doc.content,
@@ -712,6 +732,10 @@ impl pb::storage_service_server::StorageService for StorageApi {
             },
         )
         .await?;
+        // A search is counted once, on its first page.
+        if let (Some(user), true, true) = (user, finding, req.page_token.is_empty()) {
+            self.usage(tenant, user, Usage::SearchRun);
+        }
         let docs = self.documents.load_many(tenant, &page.documents).await?;
         let mut documents = Vec::with_capacity(docs.len());
         for doc in &docs {

@@ -21,6 +21,7 @@ use mindmesh_kit::context::ServiceContext;
 use mindmesh_kit::holds::{self, HeldScope};
 use mindmesh_kit::ids::{CascadeId, DocumentId, IntegrationId, TenantId};
 use mindmesh_kit::integrations::Integrations;
+use mindmesh_kit::processing;
 use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, Service, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
@@ -113,7 +114,9 @@ impl StorageEvents {
 #[async_trait::async_trait]
 impl EventHandler for StorageEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
-        if holds::apply_event(&self.ctx, CONSUMER, envelope).await? {
+        if holds::apply_event(&self.ctx, CONSUMER, envelope).await?
+            || processing::apply_event(&self.ctx, CONSUMER, envelope).await?
+        {
             return Ok(());
         }
         let cascade = match &envelope.payload {
@@ -216,9 +219,11 @@ impl EventHandler for StorageEvents {
         match &scope {
             Some(ErasureScope::Tenant) => {
                 mindmesh_kit::activity::forget(&txn, tenant, None).await?;
+                processing::forget(&txn, tenant, None).await?;
             }
             Some(ErasureScope::Owner(user)) => {
                 mindmesh_kit::activity::forget(&txn, tenant, Some(*user)).await?;
+                processing::forget(&txn, tenant, Some(*user)).await?;
             }
             _ => {}
         }

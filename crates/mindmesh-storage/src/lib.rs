@@ -93,6 +93,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
             gate.clone(),
             tenants,
             Integrations::new(ctx.db.clone(), ctx.service),
+            ctx.analytics()?,
         )),
         ctx
     ));

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(Requests));
         all.push(Box::new(PartsAndExports));
         all.push(Box::new(ErasuresAndConsents));
+        all.push(Box::new(Settings));
         all
     }
 }
@@ -289,6 +290,84 @@ impl MigrationTrait for ErasuresAndConsents {
         for table in [
             DsarErasures::Table.into_iden(),
             DsarConsents::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Each tenant's processor switches and each person's communication preferences.
+struct Settings;
+
+impl MigrationName for Settings {
+    fn name(&self) -> &str {
+        "m20261204_000200_dsar_settings"
+    }
+}
+
+/// `dsar_processor_settings`: a tenant's third-party processor switches (P14); a tenant
+/// without a row has the defaults.
+#[derive(DeriveIden)]
+pub(crate) enum DsarProcessorSettings {
+    Table,
+    TenantId,
+    AnalyticsEnabled,
+    LlmEnabled,
+    UpdatedAt,
+}
+
+/// `dsar_preferences`: a person's communication preferences (P13); a person without a
+/// row has the defaults.
+#[derive(DeriveIden)]
+pub(crate) enum DsarPreferences {
+    Table,
+    TenantId,
+    UserId,
+    MarketingMail,
+    UpdatedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Settings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarProcessorSettings::Table)
+                    .if_not_exists()
+                    .col(string(DsarProcessorSettings::TenantId).primary_key())
+                    .col(boolean(DsarProcessorSettings::AnalyticsEnabled))
+                    .col(boolean(DsarProcessorSettings::LlmEnabled))
+                    .col(timestamp_with_time_zone(DsarProcessorSettings::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarPreferences::Table)
+                    .if_not_exists()
+                    .col(string(DsarPreferences::TenantId))
+                    .col(string(DsarPreferences::UserId))
+                    .col(boolean(DsarPreferences::MarketingMail))
+                    .col(timestamp_with_time_zone(DsarPreferences::UpdatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(DsarPreferences::TenantId)
+                            .col(DsarPreferences::UserId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            DsarProcessorSettings::Table.into_iden(),
+            DsarPreferences::Table.into_iden(),
         ] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())

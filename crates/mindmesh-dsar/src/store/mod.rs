@@ -1,5 +1,5 @@
 //! The dsar database: its schema ([`migration`]) and every query the service makes
-//! ([`requests`], [`execution`], [`erasures`], [`consents`]). No SQL lives outside this
+//! ([`requests`], [`execution`], [`erasures`], [`consents`], [`settings`]). No SQL lives outside this
 //! module.
 
 pub mod consents;
@@ -7,5 +7,6 @@ pub mod erasures;
 pub mod execution;
 pub mod migration;
 pub mod requests;
+pub mod settings;
 
 pub use migration::Migrator;

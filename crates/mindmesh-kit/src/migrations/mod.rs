@@ -32,6 +32,66 @@ pub fn legal_holds() -> Box<dyn MigrationTrait> {
     Box::new(LegalHolds)
 }
 
+/// The tables [`crate::processing`] mirrors each tenant's processor switches and each
+/// person's processing limits into. A service that sends data to a processor appends it
+/// to its own migrations.
+pub fn processing_gate() -> Box<dyn MigrationTrait> {
+    Box::new(ProcessingGate)
+}
+
+struct ProcessingGate;
+
+impl MigrationName for ProcessingGate {
+    fn name(&self) -> &str {
+        "m20261204_000001_kit_processing_gate"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ProcessingGate {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("processor_switches")
+                    .if_not_exists()
+                    .col(string("tenant_id").primary_key())
+                    .col(boolean("analytics"))
+                    .col(boolean("llm"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("processing_limits")
+                    .if_not_exists()
+                    .col(string("tenant_id"))
+                    .col(string("user_id"))
+                    // "restricted", or "consent:<purpose>" for a withdrawn consent.
+                    .col(string("reason"))
+                    .primary_key(
+                        Index::create()
+                            .col("tenant_id")
+                            .col("user_id")
+                            .col("reason"),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["processing_limits", "processor_switches"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 struct LegalHolds;
 
 impl MigrationName for LegalHolds {

@@ -29,6 +29,7 @@ impl MigratorTrait for Migrator {
         all.push(mindmesh_kit::migrations::activity_reports());
         all.push(mindmesh_kit::migrations::legal_holds());
         all.push(Box::new(ArchivePolicies));
+        all.push(mindmesh_kit::migrations::processing_gate());
         all
     }
 }

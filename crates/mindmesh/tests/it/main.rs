@@ -17,6 +17,7 @@ mod ingest_github;
 mod ingest_local;
 mod permissions;
 mod probing;
+mod processors;
 mod retention;
 mod serve_process;
 mod staff;

@@ -171,14 +171,14 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
 
     // Not built yet: UNIMPLEMENTED, never a fake success.
     let operator = token(&data, "operator");
-    let mut request = tonic::Request::new(dsar::GetProcessorSettingsRequest::default());
+    let mut request = tonic::Request::new(dsar::DeclareBreachRequest::default());
     request.metadata_mut().insert(
         "authorization",
         format!("Bearer {operator}").parse().unwrap(),
     );
     let status =
         dsar::privacy_settings_service_client::PrivacySettingsServiceClient::new(channel.clone())
-            .get_processor_settings(request)
+            .declare_breach(request)
             .await
             .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

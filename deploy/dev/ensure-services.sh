@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the tests need is installed and running on this Debian machine:
-# cargo-nextest, PostgreSQL on 127.0.0.1:5432 (trust auth for local tests) and NATS with
-# JetStream on 127.0.0.1:4222. Installs missing Debian packages with apt and starts the
-# servers when they are not running. It never stops or restarts a server it did not start.
+# cargo-nextest, PostgreSQL on 127.0.0.1:5432 (trust auth for local tests), NATS with
+# JetStream on 127.0.0.1:4222, and chromium with chromedriver (the browser test).
+# Installs missing Debian packages with apt and starts the servers when they are not
+# running. It never stops or restarts a server it did not start.
 set -euo pipefail
 
 log() { printf 'ensure-services: %s\n' "$*" >&2; }
@@ -72,6 +73,11 @@ if ! port_open 4222; then
   $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
   wait_for NATS "port_open 4222"
+fi
+
+# --- a headless browser for the unsubscribe-link test (P13) ----------------------------
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt_install chromium chromium-driver
 fi
 
 log "PostgreSQL and NATS are up"

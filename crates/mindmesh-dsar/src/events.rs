@@ -1,4 +1,5 @@
-//! What the dsar service consumes: the cascades it takes part in —
+//! What the dsar service consumes: `notification.requested` (queued for the
+//! [`crate::notifier`], once per event), and the cascades it takes part in —
 //! `account.deletion_requested` (a user or a whole tenant) and
 //! `subject.erasure_requested`.
 //!
@@ -23,10 +24,12 @@ use mindmesh_kit::tenants::Tenants;
 use mindmesh_kit::{Error, Result, events, inbox};
 use mindmesh_proto::mindmesh::events::v1::envelope::Payload;
 use mindmesh_proto::mindmesh::events::v1::{
-    ConsentGiven, ConsentWithdrawn, Envelope, ProcessorSettingsSet, SubjectErasureRequested,
-    SubjectRestricted, SubjectUnrestricted,
+    ConsentGiven, ConsentWithdrawn, Envelope, NotificationRequested, ProcessorSettingsSet,
+    SubjectErasureRequested, SubjectRestricted, SubjectUnrestricted,
 };
 use sea_orm::TransactionTrait;
+
+use crate::notifier::{Notifier, Origin};
 
 /// `consent.given` (`granted`) or `consent.withdrawn`: `user` of `tenant` about `purpose`.
 pub fn consent_changed(tenant: TenantId, user: UserId, purpose: &str, granted: bool) -> Envelope {
@@ -112,18 +115,48 @@ pub const CONSUMER: &str = "dsar";
 pub struct DsarEvents {
     ctx: ServiceContext,
     tenants: Tenants,
+    notifier: Notifier,
 }
 
 impl DsarEvents {
-    /// A handler attesting with `ctx`'s key, recording erased `tenants`.
-    pub fn new(ctx: ServiceContext, tenants: Tenants) -> Self {
-        DsarEvents { ctx, tenants }
+    /// A handler attesting with `ctx`'s key, recording erased `tenants`, queueing
+    /// notifications for `notifier`.
+    pub fn new(ctx: ServiceContext, tenants: Tenants, notifier: Notifier) -> Self {
+        DsarEvents {
+            ctx,
+            tenants,
+            notifier,
+        }
+    }
+
+    /// Queues the mails of a `notification.requested`, once per event.
+    async fn notify(&self, envelope: &Envelope, request: &NotificationRequested) -> Result<()> {
+        let tenant = events::tenant(envelope)?
+            .ok_or_else(|| Error::MalformedEvent("notification.requested without tenant".into()))?;
+        let txn = self.ctx.db.begin().await?;
+        if !inbox::claim(&txn, CONSUMER, &envelope.id).await? {
+            return Ok(());
+        }
+        let origin = Origin {
+            event_id: &envelope.id,
+            tenant,
+            breach_id: None,
+        };
+        self.notifier
+            .queue(&txn, &origin, request, chrono::Utc::now())
+            .await?;
+        txn.commit().await?;
+        self.notifier.wake();
+        Ok(())
     }
 }
 
 #[async_trait::async_trait]
 impl EventHandler for DsarEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        if let Some(Payload::NotificationRequested(request)) = &envelope.payload {
+            return self.notify(envelope, request).await;
+        }
         let (cascade, whole_tenant, user) = match &envelope.payload {
             Some(Payload::AccountDeletionRequested(d)) => {
                 (&d.cascade_id, d.user_id.is_empty(), &d.user_id)
@@ -145,6 +178,8 @@ impl EventHandler for DsarEvents {
             counts.insert("requests".to_owned(), removed);
             let removed = crate::store::settings::delete(&txn, tenant, None).await?;
             counts.insert("settings".to_owned(), removed);
+            let removed = crate::store::notifications::delete(&txn, tenant, None).await?;
+            counts.insert("notifications".to_owned(), removed);
         } else if !user.is_empty() {
             let user: mindmesh_kit::ids::UserId = user
                 .parse()
@@ -155,6 +190,9 @@ impl EventHandler for DsarEvents {
             let removed =
                 crate::store::settings::delete(&txn, tenant, Some(&user.to_string())).await?;
             counts.insert("preferences".to_owned(), removed);
+            let removed =
+                crate::store::notifications::delete(&txn, tenant, Some(&user.to_string())).await?;
+            counts.insert("notifications".to_owned(), removed);
         }
         self.ctx
             .attest(&txn, Some(tenant), cascade, counts.clone(), &[])
@@ -162,7 +200,13 @@ impl EventHandler for DsarEvents {
         txn.commit().await?;
         self.ctx
             .settle_erasure(
-                &["dsar_requests", "dsar_consents", "dsar_preferences"],
+                &[
+                    "dsar_requests",
+                    "dsar_consents",
+                    "dsar_preferences",
+                    "dsar_notifications",
+                    "dsar_breaches",
+                ],
                 counts.values().sum(),
             )
             .await?;

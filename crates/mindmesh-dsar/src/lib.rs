@@ -4,34 +4,36 @@
 //! the requester's identity with a mailed code, deadlines) → [`execution`] (carrying a
 //! verified request out across the services, through [`peers`]) → [`archive`] (the
 //! export) → [`privacy_api`] (the settings' gRPC face) → [`settings`] (processor switches,
-//! mail preferences) → [`consents`] → [`mail`] (how mails leave) → [`subject`] (its own
-//! data-subject part) → [`events`] (its part in deletion cascades) → [`store`] (schema
-//! and every query).
-//!
-//! Built so far: requests of all six kinds, with identity checks and deadlines,
-//! carried out across the five services; processor switches, mail preferences and
-//! consents. `Unsubscribe` and `DeclareBreach` answer UNIMPLEMENTED until they are built
-//! (issue 14).
+//! mail preferences) → [`consents`] → [`notifier`] (every mail the service sends, once)
+//! → [`unsubscribe`] and [`unsubscribe_page`] (the link in marketing mail) → [`breach`]
+//! (breach notices) → [`mail`] (how mails leave: a mailbox directory or SMTP) →
+//! [`subject`] (its own data-subject part) → [`events`] (what it consumes) → [`store`]
+//! (schema and every query).
 
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod archive;
+pub mod breach;
 pub mod consents;
 pub mod events;
 pub mod execution;
 pub mod mail;
+pub mod notifier;
 pub mod peers;
 pub mod privacy_api;
 pub mod requests;
 pub mod settings;
 pub mod store;
 pub mod subject;
+pub mod unsubscribe;
+pub mod unsubscribe_page;
 
 use std::sync::Arc;
 
 use mindmesh_kit::api_service;
 use mindmesh_kit::context::ServiceContext;
+use mindmesh_kit::grpc::PublicMethods;
 use mindmesh_kit::module::{ServiceModule, Started};
 use mindmesh_kit::tenants::{AskPermissions, Tenants};
 use mindmesh_kit::{Result, Service};
@@ -74,22 +76,52 @@ impl ServiceModule for Dsar {
 
 fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
+    let config = &ctx.config.dsar;
     let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
+    let mailer: Arc<dyn mail::Mailer> = match &config.smtp {
+        Some(smtp) => Arc::new(mail::Smtp::new(smtp, config.mail_from.clone())?),
+        None => Arc::new(mail::Mailbox::new(
+            ctx.config.mailbox_dir(),
+            config.mail_from.clone(),
+        )),
+    };
+    let settings = settings::Settings::new(ctx);
+    let tokens = unsubscribe::Tokens::new(
+        &ctx.keys.master,
+        chrono::Duration::seconds(i64::try_from(config.unsubscribe_ttl_secs).unwrap_or(i64::MAX)),
+    )?;
+    let page = serve_page(
+        ctx,
+        unsubscribe_page::Page {
+            settings: settings.clone(),
+            tokens: tokens.clone(),
+        },
+    )?;
+    let notifier = notifier::Notifier::new(
+        ctx.db.clone(),
+        mailer.clone(),
+        Arc::new(AskPermissions::new(ctx.clone())?),
+        tokens.clone(),
+        config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{page}")),
+        &ctx.keys.master,
+        config.notification_max_attempts,
+    )?;
+    ctx.tasks.spawn(notifier.clone().run(ctx.shutdown.clone()));
     let consumer = ctx.spawn_consumer(Arc::new(events::DsarEvents::new(
         ctx.clone(),
         tenants.clone(),
+        notifier.clone(),
     )));
-    let mailer = Arc::new(mail::Mailbox::new(
-        ctx.config.mailbox_dir(),
-        ctx.config.dsar.mail_from.clone(),
-    ));
     let requests = requests::Requests::new(
         ctx.db.clone(),
         ctx.audit.clone(),
         mailer,
         &ctx.keys.master,
-        chrono::Duration::seconds(i64::try_from(ctx.config.dsar.code_ttl_secs).unwrap_or(86_400)),
-        ctx.config.dsar.max_code_attempts,
+        chrono::Duration::seconds(i64::try_from(config.code_ttl_secs).unwrap_or(86_400)),
+        config.max_code_attempts,
     )?;
     let consents = consents::Consents::new(ctx);
     let executor = execution::Executor::new(
@@ -97,9 +129,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         requests.clone(),
         consents.clone(),
         Arc::new(peers::PeerServices::new(ctx.clone())?),
-        chrono::Duration::seconds(
-            i64::try_from(ctx.config.dsar.export_ttl_secs).unwrap_or(7 * 86_400),
-        ),
+        chrono::Duration::seconds(i64::try_from(config.export_ttl_secs).unwrap_or(7 * 86_400)),
     )?;
     ctx.tasks.spawn(executor.clone().run(ctx.shutdown.clone()));
     let subject = subject::DsarSubject::new(
@@ -117,16 +147,56 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         }),
         ctx
     ));
-    routes.add_service(api_service!(
-        PrivacySettingsServiceServer::new(privacy_api::PrivacySettingsApi {
-            settings: settings::Settings::new(ctx),
-            consents,
-            tenants,
-        }),
-        ctx
+    let breaches = breach::Breaches::new(
+        ctx.db.clone(),
+        ctx.audit.clone(),
+        &ctx.keys.master,
+        notifier,
+        Arc::new(AskPermissions::new(ctx.clone())?),
+    )?;
+    routes.add_service(PublicMethods::new(
+        api_service!(
+            PrivacySettingsServiceServer::new(privacy_api::PrivacySettingsApi {
+                settings,
+                consents,
+                tenants,
+                tokens,
+                breaches,
+            }),
+            ctx
+        ),
+        PUBLIC_METHODS,
     ));
     Ok(Started {
         subject: Some(Arc::new(subject)),
         consumer: Some(consumer),
     })
+}
+
+/// The methods that take no bearer token: the unsubscribe link's token is their
+/// authority (P13).
+pub const PUBLIC_METHODS: &[&str] = &["/mindmesh.dsar.v1.PrivacySettingsService/Unsubscribe"];
+
+/// Serves the unsubscribe page on `dsar.http_listen` until shutdown; returns the
+/// address it listens on.
+fn serve_page(ctx: &ServiceContext, page: unsubscribe_page::Page) -> Result<std::net::SocketAddr> {
+    let address = ctx.config.dsar.http_listen;
+    let cannot = |e: std::io::Error| {
+        mindmesh_kit::Error::Config(format!("dsar.http_listen {address} cannot be served: {e}"))
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
+    let bound = listener.local_addr().map_err(cannot)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(cannot)?;
+    let shutdown = ctx.shutdown.clone();
+    ctx.tasks.spawn(async move {
+        let served = axum::serve(listener, unsubscribe_page::router(page))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "the unsubscribe page stopped");
+        }
+    });
+    tracing::info!(%bound, "unsubscribe page listening");
+    Ok(bound)
 }

@@ -1,8 +1,8 @@
 //! The gRPC face of a tenant's privacy settings (`PrivacySettingsService`): processor
 //! switches (P14), communication preferences (P13) and consents.
 //!
-//! Not built yet, and answering UNIMPLEMENTED (never a fake success): `Unsubscribe`
-//! (the signed link of a marketing mail) and `DeclareBreach` (P15), issue 14.
+//! `Unsubscribe` takes the sealed token of a marketing mail's link and no bearer token
+//! (P13); `DeclareBreach` and `GetBreach` are the operator's (P15).
 
 use mindmesh_kit::Error;
 use mindmesh_kit::auth::{Caller, Role};
@@ -12,8 +12,10 @@ use mindmesh_kit::tenants::Tenants;
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::breach::{Affected, Breaches, MAX_TENANTS, MAX_USERS};
 use crate::consents::Consents;
-use crate::settings::Settings;
+use crate::settings::{Preferences, Settings};
+use crate::unsubscribe::Tokens;
 
 /// `PrivacySettingsService`.
 pub struct PrivacySettingsApi {
@@ -23,6 +25,10 @@ pub struct PrivacySettingsApi {
     pub consents: Consents,
     /// Settings change only in a live tenant (P08).
     pub tenants: Tenants,
+    /// Unsubscribe links.
+    pub tokens: Tokens,
+    /// Breaches declared.
+    pub breaches: Breaches,
 }
 
 /// The person a call is about: the caller (`user_id` empty or their own), or, for an
@@ -45,6 +51,13 @@ fn person(caller: &Caller, named: &str) -> mindmesh_kit::Result<(TenantId, UserI
     Ok((tenant, UserId::parse_field("user_id", named)?))
 }
 
+fn preferences_pb(p: Preferences) -> pb::CommunicationPreferences {
+    pb::CommunicationPreferences {
+        marketing_mail: p.marketing,
+        administrative_contact: p.admin_contact,
+    }
+}
+
 fn switches_pb(s: Switches) -> pb::ProcessorSettings {
     pb::ProcessorSettings {
         analytics_enabled: s.analytics,
@@ -60,9 +73,9 @@ impl pb::privacy_settings_service_server::PrivacySettingsService for PrivacySett
     ) -> Result<Response<pb::GetCommunicationPreferencesResponse>, Status> {
         let caller = Caller::from_request(&request)?;
         let (tenant, user) = person(&caller, &request.get_ref().user_id)?;
-        let marketing_mail = self.settings.marketing(tenant, user).await?;
+        let preferences = self.settings.preferences(tenant, user).await?;
         Ok(Response::new(pb::GetCommunicationPreferencesResponse {
-            preferences: Some(pb::CommunicationPreferences { marketing_mail }),
+            preferences: Some(preferences_pb(preferences)),
         }))
     }
 
@@ -76,19 +89,32 @@ impl pb::privacy_settings_service_server::PrivacySettingsService for PrivacySett
         let preferences = req
             .preferences
             .ok_or_else(|| Error::invalid("preferences", "is required"))?;
+        // Whether someone is an admin is their token's to say: only an admin makes
+        // themselves a contact (anyone may stop being one, or be stopped by an admin).
+        if preferences.administrative_contact
+            && !(caller.has(Role::Admin) && user.to_string() == caller.subject)
+        {
+            return Err(Error::PermissionDenied(
+                "preferences.administrative_contact: an admin sets it for themselves".into(),
+            )
+            .into());
+        }
         self.tenants.require_live(tenant).await?;
-        let marketing_mail = self
+        let stored = self
             .settings
-            .set_marketing(
-                &caller,
+            .set_preferences(
+                Some(&caller),
                 tenant,
                 user,
-                preferences.marketing_mail,
+                Preferences {
+                    marketing: preferences.marketing_mail,
+                    admin_contact: preferences.administrative_contact,
+                },
                 chrono::Utc::now(),
             )
             .await?;
         Ok(Response::new(pb::SetCommunicationPreferencesResponse {
-            preferences: Some(pb::CommunicationPreferences { marketing_mail }),
+            preferences: Some(preferences_pb(stored)),
         }))
     }
 
@@ -164,4 +190,131 @@ impl pb::privacy_settings_service_server::PrivacySettingsService for PrivacySett
             .await?;
         Ok(Response::new(pb::RecordConsentResponse { consent_id }))
     }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<pb::UnsubscribeRequest>,
+    ) -> Result<Response<pb::UnsubscribeResponse>, Status> {
+        // No bearer token: the link's sealed token is the authority (PublicMethods).
+        crate::unsubscribe::follow(
+            &self.settings,
+            &self.tokens,
+            &request.get_ref().token,
+            chrono::Utc::now(),
+        )
+        .await?;
+        Ok(Response::new(pb::UnsubscribeResponse {}))
+    }
+
+    async fn declare_breach(
+        &self,
+        request: Request<pb::DeclareBreachRequest>,
+    ) -> Result<Response<pb::DeclareBreachResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator])?;
+        let req = request.into_inner();
+        let affected = affected(&req)?;
+        let detected = req
+            .detected_at
+            .ok_or_else(|| Error::invalid("detected_at", "is required"))
+            .and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                    .ok_or_else(|| Error::invalid("detected_at", "is not a valid time"))
+            })?;
+        let declared = self
+            .breaches
+            .declare(
+                &caller,
+                &req.description,
+                detected,
+                affected,
+                chrono::Utc::now(),
+            )
+            .await?;
+        Ok(Response::new(pb::DeclareBreachResponse {
+            breach_id: declared.id,
+            notifications_queued: declared.queued,
+            authority_deadline: Some(timestamp(declared.authority_deadline)),
+            declared_within_deadline: declared.within_deadline,
+            unknown_user_ids: declared.unknown,
+        }))
+    }
+
+    async fn get_breach(
+        &self,
+        request: Request<pb::GetBreachRequest>,
+    ) -> Result<Response<pb::GetBreachResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        caller.require_any(&[Role::Operator])?;
+        let req = request.into_inner();
+        let tenant = TenantId::parse_field("tenant_id", &req.tenant_id)?;
+        if uuid::Uuid::parse_str(&req.breach_id).is_err() {
+            return Err(Error::invalid("breach_id", "is not a UUID").into());
+        }
+        let status = self
+            .breaches
+            .status(&caller, tenant, &req.breach_id)
+            .await?;
+        Ok(Response::new(pb::GetBreachResponse {
+            breach_id: status.breach.id,
+            detected_at: Some(timestamp(status.breach.detected_at)),
+            declared_at: Some(timestamp(status.breach.declared_at)),
+            authority_deadline: Some(timestamp(status.breach.authority_due_at)),
+            declared_within_deadline: status.breach.declared_at <= status.breach.authority_due_at,
+            queued: status.queued,
+            sent: status.sent,
+            failed: status.failed,
+        }))
+    }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Whom a declaration affects, from its `tenant_ids` and `affected_user_ids`.
+fn affected(req: &pb::DeclareBreachRequest) -> mindmesh_kit::Result<Affected> {
+    if req.tenant_ids.is_empty() {
+        return Err(Error::invalid("tenant_ids", "names no tenant"));
+    }
+    if req.tenant_ids.len() > MAX_TENANTS {
+        return Err(Error::invalid(
+            "tenant_ids",
+            format!("names more than {MAX_TENANTS} tenants"),
+        ));
+    }
+    if req.affected_user_ids.len() > MAX_USERS {
+        return Err(Error::invalid(
+            "affected_user_ids",
+            format!("names more than {MAX_USERS} people"),
+        ));
+    }
+    let mut tenants = Vec::with_capacity(req.tenant_ids.len());
+    for id in &req.tenant_ids {
+        let tenant = TenantId::parse_field("tenant_ids", id)?;
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
+        }
+    }
+    if req.affected_user_ids.is_empty() {
+        return Ok(Affected::Everyone(tenants));
+    }
+    let [tenant] = tenants[..] else {
+        return Err(Error::invalid(
+            "tenant_ids",
+            "must name exactly one tenant when affected_user_ids names people",
+        ));
+    };
+    let mut users = Vec::with_capacity(req.affected_user_ids.len());
+    let mut seen = std::collections::HashSet::with_capacity(req.affected_user_ids.len());
+    for id in &req.affected_user_ids {
+        let user = UserId::parse_field("affected_user_ids", id)?;
+        if seen.insert(user) {
+            users.push(user);
+        }
+    }
+    Ok(Affected::People(tenant, users))
 }

@@ -746,15 +746,15 @@ fn new_code() -> Result<String> {
 }
 
 fn verification_mail(to: &str, id: &str, code: &str, expires: DateTime<Utc>) -> Mail {
-    Mail {
-        to: to.to_owned(),
-        subject: "Confirm your data request".to_owned(),
-        body: format!(
+    Mail::new(
+        to,
+        "Confirm your data request",
+        format!(
             "Someone asked, with this email address, to exercise your data protection rights \
              (request {id}).\n\nIf that was you, confirm it with this code:\n\n    {code}\n\n\
              The code is valid until {}. If it was not you, ignore this mail: nothing happens \
              without the code.\n",
             expires.to_rfc2822()
         ),
-    }
+    )
 }

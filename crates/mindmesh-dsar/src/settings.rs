@@ -71,34 +71,89 @@ impl Settings {
         Ok(switches)
     }
 
-    /// Whether `user` of `tenant` takes marketing mail.
-    pub async fn marketing(&self, tenant: TenantId, user: UserId) -> Result<bool> {
-        Ok(store::marketing(&self.db, tenant, &user.to_string())
-            .await?
-            .unwrap_or(MARKETING_BY_DEFAULT))
+    /// The communication preferences of `user` of `tenant`.
+    pub async fn preferences(&self, tenant: TenantId, user: UserId) -> Result<Preferences> {
+        Ok(
+            match store::preferences(&self.db, tenant, &user.to_string()).await? {
+                Some((marketing, admin_contact)) => Preferences {
+                    marketing,
+                    admin_contact,
+                },
+                None => Preferences::DEFAULT,
+            },
+        )
     }
 
-    /// Sets whether `user` of `tenant` takes marketing mail, as `caller` at `now`.
-    pub async fn set_marketing(
+    /// Sets the communication preferences of `user` of `tenant`, as `caller` (`None`:
+    /// the person themselves, through the link of a mail) at `now`.
+    pub async fn set_preferences(
         &self,
-        caller: &Caller,
+        caller: Option<&Caller>,
         tenant: TenantId,
         user: UserId,
-        marketing: bool,
+        preferences: Preferences,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<Preferences> {
         let txn = self.db.begin().await?;
-        store::put_marketing(&txn, tenant, &user.to_string(), marketing, now).await?;
+        store::put_preferences(
+            &txn,
+            tenant,
+            &user.to_string(),
+            preferences.marketing,
+            preferences.admin_contact,
+            now,
+        )
+        .await?;
+        let (record, how) = match caller {
+            Some(caller) => (
+                AuditRecord::by(caller, "preferences.set", Some(tenant), user.to_string()),
+                "",
+            ),
+            None => (
+                AuditRecord::by_service(
+                    mindmesh_kit::Service::Dsar,
+                    "preferences.unsubscribed",
+                    Some(tenant),
+                    user.to_string(),
+                ),
+                ", by the unsubscribe link of a mail",
+            ),
+        };
         self.audit
             .append(
                 &txn,
-                &AuditRecord::by(caller, "preferences.set", Some(tenant), user.to_string())
-                    .with_details(format!("marketing mail {}", on_off(marketing))),
+                &record.with_details(format!(
+                    "marketing mail {}, administrative contact {}{how}",
+                    on_off(preferences.marketing),
+                    on_off(preferences.admin_contact)
+                )),
             )
             .await?;
         txn.commit().await?;
-        Ok(marketing)
+        Ok(preferences)
     }
+
+    /// The accounts of `tenant` that receive its administrative notices.
+    pub async fn admin_contacts(&self, tenant: TenantId) -> Result<Vec<String>> {
+        store::admin_contacts(&self.db, tenant).await
+    }
+}
+
+/// A person's communication preferences (P13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preferences {
+    /// Whether they take marketing mail.
+    pub marketing: bool,
+    /// An admin who receives the tenant's administrative notices.
+    pub admin_contact: bool,
+}
+
+impl Preferences {
+    /// A person who never said: no marketing mail, not a contact.
+    pub const DEFAULT: Preferences = Preferences {
+        marketing: MARKETING_BY_DEFAULT,
+        admin_contact: false,
+    };
 }
 
 fn on_off(on: bool) -> &'static str {

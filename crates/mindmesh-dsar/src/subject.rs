@@ -111,9 +111,13 @@ impl SubjectProvider for DsarSubject {
             records.push(SubjectRecord {
                 kind: "communication_preferences".into(),
                 id: user.to_string(),
-                json: json!({
-                    "marketing_mail": self.settings.marketing(tenant, user).await?,
-                }),
+                json: {
+                    let p = self.settings.preferences(tenant, user).await?;
+                    json!({
+                        "marketing_mail": p.marketing,
+                        "administrative_contact": p.admin_contact,
+                    })
+                },
                 updated_at: chrono::Utc::now(),
             });
         }

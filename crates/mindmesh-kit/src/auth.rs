@@ -416,6 +416,15 @@ impl AuthInterceptor {
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if request
+            .extensions()
+            .get::<crate::grpc::SelfAuthorized>()
+            .is_some()
+        {
+            // The method authorizes itself (crate::grpc::PublicMethods); no caller.
+            request.extensions_mut().remove::<Caller>();
+            return Ok(request);
+        }
         let header = request
             .metadata()
             .get("authorization")

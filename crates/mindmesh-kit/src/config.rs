@@ -387,6 +387,79 @@ pub struct DsarConfig {
     pub mail_from: String,
     /// Seconds an access or portability archive is kept for download.
     pub export_ttl_secs: u64,
+    /// Distributed mode: the SMTP relay mails go through; unset, mails are written to
+    /// `mailbox_dir` as in embedded mode.
+    pub smtp: Option<SmtpConfig>,
+    /// Address of the unsubscribe page (`/unsubscribe`, served without login, P13).
+    pub http_listen: SocketAddr,
+    /// The unsubscribe page's address as recipients reach it (e.g.
+    /// `https://privacy.example.com`); unset: `http://<http_listen>`.
+    pub public_url: Option<String>,
+    /// Seconds an unsubscribe link keeps working (at least a day).
+    pub unsubscribe_ttl_secs: u64,
+    /// Tries to deliver a notification before it is given up as failed (1 to 50).
+    pub notification_max_attempts: u32,
+}
+
+/// An SMTP relay (`[dsar.smtp]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The relay's host name (verified against its certificate unless `security` is
+    /// `none`).
+    pub host: String,
+    /// Its port (465 for `tls`, 587 for `starttls`, 25 for a local relay).
+    pub port: u16,
+    /// How the connection is secured.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// The user to log in as; unset: no login.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (a mounted Secret).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username.as_ref().map(|_| "<set>"))
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    /// The password from `password_file` (trailing line break removed).
+    pub fn password(&self) -> Result<String> {
+        let path = self.password_file.as_ref().ok_or_else(|| {
+            Error::Config("dsar.smtp.username is set but dsar.smtp.password_file is not".into())
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "dsar.smtp.password_file {} cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(text.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
+/// How an SMTP connection is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// TLS from the first byte (port 465).
+    #[default]
+    Tls,
+    /// Plaintext upgraded with STARTTLS, which is required.
+    Starttls,
+    /// Plaintext: only for a relay on the same host or pod.
+    None,
 }
 
 impl Default for DsarConfig {
@@ -397,6 +470,11 @@ impl Default for DsarConfig {
             mailbox_dir: None,
             mail_from: "Mindmesh Privacy <privacy@mindmesh.invalid>".to_owned(),
             export_ttl_secs: 7 * 24 * 3600,
+            smtp: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8480)),
+            public_url: None,
+            unsubscribe_ttl_secs: 180 * 24 * 3600,
+            notification_max_attempts: 8,
         }
     }
 }
@@ -595,6 +673,31 @@ impl Config {
             return Err(Error::Config(
                 "dsar.max_code_attempts must be between 1 and 10".into(),
             ));
+        }
+        if self.dsar.unsubscribe_ttl_secs < 86_400 {
+            return Err(Error::Config(
+                "dsar.unsubscribe_ttl_secs must be at least 86400 (a day)".into(),
+            ));
+        }
+        if !(1..=50).contains(&self.dsar.notification_max_attempts) {
+            return Err(Error::Config(
+                "dsar.notification_max_attempts must be between 1 and 50".into(),
+            ));
+        }
+        if let Some(url) = &self.dsar.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Error::Config(
+                "dsar.public_url must start with https:// or http://".into(),
+            ));
+        }
+        if let Some(smtp) = &self.dsar.smtp {
+            if smtp.host.trim().is_empty() {
+                return Err(Error::Config("dsar.smtp.host must not be empty".into()));
+            }
+            if smtp.username.is_some() {
+                smtp.password()?;
+            }
         }
         if !(1..=7).contains(&self.retention.backup_retention_days) {
             return Err(Error::Config(

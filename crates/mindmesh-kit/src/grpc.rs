@@ -118,6 +118,56 @@ macro_rules! api_service {
     };
 }
 
+/// Marks a call to a method that authorizes itself (a capability in its request, such
+/// as an unsubscribe link's token): [`crate::auth::AuthInterceptor`] lets it in without a
+/// bearer token, and the handler must not look for a [`crate::auth::Caller`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SelfAuthorized;
+
+/// A gRPC service of which exactly the methods `paths` (full paths,
+/// `/package.Service/Method`) are [`SelfAuthorized`]; wraps the intercepted service.
+#[derive(Clone)]
+pub struct PublicMethods<S> {
+    inner: S,
+    paths: &'static [&'static str],
+}
+
+impl<S> PublicMethods<S> {
+    /// `inner`, with `paths` let in without a bearer token.
+    pub fn new(inner: S, paths: &'static [&'static str]) -> Self {
+        PublicMethods { inner, paths }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for PublicMethods<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // Set from the path alone, never from anything the client sends.
+        request.extensions_mut().remove::<SelfAuthorized>();
+        if self.paths.contains(&request.uri().path()) {
+            request.extensions_mut().insert(SelfAuthorized);
+        }
+        self.inner.call(request)
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for PublicMethods<S> {
+    const NAME: &'static str = S::NAME;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

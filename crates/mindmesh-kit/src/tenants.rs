@@ -70,6 +70,52 @@ impl TenantAuthority for AskPermissions {
 }
 
 impl AskPermissions {
+    /// The email of account `user` of `tenant`, if the account exists.
+    pub async fn user_email(&self, tenant: TenantId, user: UserId) -> Result<Option<String>> {
+        let request = self.ctx.service_request(
+            tenant,
+            pb::GetUserRequest {
+                user_id: user.to_string(),
+            },
+        )?;
+        match self.accounts.clone().get_user(request).await {
+            Ok(response) => Ok(response.into_inner().user.map(|u| u.email)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(peer_error("permissions", &status)),
+        }
+    }
+
+    /// Every account of `tenant`, paged through (breach notices to a whole tenant).
+    pub async fn user_ids(&self, tenant: TenantId) -> Result<Vec<UserId>> {
+        let mut ids = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = self.ctx.service_request(
+                tenant,
+                pb::ListUsersRequest {
+                    page_size: 1000,
+                    page_token,
+                },
+            )?;
+            let response = self
+                .accounts
+                .clone()
+                .list_users(request)
+                .await
+                .map_err(|s| peer_error("permissions", &s))?
+                .into_inner();
+            for user in &response.users {
+                ids.push(user.id.parse().map_err(|_| {
+                    Error::Internal("permissions returned a malformed user id".into())
+                })?);
+            }
+            if response.next_page_token.is_empty() {
+                return Ok(ids);
+            }
+            page_token = response.next_page_token;
+        }
+    }
+
     /// The account of `tenant` with `email`, if any (see [`user_by_email`]).
     pub async fn user_by_email(&self, tenant: TenantId, email: &str) -> Result<Option<UserId>> {
         user_by_email(&self.ctx, &self.accounts, tenant, email).await

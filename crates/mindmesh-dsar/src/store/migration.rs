@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(PartsAndExports));
         all.push(Box::new(ErasuresAndConsents));
         all.push(Box::new(Settings));
+        all.push(Box::new(NotificationsAndBreaches));
         all
     }
 }
@@ -327,6 +328,9 @@ pub(crate) enum DsarPreferences {
     TenantId,
     UserId,
     MarketingMail,
+    /// An admin who receives the tenant's administrative notices (breach notices,
+    /// inactivity warnings).
+    AdminContact,
     UpdatedAt,
 }
 
@@ -353,6 +357,7 @@ impl MigrationTrait for Settings {
                     .col(string(DsarPreferences::TenantId))
                     .col(string(DsarPreferences::UserId))
                     .col(boolean(DsarPreferences::MarketingMail))
+                    .col(boolean(DsarPreferences::AdminContact).default(false))
                     .col(timestamp_with_time_zone(DsarPreferences::UpdatedAt))
                     .primary_key(
                         Index::create()
@@ -368,6 +373,143 @@ impl MigrationTrait for Settings {
         for table in [
             DsarProcessorSettings::Table.into_iden(),
             DsarPreferences::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The notifications the notifier delivers, and the breaches declared.
+struct NotificationsAndBreaches;
+
+impl MigrationName for NotificationsAndBreaches {
+    fn name(&self) -> &str {
+        "m20261204_000300_dsar_notifications_and_breaches"
+    }
+}
+
+/// `dsar_notifications`: one mail to one person, from a `notification.requested` event
+/// (or a breach declared); delivered at least once and recorded as sent once.
+#[derive(DeriveIden)]
+pub(crate) enum DsarNotifications {
+    Table,
+    Id,
+    /// The event it came from: (event, recipient) is unique, so a redelivered event
+    /// queues nothing twice.
+    EventId,
+    TenantId,
+    /// The recipient's account; empty when the tenant had nobody to send it to.
+    UserId,
+    Template,
+    Administrative,
+    /// Template parameters (JSON; no secrets, no content).
+    Params,
+    /// The breach it tells of, if any.
+    BreachId,
+    /// queued | sent | suppressed | failed
+    Status,
+    Attempts,
+    /// When it is next tried (also the lease of the replica trying it).
+    NextAttemptAt,
+    /// Why it is not sent (non-personal).
+    Reason,
+    CreatedAt,
+    SentAt,
+}
+
+/// `dsar_breaches`: every breach declared (P15), one row per affected tenant, with the
+/// authority's 72-hour deadline.
+#[derive(DeriveIden)]
+pub(crate) enum DsarBreaches {
+    Table,
+    Id,
+    TenantId,
+    /// What happened, for the affected people (sealed: it may describe them).
+    DescriptionCt,
+    DetectedAt,
+    DeclaredAt,
+    /// `detected_at` + 72 hours (GDPR Art. 33(1)).
+    AuthorityDueAt,
+    DeclaredBy,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NotificationsAndBreaches {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarNotifications::Table)
+                    .if_not_exists()
+                    .col(string(DsarNotifications::Id).primary_key())
+                    .col(string(DsarNotifications::EventId))
+                    .col(string(DsarNotifications::TenantId))
+                    .col(string(DsarNotifications::UserId))
+                    .col(string(DsarNotifications::Template))
+                    .col(boolean(DsarNotifications::Administrative))
+                    .col(text(DsarNotifications::Params))
+                    .col(string_null(DsarNotifications::BreachId))
+                    .col(string(DsarNotifications::Status))
+                    .col(integer(DsarNotifications::Attempts))
+                    .col(timestamp_with_time_zone(DsarNotifications::NextAttemptAt))
+                    .col(string(DsarNotifications::Reason))
+                    .col(timestamp_with_time_zone(DsarNotifications::CreatedAt))
+                    .col(timestamp_with_time_zone_null(DsarNotifications::SentAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("dsar_notifications_once")
+                    .table(DsarNotifications::Table)
+                    .col(DsarNotifications::EventId)
+                    .col(DsarNotifications::UserId)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("dsar_notifications_due")
+                    .table(DsarNotifications::Table)
+                    .col(DsarNotifications::Status)
+                    .col(DsarNotifications::NextAttemptAt)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DsarBreaches::Table)
+                    .if_not_exists()
+                    .col(string(DsarBreaches::Id))
+                    .col(string(DsarBreaches::TenantId))
+                    .col(blob(DsarBreaches::DescriptionCt))
+                    .col(timestamp_with_time_zone(DsarBreaches::DetectedAt))
+                    .col(timestamp_with_time_zone(DsarBreaches::DeclaredAt))
+                    .col(timestamp_with_time_zone(DsarBreaches::AuthorityDueAt))
+                    .col(string(DsarBreaches::DeclaredBy))
+                    .primary_key(
+                        Index::create()
+                            .col(DsarBreaches::Id)
+                            .col(DsarBreaches::TenantId),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            DsarNotifications::Table.into_iden(),
+            DsarBreaches::Table.into_iden(),
         ] {
             manager
                 .drop_table(Table::drop().table(table).if_exists().to_owned())

@@ -71,16 +71,17 @@ pub async fn put_processors<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Whether `user` of `tenant` takes marketing mail, if they ever said.
-pub async fn marketing<C: ConnectionTrait>(
+/// The preferences of `user` of `tenant` — (marketing mail, administrative contact) —
+/// if they were ever set.
+pub async fn preferences<C: ConnectionTrait>(
     conn: &C,
     tenant: TenantId,
     user: &str,
-) -> Result<Option<bool>> {
+) -> Result<Option<(bool, bool)>> {
     let row = conn
         .query_one(
             &Query::select()
-                .column(M::MarketingMail)
+                .columns([M::MarketingMail, M::AdminContact])
                 .from(M::Table)
                 .and_where(Expr::col(M::TenantId).eq(tenant.to_string()))
                 .and_where(Expr::col(M::UserId).eq(user))
@@ -88,39 +89,69 @@ pub async fn marketing<C: ConnectionTrait>(
         )
         .await?;
     row.map(|r| {
-        r.try_get("", "marketing_mail")
-            .map_err(|_| corrupt("marketing preference"))
+        Ok((
+            r.try_get("", "marketing_mail")
+                .map_err(|_| corrupt("marketing preference"))?,
+            r.try_get("", "admin_contact")
+                .map_err(|_| corrupt("administrative contact"))?,
+        ))
     })
     .transpose()
 }
 
-/// Sets whether `user` of `tenant` takes marketing mail.
-pub async fn put_marketing<C: ConnectionTrait>(
+/// Sets the preferences of `user` of `tenant`.
+pub async fn put_preferences<C: ConnectionTrait>(
     conn: &C,
     tenant: TenantId,
     user: &str,
     marketing: bool,
+    admin_contact: bool,
     now: DateTime<Utc>,
 ) -> Result<()> {
     conn.execute(
         &Query::insert()
             .into_table(M::Table)
-            .columns([M::TenantId, M::UserId, M::MarketingMail, M::UpdatedAt])
+            .columns([
+                M::TenantId,
+                M::UserId,
+                M::MarketingMail,
+                M::AdminContact,
+                M::UpdatedAt,
+            ])
             .values_panic([
                 tenant.to_string().into(),
                 user.into(),
                 marketing.into(),
+                admin_contact.into(),
                 now.into(),
             ])
             .on_conflict(
                 OnConflict::columns([M::TenantId, M::UserId])
-                    .update_columns([M::MarketingMail, M::UpdatedAt])
+                    .update_columns([M::MarketingMail, M::AdminContact, M::UpdatedAt])
                     .to_owned(),
             )
             .to_owned(),
     )
     .await?;
     Ok(())
+}
+
+/// The accounts of `tenant` that receive its administrative notices.
+pub async fn admin_contacts<C: ConnectionTrait>(conn: &C, tenant: TenantId) -> Result<Vec<String>> {
+    let rows = conn
+        .query_all(
+            &Query::select()
+                .column(M::UserId)
+                .from(M::Table)
+                .and_where(Expr::col(M::TenantId).eq(tenant.to_string()))
+                .and_where(Expr::col(M::AdminContact).eq(true))
+                .order_by(M::UserId, sea_orm::sea_query::Order::Asc)
+                .to_owned(),
+        )
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get("", "user_id").map_err(|_| corrupt("user id")))
+        .collect()
 }
 
 /// Deletes the preferences of `user` in `tenant` (every user's when `None`), and the

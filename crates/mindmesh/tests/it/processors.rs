@@ -500,6 +500,7 @@ async fn p14_processor_switches_preferences_and_consents_are_the_callers_to_set_
         user_id: user.to_owned(),
         preferences: Some(pb::CommunicationPreferences {
             marketing_mail: marketing,
+            administrative_contact: false,
         }),
     };
     settings
@@ -518,6 +519,20 @@ async fn p14_processor_switches_preferences_and_consents_are_the_callers_to_set_
         .unwrap_err();
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(malformed.message().contains("user_id"), "{malformed:?}");
+    // Only an admin makes themselves a contact for the tenant's administrative notices.
+    let mut contact = set("", true);
+    if let Some(p) = contact.preferences.as_mut() {
+        p.administrative_contact = true;
+    }
+    let refused = settings
+        .set_communication_preferences(authed(contact, &ada_token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(
+        refused.message().contains("administrative_contact"),
+        "{refused:?}"
+    );
     let mine = settings
         .get_communication_preferences(authed(
             pb::GetCommunicationPreferencesRequest {

@@ -32,7 +32,14 @@ impl Drop for Reaped {
 /// Starts `mindmesh serve` on port 0 and returns it with the address it printed.
 fn spawn_server(data_dir: &std::path::Path) -> (Reaped, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--set", "listen=127.0.0.1:0", "--set"])
+        .args([
+            "serve",
+            "--set",
+            "listen=127.0.0.1:0",
+            "--set",
+            "dsar.http_listen=127.0.0.1:0",
+            "--set",
+        ])
         .arg(format!("data_dir={}", data_dir.display()))
         .env("MINDMESH__TELEMETRY__LOG_FILTER", "warn")
         .stdout(Stdio::null())

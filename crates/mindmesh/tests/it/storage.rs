@@ -3,7 +3,6 @@
 //! key destroyed) and then deleted, and storage attests with a signed `deletion.completed`;
 //! the same for a deleted account, a subject's erasure request and a deleted tenant.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::authed;
@@ -11,9 +10,6 @@ use crate::common::{Backend, TestServer};
 use chrono::Utc;
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
-use mindmesh_kit::bus::EventBus;
-use mindmesh_kit::bus::embedded::EmbeddedBus;
-use mindmesh_kit::bus::nats::NatsBus;
 use mindmesh_kit::config::Mode;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
@@ -74,18 +70,7 @@ async fn p06_disconnect_erases_the_integrations_documents(backend: Backend) {
         }
     }
 
-    let bus: Arc<dyn EventBus> = match backend {
-        // The embedded log is a file; a second handle on it sees the same events.
-        Backend::Embedded => Arc::new(
-            EmbeddedBus::open(
-                &mindmesh_kit::db::sqlite_url(&server.config.data_dir.join("events.db")),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap(),
-        ),
-        Backend::Distributed => Arc::new(NatsBus::connect(&server.config.bus).await.unwrap()),
-    };
+    let bus = server.bus().await;
     let mut observer = bus.subscribe("observer").await.unwrap();
     // Cascade ids are UUIDs (an event with another one is malformed).
     let cascade = mindmesh_kit::ids::CascadeId::new().to_string();
@@ -137,21 +122,6 @@ async fn p06_disconnect_erases_the_integrations_documents(backend: Backend) {
         }
     }
     server.stop().await;
-}
-
-/// A handle on the server's bus, to publish events and watch for completions.
-async fn bus_of(server: &TestServer) -> Arc<dyn EventBus> {
-    match server.backend {
-        Backend::Embedded => Arc::new(
-            EmbeddedBus::open(
-                &mindmesh_kit::db::sqlite_url(&server.config.data_dir.join("events.db")),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap(),
-        ),
-        Backend::Distributed => Arc::new(NatsBus::connect(&server.config.bus).await.unwrap()),
-    }
 }
 
 /// Storage's `deletion.completed` for `cascade`, seen by `observer`.
@@ -219,7 +189,7 @@ async fn service_reads(storage: &mut Storage, service: &str, id: &str) -> bool {
 /// attested by storage with its counts.
 async fn p06_account_subject_and_tenant_cascades_erase_documents(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let bus = bus_of(&server).await;
+    let bus = server.bus().await;
     let mut observer = bus.subscribe("observer").await.unwrap();
     let channel = server.channel().await;
     let (tenant, admin) = server.create_tenant("Acme").await;

@@ -85,6 +85,8 @@ impl TestServer {
         config.bus.ack_wait_ms = 2000;
         config.bus.relay_interval_ms = 200;
         config.limits.shutdown_grace_secs = 5;
+        // The unsubscribe page on a port of its own (tests run side by side).
+        config.dsar.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
         // Local folders for the integrations tests connect (see `integration`).
         config.ingest.local_folder_root = Some(dir.path().join("import"));
         let (pg, nats, mode) = match backend {
@@ -242,6 +244,36 @@ impl TestServer {
     /// A service token of `tenant` (as ingest holds one), valid `ttl`.
     pub fn service_token(&self, tenant: TenantId, ttl: Duration) -> String {
         self.token_for("ingest", Some(tenant), &[Role::Service], ttl)
+    }
+
+    /// A second handle on the server's bus, to publish or observe events as a peer
+    /// would: the embedded log is a file, which a second handle reads too.
+    pub async fn bus(&self) -> std::sync::Arc<dyn mindmesh_kit::bus::EventBus> {
+        match self.backend {
+            Backend::Embedded => std::sync::Arc::new(
+                mindmesh_kit::bus::embedded::EmbeddedBus::open(
+                    &mindmesh_kit::db::sqlite_url(&self.config.data_dir.join("events.db")),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap(),
+            ),
+            Backend::Distributed => std::sync::Arc::new(
+                mindmesh_kit::bus::nats::NatsBus::connect(&self.config.bus)
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// The server's master key (what keys derived from it sign, a test can forge).
+    pub fn master_key(&self) -> SecretKey {
+        let mode = match self.backend {
+            Backend::Embedded => Mode::Embedded,
+            Backend::Distributed => Mode::Distributed,
+        };
+        let keys = KeyMaterial::load(&self.config, mode).expect("keys");
+        SecretKey::from_slice(keys.master.expose()).expect("a master key")
     }
 
     pub fn issuer(&self) -> &TokenIssuer {

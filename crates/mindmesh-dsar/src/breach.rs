@@ -14,10 +14,9 @@ use mindmesh_kit::auth::Caller;
 use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::{Error, Result};
-use mindmesh_proto::mindmesh::events::v1::NotificationRequested;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 
-use crate::notifier::{Notifier, Origin};
+use crate::notifier::{Notice, Notifier, Origin};
 use crate::store::notifications::{self as store, BreachRow};
 
 /// The authority must be told within 72 hours of detection (GDPR Art. 33(1)).
@@ -188,7 +187,7 @@ impl Breaches {
                 breach_id: Some(&id),
             };
             for user in people {
-                let notice = NotificationRequested {
+                let notice = Notice {
                     user_id: user.to_string(),
                     template: "breach_notice".to_owned(),
                     administrative: true,
@@ -197,7 +196,7 @@ impl Breaches {
                 queued += self.notifier.queue(&txn, &origin, &notice, now).await?;
             }
             // The tenant's administrative contacts (an affected admin is told once).
-            let notice = NotificationRequested {
+            let notice = Notice {
                 user_id: String::new(),
                 template: "breach_notice".to_owned(),
                 administrative: true,

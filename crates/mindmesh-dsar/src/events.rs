@@ -29,7 +29,7 @@ use mindmesh_proto::mindmesh::events::v1::{
 };
 use sea_orm::TransactionTrait;
 
-use crate::notifier::{Notifier, Origin};
+use crate::notifier::{Notice, Notifier, Origin};
 
 /// `consent.given` (`granted`) or `consent.withdrawn`: `user` of `tenant` about `purpose`.
 pub fn consent_changed(tenant: TenantId, user: UserId, purpose: &str, granted: bool) -> Envelope {
@@ -142,8 +142,18 @@ impl DsarEvents {
             tenant,
             breach_id: None,
         };
+        let notice = Notice {
+            user_id: request.user_id.clone(),
+            template: request.template.clone(),
+            administrative: request.administrative,
+            params: request
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
         self.notifier
-            .queue(&txn, &origin, request, chrono::Utc::now())
+            .queue(&txn, &origin, &notice, chrono::Utc::now())
             .await?;
         txn.commit().await?;
         self.notifier.wake();

@@ -25,7 +25,6 @@ use mindmesh_kit::crypto::SecretKey;
 use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::tenants::AskPermissions;
 use mindmesh_kit::{Error, Result};
-use mindmesh_proto::mindmesh::events::v1::NotificationRequested;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +82,19 @@ pub struct Notifier {
     wake: Arc<Notify>,
 }
 
+/// What to tell whom (from a `notification.requested` event, or a breach declared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The account to tell; empty: the tenant's administrative contacts.
+    pub user_id: String,
+    /// One of [`TEMPLATES`].
+    pub template: String,
+    /// Administrative mail, which no opt-out stops.
+    pub administrative: bool,
+    /// The template's parameters (no secrets, no content).
+    pub params: BTreeMap<String, String>,
+}
+
 /// Where a notification came from, for queueing.
 pub struct Origin<'a> {
     /// The event (or, for a breach, `breach:<id>`).
@@ -129,7 +141,7 @@ impl Notifier {
         &self,
         conn: &C,
         origin: &Origin<'_>,
-        request: &NotificationRequested,
+        request: &Notice,
         now: DateTime<Utc>,
     ) -> Result<u64> {
         let recipients = if request.user_id.is_empty() {
@@ -149,11 +161,7 @@ impl Notifier {
             user_id: String::new(),
             template: request.template.clone(),
             administrative: request.administrative,
-            params: request
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            params: request.params.clone(),
             breach_id: origin.breach_id.map(str::to_owned),
             status: if known { store::QUEUED } else { store::FAILED }.to_owned(),
             attempts: 0,
@@ -373,11 +381,6 @@ impl Notifier {
 /// The pause before try `attempts + 1`: 2, 4, 8 … seconds, at most ten minutes.
 fn backoff(attempts: u32) -> chrono::Duration {
     chrono::Duration::seconds(2i64.saturating_pow(attempts.min(30)).min(600))
-}
-
-/// The template parameters of a notification (for breach notices, queued directly).
-pub fn params<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 #[cfg(test)]

@@ -498,6 +498,118 @@ async fn p15_a_declared_breach_notifies_every_affected_person_and_admin_once_eac
     server.stop().await;
 }
 
+/// chromedriver on a free port, killed when dropped.
+struct Chromedriver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Chromedriver {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; `make test` installs it)");
+        let driver = Chromedriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        driver
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The link of a mail file, opened in headless Chromium as a person would: the page
+/// asks, the button unsubscribes, no login anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p13_the_unsubscribe_link_of_a_mail_file_works_in_a_real_browser() {
+    let server = TestServer::start(Backend::Embedded).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let ada = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let ada_token = server.token(&ada.id, Some(tenant), &[Role::Member]);
+    let mut settings = Settings::new(server.channel().await);
+    set_preferences(&mut settings, &ada_token, true, false).await;
+    publish(
+        &server,
+        &notification(tenant, &ada.id, "product_news", false),
+    )
+    .await;
+    let mail = await_mails(&server, "ada@acme.example", "Mindmesh product news", 1)
+        .await
+        .remove(0);
+    let url = unsubscribe_link(&mail);
+
+    let driver = Chromedriver::start().await;
+    let profile = tempfile::tempdir().unwrap();
+    let mut capabilities = fantoccini::wd::Capabilities::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.path().display()),
+            ]
+        }),
+    );
+    let browser =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver.url)
+            .await
+            .expect("a Chromium session");
+    browser.goto(&url).await.unwrap();
+    let button = browser
+        .wait_for_find(fantoccini::Locator::Id("unsubscribe"))
+        .await
+        .unwrap();
+    assert!(
+        marketing(&mut settings, &ada_token).await,
+        "opening the page changes nothing"
+    );
+    button.click().await.unwrap();
+    let done = browser
+        .wait_for_find(fantoccini::Locator::Id("done"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(done.contains("no longer receive product news"), "{done}");
+    browser.close().await.unwrap();
+    drop(driver);
+    assert!(!marketing(&mut settings, &ada_token).await);
+    server.stop().await;
+}
+
 both_modes!(
     p13_a_marketing_mail_unsubscribes_with_one_post_without_login_and_administrative_mail_still_goes_out,
     p15_a_declared_breach_notifies_every_affected_person_and_admin_once_each_and_tracks_the_72_hour_deadline,

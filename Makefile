@@ -36,6 +36,7 @@ bench: services ## Run the benchmarks (release build); prints each figure beside
 	$(CARGO) bench --locked -p mindmesh --bench ingest
 	$(CARGO) bench --locked -p mindmesh --bench foundation
 	$(CARGO) bench --locked -p mindmesh --bench cascade
+	$(CARGO) bench --locked -p mindmesh --bench dsar_export
 
 k8s-validate: ## Render the kustomize overlays and check the manifests parse
 	deploy/dev/k8s-validate.sh

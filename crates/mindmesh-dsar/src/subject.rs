@@ -108,6 +108,24 @@ impl SubjectProvider for DsarSubject {
                     updated_at: c.recorded_at,
                 });
             }
+            // The mails sent (or meant) for them: what, when, and whether it went out.
+            for n in crate::store::notifications::of_user(&self.ctx.db, tenant, &user.to_string())
+                .await?
+            {
+                records.push(SubjectRecord {
+                    kind: "notification".into(),
+                    id: n.id.clone(),
+                    json: json!({
+                        "id": n.id,
+                        "template": n.template,
+                        "administrative": n.administrative,
+                        "status": n.status,
+                        "queued_at": n.created_at.to_rfc3339(),
+                        "sent_at": n.sent_at.map(|t| t.to_rfc3339()),
+                    }),
+                    updated_at: n.sent_at.unwrap_or(n.created_at),
+                });
+            }
             records.push(SubjectRecord {
                 kind: "communication_preferences".into(),
                 id: user.to_string(),

@@ -47,18 +47,23 @@ pub struct IngestApi {
     tenants: Tenants,
     /// An admin connecting, syncing or disconnecting is activity (P09).
     activity: ActivityReporter,
+    /// Syncs started, pseudonymized, for the analytics processor (P14).
+    analytics: mindmesh_kit::analytics::Analytics,
 }
 
 impl IngestApi {
-    /// The API over the service's store and sync engine, for live `tenants`.
+    /// The API over the service's store and sync engine, for live `tenants`, telling
+    /// `analytics` of the syncs started.
     pub fn new(
         ctx: ServiceContext,
         store: Store,
         engine: Arc<Engine>,
         setup: Setup,
         tenants: Tenants,
+        analytics: mindmesh_kit::analytics::Analytics,
     ) -> Self {
         IngestApi {
+            analytics,
             activity: ActivityReporter::new(ctx.service, ctx.db.clone(), ctx.relay.clone()),
             ctx,
             store,
@@ -300,6 +305,21 @@ impl IngestService for IngestApi {
             return Err(Error::FailedPrecondition("the integration is disconnected".into()).into());
         }
         let mut progress = self.engine.sync(tenant, id, req.full)?;
+        if self.analytics.is_on() {
+            // Who started it, when an account did (a service's sync has no actor).
+            let actor = caller.subject.parse().ok();
+            let analytics = self.analytics.clone();
+            tokio::spawn(async move {
+                analytics
+                    .record(
+                        tenant,
+                        actor,
+                        mindmesh_kit::analytics::Usage::SyncStarted,
+                        chrono::Utc::now(),
+                    )
+                    .await;
+            });
+        }
         // Every change is sent; a slow reader sees the latest state, never a stale one.
         let stream = self.stream(move |tx| async move {
             loop {

@@ -94,6 +94,10 @@ impl IngestEvents {
 #[async_trait::async_trait]
 impl EventHandler for IngestEvents {
     async fn handle(&self, envelope: &Envelope) -> Result<()> {
+        // Processor switches, restrictions and consents: the gate of its usage analytics.
+        if mindmesh_kit::processing::apply_event(&self.ctx, CONSUMER, envelope).await? {
+            return Ok(());
+        }
         // A disconnect ingest did not publish itself: retention asking again after a
         // restore brought the integration back.
         if let Some(Payload::IntegrationDisconnected(d)) = &envelope.payload
@@ -166,6 +170,7 @@ impl EventHandler for IngestEvents {
         // Who was active when goes with the person, or the tenant.
         if whole_tenant || user.is_some() {
             mindmesh_kit::activity::forget(&txn, tenant, user).await?;
+            mindmesh_kit::processing::forget(&txn, tenant, user).await?;
         }
         self.ctx
             .attest(&txn, Some(tenant), cascade, counts.clone(), &destroyed)

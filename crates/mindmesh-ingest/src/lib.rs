@@ -105,7 +105,8 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
             store,
             engine,
             setup,
-            tenants
+            tenants,
+            ctx.analytics()?
         )),
         ctx
     ));

@@ -113,6 +113,7 @@ impl ServiceContext {
             config.database.max_connections,
         )
         .await?;
+        crate::region::stamp_or_check(&db, service, &config.region).await?;
         Self::with_database(service, shared, db).await
     }
 
@@ -126,6 +127,7 @@ impl ServiceContext {
         )
         .await?;
         module.migrate(&db).await?;
+        crate::region::stamp_or_check(&db, service, &config.region).await?;
         Self::with_database(service, shared, db).await
     }
 

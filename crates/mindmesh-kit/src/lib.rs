@@ -50,6 +50,7 @@ pub mod module;
 pub mod outbox;
 pub mod peers;
 pub mod processing;
+pub mod region;
 pub mod server;
 pub mod service;
 pub mod subject_api;

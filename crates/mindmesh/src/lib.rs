@@ -226,6 +226,7 @@ pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()
         let service = module.service();
         let db = mindmesh_kit::db::open_creating(&config.database_url(service), max).await?;
         module.migrate(&db).await?;
+        mindmesh_kit::region::stamp_or_check(&db, service, &config.region).await?;
         db.close().await?;
         let keys = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(
             &config.keystore_url(service),

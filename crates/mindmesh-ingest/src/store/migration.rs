@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
         all.push(Box::new(ItemReferences));
         all.push(Box::new(OutsideUsers));
         all.push(mindmesh_kit::migrations::activity_reports());
+        all.push(mindmesh_kit::migrations::processing_gate());
         all
     }
 }

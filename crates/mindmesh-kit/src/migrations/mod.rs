@@ -10,7 +10,7 @@ use sea_orm_migration::schema::*;
 
 /// The kit's migrations, to run first in every service database.
 pub fn service_common() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(OutboxInboxAudit)]
+    vec![Box::new(OutboxInboxAudit), Box::new(DeploymentRegion)]
 }
 
 /// The tables that guard writes: `erased_tenants` (see [`crate::tenants`]) and
@@ -383,6 +383,45 @@ impl MigrationTrait for OutboxInboxAudit {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// `deployment_region`: the region the database was first migrated in (P17, see
+/// [`crate::region`]); one row.
+struct DeploymentRegion;
+
+impl MigrationName for DeploymentRegion {
+    fn name(&self) -> &str {
+        "m20261204_000002_kit_deployment_region"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for DeploymentRegion {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("deployment_region")
+                    .if_not_exists()
+                    // Always 1: the table holds one row.
+                    .col(integer("id").primary_key())
+                    .col(string("region"))
+                    .col(timestamp_with_time_zone("stamped_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table("deployment_region")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
     }
 }
 

@@ -19,6 +19,7 @@ mod notifications;
 mod permissions;
 mod probing;
 mod processors;
+mod region;
 mod retention;
 mod serve_process;
 mod staff;

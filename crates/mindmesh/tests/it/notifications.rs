@@ -588,7 +588,8 @@ async fn p13_the_unsubscribe_link_of_a_mail_file_works_in_a_real_browser() {
             .expect("a Chromium session");
     browser.goto(&url).await.unwrap();
     let button = browser
-        .wait_for_find(fantoccini::Locator::Id("unsubscribe"))
+        .wait()
+        .for_element(fantoccini::Locator::Id("unsubscribe"))
         .await
         .unwrap();
     assert!(
@@ -597,7 +598,8 @@ async fn p13_the_unsubscribe_link_of_a_mail_file_works_in_a_real_browser() {
     );
     button.click().await.unwrap();
     let done = browser
-        .wait_for_find(fantoccini::Locator::Id("done"))
+        .wait()
+        .for_element(fantoccini::Locator::Id("done"))
         .await
         .unwrap()
         .text()

@@ -133,23 +133,26 @@ async fn opened(server: &TestServer, fake: &FakeProcessor, token: &str, doc: &st
 }
 
 /// Waits (up to 20 s) until storage's processor gate answers `expected` for `user` of
-/// `tenant`: storage mirrors the dsar service's events.
+/// `tenant`: storage and ingest (the exporter's two callers) mirror the dsar service's
+/// events.
 async fn gate_says(server: &TestServer, tenant: TenantId, user: &str, expected: Option<Denial>) {
-    let db = server.service_db(Service::Storage).await;
     let user: UserId = user.parse().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let answer = processing::denial(&db, tenant, Processor::Analytics, Some(user))
-            .await
-            .unwrap();
-        if answer == expected {
-            return;
+    for service in [Service::Storage, Service::Ingest] {
+        let db = server.service_db(service).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let answer = processing::denial(&db, tenant, Processor::Analytics, Some(user))
+                .await
+                .unwrap();
+            if answer == expected {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}'s gate says {answer:?}, not {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "storage's gate says {answer:?}, not {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -226,6 +229,12 @@ async fn p14_the_gate_closes_for_a_switched_off_tenant_a_restricted_person_and_w
     .await
     .unwrap();
     assert_eq!(fake.next(seen).await["kind"], "search_run");
+    // So is a sync started (ingest's part of the exporter).
+    let seen = fake.events().len();
+    server.integration(acme, &admin).await;
+    let sync = fake.next(seen).await;
+    assert_eq!(sync["kind"], "sync_started", "{sync}");
+    assert_eq!(sync["tenant"], ada_seen["tenant"]);
 
     // Globex switches analytics off; Bob is restricted; Cy withdraws her consent.
     let mut settings = Settings::new(server.channel().await);
@@ -278,6 +287,7 @@ async fn p14_the_gate_closes_for_a_switched_off_tenant_a_restricted_person_and_w
     // Their reads go on (the restricted person's own documents are kept, not served),
     // and nothing of them reaches the processor; Ada's still does.
     let before = fake.events().len();
+    server.integration(globex, &globex_admin).await;
     assert_eq!(open(&server, &dan_token, &dan_doc).await, Ok(()));
     assert_eq!(open(&server, &cy_token, &cy_doc).await, Ok(()));
     assert_eq!(

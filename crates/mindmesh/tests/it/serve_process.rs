@@ -176,19 +176,23 @@ async fn serve_reports_health_lists_the_api_and_exits_cleanly_on_sigterm() {
     }
     assert!(listed.iter().any(|l| l == "grpc.health.v1.Health"));
 
-    // Not built yet: UNIMPLEMENTED, never a fake success.
-    let operator = token(&data, "operator");
-    let mut request = tonic::Request::new(dsar::DeclareBreachRequest::default());
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {operator}").parse().unwrap(),
-    );
-    let status =
-        dsar::privacy_settings_service_client::PrivacySettingsServiceClient::new(channel.clone())
-            .declare_breach(request)
-            .await
-            .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    // Every RPC is built. Exactly one takes no bearer token (an unsubscribe link's
+    // token is its authority): it judges the token; its neighbours want a bearer token.
+    let mut privacy =
+        dsar::privacy_settings_service_client::PrivacySettingsServiceClient::new(channel.clone());
+    let status = privacy
+        .unsubscribe(dsar::UnsubscribeRequest {
+            token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("token"), "{status:?}");
+    let status = privacy
+        .declare_breach(dsar::DeclareBreachRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
     sigterm(&child);
     let started = Instant::now();

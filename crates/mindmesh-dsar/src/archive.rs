@@ -33,7 +33,7 @@ fn about(service: Service) -> [&'static str; 5] {
         Service::Storage => [
             "to keep the documents you wrote in Mindmesh",
             "the documents you wrote (titles and content)",
-            "nobody outside Mindmesh",
+            "nobody outside Mindmesh; the analytics processor, where your organisation allows it, receives only pseudonymous usage events (a search run, a document opened) without names, titles or content",
             "until you or your organisation delete them; archived ones 30 days unless policy says otherwise",
             "you",
         ],
@@ -45,11 +45,11 @@ fn about(service: Service) -> [&'static str; 5] {
             "your use of Mindmesh",
         ],
         Service::Dsar => [
-            "to handle your data protection requests",
-            "your requests: their kind, dates and status",
-            "nobody outside Mindmesh",
-            "as long as needed to show the requests were handled",
-            "you or the person who filed a request for you",
+            "to handle your data protection requests, and to send you the mails you are owed or asked for",
+            "your requests (their kind, dates and status), the consents you gave or withdrew, your mail preferences, the mails sent to you (what and when)",
+            "the mail provider that delivers Mindmesh's mails to you",
+            "requests as long as needed to show they were handled; the rest while your account exists",
+            "you, your organisation's administrator, or the person who filed a request for you",
         ],
     }
 }

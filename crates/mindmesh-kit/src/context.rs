@@ -108,12 +108,13 @@ impl ServiceContext {
     /// Opens `service`'s database (migrated with `M`) and keystore, ready to start.
     pub async fn open<M: MigratorTrait>(service: Service, shared: &Shared) -> Result<Self> {
         let config = &shared.config;
-        let db = crate::db::open_and_migrate::<M>(
-            &config.database_url(service),
-            config.database.max_connections,
-        )
+        let url = config.database_url(service);
+        let db = crate::db::open_creating(&url, config.database.max_connections).await?;
+        crate::db::with_migration_lock(&url, async {
+            M::up(&db, None).await?;
+            crate::region::stamp_or_check(&db, service, &config.region).await
+        })
         .await?;
-        crate::region::stamp_or_check(&db, service, &config.region).await?;
         Self::with_database(service, shared, db).await
     }
 
@@ -121,13 +122,13 @@ impl ServiceContext {
     pub async fn open_module(module: &dyn ServiceModule, shared: &Shared) -> Result<Self> {
         let service = module.service();
         let config = &shared.config;
-        let db = crate::db::open_creating(
-            &config.database_url(service),
-            config.database.max_connections,
-        )
+        let url = config.database_url(service);
+        let db = crate::db::open_creating(&url, config.database.max_connections).await?;
+        crate::db::with_migration_lock(&url, async {
+            module.migrate(&db).await?;
+            crate::region::stamp_or_check(&db, service, &config.region).await
+        })
         .await?;
-        module.migrate(&db).await?;
-        crate::region::stamp_or_check(&db, service, &config.region).await?;
         Self::with_database(service, shared, db).await
     }
 

@@ -99,13 +99,51 @@ pub async fn open_creating(url: &str, max_connections: u32) -> Result<DatabaseCo
     connect(url, max_connections).await
 }
 
-/// Opens `url` (creating the PostgreSQL database if missing) and runs migrator `M`.
+/// The key of the PostgreSQL advisory lock migrations hold (advisory locks are per
+/// database, so one key serves every service's database).
+const MIGRATION_LOCK: i64 = 0x6d6d_6d69_6772_6174; // "mmmigrat"
+
+/// Runs `migrate` on the database at `url` while holding its migration lock: with
+/// PostgreSQL an advisory lock taken on a connection of its own, so that replicas (or a
+/// migration Job and a starting pod) migrating one database at once take turns — the
+/// second finds the work done. SQLite serves one process, which migrates alone.
+pub async fn with_migration_lock<T, F>(url: &str, migrate: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    if is_sqlite_url(url) {
+        return migrate.await;
+    }
+    let lock = connect(url, 1).await?;
+    lock.query_one_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_lock($1)",
+        [MIGRATION_LOCK.into()],
+    ))
+    .await?;
+    let result = migrate.await;
+    // Closing the session releases the lock too; unlocking first says so plainly.
+    let unlocked = lock
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_unlock($1)",
+            [MIGRATION_LOCK.into()],
+        ))
+        .await;
+    lock.close().await?;
+    let value = result?;
+    unlocked?;
+    Ok(value)
+}
+
+/// Opens `url` (creating the PostgreSQL database if missing) and runs migrator `M`,
+/// holding the database's migration lock ([`with_migration_lock`]).
 pub async fn open_and_migrate<M: MigratorTrait>(
     url: &str,
     max_connections: u32,
 ) -> Result<DatabaseConnection> {
     let db = open_creating(url, max_connections).await?;
-    M::up(&db, None).await?;
+    with_migration_lock(url, async { Ok(M::up(&db, None).await?) }).await?;
     Ok(db)
 }
 
@@ -155,8 +193,12 @@ pub async fn create_postgres_database_if_missing(url: &str) -> Result<()> {
             .await;
         match created {
             Ok(_) => {}
-            // Another process created it between our check and our create.
-            Err(e) if e.to_string().contains("already exists") => {}
+            // Another process created it between our check and our create: PostgreSQL
+            // says "already exists", or, when both creates ran at once, reports the
+            // unique index of the catalogue.
+            Err(e)
+                if e.to_string().contains("already exists")
+                    || e.to_string().contains("pg_database_datname_index") => {}
             Err(e) => return Err(e.into()),
         }
     }

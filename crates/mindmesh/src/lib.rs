@@ -224,9 +224,13 @@ pub async fn migrate(config: &Config, services: &[Service]) -> anyhow::Result<()
     let max = config.database.max_connections;
     for module in modules(&services) {
         let service = module.service();
-        let db = mindmesh_kit::db::open_creating(&config.database_url(service), max).await?;
-        module.migrate(&db).await?;
-        mindmesh_kit::region::stamp_or_check(&db, service, &config.region).await?;
+        let url = config.database_url(service);
+        let db = mindmesh_kit::db::open_creating(&url, max).await?;
+        mindmesh_kit::db::with_migration_lock(&url, async {
+            module.migrate(&db).await?;
+            mindmesh_kit::region::stamp_or_check(&db, service, &config.region).await
+        })
+        .await?;
         db.close().await?;
         let keys = mindmesh_kit::db::open_and_migrate::<KeystoreMigrator>(
             &config.keystore_url(service),

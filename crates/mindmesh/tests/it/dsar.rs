@@ -68,7 +68,11 @@ pub(crate) async fn completed(dsar: &mut Dsar, token: &str, id: &str) -> pb::Dat
 }
 
 /// The export archive of request `id`, downloaded as `token`.
-async fn download(dsar: &mut Dsar, token: &str, id: &str) -> Result<Vec<u8>, tonic::Status> {
+pub(crate) async fn download(
+    dsar: &mut Dsar,
+    token: &str,
+    id: &str,
+) -> Result<Vec<u8>, tonic::Status> {
     let mut stream = dsar
         .download_export(authed(
             pb::DownloadExportRequest {
@@ -88,7 +92,7 @@ async fn download(dsar: &mut Dsar, token: &str, id: &str) -> Result<Vec<u8>, ton
 }
 
 /// The files of a zip archive, by name.
-fn unzip(archive: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub(crate) fn unzip(archive: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     use std::io::Read as _;
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
     let mut out = std::collections::BTreeMap::new();

@@ -1,7 +1,8 @@
 //! The data-subject rights beyond access, end to end over gRPC in both modes (P12):
 //! erasure (no trace of the person at rest in any service, and a receipt that
 //! verifies), rectification (visible wherever the account is read), and restriction
-//! (the person's data kept, not processed — and the restriction lifted again).
+//! (the person's data kept, not processed — and the restriction lifted again), and
+//! portability (a machine-readable archive of every service's part).
 
 use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
@@ -11,7 +12,7 @@ use mindmesh_proto::mindmesh::storage::v1 as storage;
 use tonic::Code;
 
 use crate::common::{self, Backend, TestServer, authed};
-use crate::dsar::{Dsar, completed, file_verified};
+use crate::dsar::{Dsar, completed, download, file_verified, unzip};
 
 fn filing(kind: pb::RequestKind, email: &str) -> pb::SubmitRequestRequest {
     pb::SubmitRequestRequest {
@@ -284,7 +285,96 @@ async fn p12_a_restriction_keeps_the_data_unprocessed_until_it_is_lifted(backend
     server.stop().await;
 }
 
+async fn p12_a_portability_archive_is_machine_readable_with_every_services_part_and_nothing_of_another_person(
+    backend: Backend,
+) {
+    let server = TestServer::start(backend).await;
+    let (tenant, admin) = server.create_tenant("Acme").await;
+    let ada = server
+        .create_user(&admin, "Ada", "Lovelace", "ada@acme.example")
+        .await;
+    let bob = server
+        .create_user(&admin, "Bob", "Builder", "bob@acme.example")
+        .await;
+    let ada_token = server.token(&ada.id, Some(tenant), &[Role::Member]);
+    let bob_token = server.token(&bob.id, Some(tenant), &[Role::Member]);
+    let plan = note(&server, &ada_token, "Launch plan", "Ada's launch plan, v2").await;
+    note(&server, &bob_token, "Bob's ledger", "Bob's private sums").await;
+    reads(&server, &ada_token, &plan).await.unwrap();
+    let mut settings = pb::privacy_settings_service_client::PrivacySettingsServiceClient::new(
+        server.channel().await,
+    );
+    settings
+        .record_consent(authed(
+            pb::RecordConsentRequest {
+                user_id: String::new(),
+                purpose: "llm_processing".into(),
+                granted: true,
+            },
+            &ada_token,
+        ))
+        .await
+        .unwrap();
+
+    let mut dsar = Dsar::new(server.channel().await);
+    let id = file_verified(
+        &server,
+        &mut dsar,
+        &ada_token,
+        filing(pb::RequestKind::Portability, "ada@acme.example"),
+    )
+    .await;
+    let done = completed(&mut dsar, &ada_token, &id).await;
+    assert!(done.parts.iter().all(|p| p.state == "done"), "{done:?}");
+    let files = unzip(&download(&mut dsar, &ada_token, &id).await.unwrap());
+
+    // Machine-readable: each service's file is JSON, its records typed and dated.
+    let mut parts = std::collections::BTreeMap::new();
+    for service in ["ingest", "permissions", "storage", "retention", "dsar"] {
+        let part: serde_json::Value =
+            serde_json::from_slice(&files[&format!("{service}.json")]).unwrap();
+        assert_eq!(part["service"], service);
+        let records = part["records"].as_array().unwrap().clone();
+        for record in &records {
+            for field in ["kind", "id", "updated_at", "data"] {
+                assert!(
+                    !record[field].is_null(),
+                    "{service}: {record} without {field}"
+                );
+            }
+        }
+        parts.insert(service, serde_json::Value::Array(records));
+    }
+    let holds = |service: &str, text: &str| parts[service].to_string().contains(text);
+    assert!(holds("permissions", "ada@acme.example"));
+    assert!(holds("storage", "Launch plan") && holds("storage", "Ada's launch plan, v2"));
+    assert!(holds("dsar", "llm_processing") && holds("dsar", "marketing_mail"));
+    assert!(holds("dsar", &id));
+    for bytes in files.values() {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(
+            !text.contains("Bob") && !text.contains("bob@acme.example"),
+            "nobody else's data: {text}"
+        );
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let listed = manifest["files"].as_array().unwrap();
+    assert_eq!(
+        listed.len() + 1,
+        files.len(),
+        "every file but the manifest listed"
+    );
+    for entry in listed {
+        let name = entry["name"].as_str().unwrap();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &files[name]);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(entry["sha256"], hex.as_str(), "{name}");
+    }
+    server.stop().await;
+}
+
 both_modes!(
+    p12_a_portability_archive_is_machine_readable_with_every_services_part_and_nothing_of_another_person,
     p12_an_erasure_leaves_no_trace_and_completes_with_a_receipt_that_verifies,
     p12_a_rectification_is_visible_wherever_the_account_is_read,
     p12_a_restriction_keeps_the_data_unprocessed_until_it_is_lifted,

@@ -48,6 +48,8 @@ pub struct Config {
     pub dsar: DsarConfig,
     /// The usage-analytics processor (P14).
     pub analytics: AnalyticsConfig,
+    /// TLS of the gRPC server and of calls to peers (P01 in transit).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -68,6 +70,36 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             dsar: DsarConfig::default(),
             analytics: AnalyticsConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// TLS (`[tls]`, see `mindmesh_kit::tls`): off unless `cert_file` is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM); set, the gRPC server serves TLS only.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// Set: clients must show a certificate issued by this CA (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// The CA that peers at `https://` URLs are verified against; this process shows
+    /// them `cert_file` as its client certificate.
+    pub peer_ca_file: Option<PathBuf>,
+    /// Milliseconds between two looks at the files (rotated ones are picked up live).
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            peer_ca_file: None,
+            reload_interval_ms: 30_000,
         }
     }
 }
@@ -673,6 +705,24 @@ impl Config {
             return Err(Error::Config(
                 "dsar.max_code_attempts must be between 1 and 10".into(),
             ));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "tls.cert_file is set but tls.key_file is not".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "tls.key_file is set but tls.cert_file is not".into(),
+                ));
+            }
+            (None, None) if self.tls.client_ca_file.is_some() => {
+                return Err(Error::Config(
+                    "tls.client_ca_file needs tls.cert_file and tls.key_file".into(),
+                ));
+            }
+            _ => {}
         }
         if self.dsar.unsubscribe_ttl_secs < 86_400 {
             return Err(Error::Config(

@@ -291,7 +291,11 @@ impl ServiceContext {
     pub fn peer(&self, peer: Service, setting: &str, url: Option<&str>) -> Result<PeerChannel> {
         let channel = match url {
             None if self.in_process.runs(peer) => self.in_process.channel(peer),
-            url => crate::peers::remote(setting, url)?,
+            url => crate::peers::remote(
+                setting,
+                url,
+                crate::tls::client_config(&self.config.tls)?.as_ref(),
+            )?,
         };
         if self.service_tokens.is_none() {
             return Err(crate::Error::Config(format!(

@@ -51,17 +51,32 @@ pub fn inbound(status: tonic::Status) -> tonic::Status {
 
 /// A lazily connected channel to the peer service at `url`, which is configured under
 /// `setting` (named in the error when it is missing or malformed).
-pub fn peer_channel(setting: &str, url: Option<&str>) -> Result<tonic::transport::Channel> {
+pub fn peer_channel(
+    setting: &str,
+    url: Option<&str>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<tonic::transport::Channel> {
     let url = url.ok_or_else(|| {
         Error::Config(format!(
             "{setting} is not set and this process does not run that service"
         ))
     })?;
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|_| Error::Config(format!("{setting} is not a valid URL")))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_adaptive_window(true);
+    if url.starts_with("https://") {
+        // Verified against tls.peer_ca_file, showing this process's certificate.
+        let tls = tls.ok_or_else(|| {
+            Error::Config(format!(
+                "{setting} is https:// but tls.peer_ca_file is not set"
+            ))
+        })?;
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| Error::Config(format!("{setting}: {e}")))?;
+    }
     Ok(endpoint.connect_lazy())
 }
 

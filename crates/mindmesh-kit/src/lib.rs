@@ -58,6 +58,7 @@ pub mod telemetry;
 pub mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -130,8 +130,12 @@ fn unavailable(service: Service, state: &str) -> http::Response<Body> {
 }
 
 /// A lazily connected channel to the remote peer at `url` (configured as `setting`).
-pub fn remote(setting: &str, url: Option<&str>) -> Result<PeerChannel> {
-    let channel = crate::grpc::peer_channel(setting, url)?;
+pub fn remote(
+    setting: &str,
+    url: Option<&str>,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<PeerChannel> {
+    let channel = crate::grpc::peer_channel(setting, url, tls)?;
     Ok(BoxCloneSyncService::new(
         channel.map_err(TransportError::from),
     ))
@@ -211,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_remote_peer_without_a_url_names_its_setting() {
-        let err = remote("peers.storage_url", None).err().unwrap();
+        let err = remote("peers.storage_url", None, None).err().unwrap();
         assert!(err.to_string().contains("peers.storage_url"), "{err}");
     }
 }

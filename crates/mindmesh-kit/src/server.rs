@@ -22,6 +22,7 @@ pub async fn serve(
     health_names: Vec<String>,
     shutdown: CancellationToken,
     grace: Duration,
+    tls: Option<crate::tls::ServerTls>,
 ) -> Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in health_names.iter().chain(std::iter::once(&String::new())) {
@@ -40,7 +41,6 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = {
         let shutdown = shutdown.clone();
         let reporter = reporter.clone();
@@ -54,7 +54,7 @@ pub async fn serve(
             }
         }
     };
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Large syncs arrive in one message: do not make them crawl through 64 KiB windows.
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(8 * 1024 * 1024))
@@ -63,8 +63,21 @@ pub async fn serve(
         .add_routes(routes)
         .add_service(health)
         .add_service(reflection)
-        .add_service(reflection_alpha)
-        .serve_with_incoming_shutdown(incoming, signal);
+        .add_service(reflection_alpha);
+    let server: std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<(), tonic::transport::Error>>
+                + Send,
+        >,
+    > = match tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(tls.incoming(listener, shutdown.clone()), signal),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        )),
+    };
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result.map_err(|e| Error::Internal(format!("grpc server: {e}"))),

@@ -147,8 +147,10 @@ pub async fn serve(
     let routes = routes.routes();
     shared.in_process.install(routes.clone());
     let grace = Duration::from_secs(config.limits.shutdown_grace_secs);
+    let tls = mindmesh_kit::tls::ServerTls::from_config(&config.tls)?;
     let served =
-        mindmesh_kit::server::serve(listener, routes, health_names, shutdown.clone(), grace).await;
+        mindmesh_kit::server::serve(listener, routes, health_names, shutdown.clone(), grace, tls)
+            .await;
     // Whatever ended the server, stop the background work and wait for it.
     shutdown.cancel();
     shared.tasks.close();

@@ -87,7 +87,32 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60));
     }
-    Ok(Database::connect(options).await?)
+    Database::connect(options)
+        .await
+        .map_err(|e| match verified_tls(url) {
+            // The URL asks for a verified server certificate: say which check failed.
+            Some(mode) => Error::Config(format!(
+                "the database at the configured URL could not be reached with sslmode={mode} \
+             (the server's certificate is checked against sslrootcert{}): {e}",
+                if mode == "verify-full" {
+                    ", and its name against the URL's host"
+                } else {
+                    ""
+                }
+            )),
+            None => e.into(),
+        })
+}
+
+/// The URL's `sslmode` when it asks for a verified certificate (`verify-ca`,
+/// `verify-full`).
+fn verified_tls(url: &str) -> Option<&'static str> {
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|pair| match pair {
+        "sslmode=verify-ca" => Some("verify-ca"),
+        "sslmode=verify-full" => Some("verify-full"),
+        _ => None,
+    })
 }
 
 /// Opens `url`, creating the PostgreSQL database if it is missing (a SQLite file is

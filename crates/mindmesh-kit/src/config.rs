@@ -167,6 +167,17 @@ pub struct BusConfig {
     pub max_deliver: u32,
     /// How often the outbox relay looks for unpublished events when not woken.
     pub relay_interval_ms: u64,
+    /// NATS over TLS: the CA the server's certificate is verified against (with a
+    /// `tls://` URL, or any URL once set).
+    pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate shown to a NATS server that verifies clients (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The NATS user to log in as.
+    pub user: Option<String>,
+    /// A file holding that user's password (a mounted Secret).
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for BusConfig {
@@ -180,11 +191,30 @@ impl Default for BusConfig {
             ack_wait_ms: 30_000,
             max_deliver: 5,
             relay_interval_ms: 1_000,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            user: None,
+            password_file: None,
         }
     }
 }
 
 impl BusConfig {
+    /// The password of `user`, from `password_file` (trailing line break removed).
+    pub fn password(&self) -> Result<Option<String>> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "bus.password_file {} cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+    }
+
     /// Redelivery delay for unacknowledged events.
     pub fn ack_wait(&self) -> Duration {
         Duration::from_millis(self.ack_wait_ms)
@@ -704,6 +734,16 @@ impl Config {
         if !(1..=10).contains(&self.dsar.max_code_attempts) {
             return Err(Error::Config(
                 "dsar.max_code_attempts must be between 1 and 10".into(),
+            ));
+        }
+        if self.bus.tls_cert_file.is_some() != self.bus.tls_key_file.is_some() {
+            return Err(Error::Config(
+                "bus.tls_cert_file and bus.tls_key_file go together".into(),
+            ));
+        }
+        if self.bus.user.is_some() != self.bus.password_file.is_some() {
+            return Err(Error::Config(
+                "bus.user and bus.password_file go together".into(),
             ));
         }
         match (&self.tls.cert_file, &self.tls.key_file) {

@@ -32,9 +32,20 @@ fn bus_err(context: &str, e: impl std::fmt::Display) -> Error {
 impl NatsBus {
     /// Connects and makes sure the event and dead-letter streams exist.
     pub async fn connect(config: &BusConfig) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name("mindmesh")
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let (Some(user), Some(password)) = (&config.user, config.password()?) {
+            options = options.user_and_password(user.clone(), password);
+        }
+        // The error names the server, never the credentials.
+        let client = options
             .connect(config.nats_url.as_str())
             .await
             .map_err(|e| {

@@ -154,6 +154,8 @@ pub struct Executor {
     key: SecretKey,
     export_ttl: chrono::Duration,
     wake: Arc<Notify>,
+    /// Tells the subject, when they have an account, that their request was carried out.
+    notifier: Option<crate::notifier::Notifier>,
 }
 
 fn aad(id: &str, what: &str) -> Vec<u8> {
@@ -203,7 +205,14 @@ impl Executor {
             key: ctx.keys.master.derive("mindmesh/dsar/exports/v1")?,
             export_ttl,
             wake: Arc::new(Notify::new()),
+            notifier: None,
         })
+    }
+
+    /// The executor, telling subjects through `notifier` when their request is done.
+    pub fn with_notifier(mut self, notifier: crate::notifier::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Has the executor look at once (a request was verified).
@@ -576,6 +585,7 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.requests.complete(txn, &request.id, now).await?;
+        self.tell_subject(txn, request, now).await?;
         self.audit
             .append(
                 txn,
@@ -588,6 +598,54 @@ impl Executor {
                 .with_details(details),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Queues a `dsar_update` (administrative) for the subject of `request`, when they
+    /// have an account (after an erasure they have none), once per request. A lookup
+    /// that fails skips the mail rather than hold the completion back.
+    async fn tell_subject(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        request: &Request,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let Some(notifier) = &self.notifier else {
+            return Ok(());
+        };
+        if request.kind == Kind::Erasure {
+            return Ok(());
+        }
+        let user = match self
+            .peers
+            .account(request.tenant, &request.subject_email)
+            .await
+        {
+            Ok(Some(user)) => user,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                tracing::warn!(request = %request.id, %error, "the subject's account cannot be looked up: no mail");
+                return Ok(());
+            }
+        };
+        let event_id = format!("dsar:{}:completed", request.id);
+        let origin = crate::notifier::Origin {
+            event_id: &event_id,
+            tenant: request.tenant,
+            breach_id: None,
+        };
+        let notice = crate::notifier::Notice {
+            user_id: user.to_string(),
+            template: "dsar_update".to_owned(),
+            administrative: true,
+            params: [
+                ("request_id".to_owned(), request.id.clone()),
+                ("status".to_owned(), "completed".to_owned()),
+            ]
+            .into(),
+        };
+        notifier.queue(txn, &origin, &notice, now).await?;
+        notifier.wake();
         Ok(())
     }
 

@@ -130,7 +130,8 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         consents.clone(),
         Arc::new(peers::PeerServices::new(ctx.clone())?),
         chrono::Duration::seconds(i64::try_from(config.export_ttl_secs).unwrap_or(7 * 86_400)),
-    )?;
+    )?
+    .with_notifier(notifier.clone());
     ctx.tasks.spawn(executor.clone().run(ctx.shutdown.clone()));
     let subject = subject::DsarSubject::new(
         ctx.clone(),

@@ -52,6 +52,7 @@ fn mailed_code(mailbox: &std::path::Path, to: &str) -> String {
             )
         })
         .filter(|(_, text)| text.contains(&format!("\r\nTo: {to}\r\n")))
+        .filter(|(_, text)| text.contains("\r\nSubject: Confirm your data request\r\n"))
         .collect();
     mails.sort();
     let (_, text) = mails.pop().expect("a mail to the subject");

@@ -28,7 +28,7 @@ fn mails(server: &TestServer) -> Vec<String> {
     };
     dir.map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
+        .map(|p| crate::common::mail_text(&std::fs::read_to_string(p).unwrap()))
         .collect()
 }
 

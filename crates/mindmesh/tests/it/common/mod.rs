@@ -287,6 +287,21 @@ impl Replica {
     }
 }
 
+/// A mail file as a mail client shows it: its headers, and its body decoded from
+/// quoted-printable when it says so (lettre picks it for long lines).
+pub fn mail_text(raw: &str) -> String {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    if !head.contains("Content-Transfer-Encoding: quoted-printable") {
+        return raw.to_owned();
+    }
+    let decoded = quoted_printable::decode(body, quoted_printable::ParseMode::Robust)
+        .expect("a quoted-printable body");
+    format!(
+        "{head}\r\n\r\n{}",
+        String::from_utf8(decoded).expect("UTF-8")
+    )
+}
+
 pub mod fake_github;
 pub mod fake_google;
 pub mod fake_http;

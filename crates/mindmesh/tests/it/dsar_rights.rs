@@ -8,10 +8,9 @@ use mindmesh_kit::auth::Role;
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use mindmesh_proto::mindmesh::permissions::v1 as perm;
 use mindmesh_proto::mindmesh::retention::v1 as ret;
-use mindmesh_proto::mindmesh::storage::v1 as storage;
 use tonic::Code;
 
-use crate::common::{self, Backend, TestServer, authed};
+use crate::common::{self, Backend, TestServer, authed, note, reads};
 use crate::dsar::{Dsar, completed, download, file_verified, unzip};
 
 fn filing(kind: pb::RequestKind, email: &str) -> pb::SubmitRequestRequest {
@@ -21,40 +20,6 @@ fn filing(kind: pb::RequestKind, email: &str) -> pb::SubmitRequestRequest {
         requester_email: email.into(),
         ..Default::default()
     }
-}
-
-async fn note(server: &TestServer, token: &str, title: &str, content: &str) -> String {
-    let mut docs =
-        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
-    docs.create_document(authed(
-        storage::CreateDocumentRequest {
-            title: title.into(),
-            mime_type: "text/plain".into(),
-            content: content.as_bytes().to_vec(),
-        },
-        token,
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .document
-    .unwrap()
-    .id
-}
-
-async fn reads(server: &TestServer, token: &str, id: &str) -> Result<(), Code> {
-    let mut docs =
-        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
-    docs.get_document(authed(
-        storage::GetDocumentRequest {
-            document_id: id.into(),
-            at_least_revision: 0,
-        },
-        token,
-    ))
-    .await
-    .map(|_| ())
-    .map_err(|s| s.code())
 }
 
 /// What the server keeps in its databases (the mailbox directory is mail sent, not a

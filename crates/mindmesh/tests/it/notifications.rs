@@ -11,7 +11,6 @@ use chrono::Utc;
 use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::ids::TenantId;
-use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use mindmesh_proto::mindmesh::events::v1::{Envelope, NotificationRequested, envelope::Payload};
 use tonic::Code;
@@ -267,20 +266,7 @@ async fn p13_a_marketing_mail_unsubscribes_with_one_post_without_login_and_admin
     assert_eq!(others.code(), Code::Unauthenticated);
 
     // The unsubscribe is in the audit log, as the person's own act through the link.
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Dsar.to_proto() as i32,
-                page_size: 100,
-                page_token: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = crate::common::audit_events(&server, Service::Dsar, &admin).await;
     assert!(
         events
             .iter()
@@ -476,20 +462,7 @@ async fn p15_a_declared_breach_notifies_every_affected_person_and_admin_once_eac
     );
     assert!(mails_to(&server, &dan.email, BREACH_SUBJECT).is_empty());
 
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Dsar.to_proto() as i32,
-                page_size: 100,
-                page_token: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = crate::common::audit_events(&server, Service::Dsar, &admin).await;
     let declared_events = events
         .iter()
         .filter(|e| e.action == "breach.declared")

@@ -14,13 +14,12 @@ use mindmesh_kit::Service;
 use mindmesh_kit::auth::Role;
 use mindmesh_kit::ids::{TenantId, UserId};
 use mindmesh_kit::processing::{self, Denial, Processor};
-use mindmesh_proto::mindmesh::audit::v1 as audit;
 use mindmesh_proto::mindmesh::dsar::v1 as pb;
 use mindmesh_proto::mindmesh::storage::v1 as storage;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::common::{Backend, TestServer, authed};
+use crate::common::{Backend, TestServer, authed, note, reads};
 use crate::dsar::{Dsar, completed, file_verified};
 
 type Settings =
@@ -88,45 +87,10 @@ async fn server(backend: Backend) -> (TestServer, FakeProcessor) {
     (server, fake)
 }
 
-async fn note(server: &TestServer, token: &str, title: &str, content: &str) -> String {
-    let mut docs =
-        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
-    docs.create_document(authed(
-        storage::CreateDocumentRequest {
-            title: title.into(),
-            mime_type: "text/plain".into(),
-            content: content.as_bytes().to_vec(),
-        },
-        token,
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .document
-    .unwrap()
-    .id
-}
-
-/// `token` opens document `id` (a usage event, when the gate lets it through).
-async fn open(server: &TestServer, token: &str, id: &str) -> Result<(), Code> {
-    let mut docs =
-        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
-    docs.get_document(authed(
-        storage::GetDocumentRequest {
-            document_id: id.into(),
-            at_least_revision: 0,
-        },
-        token,
-    ))
-    .await
-    .map(|_| ())
-    .map_err(|s| s.code())
-}
-
 /// `token` opens `doc` and the processor receives the event: its actor pseudonym.
 async fn opened(server: &TestServer, fake: &FakeProcessor, token: &str, doc: &str) -> Value {
     let seen = fake.events().len();
-    open(server, token, doc).await.unwrap();
+    reads(server, token, doc).await.unwrap();
     let event = fake.next(seen).await;
     assert_eq!(event["kind"], "document_opened", "{event}");
     event
@@ -288,10 +252,10 @@ async fn p14_the_gate_closes_for_a_switched_off_tenant_a_restricted_person_and_w
     // and nothing of them reaches the processor; Ada's still does.
     let before = fake.events().len();
     server.integration(globex, &globex_admin).await;
-    assert_eq!(open(&server, &dan_token, &dan_doc).await, Ok(()));
-    assert_eq!(open(&server, &cy_token, &cy_doc).await, Ok(()));
+    assert_eq!(reads(&server, &dan_token, &dan_doc).await, Ok(()));
+    assert_eq!(reads(&server, &cy_token, &cy_doc).await, Ok(()));
     assert_eq!(
-        open(&server, &bob_token, &bob_doc).await,
+        reads(&server, &bob_token, &bob_doc).await,
         Err(Code::NotFound)
     );
     settle(&server, &fake, &ada_token, &ada_doc).await;
@@ -419,7 +383,7 @@ async fn p12_a_withdrawal_of_consent_stops_the_processing_it_covered(backend: Ba
     assert!(llm.is_some(), "{llm:?}");
 
     let before = fake.events().len();
-    assert_eq!(open(&server, &eve_token, &doc).await, Ok(()));
+    assert_eq!(reads(&server, &eve_token, &doc).await, Ok(()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         fake.events().len(),
@@ -581,20 +545,7 @@ async fn p14_processor_switches_preferences_and_consents_are_the_callers_to_set_
     assert!(bad.message().contains("purpose"), "{bad:?}");
 
     // Each change is in the dsar service's audit log.
-    let mut log = audit::audit_client::AuditClient::new(server.channel().await);
-    let events = log
-        .list_audit_events(authed(
-            audit::ListAuditEventsRequest {
-                service: Service::Dsar.to_proto() as i32,
-                page_size: 100,
-                page_token: String::new(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = crate::common::audit_events(&server, Service::Dsar, &admin).await;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     for action in ["processors.set", "preferences.set", "consent.withdraw"] {
         assert!(

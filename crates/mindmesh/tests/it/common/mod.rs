@@ -11,8 +11,10 @@ use mindmesh_kit::Service;
 use mindmesh_kit::config::Mode;
 use mindmesh_kit::ids::{IntegrationId, TenantId};
 use mindmesh_kit::keyfiles::KeyMaterial;
+use mindmesh_proto::mindmesh::storage::v1 as storage;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 use tonic::transport::Channel;
 
 #[path = "../../support/server.rs"]
@@ -300,6 +302,42 @@ pub fn mail_text(raw: &str) -> String {
         "{head}\r\n\r\n{}",
         String::from_utf8(decoded).expect("UTF-8")
     )
+}
+
+/// A native document `title` with `content`, written by `token`'s user; its id.
+pub async fn note(server: &TestServer, token: &str, title: &str, content: &str) -> String {
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    docs.create_document(authed(
+        storage::CreateDocumentRequest {
+            title: title.into(),
+            mime_type: "text/plain".into(),
+            content: content.as_bytes().to_vec(),
+        },
+        token,
+    ))
+    .await
+    .unwrap()
+    .into_inner()
+    .document
+    .unwrap()
+    .id
+}
+
+/// Whether `token` may read document `id` (its code when not).
+pub async fn reads(server: &TestServer, token: &str, id: &str) -> Result<(), Code> {
+    let mut docs =
+        storage::storage_service_client::StorageServiceClient::new(server.channel().await);
+    docs.get_document(authed(
+        storage::GetDocumentRequest {
+            document_id: id.into(),
+            at_least_revision: 0,
+        },
+        token,
+    ))
+    .await
+    .map(|_| ())
+    .map_err(|s| s.code())
 }
 
 pub mod fake_github;

@@ -231,16 +231,7 @@ pub async fn of_breach<C: ConnectionTrait>(
     tenant: TenantId,
     breach: &str,
 ) -> Result<Vec<NotificationRow>> {
-    let rows = conn
-        .query_all(
-            &select()
-                .and_where(Expr::col(N::TenantId).eq(tenant.to_string()))
-                .and_where(Expr::col(N::BreachId).eq(breach))
-                .order_by(N::CreatedAt, Order::Asc)
-                .to_owned(),
-        )
-        .await?;
-    rows.iter().map(row).collect()
+    of_tenant_where(conn, tenant, N::BreachId, breach).await
 }
 
 /// The notifications sent (or meant) for `user` of `tenant`.
@@ -249,11 +240,21 @@ pub async fn of_user<C: ConnectionTrait>(
     tenant: TenantId,
     user: &str,
 ) -> Result<Vec<NotificationRow>> {
+    of_tenant_where(conn, tenant, N::UserId, user).await
+}
+
+/// The notifications of `tenant` whose `column` is `value`, oldest first.
+async fn of_tenant_where<C: ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    column: N,
+    value: &str,
+) -> Result<Vec<NotificationRow>> {
     let rows = conn
         .query_all(
             &select()
                 .and_where(Expr::col(N::TenantId).eq(tenant.to_string()))
-                .and_where(Expr::col(N::UserId).eq(user))
+                .and_where(Expr::col(column).eq(value))
                 .order_by(N::CreatedAt, Order::Asc)
                 .to_owned(),
         )

@@ -15,6 +15,7 @@ mod holds;
 mod ingest_drive;
 mod ingest_github;
 mod ingest_local;
+mod isolation;
 mod migrate;
 mod notifications;
 mod permissions;

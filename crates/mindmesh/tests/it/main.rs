@@ -9,6 +9,7 @@ mod common;
 
 mod accounts;
 mod backups;
+mod decoders;
 mod dsar;
 mod dsar_rights;
 mod holds;

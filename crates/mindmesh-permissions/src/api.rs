@@ -623,6 +623,8 @@ impl pb::staff_access_service_server::StaffAccessService for StaffAccessApi {
         request: Request<pb::GrantStaffAccessRequest>,
     ) -> Result<Response<pb::GrantStaffAccessResponse>, Status> {
         let caller = Caller::from_request(&request)?;
+        // Who may ask comes before what was asked: a member learns nothing of the checks.
+        caller.require_any(&[Role::Admin])?;
         self.tenants.require_live(caller.tenant()?).await?;
         let req = request.into_inner();
         let role = staff_role_from_proto(req.role)?;

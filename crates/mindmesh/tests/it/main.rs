@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod attack;
 mod backups;
 mod decoders;
 mod dsar;

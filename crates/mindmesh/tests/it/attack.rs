@@ -5,7 +5,8 @@
 //! the summary prints the matrix and how many cells matched.
 //!
 //! Callers so far: no token, an expired token, a token signed by another key, garbage,
-//! and a member calling what only operators may. (Still to add: another tenant's admin
+//! and a member or a tenant admin calling what only operators may (and a member what
+//! only admins may). (Still to add: another tenant's admin
 //! naming this tenant's ids, members where admin is required, staff with and without
 //! consent.)
 
@@ -154,24 +155,32 @@ fn expected(rpc: &str, caller: &str) -> Option<Code> {
     if UNPROVEN.contains(&caller) {
         return Some(public.unwrap_or(Code::Unauthenticated));
     }
-    // "member → operator RPC": what only an operator (or staff consent machinery) may.
+    // What only an operator may: tenants, breaches, backups.
     let operator_only = [
         ("mindmesh.permissions.v1.AccountService", "CreateTenant"),
         ("mindmesh.dsar.v1.PrivacySettingsService", "DeclareBreach"),
         ("mindmesh.dsar.v1.PrivacySettingsService", "GetBreach"),
-        ("mindmesh.retention.v1.RetentionService", "RunSweep"),
         ("mindmesh.retention.v1.RetentionService", "CreateBackup"),
         ("mindmesh.retention.v1.RetentionService", "ListBackups"),
         ("mindmesh.retention.v1.RetentionService", "RestoreBackup"),
+    ];
+    // What a tenant admin (or an operator) may, and a member not.
+    let admin_only = [
+        ("mindmesh.retention.v1.RetentionService", "RunSweep"),
         (
             "mindmesh.permissions.v1.StaffAccessService",
             "GrantStaffAccess",
         ),
     ];
-    if caller == "member" {
-        return operator_only
-            .contains(&(service, method))
-            .then_some(Code::PermissionDenied);
+    let denied = match caller {
+        "member" => {
+            operator_only.contains(&(service, method)) || admin_only.contains(&(service, method))
+        }
+        "admin" => operator_only.contains(&(service, method)),
+        _ => false,
+    };
+    if denied {
+        return Some(Code::PermissionDenied);
     }
     None
 }
@@ -213,6 +222,7 @@ async fn every_rpc_answers_each_caller_as_the_table_says(backend: Backend) {
         ("another key", Some(foreign)),
         ("garbage", Some("not.a.jwt".into())),
         ("member", Some(member_token)),
+        ("admin", Some(admin.clone())),
     ];
 
     let channel = server.channel().await;

@@ -14,6 +14,7 @@ mod decoders;
 mod dsar;
 mod dsar_rights;
 mod holds;
+mod hygiene;
 mod ingest_drive;
 mod ingest_github;
 mod ingest_local;

@@ -270,11 +270,8 @@ impl Notifier {
             return Ok(Delivery::Failed("no recipient"));
         };
         if !n.administrative {
-            let marketing = crate::store::settings::preferences(&self.db, tenant, &n.user_id)
-                .await?
-                .map(|(marketing, _)| marketing)
-                .unwrap_or(crate::settings::MARKETING_BY_DEFAULT);
-            if !marketing {
+            let preferences = crate::settings::preferences_in(&self.db, tenant, user).await?;
+            if !preferences.marketing {
                 return Ok(Delivery::Suppressed(
                     "the person does not take marketing mail",
                 ));

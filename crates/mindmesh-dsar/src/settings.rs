@@ -73,15 +73,7 @@ impl Settings {
 
     /// The communication preferences of `user` of `tenant`.
     pub async fn preferences(&self, tenant: TenantId, user: UserId) -> Result<Preferences> {
-        Ok(
-            match store::preferences(&self.db, tenant, &user.to_string()).await? {
-                Some((marketing, admin_contact)) => Preferences {
-                    marketing,
-                    admin_contact,
-                },
-                None => Preferences::DEFAULT,
-            },
-        )
+        preferences_in(&self.db, tenant, user).await
     }
 
     /// Sets the communication preferences of `user` of `tenant`, as `caller` (`None`:
@@ -132,11 +124,24 @@ impl Settings {
         txn.commit().await?;
         Ok(preferences)
     }
+}
 
-    /// The accounts of `tenant` that receive its administrative notices.
-    pub async fn admin_contacts(&self, tenant: TenantId) -> Result<Vec<String>> {
-        store::admin_contacts(&self.db, tenant).await
-    }
+/// The communication preferences of `user` of `tenant` as `conn` reads them (the
+/// defaults for a person who never said).
+pub async fn preferences_in<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Preferences> {
+    Ok(
+        match store::preferences(conn, tenant, &user.to_string()).await? {
+            Some((marketing, admin_contact)) => Preferences {
+                marketing,
+                admin_contact,
+            },
+            None => Preferences::DEFAULT,
+        },
+    )
 }
 
 /// A person's communication preferences (P13).

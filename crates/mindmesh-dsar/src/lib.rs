@@ -77,7 +77,9 @@ impl ServiceModule for Dsar {
 fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     ctx.spawn_relay();
     let config = &ctx.config.dsar;
-    let tenants = Tenants::new(ctx.db.clone(), Arc::new(AskPermissions::new(ctx.clone())?));
+    // One client of the permissions service for everything here that asks it by trait.
+    let permissions = Arc::new(AskPermissions::new(ctx.clone())?);
+    let tenants = Tenants::new(ctx.db.clone(), permissions.clone());
     let mailer: Arc<dyn mail::Mailer> = match &config.smtp {
         Some(smtp) => Arc::new(mail::Smtp::new(smtp, config.mail_from.clone())?),
         None => Arc::new(mail::Mailbox::new(
@@ -100,7 +102,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
     let notifier = notifier::Notifier::new(
         ctx.db.clone(),
         mailer.clone(),
-        Arc::new(AskPermissions::new(ctx.clone())?),
+        permissions.clone(),
         tokens.clone(),
         config
             .public_url
@@ -153,7 +155,7 @@ fn start(ctx: &ServiceContext, routes: &mut RoutesBuilder) -> Result<Started> {
         ctx.audit.clone(),
         &ctx.keys.master,
         notifier,
-        Arc::new(AskPermissions::new(ctx.clone())?),
+        permissions,
     )?;
     routes.add_service(PublicMethods::new(
         api_service!(
